@@ -1,0 +1,32 @@
+import re
+
+from setuptools import find_packages, setup
+
+version = re.search(r'__version__ = "([^"]+)"', open("vcar_tf/__init__.py").read()).group(1)
+
+setup(
+    name="vcar_tf",
+    version=version,
+    description="Compression-artifact removal for video in TensorFlow/Keras",
+    long_description=open("README.md").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["vcar_tf", "vcar_tf.*"]),
+    install_requires=[
+        "tensorflow-cpu==2.21.0",  # one TF wheel only; tensorflow-serving-api would pull `tensorflow`
+        "keras==3.15.1",
+        "numpy==2.4.6",
+        "scipy==1.17.1",  # ndimage filters for SSIM
+        "av==18.1.0",  # FFmpeg with libx265/libx264 inside the wheel
+        "matplotlib==3.11.2",  # per-frame PSNR plots
+        "tqdm==4.70.1",  # progress bars
+        "absl-py==2.5.1",  # train_main.py flags
+    ],
+    extras_require={"test": ["pytest==9.0.3", "pytest-xdist==3.8.0", "scikit-image==0.26.0"]},
+    entry_points={
+        "console_scripts": [
+            "vcar-prepare=vcar_tf.data.prepare:main",
+            "vcar-report=vcar_tf.report:main",
+        ]
+    },
+)

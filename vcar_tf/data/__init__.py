@@ -1,0 +1,1 @@
+"""Data: compression of source video into datasets, dataset layout, tf.data pipelines."""

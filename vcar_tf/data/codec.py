@@ -1,0 +1,172 @@
+"""x265 / x264 low-delay-P compression through PyAV's FFmpeg, with HM-style per-frame QP offsets."""
+
+import dataclasses
+import json
+import re
+from fractions import Fraction
+
+import av
+import av.filter
+
+from vcar_tf.errors import VcarError
+from vcar_tf.video.container import frame_to_av
+
+CODECS = {"x265": ("libx265", "hevc", "x265-params", ".hevc"),
+          "x264": ("libx264", "h264", "x264-params", ".h264")}
+
+# HM16.5 encoder_lowdelay_P_main.cfg: QP offset by POC % 4 (GOP of 4; POC 0 is the I frame at QP).
+HM_LDP_QP_OFFSETS = {1: 3, 2: 2, 3: 3, 0: 1}
+# FFmpeg maps an ROI qoffset of 1.0 to this many QP steps for 8-bit video.
+_ROI_QP_RANGE = 51
+
+
+def hm_ldp_qp(qp, poc):
+    """The QP HM's low-delay-P configuration gives picture `poc` at base QP `qp`."""
+    return qp if poc == 0 else qp + HM_LDP_QP_OFFSETS[poc % 4]
+
+
+@dataclasses.dataclass(frozen=True)
+class CodecSettings:
+    """Settings of one compression run. Defaults follow the NL-ConvLSTM Vimeo protocol."""
+
+    codec: str = "x265"
+    qp: int = 37
+    deblock: bool = False
+    sao: bool = False
+    hm_ldp_offsets: bool = False
+    ref: int = 4
+    preset: str = "medium"
+    fps: int = 25
+
+    def __post_init__(self):
+        if self.codec not in CODECS:
+            raise VcarError(f"unknown codec {self.codec!r}; choose one of {', '.join(CODECS)}")
+        if not 0 <= int(self.qp) <= 51:
+            raise VcarError(f"QP must be in 0..51, got {self.qp}")
+        if self.sao and self.codec != "x265":
+            raise VcarError("SAO exists only in HEVC (x265)")
+
+    @property
+    def folder(self):
+        """Folder of the compressed sequences, e.g. x265_LDP/QP37 (MFQE: HM16.5_LDP/QP37)."""
+        tags = "".join(t for t, on in (("_hmqp", self.hm_ldp_offsets), ("_dbk", self.deblock),
+                                       ("_sao", self.sao)) if on)
+        return f"{self.codec}_LDP{tags}/QP{self.qp}"
+
+    @property
+    def encoder_name(self):
+        return CODECS[self.codec][0]
+
+    def encoder_params(self):
+        """The x265-params / x264-params string."""
+        p = {"bframes": 0, "scenecut": 0, "ref": self.ref, "ipratio": 1, "pbratio": 1}
+        if self.codec == "x265":
+            p.update({"keyint": -1, "cutree": 0, "frame-threads": 1, "log-level": "error"})
+            # `deblock=0` leaves deblocking on in x265; `no-deblock=1` is what turns it off.
+            p["no-deblock" if not self.deblock else "deblock"] = 1
+            if not self.sao:
+                p["no-sao"] = 1
+        else:
+            p.update({"keyint": "infinite", "mbtree": 0, "threads": 1})
+            p["no-deblock" if not self.deblock else "deblock"] = 1
+        if self.hm_ldp_offsets:
+            # Per-frame QP goes in through ROI side data, which FFmpeg's encoders honour only
+            # through AQ, which constant-QP mode disables. CRF with qcomp=1 and no (cu/mb)tree is
+            # constant QP (qscale no longer depends on complexity); AQ strength 0.01 is ~0 QP.
+            p.update({"crf": self.qp, "qcomp": 1, "aq-mode": 1, "aq-strength": 0.01})
+        else:
+            p.update({"qp": self.qp, "aq-mode": 0})
+        return ":".join(f"{k}={v}" for k, v in p.items())
+
+    def to_json(self):
+        return dataclasses.asdict(self)
+
+
+def check_codec_available(settings):
+    if settings.encoder_name not in av.codecs_available:
+        raise VcarError(f"codec {settings.encoder_name} is missing from this FFmpeg build")
+
+
+class _RoiTagger:
+    """Attaches a whole-frame ROI QP offset to frames through FFmpeg's addroi filter."""
+
+    def __init__(self, width, height):
+        self.width, self.height = width, height
+        self.graphs = {}
+
+    def _graph(self, offset):
+        if offset not in self.graphs:
+            g = av.filter.Graph()
+            src = g.add_buffer(width=self.width, height=self.height, format="yuv420p",
+                               time_base=Fraction(1, 25))
+            roi = g.add("addroi", f"x=0:y=0:w=iw:h=ih:qoffset={offset}/{_ROI_QP_RANGE}:clear=1")
+            sink = g.add("buffersink")
+            src.link_to(roi)
+            roi.link_to(sink)
+            g.configure()
+            self.graphs[offset] = g
+        return self.graphs[offset]
+
+    def __call__(self, frame, offset):
+        if offset == 0:
+            return frame
+        g = self._graph(offset)
+        g.push(frame)
+        return g.pull()
+
+
+_VERSION_RE = re.compile(rb"(x26[45][^\x00]{0,120}?) - H\.26[45]")
+
+
+def encoder_version(bitstream):
+    """The encoder's version string from its user-data SEI, or 'unknown'."""
+    m = _VERSION_RE.search(bitstream[:4096])
+    return m.group(1).decode("ascii", "replace") if m else "unknown"
+
+
+def encode(frames, settings, bitstream_path):
+    """Encode (y, u, v) frames into an elementary stream at `bitstream_path`; returns frame count."""
+    check_codec_available(settings)
+    enc_name, fmt, params_key, _ = CODECS[settings.codec]
+    out = av.open(bitstream_path, "w", format=fmt)
+    count = 0
+    try:
+        stream = tagger = None
+        for y, u, v in frames:
+            if stream is None:
+                stream = out.add_stream(enc_name, rate=settings.fps)
+                stream.height, stream.width = y.shape
+                stream.pix_fmt = "yuv420p"
+                stream.options = {"preset": settings.preset, params_key: settings.encoder_params()}
+                tagger = _RoiTagger(y.shape[1], y.shape[0])
+            frame = frame_to_av(y, u, v)
+            frame.pts = count
+            frame.time_base = Fraction(1, settings.fps)
+            if settings.hm_ldp_offsets:
+                frame = tagger(frame, hm_ldp_qp(settings.qp, count) - settings.qp)
+            for pkt in stream.encode(frame):
+                out.mux(pkt)
+            count += 1
+        if stream is None:
+            raise VcarError(f"{bitstream_path}: zero frames to encode")
+        for pkt in stream.encode():
+            out.mux(pkt)
+    except av.error.FFmpegError as e:
+        raise VcarError(f"{settings.encoder_name} failed: {e}") from None
+    finally:
+        out.close()
+    return count
+
+
+def sidecar(settings, bitstream, num_frames, width, height):
+    """The JSON sidecar of a bitstream: encoder version, settings and bitrate."""
+    kbps = len(bitstream) * 8 * settings.fps / num_frames / 1000
+    return {"encoder": settings.encoder_name, "encoder_version": encoder_version(bitstream),
+            "pyav": av.__version__, "settings": settings.to_json(),
+            "encoder_params": settings.encoder_params(), "frames": num_frames,
+            "width": width, "height": height, "bytes": len(bitstream),
+            "bitrate_kbps": round(kbps, 3)}
+
+
+def dumps(obj):
+    return json.dumps(obj, indent=2, sort_keys=True) + "\n"

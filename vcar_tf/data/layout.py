@@ -1,0 +1,55 @@
+"""Dataset layout (MFQE 2.0 style): ROOT/raw/NAME_WxH_N.yuv and ROOT/<codec folder>/QP<qp>/ with
+the same names. Reads the MFQE 2.0 release as distributed (train_108/raw, HM16.5_LDP/QP37)."""
+
+import dataclasses
+import glob
+import os
+
+from vcar_tf.errors import VcarError
+from vcar_tf.video.yuv import YuvSequence
+
+
+@dataclasses.dataclass(frozen=True)
+class SequencePair:
+    name: str
+    raw_path: str
+    compressed_path: str
+
+    def open(self):
+        """(raw, compressed) memory-mapped YuvSequence objects."""
+        raw, comp = YuvSequence(self.raw_path), YuvSequence(self.compressed_path)
+        if (raw.width, raw.height, raw.num_frames) != (comp.width, comp.height, comp.num_frames):
+            raise VcarError(f"{self.name}: raw and compressed sequences differ in size or length")
+        return raw, comp
+
+
+def compressed_folders(root, qp):
+    """Codec folders under `root` that hold a QP<qp> folder, e.g. ['x265_LDP', 'HM16.5_LDP']."""
+    return sorted(os.path.basename(os.path.dirname(d))
+                  for d in glob.glob(os.path.join(root, "*", f"QP{qp}")) if os.path.isdir(d))
+
+
+def find_pairs(root, qp=37, codec_folder=None):
+    """All (raw, compressed) sequence pairs of a dataset root at one QP."""
+    raw_dir = os.path.join(root, "raw")
+    if not os.path.isdir(raw_dir):
+        raise VcarError(f"dataset not found: {root} has no raw/ folder")
+    if codec_folder is None:
+        found = compressed_folders(root, qp)
+        if not found:
+            raise VcarError(f"{root} has no compressed QP{qp} folder; run vcar_tf.data.prepare with --qp {qp}")
+        if len(found) > 1:
+            raise VcarError(f"{root} has several QP{qp} codec folders ({', '.join(found)}); choose one")
+        codec_folder = found[0]
+    comp_dir = os.path.join(root, codec_folder, f"QP{qp}")
+    if not os.path.isdir(comp_dir):
+        raise VcarError(f"{comp_dir} does not exist")
+    pairs = []
+    for raw_path in sorted(glob.glob(os.path.join(raw_dir, "*.yuv"))):
+        base = os.path.basename(raw_path)
+        comp_path = os.path.join(comp_dir, base)
+        if os.path.exists(comp_path):
+            pairs.append(SequencePair(base[:-4], raw_path, comp_path))
+    if not pairs:
+        raise VcarError(f"no sequence of {raw_dir} has a compressed twin in {comp_dir}")
+    return pairs

@@ -1,0 +1,194 @@
+"""Make an MFQE-2.0-style dataset from source video: raw YUV plus compressed versions per QP.
+
+    python -m vcar_tf.data.prepare --raw FILES_OR_DIR --out DIR --codec x265 --qp 22 27 32 37 42
+
+Writes DIR/raw/NAME_WxH_N.yuv, DIR/<codec>_LDP[_hmqp][_dbk][_sao]/QP<qp>/NAME_WxH_N.yuv and, in
+its bitstreams/ folder, each bitstream with a JSON sidecar. A finished output is never redone.
+"""
+
+import argparse
+import concurrent.futures as cf
+import csv
+import json
+import os
+import shutil
+import sys
+
+import numpy as np
+from tqdm import tqdm
+
+from vcar_tf.data.codec import CODECS, CodecSettings, check_codec_available, dumps, encode, sidecar
+from vcar_tf.errors import VcarError, cli_main
+from vcar_tf.fileutil import atomic_path, ensure_writable_dir, write_text_atomic
+from vcar_tf.metrics import psnr_y
+from vcar_tf.video import VIDEO_EXTENSIONS, decode_frames, open_sequence, write_yuv, yuv_name
+from vcar_tf.video.yuv import YuvSequence, parse_yuv_name
+
+
+def _manifest_files(folder, split):
+    """Files listed in a MANIFEST.tsv (the shared-data layout), optionally of one split."""
+    with open(os.path.join(folder, "MANIFEST.tsv"), newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    return [os.path.join(folder, r["file"]) for r in rows if split in (None, r.get("split"))]
+
+
+def find_sources(inputs, split=None):
+    """Expand files and folders into a sorted list of source video files."""
+    sources = []
+    for item in inputs:
+        if os.path.isdir(item):
+            if os.path.exists(os.path.join(item, "MANIFEST.tsv")):
+                sources += _manifest_files(item, split)
+            else:
+                sources += [os.path.join(item, n) for n in sorted(os.listdir(item))
+                            if n.lower().endswith(VIDEO_EXTENSIONS)]
+        elif os.path.isfile(item):
+            sources.append(item)
+        else:
+            raise VcarError(f"{item}: no such file or folder")
+    if not sources:
+        raise VcarError(f"no video files found in {' '.join(inputs)}")
+    return sources
+
+
+def _fingerprint(path):
+    st = os.stat(path)
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _load_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def prepare_raw(source, out_dir, width=None, height=None):
+    """Write one source as out_dir/raw/NAME_WxH_N.yuv; returns (path, did_work)."""
+    raw_dir = os.path.join(out_dir, "raw")
+    parsed = parse_yuv_name(source)
+    stem = parsed[0] if parsed else os.path.splitext(os.path.basename(source))[0]
+    record_path = os.path.join(raw_dir, f".{stem}.source.json")
+    record = _load_json(record_path)
+    src = {"source": os.path.abspath(source), **_fingerprint(source)}
+    if record and record.get("source_info") == src:
+        path = os.path.join(raw_dir, record["file"])
+        if os.path.exists(path) and os.path.getsize(path) == record["bytes"]:
+            return path, False
+    if source.lower().endswith(".yuv"):
+        seq = YuvSequence(source, width, height)
+        path = os.path.join(raw_dir, yuv_name(stem, seq.width, seq.height, seq.num_frames))
+        with atomic_path(path) as tmp:
+            shutil.copyfile(source, tmp)
+    else:
+        seq = open_sequence(source)
+        path = os.path.join(raw_dir, yuv_name(stem, seq.width, seq.height, seq.num_frames))
+        write_yuv(path, iter(seq))
+    write_text_atomic(record_path, dumps({"source_info": src, "file": os.path.basename(path),
+                                          "bytes": os.path.getsize(path)}))
+    return path, True
+
+
+def compress(raw_path, out_dir, settings):
+    """Encode one raw sequence, decode it back to YUV, record the sidecar; returns (sidecar, did_work)."""
+    base = os.path.basename(raw_path)
+    comp_dir = os.path.join(out_dir, settings.folder)
+    bit_dir = os.path.join(comp_dir, "bitstreams")
+    stem = base[:-4]
+    bit_path = os.path.join(bit_dir, stem + CODECS[settings.codec][3])
+    json_path = os.path.join(bit_dir, stem + ".json")
+    yuv_path = os.path.join(comp_dir, base)
+    raw_fp = _fingerprint(raw_path)
+    done = _load_json(json_path)
+    if (done and done.get("settings") == settings.to_json() and done.get("raw") == raw_fp
+            and os.path.exists(yuv_path) and os.path.exists(bit_path)):
+        return done, False
+    raw = YuvSequence(raw_path)
+    ensure_writable_dir(bit_dir)
+    with atomic_path(bit_path) as tmp_bits:
+        n = encode(iter(raw), settings, tmp_bits)
+        decoded = list(decode_frames(tmp_bits))
+        if len(decoded) != n:
+            raise VcarError(f"{base}: encoded {n} frames but decoded {len(decoded)}")
+        write_yuv(yuv_path, decoded)
+        with open(tmp_bits, "rb") as f:
+            bits = f.read()
+    info = sidecar(settings, bits, n, raw.width, raw.height)
+    info["raw"] = raw_fp
+    info["psnr_y"] = float(np.mean([psnr_y(raw.y(t), d[0]) for t, d in enumerate(decoded)]))
+    write_text_atomic(json_path, dumps(info))
+    return info, True
+
+
+def _run_parallel(fn, jobs, workers, desc):
+    """Run fn(*job) over jobs in a process pool with a progress bar; results in job order."""
+    results = [None] * len(jobs)
+    if workers <= 1 or len(jobs) <= 1:
+        for i, job in enumerate(tqdm(jobs, desc=desc, unit="seq", file=sys.stderr)):
+            results[i] = fn(*job)
+        return results
+    with cf.ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = {pool.submit(fn, *job): i for i, job in enumerate(jobs)}
+        for fut in tqdm(cf.as_completed(futures), total=len(jobs), desc=desc, unit="seq",
+                        file=sys.stderr):
+            results[futures[fut]] = fut.result()
+    return results
+
+
+def prepare_dataset(sources, out_dir, settings_list, workers=None, width=None, height=None):
+    """Raw + compressed dataset for every source and every settings; returns a summary dict."""
+    ensure_writable_dir(out_dir)
+    for s in settings_list:
+        check_codec_available(s)
+    workers = workers or os.cpu_count() or 1
+    raws = _run_parallel(prepare_raw, [(s, out_dir, width, height) for s in sources], workers, "raw")
+    jobs = [(path, out_dir, s) for s in settings_list for path, _ in raws]
+    comps = _run_parallel(compress, jobs, workers, "encode")
+    return {"raw": [p for p, _ in raws], "raw_written": sum(w for _, w in raws),
+            "encoded": sum(w for _, w in comps), "cached": sum(not w for _, w in comps),
+            "sidecars": [c for c, _ in comps],
+            "folders": sorted({os.path.join(out_dir, s.folder) for s in settings_list})}
+
+
+def add_codec_args(parser):
+    parser.add_argument("--codec", default="x265", choices=sorted(CODECS))
+    parser.add_argument("--qp", type=int, nargs="+", default=[37])
+    parser.add_argument("--deblock", action="store_true", help="turn the deblocking filter on")
+    parser.add_argument("--sao", action="store_true", help="turn SAO on (x265)")
+    parser.add_argument("--hm-ldp-offsets", action="store_true",
+                        help="HM16.5 low-delay-P QP offsets per GOP position (+3, +2, +3, +1)")
+    parser.add_argument("--preset", default="medium")
+
+
+def settings_from_args(args):
+    return [CodecSettings(codec=args.codec, qp=qp, deblock=args.deblock, sao=args.sao,
+                          hm_ldp_offsets=args.hm_ldp_offsets, preset=args.preset) for qp in args.qp]
+
+
+@cli_main
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m vcar_tf.data.prepare", description=__doc__.split("\n")[0])
+    parser.add_argument("--raw", nargs="+", required=True, help="source files or folders")
+    parser.add_argument("--out", required=True, help="dataset folder to write")
+    parser.add_argument("--split", choices=["train", "test"],
+                        help="with a folder holding MANIFEST.tsv: only this split")
+    parser.add_argument("--width", type=int, help="width of .yuv sources without WxH in the name")
+    parser.add_argument("--height", type=int)
+    parser.add_argument("--workers", type=int, default=None, help="parallel sequences (default: cores)")
+    add_codec_args(parser)
+    args = parser.parse_args(argv)
+    settings = settings_from_args(args)
+    sources = find_sources(args.raw, args.split)
+    summary = prepare_dataset(sources, args.out, settings, args.workers, args.width, args.height)
+    print(f"{len(sources)} sequences: {summary['raw_written']} raw written, {summary['encoded']} encoded, "
+          f"{summary['cached']} already done")
+    for s in settings:
+        rows = [c for c in summary["sidecars"] if c["settings"] == s.to_json()]
+        mean = np.mean([c["psnr_y"] for c in rows])
+        print(f"{os.path.join(args.out, s.folder)}: mean Y-PSNR {mean:.2f} dB over {len(rows)} sequences")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

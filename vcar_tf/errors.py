@@ -1,0 +1,28 @@
+"""User-facing errors: one line on stderr and a non-zero exit, never a traceback."""
+
+import functools
+import sys
+
+
+class VcarError(Exception):
+    """An error caused by the user's input; its message is shown as is."""
+
+
+def cli_main(fn):
+    """Wrap a CLI entry point so VcarError and OS errors end with one line and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except VcarError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        except OSError as e:
+            print(f"error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            print("error: interrupted", file=sys.stderr)
+            sys.exit(130)
+
+    return wrapper
