@@ -143,12 +143,17 @@ def prepare_dataset(sources, out_dir, settings_list, workers=None, width=None, h
         check_codec_available(s)
     workers = workers or os.cpu_count() or 1
     raws = _run_parallel(prepare_raw, [(s, out_dir, width, height) for s in sources], workers, "raw")
-    jobs = [(path, out_dir, s) for s in settings_list for path, _ in raws]
-    comps = _run_parallel(compress, jobs, workers, "encode")
-    return {"raw": [p for p, _ in raws], "raw_written": sum(w for _, w in raws),
-            "encoded": sum(w for _, w in comps), "cached": sum(not w for _, w in comps),
-            "sidecars": [c for c, _ in comps],
-            "folders": sorted({os.path.join(out_dir, s.folder) for s in settings_list})}
+    summary = compress_all([p for p, _ in raws], out_dir, settings_list, workers)
+    summary["raw_written"] = sum(w for _, w in raws)
+    return summary
+
+
+def compress_all(raw_paths, out_dir, settings_list, workers=None):
+    """Compress raw sequences already in out_dir/raw with every settings, in parallel."""
+    jobs = [(path, out_dir, s) for s in settings_list for path in raw_paths]
+    comps = _run_parallel(compress, jobs, workers or os.cpu_count() or 1, "encode")
+    return {"raw": list(raw_paths), "encoded": sum(w for _, w in comps),
+            "cached": sum(not w for _, w in comps), "sidecars": [c for c, _ in comps]}
 
 
 def add_codec_args(parser):
