@@ -53,3 +53,23 @@ def find_pairs(root, qp=37, codec_folder=None):
     if not pairs:
         raise VcarError(f"no sequence of {raw_dir} has a compressed twin in {comp_dir}")
     return pairs
+
+
+def resolve_datasets(data, settings=None):
+    """Dataset roots by name: the embedded sample (data None or 'sample') builds itself;
+    a folder with raw/ is one dataset; a folder of such folders (e.g. train/, test/) is several."""
+    if data in (None, "", "sample"):
+        from vcar_tf.data.codec import CodecSettings
+        from vcar_tf.data.sample import ensure_sample_dataset
+
+        root = ensure_sample_dataset([settings or CodecSettings()])
+        return {split: os.path.join(root, split) for split in ("train", "test")}
+    if not os.path.isdir(data):
+        raise VcarError(f"dataset not found: {data}")
+    if os.path.isdir(os.path.join(data, "raw")):
+        return {os.path.basename(os.path.normpath(data)): data}
+    found = {n: os.path.join(data, n) for n in sorted(os.listdir(data))
+             if os.path.isdir(os.path.join(data, n, "raw"))}
+    if not found:
+        raise VcarError(f"dataset not found: {data} has no raw/ folder (nor subfolders with one)")
+    return found
