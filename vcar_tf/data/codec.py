@@ -2,11 +2,15 @@
 
 import dataclasses
 import json
+import os
 import re
+import shutil
+import subprocess
 from fractions import Fraction
 
 import av
 import av.filter
+import numpy as np
 
 from vcar_tf.errors import VcarError
 from vcar_tf.video.container import frame_to_av
@@ -57,32 +61,47 @@ class CodecSettings:
     def encoder_name(self):
         return CODECS[self.codec][0]
 
-    def encoder_params(self):
-        """The x265-params / x264-params string."""
-        p = {"bframes": 0, "scenecut": 0, "ref": self.ref, "ipratio": 1, "pbratio": 1}
+    @property
+    def uses_x265_cli(self):
+        """HM offsets with x265 go through the x265 CLI's --qpfile (FFmpeg's libx265 ROI path
+        that could carry a per-frame QP crashes inside x265 4.2)."""
+        return self.codec == "x265" and self.hm_ldp_offsets
+
+    def encoder_param_dict(self):
+        p = {"bframes": 0, "scenecut": 0, "ref": self.ref, "ipratio": 1, "pbratio": 1,
+             "qp": self.qp, "aq-mode": 0}
         if self.codec == "x265":
-            p.update({"keyint": -1, "cutree": 0, "frame-threads": 1, "log-level": "error"})
-            # `deblock=0` leaves deblocking on in x265; `no-deblock=1` is what turns it off.
-            p["no-deblock" if not self.deblock else "deblock"] = 1
+            p.update({"keyint": -1, "no-cutree": 1, "frame-threads": 1, "log-level": "error"})
             if not self.sao:
                 p["no-sao"] = 1
         else:
-            p.update({"keyint": "infinite", "mbtree": 0, "threads": 1})
-            p["no-deblock" if not self.deblock else "deblock"] = 1
-        if self.hm_ldp_offsets:
-            # Per-frame QP goes in through ROI side data, which FFmpeg's encoders honour only
-            # through AQ, which constant-QP mode disables. CRF with qcomp=1 and no (cu/mb)tree is
-            # constant QP (qscale no longer depends on complexity); AQ strength 0.01 is ~0 QP.
-            p.update({"crf": self.qp, "qcomp": 1, "aq-mode": 1, "aq-strength": 0.01})
-        else:
-            p.update({"qp": self.qp, "aq-mode": 0})
-        return ":".join(f"{k}={v}" for k, v in p.items())
+            p.update({"keyint": "infinite", "no-mbtree": 1, "threads": 1})
+            if self.hm_ldp_offsets:
+                # Per-frame QP reaches libx264 as ROI side data, honoured only through AQ, which
+                # constant-QP mode disables. CRF with qcomp=1 and no mbtree is constant QP
+                # (qscale no longer depends on complexity); AQ strength 0.01 is ~0 QP.
+                del p["qp"]
+                p.update({"crf": self.qp, "qcomp": 1, "aq-mode": 1, "aq-strength": 0.01})
+        # `deblock=0` leaves deblocking on (it sets the filter offsets); `no-deblock=1` turns it off.
+        if not self.deblock:
+            p["no-deblock"] = 1
+        return p
+
+    def encoder_params(self):
+        """The x265-params / x264-params string (or, for the x265 CLI, its option list)."""
+        return ":".join(f"{k}={v}" for k, v in self.encoder_param_dict().items())
 
     def to_json(self):
         return dataclasses.asdict(self)
 
 
+def x265_cli():
+    return os.environ.get("VCAR_X265_CLI") or shutil.which("x265")
+
+
 def check_codec_available(settings):
+    if settings.uses_x265_cli and not x265_cli():
+        raise VcarError("--hm-ldp-offsets with x265 needs the x265 command (apt-get install x265)")
     if settings.encoder_name not in av.codecs_available:
         raise VcarError(f"codec {settings.encoder_name} is missing from this FFmpeg build")
 
@@ -124,9 +143,43 @@ def encoder_version(bitstream):
     return m.group(1).decode("ascii", "replace") if m else "unknown"
 
 
+def _encode_x265_cli(frames, settings, bitstream_path):
+    """x265 CLI with a qpfile giving HM's per-frame QP; raw frames go in through stdin."""
+    frames = list(frames)  # views into memory-mapped files; the qpfile needs the count first
+    if not frames:
+        raise VcarError(f"{bitstream_path}: zero frames to encode")
+    height, width = frames[0][0].shape
+    qpfile = bitstream_path + ".qp.txt"
+    with open(qpfile, "w") as f:
+        for poc in range(len(frames)):
+            f.write(f"{poc} {'I' if poc == 0 else 'P'} {hm_ldp_qp(settings.qp, poc)}\n")
+    args = [x265_cli(), "--input", "-", "--input-res", f"{width}x{height}", "--input-depth", "8",
+            "--fps", str(settings.fps), "--preset", settings.preset, "--qpfile", qpfile,
+            "--output", bitstream_path]
+    for k, v in settings.encoder_param_dict().items():
+        args += [f"--{k}"] if k.startswith("no-") else [f"--{k}", str(v)]
+    try:
+        proc = subprocess.Popen(args, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            for y, u, v in frames:
+                for plane in (y, u, v):
+                    proc.stdin.write(np.ascontiguousarray(plane).tobytes())
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        err = proc.stderr.read().decode("utf-8", "replace").strip()
+        if proc.wait() != 0:
+            raise VcarError(f"x265 failed: {err.splitlines()[-1] if err else proc.returncode}")
+    finally:
+        os.remove(qpfile)
+    return len(frames)
+
+
 def encode(frames, settings, bitstream_path):
     """Encode (y, u, v) frames into an elementary stream at `bitstream_path`; returns frame count."""
     check_codec_available(settings)
+    if settings.uses_x265_cli:
+        return _encode_x265_cli(frames, settings, bitstream_path)
     enc_name, fmt, params_key, _ = CODECS[settings.codec]
     out = av.open(bitstream_path, "w", format=fmt)
     count = 0

@@ -1,0 +1,66 @@
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.environ.get("VCAR_SHARED_DATA", os.path.join(REPO, "..", "shared", "data"))
+
+
+def shared_rows(split=None):
+    """Rows of ../shared/data/MANIFEST.tsv (skips the test when the folder is absent)."""
+    import csv
+
+    manifest = os.path.join(SHARED_DATA, "MANIFEST.tsv")
+    if not os.path.exists(manifest):
+        pytest.skip("../shared/data is not present")
+    with open(manifest, newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    return [r for r in rows if split in (None, r["split"])]
+
+
+def shared_file(name):
+    row = next(r for r in shared_rows() if r["name"] == name)
+    return os.path.join(SHARED_DATA, row["file"])
+
+
+def run_cli(*args, env=None):
+    """Run `python -m ...` in a fresh process; returns CompletedProcess with text output."""
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=full_env,
+                          cwd=REPO, timeout=600)
+
+
+def make_planes(width, height, t, seed=0):
+    """Deterministic (y, u, v) planes for frame t; y encodes t so tests can read indices back."""
+    rng = np.random.default_rng([seed, t])
+    y = rng.integers(0, 256, (height, width), dtype=np.uint8)
+    u = rng.integers(0, 256, (height // 2, width // 2), dtype=np.uint8)
+    v = rng.integers(0, 256, (height // 2, width // 2), dtype=np.uint8)
+    return y, u, v
+
+
+@pytest.fixture(scope="session")
+def sample_cache(tmp_path_factory):
+    """The embedded sample dataset, built once per test session in a private cache."""
+    from vcar_tf.data.sample import ensure_sample_dataset
+
+    cache = str(tmp_path_factory.mktemp("cache"))
+    return cache, ensure_sample_dataset(cache_dir=cache)
+
+
+@pytest.fixture(scope="session")
+def shared_qp37(tmp_path_factory):
+    """The shared train and test sets prepared at x265 QP37 (about 30 s on 2 cores)."""
+    shared_rows()
+    out = str(tmp_path_factory.mktemp("shared_qp37"))
+    from vcar_tf.data.codec import CodecSettings
+    from vcar_tf.data.prepare import find_sources, prepare_dataset
+
+    summaries = {}
+    for split in ("train", "test"):
+        summaries[split] = prepare_dataset(find_sources([SHARED_DATA], split), os.path.join(out, split),
+                                           [CodecSettings(qp=37)])
+    return out, summaries
