@@ -1,0 +1,123 @@
+import json
+import os
+
+import numpy as np
+import pytest
+
+from tests.conftest import SHARED_DATA, make_planes, run_cli, shared_file, shared_rows
+from vcar_tf.data.layout import find_pairs, resolve_datasets
+from vcar_tf.video import YuvSequence, write_yuv
+
+
+def _files(folder):
+    return sorted(os.path.relpath(os.path.join(d, f), folder) for d, _, fs in os.walk(folder) for f in fs)
+
+
+def test_prepare_cli_layout_sidecar_and_cache(tmp_path):
+    out = tmp_path / "ds"
+    srcs = [shared_file("ciscovt2people"), shared_file("vimeo-00002-0007")]
+    r = run_cli("-m", "vcar_tf.data.prepare", "--raw", *srcs, "--out", str(out), "--qp", "32", "37")
+    assert r.returncode == 0, r.stderr
+    assert "2 raw written, 4 encoded, 0 already done" in r.stdout
+    files = _files(out)
+    for qp in (32, 37):
+        for name in ("ciscovt2people_320x192_9", "vimeo-00002-0007_448x256_7"):
+            assert f"x265_LDP/QP{qp}/{name}.yuv" in files
+            assert f"x265_LDP/QP{qp}/bitstreams/{name}.hevc" in files
+            info = json.load(open(out / f"x265_LDP/QP{qp}/bitstreams/{name}.json"))
+            assert info["settings"]["qp"] == qp and info["encoder_version"].startswith("x265")
+            assert info["bitrate_kbps"] > 0 and info["frames"] == int(name.rsplit("_", 1)[1])
+    assert "raw/ciscovt2people_320x192_9.yuv" in files
+    assert not [f for f in files if ".tmp-" in f]
+    stamps = {f: os.stat(out / f).st_mtime_ns for f in files}
+    r = run_cli("-m", "vcar_tf.data.prepare", "--raw", *srcs, "--out", str(out), "--qp", "32", "37")
+    assert r.returncode == 0 and "0 raw written, 0 encoded, 4 already done" in r.stdout
+    assert {f: os.stat(out / f).st_mtime_ns for f in _files(out)} == stamps  # no work redone
+    pairs = find_pairs(str(out), 37)
+    assert [p.name for p in pairs] == ["ciscovt2people_320x192_9", "vimeo-00002-0007_448x256_7"]
+
+
+def test_prepare_reads_mfqe_layout_as_distributed(tmp_path):
+    # MFQE 2.0: train_108/raw/Name_WxH_nfs.yuv next to train_108/HM16.5_LDP/QP37/ with the same names.
+    root = tmp_path / "train_108"
+    frames = [make_planes(64, 48, t) for t in range(5)]
+    write_yuv(str(root / "raw" / "Kimono_64x48_5.yuv"), frames)
+    write_yuv(str(root / "HM16.5_LDP" / "QP37" / "Kimono_64x48_5.yuv"), frames[::-1])
+    (pair,) = find_pairs(str(root), 37)
+    raw, comp = pair.open()
+    np.testing.assert_array_equal(comp.y(0), frames[4][0])
+    assert resolve_datasets(str(tmp_path)) == {"train_108": str(root)}
+    # and the raw folder is a valid prepare input
+    r = run_cli("-m", "vcar_tf.data.prepare", "--raw", str(root / "raw"), "--out", str(tmp_path / "o"),
+                "--qp", "37", "--codec", "x264")
+    assert r.returncode == 0, r.stderr
+    assert YuvSequence(str(tmp_path / "o" / "x264_LDP" / "QP37" / "Kimono_64x48_5.yuv")).num_frames == 5
+
+
+def test_prepare_turns_shared_sets_into_qp37_dataset(shared_qp37):
+    out, summaries = shared_qp37
+    for split in ("train", "test"):
+        rows = shared_rows(split)
+        pairs = find_pairs(os.path.join(out, split), 37, "x265_LDP")
+        assert len(pairs) == len(rows)
+        for row, pair in zip(sorted(rows, key=lambda r: r["name"]), pairs):
+            raw, comp = pair.open()
+            assert (raw.width, raw.height, raw.num_frames) == (int(row["width"]), int(row["height"]),
+                                                                int(row["frames"]))
+        psnr = [s["psnr_y"] for s in summaries[split]["sidecars"]]
+        assert 27 <= np.mean(psnr) <= 34
+
+
+def _bad_input_cases(tmp_path):
+    ok_src = shared_file("ciscovt2people") if os.path.isdir(SHARED_DATA) else None
+    trunc = tmp_path / "trunc_32x16.yuv"
+    trunc.write_bytes(b"\1" * (32 * 16 * 3 // 2 * 3 - 5))
+    odd = tmp_path / "odd_33x17.yuv"
+    odd.write_bytes(b"\1" * 5000)
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(os.urandom(3000))
+    empty = tmp_path / "empty_32x16.yuv"
+    empty.write_bytes(b"")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    return [
+        (["--raw", str(trunc)], "not a multiple"),
+        (["--raw", str(odd)], "even width and height"),
+        (["--raw", str(junk)], "cannot decode|zero frames|no video"),
+        (["--raw", str(empty)], "zero frames"),
+        (["--raw", ok_src, "--qp", "60"], "QP must be in 0..51"),
+        (["--raw", ok_src, "--qp", "-1"], "QP must be in 0..51"),
+        (["--raw", ok_src, "--codec", "vp9"], "invalid choice"),
+        (["--raw", str(tmp_path / "missing.yuv")], "no such file"),
+    ], blocker
+
+
+def test_bad_input_one_line_error_no_partial_output(tmp_path):
+    cases, blocker = _bad_input_cases(tmp_path)
+    for i, (args, pattern) in enumerate(cases):
+        out = tmp_path / f"out{i}"
+        r = run_cli("-m", "vcar_tf.data.prepare", *args, "--out", str(out))
+        assert r.returncode != 0, args
+        lines = r.stderr.strip().splitlines()
+        assert "Traceback" not in r.stderr, r.stderr
+        import re
+        assert re.search(pattern, lines[-1]), (args, r.stderr)
+        assert not [f for f in (_files(out) if out.exists() else []) if not f.endswith(".json")], args
+        assert not [f for f in (_files(out) if out.exists() else []) if f.endswith(".yuv") or ".tmp-" in f]
+    # an output folder that cannot be written (its parent is a file)
+    r = run_cli("-m", "vcar_tf.data.prepare", "--raw", shared_file("ciscovt2people"),
+                "--out", str(blocker / "sub"))
+    assert r.returncode == 2 and r.stderr.strip().startswith("error: cannot create output folder")
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_missing_codec_in_ffmpeg_build(monkeypatch, capsys, tmp_path):
+    from vcar_tf.data import codec, prepare
+
+    monkeypatch.setattr(codec.av, "codecs_available", {"hevc", "h264"})
+    with pytest.raises(SystemExit) as e:
+        prepare.main(["--raw", shared_file("ciscovt2people"), "--out", str(tmp_path / "o"), "--codec", "x264"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: codec libx264 is missing from this FFmpeg build"]
+    assert not (tmp_path / "o" / "raw").exists()
