@@ -21,8 +21,9 @@ setup(
         "matplotlib==3.11.2",  # per-frame PSNR plots
         "tqdm==4.70.1",  # progress bars
         "absl-py==2.5.1",  # train_main.py flags
+        "scikit-image==0.26.0",  # ships the photographs of the embedded sample set; SSIM reference in tests
     ],
-    extras_require={"test": ["pytest==9.0.3", "pytest-xdist==3.8.0", "scikit-image==0.26.0"]},
+    extras_require={"test": ["pytest==9.0.3"]},
     entry_points={
         "console_scripts": [
             "vcar-prepare=vcar_tf.data.prepare:main",
