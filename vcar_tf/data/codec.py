@@ -13,7 +13,7 @@ import av.filter
 import numpy as np
 
 from vcar_tf.errors import VcarError
-from vcar_tf.video.container import frame_to_av
+from vcar_tf.video.container import encode_frames
 
 CODECS = {"x265": ("libx265", "hevc", "x265-params", ".hevc"),
           "x264": ("libx264", "h264", "x264-params", ".h264")}
@@ -181,34 +181,17 @@ def encode(frames, settings, bitstream_path):
     if settings.uses_x265_cli:
         return _encode_x265_cli(frames, settings, bitstream_path)
     enc_name, fmt, params_key, _ = CODECS[settings.codec]
-    out = av.open(bitstream_path, "w", format=fmt)
-    count = 0
-    try:
-        stream = tagger = None
-        for y, u, v in frames:
-            if stream is None:
-                stream = out.add_stream(enc_name, rate=settings.fps)
-                stream.height, stream.width = y.shape
-                stream.pix_fmt = "yuv420p"
-                stream.options = {"preset": settings.preset, params_key: settings.encoder_params()}
-                tagger = _RoiTagger(y.shape[1], y.shape[0])
-            frame = frame_to_av(y, u, v)
-            frame.pts = count
-            frame.time_base = Fraction(1, settings.fps)
-            if settings.hm_ldp_offsets:
-                frame = tagger(frame, hm_ldp_qp(settings.qp, count) - settings.qp)
-            for pkt in stream.encode(frame):
-                out.mux(pkt)
-            count += 1
-        if stream is None:
-            raise VcarError(f"{bitstream_path}: zero frames to encode")
-        for pkt in stream.encode():
-            out.mux(pkt)
-    except av.error.FFmpegError as e:
-        raise VcarError(f"{settings.encoder_name} failed: {e}") from None
-    finally:
-        out.close()
-    return count
+    tag_frame = None
+    if settings.hm_ldp_offsets:
+        taggers = {}
+
+        def tag_frame(frame, poc):
+            if (frame.width, frame.height) not in taggers:
+                taggers[frame.width, frame.height] = _RoiTagger(frame.width, frame.height)
+            return taggers[frame.width, frame.height](frame, hm_ldp_qp(settings.qp, poc) - settings.qp)
+
+    options = {"preset": settings.preset, params_key: settings.encoder_params()}
+    return encode_frames(bitstream_path, frames, enc_name, settings.fps, options, fmt, tag_frame)
 
 
 def sidecar(settings, bitstream, num_frames, width, height):

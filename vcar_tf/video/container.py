@@ -1,6 +1,7 @@
 """Any container or codec FFmpeg decodes (mp4, mkv, hevc, h264, y4m...), through PyAV."""
 
 import os
+from fractions import Fraction
 
 import av
 import numpy as np
@@ -84,32 +85,44 @@ def frame_to_av(y, u, v):
     return av.VideoFrame.from_ndarray(buf, format="yuv420p")
 
 
+def encode_frames(path, frames, codec, fps=25, options=None, fmt=None, tag_frame=None):
+    """Encode (y, u, v) frames with an FFmpeg encoder into `path` (written in place); returns the
+    frame count. `tag_frame(frame, index)` may replace each av.VideoFrame before it is encoded."""
+    out = av.open(path, "w", format=fmt or _RAW_FORMATS.get(os.path.splitext(path)[1].lower())
+                  or _guess_format(path))
+    count = 0
+    try:
+        stream = None
+        for y, u, v in frames:
+            if stream is None:
+                stream = out.add_stream(codec, rate=fps)
+                stream.height, stream.width = y.shape
+                stream.pix_fmt = "yuv420p"
+                stream.options = dict(options or {})
+            frame = frame_to_av(y, u, v)
+            frame.pts = count
+            frame.time_base = Fraction(1, fps)
+            if tag_frame is not None:
+                frame = tag_frame(frame, count)
+            for pkt in stream.encode(frame):
+                out.mux(pkt)
+            count += 1
+        if stream is None:
+            raise VcarError(f"{path}: zero frames to encode")
+        for pkt in stream.encode():
+            out.mux(pkt)
+    except av.error.FFmpegError as e:
+        raise VcarError(f"{codec} failed: {e}") from None
+    finally:
+        out.close()
+    return count
+
+
 def write_video(path, frames, codec="libx264", fps=25, options=None):
     """Encode (y, u, v) frames into a container chosen by the extension, atomically."""
-    count = 0
     with atomic_path(path) as tmp:
-        fmt = _RAW_FORMATS.get(os.path.splitext(path)[1].lower())
-        out = av.open(tmp, "w", format=fmt or _guess_format(path))
-        try:
-            stream = None
-            for y, u, v in frames:
-                if stream is None:
-                    stream = out.add_stream(codec, rate=fps)
-                    stream.height, stream.width = y.shape
-                    stream.pix_fmt = "yuv420p"
-                    stream.options = dict(options or {})
-                vf = frame_to_av(y, u, v)
-                vf.pts = count
-                for pkt in stream.encode(vf):
-                    out.mux(pkt)
-                count += 1
-            if stream is None:
-                raise VcarError(f"{path}: no frames to write")
-            for pkt in stream.encode():
-                out.mux(pkt)
-        finally:
-            out.close()
-    return count
+        return encode_frames(tmp, frames, codec, fps, options,
+                             fmt=_RAW_FORMATS.get(os.path.splitext(path)[1].lower()) or _guess_format(path))
 
 
 def _guess_format(path):
