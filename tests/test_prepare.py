@@ -89,6 +89,7 @@ def _bad_input_cases(tmp_path):
         (["--raw", ok_src, "--qp", "-1"], "QP must be in 0..51"),
         (["--raw", ok_src, "--codec", "vp9"], "invalid choice"),
         (["--raw", str(tmp_path / "missing.yuv")], "no such file"),
+        (["--raw", str(tmp_path), "--split", "train"], "needs a folder with a MANIFEST.tsv"),
     ], blocker
 
 

@@ -21,7 +21,7 @@ from vcar_tf.data.codec import CODECS, CodecSettings, check_codec_available, dum
 from vcar_tf.errors import VcarError, cli_main
 from vcar_tf.fileutil import atomic_path, ensure_writable_dir, write_text_atomic
 from vcar_tf.metrics import psnr_y
-from vcar_tf.video import VIDEO_EXTENSIONS, decode_frames, open_sequence, write_yuv, yuv_name
+from vcar_tf.video import VIDEO_EXTENSIONS, decode_frames, write_yuv, yuv_name
 from vcar_tf.video.yuv import YuvSequence, parse_yuv_name
 
 
@@ -39,6 +39,8 @@ def find_sources(inputs, split=None):
         if os.path.isdir(item):
             if os.path.exists(os.path.join(item, "MANIFEST.tsv")):
                 sources += _manifest_files(item, split)
+            elif split:
+                raise VcarError(f"--split needs a folder with a MANIFEST.tsv; {item} has none")
             else:
                 sources += [os.path.join(item, n) for n in sorted(os.listdir(item))
                             if n.lower().endswith(VIDEO_EXTENSIONS)]
@@ -81,10 +83,19 @@ def prepare_raw(source, out_dir, width=None, height=None):
         path = os.path.join(raw_dir, yuv_name(stem, seq.width, seq.height, seq.num_frames))
         with atomic_path(path) as tmp:
             shutil.copyfile(source, tmp)
-    else:
-        seq = open_sequence(source)
-        path = os.path.join(raw_dir, yuv_name(stem, seq.width, seq.height, seq.num_frames))
-        write_yuv(path, iter(seq))
+    else:  # stream the decode: the frame count, and so the final name, is known only at the end
+        partial = os.path.join(raw_dir, f".{stem}.decoded.yuv")
+        shapes = []
+
+        def frames():
+            for planes in decode_frames(source):
+                shapes.append(planes[0].shape)
+                yield planes
+
+        n = write_yuv(partial, frames())
+        height, width = shapes[0]
+        path = os.path.join(raw_dir, yuv_name(stem, width, height, n))
+        os.replace(partial, path)
     write_text_atomic(record_path, dumps({"source_info": src, "file": os.path.basename(path),
                                           "bytes": os.path.getsize(path)}))
     return path, True
