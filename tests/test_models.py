@@ -1,0 +1,51 @@
+import numpy as np
+import pytest
+
+import keras
+from vcar_tf.errors import VcarError
+from vcar_tf.models import build, names, spec, summary
+
+
+def test_registry_names_aliases_and_errors():
+    assert names() == ["arcnn", "dncnn", "stifn_r3", "stifn_r3l"]
+    assert spec("stifn").name == "stifn_r3"
+    with pytest.raises(VcarError, match="unknown model 'nope'; the registry has: arcnn, dncnn, stifn_r3, stifn_r3l"):
+        build("nope")
+    with pytest.raises(VcarError, match="bad override"):
+        build("arcnn", widht=3)
+
+
+@pytest.mark.parametrize("name,expected,tolerance", [
+    ("arcnn", 106_561, 0), ("dncnn", 556_000, 0.01),
+    ("stifn_r3", 374_000, 0.05), ("stifn_r3l", 660_000, 0.05),
+])
+def test_parameter_counts(name, expected, tolerance):
+    model = build(name)
+    trainable = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+    assert abs(trainable - expected) <= tolerance * expected, trainable
+
+
+@pytest.mark.parametrize("name", ["arcnn", "dncnn", "stifn_r3"])
+def test_any_size_residual_and_keras_roundtrip(name, tmp_path):
+    model = build(name)
+    radius = spec(name).radius
+    rng = np.random.default_rng(0)
+    for h, w in ((37, 53), (24, 18)):
+        x = rng.random((2, 2 * radius + 1, h, w, 1), dtype=np.float32)
+        y = model(x, training=False)
+        assert y.shape == (2, h, w, 1)
+    # zero the last conv: the output is exactly the centre frame (residual form)
+    last = [l for l in model.layers if isinstance(l, keras.layers.Conv2D)][-1]
+    kernel, bias = last.get_weights()
+    last.set_weights([np.zeros_like(kernel), np.zeros_like(bias)])
+    np.testing.assert_allclose(model(x), x[:, radius], atol=1e-7)
+    last.set_weights([kernel, bias])
+    path = str(tmp_path / f"{name}.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_allclose(loaded(x, training=False), model(x, training=False), atol=1e-6)
+
+
+def test_summary_lists_every_model_with_counts():
+    rows = {n: p for n, _, p, _ in summary()}
+    assert set(rows) == set(names()) and all(p > 100_000 for p in rows.values())

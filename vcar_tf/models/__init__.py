@@ -1,0 +1,24 @@
+"""Model registry: `build(name, **overrides)`; importing this package registers every model."""
+
+from vcar_tf.models.arcnn import model as _arcnn  # noqa: F401  (registers the model)
+from vcar_tf.models.dncnn import model as _dncnn  # noqa: F401
+from vcar_tf.models.stifn import model as _stifn  # noqa: F401
+from vcar_tf.models.registry import build, names, spec
+
+
+def summary():
+    """(name, radius, parameters, description) for every registered model."""
+    rows = []
+    for n in names():
+        s = spec(n)
+        rows.append((n, s.radius, build(n).count_params(), s.description))
+    return rows
+
+
+def main():
+    """`python -m vcar_tf.models`: list the registry with parameter counts."""
+    for n, r, p, d in summary():
+        print(f"{n:12s} R={r}  {p:>10,d} params  {d}")
+
+
+__all__ = ["build", "main", "names", "spec", "summary"]

@@ -1,0 +1,3 @@
+from vcar_tf.models import main
+
+main()
