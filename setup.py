@@ -21,6 +21,7 @@ setup(
         "matplotlib==3.11.2",  # per-frame PSNR plots
         "tqdm==4.70.1",  # progress bars
         "absl-py==2.5.1",  # train_main.py flags
+        "tensorboard==2.21.0",  # tf.summary needs it; tensorflow-cpu does not pull it in
         "scikit-image==0.26.0",  # ships the photographs of the embedded sample set; SSIM reference in tests
     ],
     extras_require={"test": ["pytest==9.0.3"]},

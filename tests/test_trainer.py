@@ -1,0 +1,93 @@
+import os
+
+import numpy as np
+import pytest
+
+from tests.conftest import make_planes, run_cli
+from vcar_tf.errors import VcarError
+from vcar_tf.video import write_yuv
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    """train/ and test/ splits of random 40x32 sequences whose compressed twin is a noisy copy."""
+    root = tmp_path_factory.mktemp("tiny")
+    for split, n_seq in (("train", 2), ("test", 1)):
+        for i in range(n_seq):
+            raw = [make_planes(40, 32, t, seed=10 * i + len(split)) for t in range(6)]
+            rng = np.random.default_rng(i)
+            comp = [(np.clip(y.astype(int) + rng.integers(-8, 9, y.shape), 0, 255).astype(np.uint8), u, v)
+                    for y, u, v in raw]
+            write_yuv(str(root / split / "raw" / f"s{i}_40x32_6.yuv"), raw)
+            write_yuv(str(root / split / "x265_LDP" / "QP37" / f"s{i}_40x32_6.yuv"), comp)
+    return str(root)
+
+
+def _config(data, model_dir, steps, **kw):
+    from vcar_tf.train.config import TrainConfig
+
+    return TrainConfig(**{"model": "arcnn", "data": data, "patch": 16, "batch": 2, "steps": steps,
+                          "model_dir": str(model_dir), "checkpoint_every": 2, "lr": 1e-3, **kw})
+
+
+def _weights(trainer):
+    return [v.numpy() for v in trainer.model.weights]
+
+
+def test_resume_continues_exactly_where_it_stopped(tiny_dataset, tmp_path):
+    import keras
+
+    from vcar_tf.train.trainer import Trainer
+
+    keras.utils.set_random_seed(0)
+    straight = Trainer(_config(tiny_dataset, tmp_path / "a", 6))
+    result = straight.run()
+    assert result["step"] == 6 and np.isfinite(result["delta_psnr"])
+    assert sorted(os.listdir(tmp_path / "a" / "checkpoints"))[0] == "checkpoint"
+    keras.utils.set_random_seed(0)
+    Trainer(_config(tiny_dataset, tmp_path / "b", 4)).run()
+    keras.utils.set_random_seed(123)  # a different initialisation is overwritten by the restore
+    resumed = Trainer(_config(tiny_dataset, tmp_path / "b", 6))
+    assert resumed.restore() and int(resumed.step.numpy()) == 4
+    resumed.run()
+    assert int(resumed.step.numpy()) == 6
+    for a, b in zip(_weights(straight), _weights(resumed)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert os.listdir(tmp_path / "b" / "logs")  # TensorBoard events
+
+
+def test_corrupt_checkpoint_is_an_error_not_a_fresh_start(tiny_dataset, tmp_path):
+    from vcar_tf.train.trainer import Trainer
+
+    Trainer(_config(tiny_dataset, tmp_path, 2)).run()
+    ckpt = tmp_path / "checkpoints"
+    for f in os.listdir(ckpt):
+        if f.endswith(".index"):
+            (ckpt / f).write_bytes(b"garbage")
+    with pytest.raises(VcarError, match="cannot resume from"):
+        Trainer(_config(tiny_dataset, tmp_path, 4)).run()
+
+
+def test_bad_configs(tiny_dataset, tmp_path):
+    from vcar_tf.train.trainer import Trainer
+
+    with pytest.raises(VcarError, match="unknown model 'nope'; the registry has: arcnn"):
+        Trainer(_config(tiny_dataset, tmp_path, 2, model="nope"))
+    with pytest.raises(VcarError, match="dataset not found"):
+        Trainer(_config(str(tmp_path / "missing"), tmp_path, 2))
+    with pytest.raises(VcarError, match="unknown loss"):
+        Trainer(_config(tiny_dataset, tmp_path, 2, loss="l1"))
+
+
+def test_train_main_cli_errors_and_replica_divisibility(tiny_dataset, tmp_path):
+    r = run_cli("train_main.py", "--model=nope", f"--data={tiny_dataset}", f"--model_dir={tmp_path}")
+    assert r.returncode == 2 and "error: unknown model 'nope'; the registry has:" in r.stderr.strip().splitlines()[-1]
+    # two logical CPU devices under MirroredStrategy: a global batch of 3 cannot be split
+    code = ("import tensorflow as tf; cpu = tf.config.list_physical_devices('CPU')[0]; "
+            "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2); "
+            "import sys; sys.argv = ['train_main.py', '--strategy=mirrored', '--batch=3', '--model=arcnn', "
+            f"'--data={tiny_dataset}', '--model_dir={tmp_path}']; "
+            "from absl import app; import train_main; app.run(train_main.main)")
+    r = run_cli("-c", code)
+    assert r.returncode == 2
+    assert "global batch 3 is not divisible by the 2 replicas" in r.stderr.strip().splitlines()[-1]

@@ -1,0 +1,68 @@
+"""Train a registered model: python train_main.py --model=stifn [--data DIR] [--steps N] ...
+
+Flags mirror vcar_tf.train.config.TrainConfig. With no --data it trains on the embedded sample
+dataset and validates on its held-out sequence.
+"""
+
+import dataclasses
+import sys
+
+from absl import app, flags
+
+from vcar_tf.errors import VcarError
+from vcar_tf.train.config import TrainConfig
+
+_D = TrainConfig()
+flags.DEFINE_string("model", _D.model, "registered model name (python -m vcar_tf.models lists them)")
+flags.DEFINE_string("data", _D.data, "dataset folder with train/ and test/ (default: embedded sample)")
+flags.DEFINE_integer("qp", _D.qp, "QP of the compressed inputs")
+flags.DEFINE_string("codec", _D.codec, "codec of the embedded sample dataset")
+flags.DEFINE_integer("radius", _D.radius, "frames on each side (default: the model's)")
+flags.DEFINE_integer("patch", _D.patch, "training crop size")
+flags.DEFINE_integer("batch", _D.batch, "global batch size")
+flags.DEFINE_integer("steps", _D.steps, "total training steps")
+flags.DEFINE_float("lr", _D.lr, "Adam learning rate")
+flags.DEFINE_list("lr_milestones", [], "steps at which the learning rate halves")
+flags.DEFINE_enum("loss", _D.loss, ["charbonnier", "l2"], "training loss")
+flags.DEFINE_bool("mixed_precision", _D.mixed_precision, "bfloat16 compute")
+flags.DEFINE_enum("strategy", _D.strategy, ["auto", "mirrored", "multi_worker", "one_device"], "tf.distribute")
+flags.DEFINE_string("model_dir", _D.model_dir, "checkpoints and TensorBoard logs")
+flags.DEFINE_integer("eval_every", _D.eval_every, "validate every N steps (0: at the end only)")
+flags.DEFINE_integer("checkpoint_every", _D.checkpoint_every, "checkpoint every N steps")
+flags.DEFINE_string("export_dir", _D.export_dir, "not available yet")
+flags.DEFINE_integer("seed", _D.seed, "data and initialisation seed")
+FLAGS = flags.FLAGS
+
+
+def config_from_flags():
+    values = {f.name: getattr(FLAGS, f.name) for f in dataclasses.fields(TrainConfig)}
+    values["lr_milestones"] = tuple(int(m) for m in FLAGS.lr_milestones)
+    return TrainConfig(**values)
+
+
+def main(argv):
+    del argv
+    try:
+        cfg = config_from_flags()
+        if cfg.export_dir:
+            raise VcarError("--export_dir is not implemented yet")
+        import keras
+
+        keras.utils.set_random_seed(cfg.seed)
+        from vcar_tf.train.trainer import Trainer
+
+        result = Trainer(cfg).run()
+    except VcarError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if result:
+        for row in result["rows"]:
+            print(f"{row['sequence']}: PSNR {row['psnr']:.3f} -> {row['psnr_enh']:.3f} dB "
+                  f"(ΔPSNR {row['delta_psnr']:+.3f} dB, ΔSSIM {row['delta_ssim_x100']:+.3f} x1e-2)")
+        print(f"validation ΔPSNR {result['delta_psnr']:+.3f} dB, ΔSSIM {result['delta_ssim_x100']:+.3f} x1e-2 "
+              f"after {result['step']} steps; checkpoints in {cfg.model_dir}/checkpoints")
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,1 @@
+"""Training: typed config, losses, strategies and a custom loop that knows no model by name."""

@@ -1,0 +1,176 @@
+"""A custom training loop under tf.distribute; it builds models only through the registry.
+
+Checkpoints (tf.train.CheckpointManager) hold the model, the optimizer and the step. The input
+stream is a pure function of (seed, sample index), so restoring the step restores the data
+position and every random draw. SIGINT/SIGTERM save a checkpoint before exiting.
+"""
+
+import os
+import signal
+import sys
+import time
+
+import numpy as np
+import tensorflow as tf
+import keras
+from tqdm import tqdm
+
+from vcar_tf import models
+from vcar_tf.data.codec import CodecSettings
+from vcar_tf.data.layout import find_pairs, resolve_datasets
+from vcar_tf.data.pipeline import PipelineConfig, make_dataset
+from vcar_tf.errors import VcarError
+from vcar_tf.train.losses import get_loss
+from vcar_tf.train.strategy import make_strategy
+
+
+def learning_rate_schedule(cfg):
+    milestones = sorted(int(m) for m in cfg.lr_milestones)
+    if not milestones:
+        return cfg.lr
+    values = [cfg.lr * 0.5 ** i for i in range(len(milestones) + 1)]
+    return keras.optimizers.schedules.PiecewiseConstantDecay(milestones, values)
+
+
+def split_datasets(cfg):
+    """(train roots, validation roots): folders named test/val/valid validate, the rest train."""
+    roots = resolve_datasets(cfg.data, CodecSettings(codec=cfg.codec, qp=cfg.qp))
+    val = {k: v for k, v in roots.items() if k in ("test", "val", "valid", "validation")}
+    train = {k: v for k, v in roots.items() if k not in val}
+    if not train:
+        raise VcarError(f"{cfg.data}: no training split found (expected e.g. train/ beside test/)")
+    return train, val
+
+
+class Trainer:
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.spec = models.spec(cfg.model)
+        self.radius = self.spec.radius if cfg.radius is None else cfg.radius
+        self.loss_fn = get_loss(cfg.loss)
+        self.strategy = make_strategy(cfg.strategy)
+        replicas = self.strategy.num_replicas_in_sync
+        if cfg.batch % replicas:
+            raise VcarError(f"global batch {cfg.batch} is not divisible by the {replicas} replicas")
+        train_roots, val_roots = split_datasets(cfg)
+        self.train_pairs = [p for r in train_roots.values() for p in find_pairs(r, cfg.qp)]
+        self.val_pairs = [p for r in val_roots.values() for p in find_pairs(r, cfg.qp)]
+        if cfg.mixed_precision:
+            keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        with self.strategy.scope():
+            overrides = {} if cfg.radius is None else {"radius": cfg.radius}
+            self.model = models.build(cfg.model, **overrides)
+            self.optimizer = keras.optimizers.Adam(learning_rate_schedule(cfg))
+            self.optimizer.build(self.model.trainable_variables)
+            self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(cfg.model_dir, "checkpoints"),
+                                                  max_to_keep=3)
+        self.writer = tf.summary.create_file_writer(os.path.join(cfg.model_dir, "logs"))
+        self._stop = False
+
+    def restore(self):
+        latest = self.manager.latest_checkpoint
+        if latest is None:
+            if os.path.exists(os.path.join(self.manager.directory, "checkpoint")):
+                raise VcarError(f"{self.manager.directory}: checkpoint index names no readable checkpoint")
+            return False
+        try:
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
+        except (tf.errors.OpError, AssertionError, ValueError) as e:
+            raise VcarError(f"cannot resume from {latest}: {str(e).splitlines()[0]}") from None
+        return True
+
+    def _train_step_fn(self):
+        global_batch = self.cfg.batch
+
+        def replica_step(x, y):
+            with tf.GradientTape() as tape:
+                pred = self.model(x, training=True)
+                per_example = self.loss_fn(y, pred)
+                loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+            grads = tape.gradient(loss, self.model.trainable_variables)
+            self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
+            return loss
+
+        @tf.function
+        def step(x, y):
+            losses = self.strategy.run(replica_step, args=(x, y))
+            self.step.assign_add(1)
+            return self.strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+
+        return step
+
+    def _on_signal(self, signum, frame):
+        self._stop = True
+
+    def validate(self):
+        from vcar_tf.evaluation import evaluate_pairs
+
+        rows, curves = evaluate_pairs(self.model, self.val_pairs, self.radius)
+        dpsnr = float(np.mean([r["delta_psnr"] for r in rows]))
+        dssim = float(np.mean([r["delta_ssim_x100"] for r in rows]))
+        return rows, curves, dpsnr, dssim
+
+    def run(self):
+        cfg = self.cfg
+        resumed = self.restore()
+        start = int(self.step.numpy())
+        if resumed:
+            print(f"resumed from {self.manager.latest_checkpoint} at step {start}", file=sys.stderr)
+        pipeline = PipelineConfig(radius=self.radius, patch=cfg.patch, batch=cfg.batch, seed=cfg.seed)
+        ds = make_dataset(self.train_pairs, pipeline, start_sample=start * cfg.batch)
+        it = iter(self.strategy.experimental_distribute_dataset(ds))
+        train_step = self._train_step_fn()
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        result = None
+        try:
+            bar = tqdm(total=cfg.steps, initial=start, desc=f"train {cfg.model}", unit="step", file=sys.stderr)
+            t0, n0 = time.perf_counter(), start
+            while int(self.step.numpy()) < cfg.steps and not self._stop:
+                x, y = next(it)
+                loss = float(train_step(x, y))
+                step = int(self.step.numpy())
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.5f}")
+                if step % 20 == 0 or step == cfg.steps:
+                    rate = (step - n0) / (time.perf_counter() - t0)
+                    with self.writer.as_default(step=step):
+                        tf.summary.scalar("loss", loss)
+                        tf.summary.scalar("learning_rate", float(self._lr(step)))
+                        tf.summary.scalar("steps_per_second", rate)
+                    t0, n0 = time.perf_counter(), step
+                if step % cfg.checkpoint_every == 0:
+                    self.manager.save(checkpoint_number=step)
+                if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps and self.val_pairs:
+                    self._log_validation(step)
+            bar.close()
+            self.manager.save(checkpoint_number=int(self.step.numpy()))
+            if self._stop:
+                print(f"stopped at step {int(self.step.numpy())}; checkpoint saved", file=sys.stderr)
+                return None
+            if self.val_pairs:
+                result = self._log_validation(int(self.step.numpy()))
+        finally:
+            del it
+            for s, handler in old.items():
+                signal.signal(s, handler)
+        return result
+
+    def _lr(self, step):
+        lr = self.optimizer.learning_rate
+        return lr(step) if callable(lr) else lr
+
+    def _log_validation(self, step):
+        rows, curves, dpsnr, dssim = self.validate()
+        with self.writer.as_default(step=step):
+            tf.summary.scalar("val/delta_psnr", dpsnr)
+            tf.summary.scalar("val/delta_ssim_x100", dssim)
+            pair = self.val_pairs[0]
+            raw, comp = pair.open()
+            from vcar_tf.evaluation import enhance_sequence
+
+            enhanced = next(enhance_sequence(self.model, pair, self.radius))
+            triplet = np.concatenate([comp.y(0) / 255.0, enhanced, raw.y(0) / 255.0], axis=1)
+            tf.summary.image("val/compressed_enhanced_raw", triplet[None, ..., None].astype(np.float32), step=step)
+        return {"step": step, "delta_psnr": dpsnr, "delta_ssim_x100": dssim, "rows": rows, "curves": curves}
