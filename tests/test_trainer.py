@@ -91,3 +91,19 @@ def test_train_main_cli_errors_and_replica_divisibility(tiny_dataset, tmp_path):
     r = run_cli("-c", code)
     assert r.returncode == 2
     assert "global batch 3 is not divisible by the 2 replicas" in r.stderr.strip().splitlines()[-1]
+
+
+def test_evaluate_cli_reports_the_trained_run(tiny_dataset, tmp_path):
+    from vcar_tf.train.trainer import Trainer
+
+    result = Trainer(_config(tiny_dataset, tmp_path / "run", 2)).run()
+    r = run_cli("-m", "vcar_tf.evaluate", "--model_dir", str(tmp_path / "run"))
+    assert r.returncode == 0, r.stderr
+    import csv
+
+    rows = list(csv.DictReader(open(tmp_path / "run" / "eval" / "report.csv")))
+    assert rows[0]["sequence"] == "s0_40x32_6" and rows[0]["split"] == "test"
+    assert abs(float(rows[0]["delta_psnr"]) - result["delta_psnr"]) < 1e-3
+    assert len(os.listdir(tmp_path / "run" / "eval" / "curves")) == 1
+    r = run_cli("-m", "vcar_tf.evaluate", "--model_dir", str(tmp_path / "nothing"))
+    assert r.returncode == 2 and "is not a training run" in r.stderr

@@ -5,6 +5,8 @@ stream is a pure function of (seed, sample index), so restoring the step restore
 position and every random draw. SIGINT/SIGTERM save a checkpoint before exiting.
 """
 
+import dataclasses
+import json
 import os
 import signal
 import sys
@@ -20,6 +22,7 @@ from vcar_tf.data.codec import CodecSettings
 from vcar_tf.data.layout import find_pairs, resolve_datasets
 from vcar_tf.data.pipeline import PipelineConfig, make_dataset
 from vcar_tf.errors import VcarError
+from vcar_tf.fileutil import write_text_atomic
 from vcar_tf.train.losses import get_loss
 from vcar_tf.train.strategy import make_strategy
 
@@ -115,6 +118,8 @@ class Trainer:
     def run(self):
         cfg = self.cfg
         resumed = self.restore()
+        write_text_atomic(os.path.join(cfg.model_dir, "config.json"),
+                          json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
         start = int(self.step.numpy())
         if resumed:
             print(f"resumed from {self.manager.latest_checkpoint} at step {start}", file=sys.stderr)
