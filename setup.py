@@ -29,6 +29,8 @@ setup(
         "console_scripts": [
             "vcar-prepare=vcar_tf.data.prepare:main",
             "vcar-report=vcar_tf.report:main",
+            "vcar-evaluate=vcar_tf.evaluate:main",
+            "vcar-export=vcar_tf.export:main",
         ]
     },
 )

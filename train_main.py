@@ -5,6 +5,7 @@ dataset and validates on its held-out sequence.
 """
 
 import dataclasses
+import os
 import sys
 
 from absl import app, flags
@@ -29,7 +30,7 @@ flags.DEFINE_enum("strategy", _D.strategy, ["auto", "mirrored", "multi_worker", 
 flags.DEFINE_string("model_dir", _D.model_dir, "checkpoints and TensorBoard logs")
 flags.DEFINE_integer("eval_every", _D.eval_every, "validate every N steps (0: at the end only)")
 flags.DEFINE_integer("checkpoint_every", _D.checkpoint_every, "checkpoint every N steps")
-flags.DEFINE_string("export_dir", _D.export_dir, "not available yet")
+flags.DEFINE_string("export_dir", _D.export_dir, "also export a TF Serving SavedModel to DIR/NAME/VERSION")
 flags.DEFINE_integer("seed", _D.seed, "data and initialisation seed")
 FLAGS = flags.FLAGS
 
@@ -44,14 +45,19 @@ def main(argv):
     del argv
     try:
         cfg = config_from_flags()
-        if cfg.export_dir:
-            raise VcarError("--export_dir is not implemented yet")
         import keras
 
         keras.utils.set_random_seed(cfg.seed)
         from vcar_tf.train.trainer import Trainer
 
-        result = Trainer(cfg).run()
+        trainer = Trainer(cfg)
+        result = trainer.run()
+        if result is not None and cfg.export_dir:
+            from vcar_tf.export import export_saved_model
+
+            path = export_saved_model(trainer.model, trainer.radius,
+                                      os.path.join(cfg.export_dir, trainer.spec.name))
+            print(f"exported SavedModel {path}")
     except VcarError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -107,3 +107,14 @@ def test_evaluate_cli_reports_the_trained_run(tiny_dataset, tmp_path):
     assert len(os.listdir(tmp_path / "run" / "eval" / "curves")) == 1
     r = run_cli("-m", "vcar_tf.evaluate", "--model_dir", str(tmp_path / "nothing"))
     assert r.returncode == 2 and "is not a training run" in r.stderr
+
+
+def test_train_main_exports_and_vcar_export(tiny_dataset, tmp_path):
+    r = run_cli("train_main.py", "--model=arcnn", f"--data={tiny_dataset}", f"--model_dir={tmp_path}/run",
+                "--steps=2", "--patch=16", "--batch=2", f"--export_dir={tmp_path}/serving")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "validation ΔPSNR" in r.stdout
+    assert os.path.exists(tmp_path / "serving" / "arcnn" / "1" / "saved_model.pb")
+    r = run_cli("-m", "vcar_tf.export", "--model_dir", f"{tmp_path}/run", "--out", f"{tmp_path}/serving")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert os.path.exists(tmp_path / "serving" / "arcnn" / "2" / "saved_model.pb")

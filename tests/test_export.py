@@ -1,0 +1,65 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from vcar_tf.models import build
+from vcar_tf.export import export_saved_model
+
+_FRESH = r'''
+import json, sys, numpy as np, tensorflow as tf
+d = sys.argv[1]
+m = tf.saved_model.load(d)
+out = {}
+for key in ("a", "b"):
+    data = np.load(f"{d}/../in_{key}.npz")
+    out[key + "_uint8"] = m.signatures["serving_default"](frames=tf.constant(data["frames"]))["enhanced"].numpy()
+    out[key + "_float"] = m.signatures["serve_float"](frames=tf.constant(data["float"]))["enhanced"].numpy()
+np.savez(f"{d}/../fresh_out.npz", **out)
+assert not [k for k in sys.modules if k.startswith("vcar_tf")]
+'''
+
+
+def _fresh_env():
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return env
+
+
+@pytest.mark.parametrize("name,radius", [("stifn_r3", 3), ("arcnn", 0)])
+def test_saved_model_matches_keras_in_fresh_process(name, radius, tmp_path):
+    model = build(name)
+    rng = np.random.default_rng(1)
+    base = tmp_path / "serving" / name
+    path = export_saved_model(model, radius, str(base))
+    assert path == str(base / "1") and os.path.exists(base / "1" / "saved_model.pb")
+    assert export_saved_model(model, radius, str(base)).endswith("2")  # next version
+    expected = {}
+    for key, (h, w) in (("a", (37, 53)), ("b", (30, 45))):  # not multiples of 8
+        frames = rng.integers(0, 256, (2 * radius + 1, h, w), dtype=np.uint8)
+        x = (frames.astype(np.float32) / 255.0)[None, ..., None]
+        y = np.asarray(model(x, training=False))
+        expected[key + "_float"] = y
+        expected[key + "_uint8"] = np.round(np.clip(y[0, ..., 0], 0, 1) * 255).astype(np.uint8)
+        np.savez(base / f"in_{key}.npz", frames=frames, float=x)
+    r = subprocess.run([sys.executable, "-c", _FRESH, str(base / "1")], capture_output=True, text=True,
+                       cwd=str(tmp_path), env=_fresh_env(), timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    fresh = np.load(base / "fresh_out.npz")
+    for key in ("a", "b"):
+        np.testing.assert_allclose(fresh[key + "_float"], expected[key + "_float"], atol=1e-5)
+        assert fresh[key + "_uint8"].dtype == np.uint8
+        assert np.abs(fresh[key + "_uint8"].astype(int) - expected[key + "_uint8"]).max() <= 1
+    # saved_model_cli, the C++ session loader that TF Serving uses
+    for key in ("a", "b"):
+        out = tmp_path / f"cli_{key}"
+        r = subprocess.run([sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "run",
+                            "--dir", str(base / "1"), "--tag_set", "serve", "--signature_def", "serving_default",
+                            "--inputs", f"frames={base}/in_{key}.npz[frames]", "--outdir", str(out)],
+                           capture_output=True, text=True, cwd=str(tmp_path), env=_fresh_env(), timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        got = np.load(out / "enhanced.npy")
+        assert got.shape == expected[key + "_uint8"].shape
+        assert np.abs(got.astype(int) - expected[key + "_uint8"]).max() <= 1
