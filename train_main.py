@@ -45,9 +45,6 @@ def main(argv):
     del argv
     try:
         cfg = config_from_flags()
-        import keras
-
-        keras.utils.set_random_seed(cfg.seed)
         from vcar_tf.train.trainer import Trainer
 
         trainer = Trainer(cfg)

@@ -52,6 +52,7 @@ class Trainer:
         self.radius = self.spec.radius if cfg.radius is None else cfg.radius
         self.loss_fn = get_loss(cfg.loss)
         self.strategy = make_strategy(cfg.strategy)
+        keras.utils.set_random_seed(cfg.seed)
         replicas = self.strategy.num_replicas_in_sync
         if cfg.batch % replicas:
             raise VcarError(f"global batch {cfg.batch} is not divisible by the {replicas} replicas")
@@ -63,14 +64,28 @@ class Trainer:
         with self.strategy.scope():
             overrides = {} if cfg.radius is None else {"radius": cfg.radius}
             self.model = models.build(cfg.model, **overrides)
-            self.optimizer = keras.optimizers.Adam(learning_rate_schedule(cfg))
+            self.lr_schedule = learning_rate_schedule(cfg)
+            self.optimizer = keras.optimizers.Adam(self.lr_schedule)
             self.optimizer.build(self.model.trainable_variables)
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step)
-        self.manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(cfg.model_dir, "checkpoints"),
+        # Every worker saves (saving may run collectives); only the chief's files are kept.
+        self.work_dir = cfg.model_dir if self.is_chief else os.path.join(
+            cfg.model_dir, f".worker-{self.strategy.cluster_resolver.task_id}")
+        self.manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(self.work_dir, "checkpoints"),
                                                   max_to_keep=3)
-        self.writer = tf.summary.create_file_writer(os.path.join(cfg.model_dir, "logs"))
+        self.writer = tf.summary.create_file_writer(os.path.join(self.work_dir, "logs"))
+        self.losses = []
         self._stop = False
+
+    @property
+    def is_chief(self):
+        resolver = getattr(self.strategy, "cluster_resolver", None)
+        if resolver is None or not resolver.cluster_spec().as_dict():
+            return True
+        return resolver.task_type in ("chief", None) or (
+            resolver.task_type == "worker" and resolver.task_id == 0
+            and "chief" not in resolver.cluster_spec().as_dict())
 
     def restore(self):
         latest = self.manager.latest_checkpoint
@@ -118,7 +133,7 @@ class Trainer:
     def run(self):
         cfg = self.cfg
         resumed = self.restore()
-        write_text_atomic(os.path.join(cfg.model_dir, "config.json"),
+        write_text_atomic(os.path.join(self.work_dir, "config.json"),
                           json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
         start = int(self.step.numpy())
         if resumed:
@@ -135,6 +150,7 @@ class Trainer:
             while int(self.step.numpy()) < cfg.steps and not self._stop:
                 x, y = next(it)
                 loss = float(train_step(x, y))
+                self.losses.append(loss)
                 step = int(self.step.numpy())
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.5f}")
@@ -163,8 +179,7 @@ class Trainer:
         return result
 
     def _lr(self, step):
-        lr = self.optimizer.learning_rate
-        return lr(step) if callable(lr) else lr
+        return float(self.lr_schedule(step)) if callable(self.lr_schedule) else float(self.lr_schedule)
 
     def _log_validation(self, step):
         rows, curves, dpsnr, dssim = self.validate()
