@@ -31,6 +31,7 @@ setup(
             "vcar-report=vcar_tf.report:main",
             "vcar-evaluate=vcar_tf.evaluate:main",
             "vcar-export=vcar_tf.export:main",
+            "vcar-enhance=vcar_tf.enhance:main",
         ]
     },
 )

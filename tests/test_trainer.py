@@ -113,3 +113,26 @@ def test_train_main_exports_and_vcar_export(tiny_dataset, tmp_path):
     r = run_cli("-m", "vcar_tf.export", "--model_dir", f"{tmp_path}/run", "--out", f"{tmp_path}/serving")
     assert r.returncode == 0, r.stderr[-2000:]
     assert os.path.exists(tmp_path / "serving" / "arcnn" / "2" / "saved_model.pb")
+
+
+def test_vcar_enhance_yuv_and_video(tiny_dataset, tmp_path):
+    from vcar_tf.evaluate import load_run
+    from vcar_tf.evaluation import enhance_luma
+    from vcar_tf.train.trainer import Trainer
+    from vcar_tf.video import open_sequence
+
+    Trainer(_config(tiny_dataset, tmp_path / "run", 2)).run()
+    src = os.path.join(tiny_dataset, "test", "x265_LDP", "QP37", "s0_40x32_6.yuv")
+    for out in ("out_40x32.yuv", "out.mkv"):
+        r = run_cli("-m", "vcar_tf.enhance", "--model_dir", str(tmp_path / "run"), "--input", src,
+                    "--output", str(tmp_path / out))
+        assert r.returncode == 0, r.stderr[-2000:]
+        got, inp = open_sequence(str(tmp_path / out)), open_sequence(src)
+        assert got.num_frames == 6
+        model, _ = load_run(str(tmp_path / "run"))
+        want = [np.round(y * 255).astype(np.uint8) for y in enhance_luma(model, inp, 0)]
+        for t in range(6):
+            np.testing.assert_array_equal(got.y(t), want[t])  # lossless output (qp 0 for video)
+            np.testing.assert_array_equal(got.frame(t)[1], inp.frame(t)[1])  # chroma unchanged
+    r = run_cli("-m", "vcar_tf.enhance", "--model_dir", str(tmp_path / "run"), "--input", src, "--output", src)
+    assert r.returncode == 2 and "must differ" in r.stderr

@@ -2,15 +2,20 @@
 
 import numpy as np
 
-from vcar_tf.data.pipeline import iter_sequence_windows
+from vcar_tf.data.pipeline import iter_windows
 from vcar_tf.report import frame_metrics, sequence_row
 
 
-def enhance_sequence(model, pair, radius):
-    """Yield the enhanced Y planes (H, W) float in [0, 1] of every frame, clipped neighbours."""
-    for _, window, _ in iter_sequence_windows(pair, radius):
+def enhance_luma(model, seq, radius):
+    """Yield the enhanced Y planes (H, W) float in [0, 1] of every frame of a sequence."""
+    for _, window in iter_windows(seq, radius):
         out = model(np.expand_dims(window, 0), training=False)
         yield np.clip(np.asarray(out, dtype=np.float64)[0, ..., 0], 0.0, 1.0)
+
+
+def enhance_sequence(model, pair, radius):
+    """enhance_luma over the compressed side of a dataset pair."""
+    return enhance_luma(model, pair.open()[1], radius)
 
 
 def evaluate_pairs(model, pairs, radius, split="test"):

@@ -137,10 +137,15 @@ def make_dataset(pairs, config, start_sample=0):
     return ds.batch(config.batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
+def iter_windows(seq, radius):
+    """Yield (t, (2R+1, H, W, 1) float32 window) for every frame of a sequence, clipped neighbours."""
+    for t in range(seq.num_frames):
+        window = seq.luma()[window_indices(t, seq.num_frames, radius)]
+        yield t, np.expand_dims(window.astype(np.float32) / 255.0, -1)
+
+
 def iter_sequence_windows(pair, radius):
     """Whole-frame evaluation: yields (t, (2R+1, H, W, 1) compressed window, (H, W, 1) raw frame)."""
     raw, comp = pair.open()
-    for t in range(comp.num_frames):
-        window = comp.luma()[window_indices(t, comp.num_frames, radius)]
-        yield (t, np.expand_dims(window.astype(np.float32) / 255.0, -1),
-               np.expand_dims(raw.y(t).astype(np.float32) / 255.0, -1))
+    for t, window in iter_windows(comp, radius):
+        yield t, window, np.expand_dims(raw.y(t).astype(np.float32) / 255.0, -1)

@@ -1,0 +1,137 @@
+"""Per model: parameters, multiply-accumulates per frame, training steps/s and samples/s,
+inference FPS and peak RSS at 416x240, 832x480 and 1920x1080, on this machine's CPU.
+
+    python benchmarks/bench_models.py [--models arcnn dncnn stifn_r3] [--out benchmarks/results/models.md]
+
+Each inference size runs in its own process so that its peak RSS is its own.
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from machine import describe  # noqa: E402
+
+SIZES = ((416, 240), (832, 480), (1920, 1080))
+
+
+def macs_per_pixel(model):
+    """Multiply-accumulates per output pixel of every stride-1 Conv2D/Conv3D layer."""
+    import keras
+
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv3D)):
+            kernel = layer.kernel.shape  # (..., in, out)
+            per_position = int(__import__("numpy").prod(kernel))
+            depth = layer.output.shape[1] if isinstance(layer, keras.layers.Conv3D) else 1
+            total += per_position * depth
+    return total
+
+
+def child_inference(name, width, height, repeats):
+    import numpy as np
+
+    from vcar_tf import models
+
+    model = models.build(name)
+    radius = models.spec(name).radius
+    x = np.random.default_rng(0).random((1, 2 * radius + 1, height, width, 1), dtype=np.float32)
+    model(x, training=False)  # warm-up
+    start = time.perf_counter()
+    for _ in range(repeats):
+        model(x, training=False)
+    fps = repeats / (time.perf_counter() - start)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"fps": fps, "rss_mb": rss}))
+
+
+def child_training(name, patch, batch, steps):
+    import numpy as np
+    import tensorflow as tf
+    import keras
+
+    from vcar_tf import models
+
+    model = models.build(name)
+    radius = models.spec(name).radius
+    opt = keras.optimizers.Adam(1e-4)
+    opt.build(model.trainable_variables)
+    x = tf.constant(np.random.default_rng(0).random((batch, 2 * radius + 1, patch, patch, 1), dtype=np.float32))
+    y = x[:, radius]
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(model(x, training=True) - y))
+        opt.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+        return loss
+
+    step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    print(json.dumps({"steps_per_s": steps / (time.perf_counter() - start)}))
+
+
+def run_child(*args):
+    out = subprocess.run([sys.executable, __file__, "--child", *map(str, args)], capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(out.stderr[-2000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--models", nargs="+", default=None)
+    p.add_argument("--patch", type=int, default=96)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--train_steps", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--out", default=None)
+    p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        kind, name, *rest = args.child
+        if kind == "infer":
+            child_inference(name, *map(int, rest))
+        else:
+            child_training(name, *map(int, rest))
+        return
+    from vcar_tf import models
+
+    names = args.models or models.names()
+    lines = ["| model | params | MACs/frame 832x480 | train steps/s | train samples/s | "
+             + " | ".join(f"FPS {w}x{h} | RSS MB {w}x{h}" for w, h in SIZES) + " |",
+             "|---|---|---|---|---|" + "---|---|" * len(SIZES)]
+    for name in names:
+        model = models.build(name)
+        macs = macs_per_pixel(model) * 832 * 480
+        train = run_child("train", name, args.patch, args.batch, args.train_steps)
+        cells = []
+        for w, h in SIZES:
+            r = run_child("infer", name, w, h, args.repeats)
+            cells += [f"{r['fps']:.2f}", f"{r['rss_mb']:.0f}"]
+        lines.append(f"| {name} | {model.count_params():,} | {macs / 1e9:.1f} G | {train['steps_per_s']:.3f} | "
+                     f"{train['steps_per_s'] * args.batch:.1f} | " + " | ".join(cells) + " |")
+        print(lines[-1], flush=True)
+    text = (f"# Models on CPU\n\nMachine: {describe()}\n\n"
+            f"Command: `python benchmarks/bench_models.py {' '.join(sys.argv[1:])}`\n\n"
+            f"Training at patch {args.patch}, batch {args.batch} (fp32, Adam, synthetic data); inference of "
+            f"one frame (batch 1), mean of {args.repeats} after a warm-up; RSS is the peak of that process.\n\n"
+            + "\n".join(lines) + "\n")
+    print(text)
+    if args.out:
+        from vcar_tf.fileutil import write_text_atomic
+
+        write_text_atomic(args.out, text)
+
+
+if __name__ == "__main__":
+    main()
