@@ -23,14 +23,19 @@ flags.DEFINE_integer("patch", _D.patch, "training crop size")
 flags.DEFINE_integer("batch", _D.batch, "global batch size")
 flags.DEFINE_integer("steps", _D.steps, "total training steps")
 flags.DEFINE_float("lr", _D.lr, "Adam learning rate")
-flags.DEFINE_list("lr_milestones", [], "steps at which the learning rate halves")
+flags.DEFINE_enum("lr_schedule", _D.lr_schedule, ["cosine", "constant"],
+                  "cosine: linear warm-up, then cosine decay to lr/10 at --steps")
+flags.DEFINE_integer("warmup_steps", _D.warmup_steps, "linear warm-up steps of the cosine schedule")
+flags.DEFINE_list("lr_milestones", [], "steps at which the learning rate halves (replaces --lr_schedule)")
 flags.DEFINE_enum("loss", _D.loss, ["charbonnier", "l2"], "training loss")
 flags.DEFINE_bool("mixed_precision", _D.mixed_precision, "bfloat16 compute")
 flags.DEFINE_enum("strategy", _D.strategy, ["auto", "mirrored", "multi_worker", "one_device"], "tf.distribute")
-flags.DEFINE_string("model_dir", _D.model_dir, "checkpoints and TensorBoard logs")
+flags.DEFINE_string("model_dir", _D.model_dir, "checkpoints and TensorBoard logs (default: runs/MODEL)")
 flags.DEFINE_integer("eval_every", _D.eval_every, "validate every N steps (0: at the end only)")
 flags.DEFINE_integer("checkpoint_every", _D.checkpoint_every, "checkpoint every N steps")
-flags.DEFINE_string("export_dir", _D.export_dir, "also export a TF Serving SavedModel to DIR/NAME/VERSION")
+flags.DEFINE_string("export_dir", _D.export_dir, "TF Serving model base: writes DIR/NAME/VERSION "
+                    "(default: MODEL_DIR/serving)")
+flags.DEFINE_bool("export", _D.export, "export a SavedModel after training (--noexport to skip)")
 flags.DEFINE_integer("seed", _D.seed, "data and initialisation seed")
 FLAGS = flags.FLAGS
 
@@ -49,21 +54,25 @@ def main(argv):
 
         trainer = Trainer(cfg)
         result = trainer.run()
-        if result is not None and cfg.export_dir:
+        if result is not None and cfg.export:
             from vcar_tf.export import export_saved_model
 
-            path = export_saved_model(trainer.model, trainer.radius,
-                                      os.path.join(cfg.export_dir, trainer.spec.name))
-            print(f"exported SavedModel {path}")
+            export_dir = cfg.export_dir or os.path.join(cfg.model_dir, "serving")
+            exported = export_saved_model(trainer.model, trainer.radius, os.path.join(export_dir, trainer.spec.name))
     except VcarError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if result:
+    if result is None:
+        return 0
+    if result["rows"]:
         for row in result["rows"]:
             print(f"{row['sequence']}: PSNR {row['psnr']:.3f} -> {row['psnr_enh']:.3f} dB "
                   f"(ΔPSNR {row['delta_psnr']:+.3f} dB, ΔSSIM {row['delta_ssim_x100']:+.3f} x1e-2)")
         print(f"validation ΔPSNR {result['delta_psnr']:+.3f} dB, ΔSSIM {result['delta_ssim_x100']:+.3f} x1e-2 "
-              f"after {result['step']} steps; checkpoints in {cfg.model_dir}/checkpoints")
+              f"after {result['step']} steps")
+    print(f"checkpoints in {cfg.model_dir}/checkpoints")
+    if cfg.export:
+        print(f"exported SavedModel {exported}")
     return 0
 
 

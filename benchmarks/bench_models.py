@@ -1,5 +1,6 @@
 """Per model: parameters, multiply-accumulates per frame, training steps/s and samples/s,
-inference FPS and peak RSS at 416x240, 832x480 and 1920x1080, on this machine's CPU.
+the input pipeline's rate against what training consumes, inference FPS and peak RSS at
+416x240, 832x480 and 1920x1080, on this machine's CPU.
 
     python benchmarks/bench_models.py [--models arcnn dncnn stifn_r3] [--out benchmarks/results/models.md]
 
@@ -106,25 +107,35 @@ def main():
         return
     from vcar_tf import models
 
+    from bench_pipeline import pipeline_rate
+    from vcar_tf.data.layout import find_pairs, resolve_datasets
+    from vcar_tf.data.pipeline import PipelineConfig
+
+    sample_train = find_pairs(resolve_datasets(None)["train"], 37)
     names = args.models or models.names()
-    lines = ["| model | params | MACs/frame 832x480 | train steps/s | train samples/s | "
-             + " | ".join(f"FPS {w}x{h} | RSS MB {w}x{h}" for w, h in SIZES) + " |",
-             "|---|---|---|---|---|" + "---|---|" * len(SIZES)]
+    lines = ["| model | params | MACs/frame 832x480 | train steps/s | train samples/s | pipeline windows/s | "
+             "pipeline / training | " + " | ".join(f"FPS {w}x{h} | RSS MB {w}x{h}" for w, h in SIZES) + " |",
+             "|---|---|---|---|---|---|---|" + "---|---|" * len(SIZES)]
     for name in names:
         model = models.build(name)
         macs = macs_per_pixel(model) * 832 * 480
         train = run_child("train", name, args.patch, args.batch, args.train_steps)
+        feed = pipeline_rate(sample_train, PipelineConfig(radius=models.spec(name).radius, patch=args.patch,
+                                                          batch=args.batch), batches=20)
+        consumed = train["steps_per_s"] * args.batch
         cells = []
         for w, h in SIZES:
             r = run_child("infer", name, w, h, args.repeats)
             cells += [f"{r['fps']:.2f}", f"{r['rss_mb']:.0f}"]
         lines.append(f"| {name} | {model.count_params():,} | {macs / 1e9:.1f} G | {train['steps_per_s']:.3f} | "
-                     f"{train['steps_per_s'] * args.batch:.1f} | " + " | ".join(cells) + " |")
+                     f"{consumed:.1f} | {feed:.0f} | {feed / consumed:.0f}x | " + " | ".join(cells) + " |")
         print(lines[-1], flush=True)
     text = (f"# Models on CPU\n\nMachine: {describe()}\n\n"
             f"Command: `python benchmarks/bench_models.py {' '.join(sys.argv[1:])}`\n\n"
             f"Training at patch {args.patch}, batch {args.batch} (fp32, Adam, synthetic data); inference of "
-            f"one frame (batch 1), mean of {args.repeats} after a warm-up; RSS is the peak of that process.\n\n"
+            f"one frame (batch 1), mean of {args.repeats} after a warm-up; RSS is the peak of that process. "
+            f"The pipeline column is tf.data on the embedded sample train split at the same patch, batch "
+            f"and radius; 'pipeline / training' is how many times faster it feeds than training eats.\n\n"
             + "\n".join(lines) + "\n")
     print(text)
     if args.out:

@@ -19,6 +19,19 @@ from vcar_tf.data.pipeline import PipelineConfig, make_dataset  # noqa: E402
 from vcar_tf.fileutil import write_text_atomic  # noqa: E402
 
 
+def pipeline_rate(pairs, cfg, batches=60, warmup=5):
+    """Windows per second that make_dataset delivers for these pairs."""
+    it = iter(make_dataset(pairs, cfg))
+    for _ in range(warmup):
+        next(it)
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(it)
+    seconds = time.perf_counter() - start
+    del it
+    return batches * cfg.batch / seconds
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", default=None, help="dataset root with raw/ (default: sample train split)")
@@ -33,17 +46,9 @@ def main():
     roots = resolve_datasets(args.data)
     root = roots.get("train", next(iter(roots.values())))
     pairs = find_pairs(root, args.qp)
-    cfg = PipelineConfig(radius=args.radius, patch=args.patch, batch=args.batch)
-    it = iter(make_dataset(pairs, cfg))
-    for _ in range(args.warmup):
-        next(it)
-    start = time.perf_counter()
-    for _ in range(args.batches):
-        next(it)
-    seconds = time.perf_counter() - start
-    del it
-    windows = args.batches * args.batch
-    rate = windows / seconds
+    rate = pipeline_rate(pairs, PipelineConfig(radius=args.radius, patch=args.patch, batch=args.batch),
+                         args.batches, args.warmup)
+    seconds = args.batches * args.batch / rate
     frames = sum(p.open()[0].num_frames for p in pairs)
     table = (f"| dataset | sequences | frames | patch | batch | R | windows/s | batches/s | ms/batch |\n"
              f"|---|---|---|---|---|---|---|---|---|\n"

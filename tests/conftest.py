@@ -64,3 +64,12 @@ def shared_qp37(tmp_path_factory):
         summaries[split] = prepare_dataset(find_sources([SHARED_DATA], split), os.path.join(out, split),
                                            [CodecSettings(qp=37)])
     return out, summaries
+
+
+def perturb_weights(model, seed=0, scale=0.05):
+    """Add noise to every weight, so the zero-initialised residual head stops hiding errors in
+    save/load and export tests; returns the model."""
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        w.assign(np.asarray(w) + rng.normal(0.0, scale, w.shape).astype(w.dtype))
+    return model

@@ -8,6 +8,7 @@ import pytest
 
 from vcar_tf.models import build
 from vcar_tf.export import export_saved_model
+from tests.conftest import perturb_weights
 
 _FRESH = r'''
 import json, sys, numpy as np, tensorflow as tf
@@ -30,7 +31,7 @@ def _fresh_env():
 
 @pytest.mark.parametrize("name,radius", [("stifn_r3", 3), ("arcnn", 0)])
 def test_saved_model_matches_keras_in_fresh_process(name, radius, tmp_path):
-    model = build(name)
+    model = perturb_weights(build(name))
     rng = np.random.default_rng(1)
     base = tmp_path / "serving" / name
     path = export_saved_model(model, radius, str(base))

@@ -4,6 +4,7 @@ import pytest
 import keras
 from vcar_tf.errors import VcarError
 from vcar_tf.models import build, names, spec, summary
+from tests.conftest import perturb_weights
 
 
 def test_registry_names_aliases_and_errors():
@@ -29,17 +30,16 @@ def test_parameter_counts(name, expected, tolerance):
 def test_any_size_residual_and_keras_roundtrip(name, tmp_path):
     model = build(name)
     radius = spec(name).radius
+    x = np.random.default_rng(0).random((2, 2 * radius + 1, 21, 19, 1), dtype=np.float32)
+    # untrained, the zero-initialised residual head makes the model the identity
+    np.testing.assert_array_equal(model(x), x[:, radius])
+    perturb_weights(model)
     rng = np.random.default_rng(0)
     for h, w in ((37, 53), (24, 18)):
         x = rng.random((2, 2 * radius + 1, h, w, 1), dtype=np.float32)
         y = model(x, training=False)
         assert y.shape == (2, h, w, 1)
-    # zero the last conv: the output is exactly the centre frame (residual form)
-    last = [l for l in model.layers if isinstance(l, keras.layers.Conv2D)][-1]
-    kernel, bias = last.get_weights()
-    last.set_weights([np.zeros_like(kernel), np.zeros_like(bias)])
-    np.testing.assert_allclose(model(x), x[:, radius], atol=1e-7)
-    last.set_weights([kernel, bias])
+    assert np.abs(np.asarray(model(x)) - x[:, radius]).max() > 1e-3
     path = str(tmp_path / f"{name}.keras")
     model.save(path)
     loaded = keras.models.load_model(path)

@@ -27,7 +27,8 @@ def _config(data, model_dir, steps, **kw):
     from vcar_tf.train.config import TrainConfig
 
     return TrainConfig(**{"model": "arcnn", "data": data, "patch": 16, "batch": 2, "steps": steps,
-                          "model_dir": str(model_dir), "checkpoint_every": 2, "lr": 1e-3, **kw})
+                          "model_dir": str(model_dir), "checkpoint_every": 2, "lr": 1e-3,
+                          "lr_schedule": "constant", **kw})
 
 
 def _weights(trainer):
@@ -102,6 +103,18 @@ def test_evaluate_cli_reports_the_trained_run(tiny_dataset, tmp_path):
     assert len(os.listdir(tmp_path / "run" / "eval" / "curves")) == 1
     r = run_cli("-m", "vcar_tf.evaluate", "--model_dir", str(tmp_path / "nothing"))
     assert r.returncode == 2 and "is not a training run" in r.stderr
+    # the same report through the exported SavedModel (serve_float signature)
+    from vcar_tf.evaluate import load_run
+    from vcar_tf.export import export_saved_model
+
+    saved = export_saved_model(load_run(str(tmp_path / "run"))[0], 0, str(tmp_path / "serving" / "arcnn"))
+    r = run_cli("-m", "vcar_tf.evaluate", "--saved_model", saved, "--data", tiny_dataset,
+                "--out", str(tmp_path / "eval_saved"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows_saved = list(csv.DictReader(open(tmp_path / "eval_saved" / "report.csv")))
+    assert abs(float(rows_saved[0]["delta_psnr"]) - float(rows[0]["delta_psnr"])) < 1e-3
+    r = run_cli("-m", "vcar_tf.evaluate", "--saved_model", str(tmp_path), "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and "is not a SavedModel" in r.stderr
 
 
 def test_train_main_exports_and_vcar_export(tiny_dataset, tmp_path):
@@ -121,7 +134,7 @@ def test_vcar_enhance_yuv_and_video(tiny_dataset, tmp_path):
     from vcar_tf.train.trainer import Trainer
     from vcar_tf.video import open_sequence
 
-    Trainer(_config(tiny_dataset, tmp_path / "run", 2)).run()
+    Trainer(_config(tiny_dataset, tmp_path / "run", 2, lr=1e-2)).run()  # far enough from the identity
     src = os.path.join(tiny_dataset, "test", "x265_LDP", "QP37", "s0_40x32_6.yuv")
     for out in ("out_40x32.yuv", "out.mkv"):
         r = run_cli("-m", "vcar_tf.enhance", "--model_dir", str(tmp_path / "run"), "--input", src,
@@ -131,8 +144,45 @@ def test_vcar_enhance_yuv_and_video(tiny_dataset, tmp_path):
         assert got.num_frames == 6
         model, _ = load_run(str(tmp_path / "run"))
         want = [np.round(y * 255).astype(np.uint8) for y in enhance_luma(model, inp, 0)]
+        assert any(not np.array_equal(want[t], inp.y(t)) for t in range(6))  # trained: not the identity
         for t in range(6):
             np.testing.assert_array_equal(got.y(t), want[t])  # lossless output (qp 0 for video)
             np.testing.assert_array_equal(got.frame(t)[1], inp.frame(t)[1])  # chroma unchanged
     r = run_cli("-m", "vcar_tf.enhance", "--model_dir", str(tmp_path / "run"), "--input", src, "--output", src)
     assert r.returncode == 2 and "must differ" in r.stderr
+
+
+def test_kill_9_loses_at_most_one_interval_and_resumes(tiny_dataset, tmp_path):
+    """SIGKILL train_main.py at three moments; every time the run resumes from a checkpoint that
+    loads, no older than one checkpoint interval, and finally completes."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+    from vcar_tf.train.trainer import Trainer
+
+    args = [sys.executable, "train_main.py", "--model=arcnn", f"--data={tiny_dataset}", "--patch=16",
+            "--batch=2", "--steps=100000", "--checkpoint_every=3", f"--model_dir={tmp_path}", "--noexport"]
+    last_step = 0
+    for delay in (0.0, 0.7, 1.9):
+        proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        index = tmp_path / "checkpoints" / "checkpoint"
+        start = index.stat().st_mtime if index.exists() else 0
+        deadline = time.time() + 120
+        while time.time() < deadline and (not index.exists() or index.stat().st_mtime == start):
+            time.sleep(0.05)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        trainer = Trainer(_config(tiny_dataset, tmp_path, 100000, checkpoint_every=3))
+        assert trainer.restore()  # the latest checkpoint always loads
+        step = int(trainer.step.numpy())
+        assert step > last_step and step % 3 == 0
+        last_step = step
+    r = run_cli("train_main.py", *args[2:-3], f"--steps={last_step + 4}", "--checkpoint_every=3",
+                f"--model_dir={tmp_path}", "--noexport")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"resumed from {tmp_path}/checkpoints/ckpt-{last_step} at step {last_step}" in r.stderr
+    assert f"after {last_step + 4} steps" in r.stdout

@@ -1,9 +1,11 @@
 """Evaluate a trained run on whole sequences: PSNR/SSIM before and after, Δ, SD and PVD.
 
     python -m vcar_tf.evaluate --model_dir RUN [--data DIR] [--qp 37] [--out RUN/eval]
+    python -m vcar_tf.evaluate --saved_model DIR/NAME/VERSION [--data DIR] [--qp 37] --out DIR
 
 Writes the same report as vcar-report (CSV, Markdown, per-frame PSNR curves) with the enhanced
-columns. With no --data it evaluates on the held-out split of the run's own dataset.
+columns. With no --data it evaluates on the held-out split of the run's own dataset (for a
+SavedModel: of the embedded sample dataset).
 """
 
 import argparse
@@ -37,27 +39,62 @@ def load_run(model_dir):
     return model, cfg
 
 
+class SavedModelEnhancer:
+    """A TF Serving export used like a Keras model: `enhancer(x)` runs its serve_float signature."""
+
+    def __init__(self, path):
+        import tensorflow as tf
+
+        if not os.path.exists(os.path.join(path, "saved_model.pb")):
+            raise VcarError(f"{path} is not a SavedModel (no saved_model.pb); pass DIR/NAME/VERSION")
+        signatures = tf.saved_model.load(path).signatures
+        if "serve_float" not in signatures:
+            raise VcarError(f"{path} has no serve_float signature (not a vcar-export SavedModel)")
+        self._fn = signatures["serve_float"]
+        self.radius = (self._fn.structured_input_signature[1]["frames"].shape[1] - 1) // 2
+
+    def __call__(self, x, training=False):
+        import tensorflow as tf
+
+        return self._fn(frames=tf.convert_to_tensor(x, tf.float32))["enhanced"]
+
+
+def load_model_and_config(args):
+    """(model or SavedModelEnhancer, radius, TrainConfig giving data/qp) from --model_dir or --saved_model."""
+    from vcar_tf import models
+    from vcar_tf.train.config import TrainConfig
+
+    if (args.model_dir is None) == (args.saved_model is None):
+        raise VcarError("pass exactly one of --model_dir and --saved_model")
+    if args.saved_model is not None:
+        if args.out is None:
+            raise VcarError("--saved_model needs --out")
+        model = SavedModelEnhancer(args.saved_model)
+        return model, model.radius, TrainConfig(model=os.path.basename(os.path.dirname(args.saved_model)))
+    model, cfg = load_run(args.model_dir)
+    return model, models.spec(cfg.model).radius if cfg.radius is None else cfg.radius, cfg
+
+
 @cli_main
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m vcar_tf.evaluate", description=__doc__.split("\n")[0])
-    p.add_argument("--model_dir", required=True)
+    p.add_argument("--model_dir", default=None, help="a train_main.py run (latest checkpoint)")
+    p.add_argument("--saved_model", default=None, help="a vcar-export SavedModel version folder")
     p.add_argument("--data", default=None, help="dataset folder (default: the run's own, held-out split)")
     p.add_argument("--qp", type=int, default=None, help="default: the run's QP")
     p.add_argument("--out", default=None, help="default: MODEL_DIR/eval")
     args = p.parse_args(argv)
-    from vcar_tf import models
     from vcar_tf.data.layout import find_pairs
     from vcar_tf.evaluation import evaluate_pairs
     from vcar_tf.report import write_report
     from vcar_tf.train.trainer import split_datasets
 
-    model, cfg = load_run(args.model_dir)
+    model, radius, cfg = load_model_and_config(args)
     if args.data is not None:
         cfg.data = args.data
     cfg.qp = args.qp if args.qp is not None else cfg.qp
     train_roots, val_roots = split_datasets(cfg)
     roots = val_roots or train_roots
-    radius = models.spec(cfg.model).radius if cfg.radius is None else cfg.radius
     rows, curves = [], {}
     for split, root in roots.items():
         r, c = evaluate_pairs(model, find_pairs(root, cfg.qp), radius, split)

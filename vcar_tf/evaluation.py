@@ -1,6 +1,9 @@
 """Whole-sequence inference and its metrics, shared by training validation and evaluation."""
 
+import sys
+
 import numpy as np
+from tqdm import tqdm
 
 from vcar_tf.data.pipeline import iter_windows
 from vcar_tf.report import frame_metrics, sequence_row
@@ -21,10 +24,19 @@ def enhance_sequence(model, pair, radius):
 def evaluate_pairs(model, pairs, radius, split="test"):
     """Report rows (with Δ columns) and per-frame curves for every pair."""
     rows, curves = [], {}
-    for pair in pairs:
-        raw, comp = pair.open()
+    opened = [(pair, *pair.open()) for pair in pairs]
+    bar = tqdm(total=sum(raw.num_frames for _, raw, _ in opened), desc=f"evaluate {split}", unit="frame",
+               file=sys.stderr, leave=False)
+    for pair, raw, comp in opened:
         psnr_c, ssim_c = frame_metrics(iter(raw.luma()), iter(comp.luma()))
-        psnr_e, ssim_e = frame_metrics(iter(raw.luma()), enhance_sequence(model, pair, radius))
+        psnr_e, ssim_e = frame_metrics(iter(raw.luma()), _counted(enhance_luma(model, comp, radius), bar))
         rows.append(sequence_row(split, pair.name, raw.width, raw.height, psnr_c, ssim_c, psnr_e, ssim_e))
         curves[(split, pair.name)] = {"compressed": psnr_c, "enhanced": psnr_e}
+    bar.close()
     return rows, curves
+
+
+def _counted(frames, bar):
+    for frame in frames:
+        bar.update(1)
+        yield frame

@@ -27,6 +27,12 @@ def frames_input(radius, name="frames"):
     return keras.Input(shape=(2 * radius + 1, None, None, 1), dtype="float32", name=name)
 
 
+def residual_head(channels=1, kernel=3, name="residual"):
+    """The last conv of every model; zero-initialised, so an untrained model is the identity and
+    early training only has to learn corrections (no noisy start to unlearn)."""
+    return keras.layers.Conv2D(channels, kernel, padding="same", kernel_initializer="zeros", name=name)
+
+
 def residual_output(frames, radius, residual, name):
     """Enhanced centre frame = centre + residual, as a keras.Model."""
     centre = SelectFrame(radius, name="centre")(frames)

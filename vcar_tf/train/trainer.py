@@ -28,11 +28,19 @@ from vcar_tf.train.strategy import make_strategy
 
 
 def learning_rate_schedule(cfg):
+    """Halvings at --lr_milestones if given; else linear warm-up then cosine decay to lr/10, or constant."""
     milestones = sorted(int(m) for m in cfg.lr_milestones)
-    if not milestones:
+    if milestones:
+        values = [cfg.lr * 0.5 ** i for i in range(len(milestones) + 1)]
+        return keras.optimizers.schedules.PiecewiseConstantDecay(milestones, values)
+    if cfg.lr_schedule == "constant":
         return cfg.lr
-    values = [cfg.lr * 0.5 ** i for i in range(len(milestones) + 1)]
-    return keras.optimizers.schedules.PiecewiseConstantDecay(milestones, values)
+    if cfg.lr_schedule != "cosine":
+        raise VcarError(f"unknown lr_schedule {cfg.lr_schedule!r}; choose cosine or constant")
+    warmup = min(cfg.warmup_steps, max(cfg.steps - 1, 0))
+    return keras.optimizers.schedules.CosineDecay(
+        0.0 if warmup else cfg.lr, decay_steps=max(cfg.steps - warmup, 1), alpha=0.1,
+        warmup_target=cfg.lr if warmup else None, warmup_steps=warmup)
 
 
 def split_datasets(cfg):
@@ -49,6 +57,8 @@ class Trainer:
     def __init__(self, cfg):
         self.cfg = cfg
         self.spec = models.spec(cfg.model)
+        if cfg.model_dir is None:
+            cfg.model_dir = os.path.join("runs", self.spec.name)
         self.radius = self.spec.radius if cfg.radius is None else cfg.radius
         self.loss_fn = get_loss(cfg.loss)
         self.strategy = make_strategy(cfg.strategy)
@@ -170,8 +180,13 @@ class Trainer:
             if self._stop:
                 print(f"stopped at step {int(self.step.numpy())}; checkpoint saved", file=sys.stderr)
                 return None
-            if self.val_pairs:
-                result = self._log_validation(int(self.step.numpy()))
+            step = int(self.step.numpy())
+            result = self._log_validation(step) if self.val_pairs else {"step": step, "rows": []}
+            if result["rows"]:
+                from vcar_tf.report import write_report
+
+                write_report(os.path.join(self.work_dir, "eval"), result["rows"], result["curves"],
+                             f"{self.spec.name} at QP{cfg.qp} after {step} steps")
         finally:
             del it
             for s, handler in old.items():

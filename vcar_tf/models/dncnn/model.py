@@ -4,7 +4,7 @@ moving statistics = 558,017."""
 
 import keras
 
-from vcar_tf.models.layers import SelectFrame, frames_input, residual_output
+from vcar_tf.models.layers import SelectFrame, frames_input, residual_head, residual_output
 from vcar_tf.models.registry import register
 
 
@@ -17,5 +17,5 @@ def build_dncnn(depth=17, channels=64):
         x = keras.layers.Conv2D(channels, 3, padding="same", use_bias=False, name=f"conv{i}")(x)
         x = keras.layers.BatchNormalization(name=f"bn{i}")(x)
         x = keras.layers.ReLU(name=f"relu{i}")(x)
-    x = keras.layers.Conv2D(1, 3, padding="same", name=f"conv{depth}")(x)
+    x = residual_head(name=f"conv{depth}")(x)
     return residual_output(frames, 0, x, "dncnn")
