@@ -186,3 +186,30 @@ def test_kill_9_loses_at_most_one_interval_and_resumes(tiny_dataset, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"resumed from {tmp_path}/checkpoints/ckpt-{last_step} at step {last_step}" in r.stderr
     assert f"after {last_step + 4} steps" in r.stdout
+
+
+def test_clip_models_train_with_the_loss_summed_over_frames(tiny_dataset, tmp_path, monkeypatch):
+    """A recurrent-style model registered with clip_length trains and validates unchanged."""
+    import keras
+    import tensorflow as tf
+
+    from vcar_tf.models import registry
+    from vcar_tf.train.losses import charbonnier, per_example_loss
+    from vcar_tf.train.trainer import Trainer
+
+    y = tf.random.uniform((2, 4, 5, 6, 1), seed=1)
+    pred = tf.random.uniform((2, 4, 5, 6, 1), seed=2)
+    want = sum(charbonnier(y[:, t], pred[:, t]) for t in range(4))
+    np.testing.assert_allclose(per_example_loss(charbonnier, y, pred), want, rtol=1e-6)
+
+    def build_clip_model():
+        clip = keras.Input((None, None, None, 1))
+        residual = keras.layers.Conv3D(1, 3, padding="same")(clip)
+        return keras.Model(clip, keras.layers.Add()([clip, residual]))
+
+    monkeypatch.setitem(registry._BUILDERS, "clip_toy",
+                        registry.ModelSpec("clip_toy", build_clip_model, 0, "test only", clip_length=3))
+    trainer = Trainer(_config(tiny_dataset, tmp_path, 3, model="clip_toy"))
+    result = trainer.run()
+    assert result["step"] == 3 and np.isfinite(result["delta_psnr"]) and result["delta_psnr"] != 0
+    assert [r["frames"] for r in result["rows"]] == [6]

@@ -10,7 +10,15 @@ from vcar_tf.report import frame_metrics, sequence_row
 
 
 def enhance_luma(model, seq, radius):
-    """Yield the enhanced Y planes (H, W) float in [0, 1] of every frame of a sequence."""
+    """Yield the enhanced Y planes (H, W) float in [0, 1] of every frame of a sequence.
+
+    A window model sees each frame's clipped window; a clip model (5-D output) sees the whole
+    sequence as one clip."""
+    if len(getattr(model, "output_shape", ())) == 5:
+        clip = np.expand_dims(seq.luma()[:].astype(np.float32) / 255.0, (0, -1))
+        for frame in np.asarray(model(clip, training=False), dtype=np.float64)[0, ..., 0]:
+            yield np.clip(frame, 0.0, 1.0)
+        return
     for _, window in iter_windows(seq, radius):
         out = model(np.expand_dims(window, 0), training=False)
         yield np.clip(np.asarray(out, dtype=np.float64)[0, ..., 0], 0.0, 1.0)

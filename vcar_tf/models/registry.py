@@ -1,6 +1,7 @@
 """One registry of model builders: `build(name, **overrides)` is the only way entry points make a model."""
 
 import dataclasses
+from typing import Optional
 
 from vcar_tf.errors import VcarError
 
@@ -14,15 +15,20 @@ class ModelSpec:
     builder: object
     radius: int
     description: str
+    clip_length: Optional[int] = None  # recurrent models: trained on clips of this many frames
 
 
-def register(name, radius, description, aliases=()):
-    """Decorator: register `builder(**overrides) -> keras.Model` under `name` (and aliases)."""
+def register(name, radius, description, aliases=(), clip_length=None):
+    """Decorator: register `builder(**overrides) -> keras.Model` under `name` (and aliases).
+
+    Window models map (B, 2R+1, H, W, 1) to the centre frame (B, H, W, 1). Recurrent models
+    (clip_length set) map a clip (B, L, H, W, 1) to every enhanced frame (B, L, H, W, 1); the
+    trainer feeds them clips and sums the loss over the frames."""
 
     def wrap(builder):
         if name in _BUILDERS or name in _ALIASES:
             raise ValueError(f"model {name!r} registered twice")
-        _BUILDERS[name] = ModelSpec(name, builder, radius, description)
+        _BUILDERS[name] = ModelSpec(name, builder, radius, description, clip_length)
         for alias in aliases:
             _ALIASES[alias] = name
         return builder

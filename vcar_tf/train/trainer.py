@@ -23,7 +23,7 @@ from vcar_tf.data.layout import find_pairs, resolve_datasets
 from vcar_tf.data.pipeline import PipelineConfig, make_dataset
 from vcar_tf.errors import VcarError
 from vcar_tf.fileutil import write_text_atomic
-from vcar_tf.train.losses import get_loss
+from vcar_tf.train.losses import get_loss, per_example_loss
 from vcar_tf.train.strategy import make_strategy
 
 
@@ -115,7 +115,7 @@ class Trainer:
         def replica_step(x, y):
             with tf.GradientTape() as tape:
                 pred = self.model(x, training=True)
-                per_example = self.loss_fn(y, pred)
+                per_example = per_example_loss(self.loss_fn, y, pred)
                 loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
             grads = tape.gradient(loss, self.model.trainable_variables)
             self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
@@ -148,7 +148,8 @@ class Trainer:
         start = int(self.step.numpy())
         if resumed:
             print(f"resumed from {self.manager.latest_checkpoint} at step {start}", file=sys.stderr)
-        pipeline = PipelineConfig(radius=self.radius, patch=cfg.patch, batch=cfg.batch, seed=cfg.seed)
+        clips = {"mode": "clip", "clip_length": self.spec.clip_length} if self.spec.clip_length else {}
+        pipeline = PipelineConfig(radius=self.radius, patch=cfg.patch, batch=cfg.batch, seed=cfg.seed, **clips)
         ds = make_dataset(self.train_pairs, pipeline, start_sample=start * cfg.batch)
         it = iter(self.strategy.experimental_distribute_dataset(ds))
         train_step = self._train_step_fn()
