@@ -41,13 +41,15 @@ def child_inference(name, width, height, repeats):
 
     from vcar_tf import models
 
-    model = models.build(name)
+    from vcar_tf.evaluation import inference_fn
+
+    run = inference_fn(models.build(name))
     radius = models.spec(name).radius
     x = np.random.default_rng(0).random((1, 2 * radius + 1, height, width, 1), dtype=np.float32)
-    model(x, training=False)  # warm-up
+    run(x)  # warm-up and trace
     start = time.perf_counter()
     for _ in range(repeats):
-        model(x, training=False)
+        run(x)
     fps = repeats / (time.perf_counter() - start)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"fps": fps, "rss_mb": rss}))
@@ -133,7 +135,8 @@ def main():
     text = (f"# Models on CPU\n\nMachine: {describe()}\n\n"
             f"Command: `python benchmarks/bench_models.py {' '.join(sys.argv[1:])}`\n\n"
             f"Training at patch {args.patch}, batch {args.batch} (fp32, Adam, synthetic data); inference of "
-            f"one frame (batch 1), mean of {args.repeats} after a warm-up; RSS is the peak of that process. "
+            f"one frame (batch 1) through `vcar_tf.evaluation.inference_fn` (a tf.function, as evaluation and "
+            f"vcar-enhance run it), mean of {args.repeats} after a warm-up; RSS is the peak of that process. "
             f"The pipeline column is tf.data on the embedded sample train split at the same patch, batch "
             f"and radius; 'pipeline / training' is how many times faster it feeds than training eats.\n\n"
             + "\n".join(lines) + "\n")

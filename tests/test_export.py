@@ -29,7 +29,7 @@ def _fresh_env():
     return env
 
 
-@pytest.mark.parametrize("name,radius", [("stifn_r3", 3), ("arcnn", 0)])
+@pytest.mark.parametrize("name,radius", [("stifn_r3", 3), ("arcnn", 0), ("stdf_r3", 3)])
 def test_saved_model_matches_keras_in_fresh_process(name, radius, tmp_path):
     model = perturb_weights(build(name))
     rng = np.random.default_rng(1)

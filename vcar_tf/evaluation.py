@@ -9,18 +9,31 @@ from vcar_tf.data.pipeline import iter_windows
 from vcar_tf.report import frame_metrics, sequence_row
 
 
+def inference_fn(model):
+    """`model(x, training=False)` as one tf.function traced for any H and W.
+
+    Eager Keras inference keeps per-call buffers: DnCNN on one 1920x1080 frame went past 24 GB
+    and was killed, while this graph peaks at 1.7 GB (benchmarks/bench_models.py measures it)."""
+    import tensorflow as tf
+
+    if not hasattr(model, "layers"):  # already a graph (a SavedModel signature)
+        return model
+    return tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+
+
 def enhance_luma(model, seq, radius):
     """Yield the enhanced Y planes (H, W) float in [0, 1] of every frame of a sequence.
 
     A window model sees each frame's clipped window; a clip model (5-D output) sees the whole
     sequence as one clip."""
+    run = inference_fn(model)
     if len(getattr(model, "output_shape", ())) == 5:
         clip = np.expand_dims(seq.luma()[:].astype(np.float32) / 255.0, (0, -1))
-        for frame in np.asarray(model(clip, training=False), dtype=np.float64)[0, ..., 0]:
+        for frame in np.asarray(run(clip), dtype=np.float64)[0, ..., 0]:
             yield np.clip(frame, 0.0, 1.0)
         return
     for _, window in iter_windows(seq, radius):
-        out = model(np.expand_dims(window, 0), training=False)
+        out = run(np.expand_dims(window, 0))
         yield np.clip(np.asarray(out, dtype=np.float64)[0, ..., 0], 0.0, 1.0)
 
 

@@ -1,0 +1,104 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from vcar_tf.errors import VcarError
+from vcar_tf.ops.deform_conv import check_shapes, deform_conv2d_composite
+
+
+def bilinear_reference(img, y, x):
+    """Independent loop form of DCNv2 sampling: 0 unless -1 < y < H and -1 < x < W; corners
+    outside the image contribute nothing."""
+    h, w = img.shape[:2]
+    if not (-1 < y < h and -1 < x < w):
+        return np.zeros(img.shape[2:])
+    y0, x0 = int(np.floor(y)), int(np.floor(x))
+    out = np.zeros(img.shape[2:])
+    for yy, wy in ((y0, 1 - (y - y0)), (y0 + 1, y - y0)):
+        for xx, wx in ((x0, 1 - (x - x0)), (x0 + 1, x - x0)):
+            if 0 <= yy < h and 0 <= xx < w:
+                out += wy * wx * img[yy, xx]
+    return out
+
+
+def deform_conv_reference(x, offset, mask, kernel, bias, dg, groups):
+    b, h, w, c_in = x.shape
+    k, c_out = kernel.shape[0], kernel.shape[-1]
+    pad, cg, ci_g, co_g = (k - 1) // 2, c_in // dg, c_in // groups, c_out // groups
+    out = np.zeros((b, h, w, c_out))
+    for n in range(b):
+        for oy in range(h):
+            for ox in range(w):
+                cols = np.zeros((k, k, c_in))
+                for d in range(dg):
+                    for i in range(k):
+                        for j in range(k):
+                            t = i * k + j
+                            dy, dx = offset[n, oy, ox, d * 2 * k * k + 2 * t: d * 2 * k * k + 2 * t + 2]
+                            v = bilinear_reference(x[n, :, :, d * cg:(d + 1) * cg], oy - pad + i + dy, ox - pad + j + dx)
+                            cols[i, j, d * cg:(d + 1) * cg] = v * mask[n, oy, ox, d * k * k + t]
+                for g in range(groups):
+                    out[n, oy, ox, g * co_g:(g + 1) * co_g] = np.einsum(
+                        "ijc,ijco->o", cols[:, :, g * ci_g:(g + 1) * ci_g], kernel[:, :, :, g * co_g:(g + 1) * co_g])
+    return out + bias
+
+
+def random_case(seed, b=2, h=5, w=7, c_in=4, c_out=6, k=3, dg=2, groups=1, spread=2.5):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(b, h, w, c_in))
+    offset = rng.uniform(-spread, spread, size=(b, h, w, 2 * dg * k * k))
+    mask = rng.uniform(0, 1, size=(b, h, w, dg * k * k))
+    kernel = rng.normal(size=(k, k, c_in // groups, c_out))
+    bias = rng.normal(size=(c_out,))
+    return x, offset, mask, kernel, bias
+
+
+@pytest.mark.parametrize("seed,kw", [
+    (0, {}), (1, {"k": 1, "dg": 4}), (2, {"groups": 2, "dg": 1}), (3, {"h": 1, "w": 3, "dg": 4, "c_in": 4}),
+    (4, {"spread": 9.0}),  # most samples leave the image
+])
+def test_composite_matches_numpy_reference(seed, kw):
+    dg, groups = kw.get("dg", 2), kw.get("groups", 1)
+    x, offset, mask, kernel, bias = random_case(seed, **kw)
+    want = deform_conv_reference(x, offset, mask, kernel, bias, dg, groups)
+    got = deform_conv2d_composite(*(tf.constant(a, tf.float64) for a in (x, offset, mask, kernel, bias)),
+                                  deformable_groups=dg, groups=groups)
+    np.testing.assert_allclose(got.numpy(), want, atol=1e-10)
+
+
+def test_partial_corners_and_exact_edges():
+    """A sample at y = -0.5 takes half of row 0; at y = -1 or y = H it takes nothing."""
+    x = np.arange(1, 13, dtype=np.float64).reshape(1, 3, 4, 1)
+    kernel = np.ones((1, 1, 1, 1))
+    mask = np.ones((1, 3, 4, 1))
+    for dy, expect_row0 in ((-0.5, 0.5 * x[0, 0, :, 0]), (-1.0, np.zeros(4)), (-1.0 + 1e-9, 1e-9 * x[0, 0, :, 0])):
+        offset = np.zeros((1, 3, 4, 2))
+        offset[..., 0] = dy
+        got = deform_conv2d_composite(tf.constant(x), tf.constant(offset), tf.constant(mask), tf.constant(kernel))
+        np.testing.assert_allclose(got.numpy()[0, 0, :, 0], expect_row0, atol=1e-12)
+    offset = np.zeros((1, 3, 4, 2))
+    offset[..., 0] = 3.0  # y = 3 + row: row 0 lands on y = H exactly
+    got = deform_conv2d_composite(tf.constant(x), tf.constant(offset), tf.constant(mask), tf.constant(kernel))
+    assert np.all(got.numpy() == 0)
+
+
+def test_composite_gradients_match_finite_differences():
+    x, offset, mask, kernel, bias = random_case(7, b=1, h=4, w=5, c_in=2, c_out=3, dg=2, spread=1.7)
+    args = [tf.constant(a, tf.float64) for a in (x, offset, mask, kernel, bias)]
+
+    def f(*a):
+        return deform_conv2d_composite(*a, deformable_groups=2)
+
+    theoretical, numerical = tf.test.compute_gradient(f, args, delta=1e-6)
+    for t, n in zip(theoretical, numerical):
+        np.testing.assert_allclose(t, n, atol=1e-5)
+
+
+def test_bad_offset_and_mask_shapes_name_the_expected_shape():
+    x = tf.zeros((1, 8, 8, 7))
+    with pytest.raises(VcarError, match=r"offset must be \(B, H, W, 126\)"):
+        check_shapes(x, tf.zeros((1, 8, 8, 18)), tf.zeros((1, 8, 8, 63)), 3, 7)
+    with pytest.raises(VcarError, match=r"mask must be \(B, H, W, 63\)"):
+        check_shapes(x, tf.zeros((1, 8, 8, 126)), tf.zeros((1, 8, 8, 9)), 3, 7)
+    with pytest.raises(VcarError, match="H and W"):
+        check_shapes(x, tf.zeros((1, 4, 8, 126)), tf.zeros((1, 8, 8, 63)), 3, 7)

@@ -1,0 +1,2 @@
+"""Operators with more than one implementation (a portable composite of stock TF ops, and a fused
+C++ custom op where it builds)."""

@@ -1,0 +1,113 @@
+"""Modulated deformable convolution (DCNv2), stride 1, 'same' padding: the portable composite.
+
+Layout (torchvision / ONNX DeformConv, as STDF and RFDA use it):
+- x: (B, H, W, C_in);
+- offset: (B, H, W, 2·D·k²): for deformable group d and tap (i, j), channel d·2k² + 2(i·k + j)
+  is dy and the next one dx;
+- mask: (B, H, W, D·k²) in [0, 1], channel d·k² + i·k + j;
+- kernel: (k, k, C_in / groups, C_out), as keras.layers.Conv2D with `groups`.
+
+Tap (i, j) of output pixel (h, w) samples input position (h − p + i + dy, w − p + j + dx),
+p = (k − 1) / 2, bilinearly; each of the four corners contributes only when it lies inside the
+image (zero outside), so a sample counts exactly when −1 < y < H and −1 < x < W.
+
+Only stock TF ops (gather, floor, matmul): differentiable everywhere, and exportable to
+SavedModel, TFLite and ONNX.
+"""
+
+import os
+
+import tensorflow as tf
+
+from vcar_tf.errors import VcarError
+
+IMPLS = ("auto", "fused", "composite")
+
+
+def deform_impl():
+    """The implementation VCAR_DEFORM_IMPL asks for: fused, composite or auto (the default)."""
+    impl = os.environ.get("VCAR_DEFORM_IMPL", "auto").strip().lower() or "auto"
+    if impl not in IMPLS:
+        raise VcarError(f"VCAR_DEFORM_IMPL={impl!r}; use one of {', '.join(IMPLS)}")
+    return impl
+
+
+def check_shapes(x, offset, mask, kernel_size, deformable_groups):
+    """Raise VcarError naming the expected shape when offset or mask do not fit x."""
+    taps = kernel_size * kernel_size
+    want_offset = 2 * deformable_groups * taps
+    want_mask = deformable_groups * taps
+    for name, t, channels in (("offset", offset, want_offset), ("mask", mask, want_mask)):
+        if t.shape.rank != 4 or (t.shape[-1] is not None and t.shape[-1] != channels):
+            raise VcarError(f"deform conv {name} must be (B, H, W, {channels}) for kernel {kernel_size} and "
+                            f"{deformable_groups} deformable groups; got {tuple(t.shape)}")
+        for axis in (1, 2):
+            if None not in (t.shape[axis], x.shape[axis]) and t.shape[axis] != x.shape[axis]:
+                raise VcarError(f"deform conv {name} must have the input's H and W {tuple(x.shape[1:3])}; "
+                                f"got {tuple(t.shape)}")
+
+
+def deform_conv2d_composite(x, offset, mask, kernel, bias=None, deformable_groups=1, groups=1):
+    """DCNv2 forward as stock TF ops; see the module docstring for the layout."""
+    k = kernel.shape[0]
+    taps = k * k
+    dg = deformable_groups
+    b, h, w = tf.shape(x)[0], tf.shape(x)[1], tf.shape(x)[2]
+    c_in = x.shape[-1]
+    cg = c_in // dg
+    pad = (k - 1) // 2
+    hw = h * w
+
+    # sampling positions (B, H, W, D, k², 2)
+    off = tf.reshape(offset, tf.stack([b, h, w, dg, taps, 2]))
+    ti, tj = tf.meshgrid(tf.range(k), tf.range(k), indexing="ij")
+    tap_y = tf.cast(tf.reshape(ti, [-1]) - pad, x.dtype)
+    tap_x = tf.cast(tf.reshape(tj, [-1]) - pad, x.dtype)
+    gy = tf.reshape(tf.cast(tf.range(h), x.dtype), [1, -1, 1, 1, 1])
+    gx = tf.reshape(tf.cast(tf.range(w), x.dtype), [1, 1, -1, 1, 1])
+    py = gy + tf.reshape(tap_y, [1, 1, 1, 1, taps]) + off[..., 0]
+    px = gx + tf.reshape(tap_x, [1, 1, 1, 1, taps]) + off[..., 1]
+    y0 = tf.floor(py)
+    x0 = tf.floor(px)
+    ly, lx = py - y0, px - x0
+    y0 = tf.cast(y0, tf.int32)
+    x0 = tf.cast(x0, tf.int32)
+
+    # (B, D, H·W, C_in/D): gather rows of each deformable group's channels
+    source = tf.transpose(tf.reshape(x, tf.stack([b, hw, dg, cg])), [0, 2, 1, 3])
+    sampled = 0.0
+    for dy, dx, weight in ((0, 0, (1 - ly) * (1 - lx)), (0, 1, (1 - ly) * lx),
+                           (1, 0, ly * (1 - lx)), (1, 1, ly * lx)):
+        yc, xc = y0 + dy, x0 + dx
+        inside = (yc >= 0) & (yc < h) & (xc >= 0) & (xc < w)
+        index = tf.where(inside, yc * w + xc, 0)  # (B, H, W, D, k²)
+        index = tf.reshape(tf.transpose(index, [0, 3, 1, 2, 4]), tf.stack([b, dg, hw * taps]))
+        values = tf.gather(source, index, batch_dims=2)  # (B, D, H·W·k², C_in/D)
+        weight = tf.where(inside, weight, 0.0)
+        weight = tf.reshape(tf.transpose(weight, [0, 3, 1, 2, 4]), tf.stack([b, dg, hw * taps, 1]))
+        sampled += values * weight
+    m = tf.reshape(tf.transpose(tf.reshape(mask, tf.stack([b, h, w, dg, taps])), [0, 3, 1, 2, 4]),
+                   tf.stack([b, dg, hw * taps, 1]))
+    sampled *= m
+    # columns (B·H·W, k², C_in) in the kernel's (tap, channel) order
+    cols = tf.reshape(sampled, tf.stack([b, dg, hw, taps, cg]))
+    cols = tf.transpose(cols, [0, 2, 3, 1, 4])
+    c_out = kernel.shape[-1]
+    if groups == 1:
+        out = tf.matmul(tf.reshape(cols, tf.stack([b * hw, taps * c_in])), tf.reshape(kernel, [taps * c_in, c_out]))
+    else:
+        cols = tf.reshape(cols, tf.stack([b * hw, taps, groups, c_in // groups]))
+        wk = tf.reshape(kernel, [taps, c_in // groups, groups, c_out // groups])
+        out = tf.einsum("pkgc,kcgo->pgo", cols, wk)
+    out = tf.reshape(out, tf.stack([b, h, w, c_out]))
+    if bias is not None:
+        out = out + bias
+    return out
+
+
+def deform_conv2d(x, offset, mask, kernel, bias=None, deformable_groups=1, groups=1):
+    """DCNv2 through the implementation VCAR_DEFORM_IMPL selects (the composite until the fused
+    op exists)."""
+    if deform_impl() == "fused":
+        raise VcarError("VCAR_DEFORM_IMPL=fused: the fused deformable-conv op is not built in this version")
+    return deform_conv2d_composite(x, offset, mask, kernel, bias, deformable_groups, groups)
