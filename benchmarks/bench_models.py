@@ -17,7 +17,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from machine import describe  # noqa: E402
+from machine import publish  # noqa: E402
 
 SIZES = ((416, 240), (832, 480), (1920, 1080))
 
@@ -132,20 +132,13 @@ def main():
         lines.append(f"| {name} | {model.count_params():,} | {macs / 1e9:.1f} G | {train['steps_per_s']:.3f} | "
                      f"{consumed:.1f} | {feed:.0f} | {feed / consumed:.0f}x | " + " | ".join(cells) + " |")
         print(lines[-1], flush=True)
-    text = (f"# Models on CPU\n\nMachine: {describe()}\n\n"
-            f"Command: `python benchmarks/bench_models.py {' '.join(sys.argv[1:])}`\n\n"
+    publish("Models on CPU",
             f"Training at patch {args.patch}, batch {args.batch} (fp32, Adam, synthetic data); inference of "
             f"one frame (batch 1) through `vcar_tf.evaluation.inference_fn` (a tf.function, as evaluation and "
             f"vcar-enhance run it), mean of {args.repeats} after a warm-up; RSS is the peak of that process. "
             f"The pipeline column is tf.data on the embedded sample train split at the same patch, batch "
             f"and radius; 'pipeline / training' is how many times faster it feeds than training eats.\n\n"
-            + "\n".join(lines) + "\n")
-    print(text)
-    if args.out:
-        from vcar_tf.fileutil import write_text_atomic
-
-        write_text_atomic(args.out, text)
-
+            + "\n".join(lines) + "\n", args.out)
 
 if __name__ == "__main__":
     main()

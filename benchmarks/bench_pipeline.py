@@ -12,11 +12,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from machine import describe  # noqa: E402
+from machine import publish  # noqa: E402
 
 from vcar_tf.data.layout import find_pairs, resolve_datasets  # noqa: E402
 from vcar_tf.data.pipeline import PipelineConfig, make_dataset  # noqa: E402
-from vcar_tf.fileutil import write_text_atomic  # noqa: E402
 
 
 def pipeline_rate(pairs, cfg, batches=60, warmup=5):
@@ -54,11 +53,7 @@ def main():
              f"|---|---|---|---|---|---|---|---|---|\n"
              f"| {root} | {len(pairs)} | {frames} | {args.patch} | {args.batch} | {args.radius} | "
              f"{rate:.0f} | {rate / args.batch:.1f} | {1000 * seconds / args.batches:.1f} |\n")
-    text = (f"# tf.data input pipeline\n\nMachine: {describe()}\n\n"
-            f"Command: `python benchmarks/bench_pipeline.py {' '.join(sys.argv[1:])}`\n\n{table}")
-    print(text)
-    if args.out:
-        write_text_atomic(args.out, text)
+    publish("tf.data input pipeline", table, args.out)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from machine import describe  # noqa: E402
+from machine import publish  # noqa: E402
 
 
 def child(policy, size, batch, repeats):
@@ -61,19 +61,12 @@ def main():
             raise SystemExit(out.stderr[-2000:])
         results[policy] = json.loads(out.stdout.strip().splitlines()[-1])
     f32, bf16 = results["float32"], results["mixed_bfloat16"]
-    text = (f"# fp32 against mixed_bfloat16\n\nMachine: {describe()}\n\n"
-            f"Command: `python benchmarks/bench_precision.py {' '.join(sys.argv[1:])}`\n\n"
+    publish("fp32 against mixed_bfloat16",
             f"3x3 Conv2D 64->64 on {args.batch}x{args.size}x{args.size}x64, forward + backward, "
             f"mean of {args.repeats}.\n\n| policy | ms | GFLOP/s |\n|---|---|---|\n"
             f"| float32 | {f32['ms']:.1f} | {f32['gflops']:.0f} |\n"
             f"| mixed_bfloat16 | {bf16['ms']:.1f} | {bf16['gflops']:.0f} |\n\n"
-            f"bfloat16 / float32 speed: {f32['ms'] / bf16['ms']:.2f}x\n")
-    print(text)
-    if args.out:
-        from vcar_tf.fileutil import write_text_atomic
-
-        write_text_atomic(args.out, text)
-
+            f"bfloat16 / float32 speed: {f32['ms'] / bf16['ms']:.2f}x\n", args.out)
 
 if __name__ == "__main__":
     main()

@@ -19,3 +19,16 @@ def describe():
     except OSError:
         pass
     return f"{cpu}, {cores} cores{mem}, {platform.system()} {platform.machine()}, Python {platform.python_version()}"
+
+
+def publish(title, body, out=None):
+    """Print a benchmark result headed by the machine and the exact command; also write it to `out`."""
+    import sys
+
+    text = f"# {title}\n\nMachine: {describe()}\n\nCommand: `python {' '.join(sys.argv)}`\n\n{body}"
+    print(text)
+    if out:
+        from vcar_tf.fileutil import write_text_atomic
+
+        write_text_atomic(out, text)
+    return text
