@@ -11,7 +11,10 @@ setup(
     long_description=open("README.md").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=find_packages(include=["vcar_tf", "vcar_tf.*"]),
+    packages=find_packages(include=["vcar_tf", "vcar_tf.*"]) + ["vcar_tf._custom_ops"],
+    # the C++ sources travel with the package; vcar_tf.ops.build compiles them on first use
+    package_dir={"vcar_tf._custom_ops": "custom_ops"},
+    package_data={"vcar_tf._custom_ops": ["*/*.cc", "*/*.h", "README.md"]},
     install_requires=[
         "tensorflow-cpu==2.21.0",  # one TF wheel only; tensorflow-serving-api would pull `tensorflow`
         "keras==3.15.1",

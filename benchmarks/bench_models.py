@@ -11,13 +11,12 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from machine import publish  # noqa: E402
+from machine import publish, run_child  # noqa: E402
 
 SIZES = ((416, 240), (832, 480), (1920, 1080))
 
@@ -83,13 +82,6 @@ def child_training(name, patch, batch, steps):
     print(json.dumps({"steps_per_s": steps / (time.perf_counter() - start)}))
 
 
-def run_child(*args):
-    out = subprocess.run([sys.executable, __file__, "--child", *map(str, args)], capture_output=True, text=True)
-    if out.returncode:
-        raise RuntimeError(out.stderr[-2000:])
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models", nargs="+", default=None)
@@ -121,14 +113,14 @@ def main():
     for name in names:
         model = models.build(name)
         macs = macs_per_pixel(model) * 832 * 480
-        train = run_child("train", name, args.patch, args.batch, args.train_steps)
+        train = run_child(__file__, "train", name, args.patch, args.batch, args.train_steps)
         feed = pipeline_rate(sample_train, PipelineConfig(radius=models.spec(name).radius, patch=args.patch,
                                                           batch=args.batch), batches=20)
         consumed = train["steps_per_s"] * args.batch
         cells = []
         for w, h in SIZES:
-            r = run_child("infer", name, w, h, args.repeats)
-            cells += [f"{r['fps']:.2f}", f"{r['rss_mb']:.0f}"]
+            r = run_child(__file__, "infer", name, w, h, args.repeats)
+            cells += ["failed", r["failed"]] if "failed" in r else [f"{r['fps']:.2f}", f"{r['rss_mb']:.0f}"]
         lines.append(f"| {name} | {model.count_params():,} | {macs / 1e9:.1f} G | {train['steps_per_s']:.3f} | "
                      f"{consumed:.1f} | {feed:.0f} | {feed / consumed:.0f}x | " + " | ".join(cells) + " |")
         print(lines[-1], flush=True)

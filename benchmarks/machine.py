@@ -1,7 +1,10 @@
 """One-line description of the machine a benchmark ran on."""
 
+import json
 import os
 import platform
+import subprocess
+import sys
 
 
 def describe():
@@ -32,3 +35,14 @@ def publish(title, body, out=None):
 
         write_text_atomic(out, text)
     return text
+
+
+def run_child(script, *args):
+    """Run `script --child ARGS` in a fresh process: its JSON result, or {"failed": reason} when it dies (e.g. out of memory)."""
+    out = subprocess.run([sys.executable, script, "--child", *map(str, args)], capture_output=True, text=True)
+    if out.returncode:
+        lines = [line for line in out.stderr.splitlines() if line.strip() and "cpu_feature_guard" not in line
+                 and not line.startswith(("WARNING:", "To enable", "I0000", "W0000"))]
+        reason = lines[-1] if lines else ("killed (out of memory?)" if out.returncode < 0 else f"exit {out.returncode}")
+        return {"failed": reason.replace("|", "/")[:60]}
+    return json.loads(out.stdout.strip().splitlines()[-1])

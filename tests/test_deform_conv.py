@@ -102,3 +102,85 @@ def test_bad_offset_and_mask_shapes_name_the_expected_shape():
         check_shapes(x, tf.zeros((1, 8, 8, 126)), tf.zeros((1, 8, 8, 9)), 3, 7)
     with pytest.raises(VcarError, match="H and W"):
         check_shapes(x, tf.zeros((1, 4, 8, 126)), tf.zeros((1, 8, 8, 63)), 3, 7)
+
+
+# --- the fused C++ op against the composite ---------------------------------------------------
+
+def _fused_or_skip():
+    from vcar_tf.ops import build
+
+    try:
+        return build.load_deform_conv(required=True)
+    except VcarError as e:  # no compiler here: the composite is all there is
+        pytest.skip(str(e))
+
+
+@pytest.mark.parametrize("seed,shape", [
+    (0, dict(b=2, h=5, w=7, c_in=4, c_out=6, k=3, dg=2, groups=1)),
+    (1, dict(b=1, h=9, w=8, c_in=8, c_out=4, k=3, dg=4, groups=2)),
+    (2, dict(b=2, h=6, w=5, c_in=3, c_out=5, k=1, dg=3, groups=1)),
+    (3, dict(b=1, h=23, w=19, c_in=7, c_out=64, k=3, dg=7, groups=1, spread=6.0)),  # many samples leave
+    (4, dict(b=1, h=40, w=33, c_in=14, c_out=8, k=5, dg=7, groups=2)),  # several tiles
+])
+def test_fused_matches_composite_forward_and_every_gradient(seed, shape):
+    lib = _fused_or_skip()
+    x, offset, mask, kernel, bias = (tf.constant(a, tf.float32) for a in random_case(seed, **shape))
+    dg, groups = shape["dg"], shape["groups"]
+    fused = lib.vcar_deform_conv2d(x, offset, mask, kernel, bias, deformable_groups=dg, groups=groups)
+    composite = deform_conv2d_composite(x, offset, mask, kernel, bias, dg, groups)
+    scale = max(1.0, float(tf.reduce_max(tf.abs(composite))))
+    assert float(tf.reduce_max(tf.abs(fused - composite))) <= 1e-5 * scale
+    upstream = tf.constant(np.random.default_rng(seed + 100).normal(size=fused.shape), tf.float32)
+    grads_fused = lib.vcar_deform_conv2d_grad(x, offset, mask, kernel, upstream, deformable_groups=dg, groups=groups)
+    with tf.GradientTape() as tape:
+        tape.watch([x, offset, mask, kernel, bias])
+        y = deform_conv2d_composite(x, offset, mask, kernel, bias, dg, groups)
+    grads_composite = tape.gradient(y, [x, offset, mask, kernel, bias], output_gradients=upstream)
+    for name, a, b in zip(("input", "offset", "mask", "weight", "bias"), grads_fused, grads_composite):
+        scale = max(1.0, float(tf.reduce_max(tf.abs(b))))
+        assert float(tf.reduce_max(tf.abs(a - b))) <= 1e-5 * scale, name
+
+
+def test_impl_selection_and_gradient_through_the_layer(monkeypatch):
+    _fused_or_skip()
+    from vcar_tf.models.deform import DeformConv2D
+    from vcar_tf.ops.deform_conv import composite_only, selected_impl
+
+    x, offset, mask, _, _ = (tf.constant(a, tf.float32) for a in random_case(5, dg=2))
+    layer = DeformConv2D(6, 3, deformable_groups=2)
+    layer.build([x.shape, offset.shape, mask.shape])
+    results = {}
+    for impl in ("fused", "composite"):
+        monkeypatch.setenv("VCAR_DEFORM_IMPL", impl)
+        assert selected_impl() == impl
+        with tf.GradientTape() as tape:
+            tape.watch(offset)
+            y = layer([x, offset, mask])
+            loss = tf.reduce_sum(y * y)
+        results[impl] = (y, tape.gradient(loss, [offset] + layer.trainable_variables))
+        with composite_only():
+            assert selected_impl() == "composite"
+    np.testing.assert_allclose(results["fused"][0], results["composite"][0], atol=1e-5)
+    for a, b in zip(results["fused"][1], results["composite"][1]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+    monkeypatch.setenv("VCAR_DEFORM_IMPL", "cuda")
+    with pytest.raises(VcarError, match="VCAR_DEFORM_IMPL='cuda'; use one of auto, fused, composite"):
+        selected_impl()
+
+
+def test_failed_build_warns_once_and_falls_back(monkeypatch, tmp_path):
+    from vcar_tf.ops import build
+    from vcar_tf.ops.deform_conv import selected_impl
+
+    (tmp_path / "deform_conv").mkdir()
+    (tmp_path / "deform_conv" / "deform_conv_op.cc").write_text("this is not C++\n")
+    monkeypatch.setattr(build, "source_dir", lambda: str(tmp_path))
+    monkeypatch.setattr(build, "_LOADED", {})
+    monkeypatch.setenv("VCAR_TF_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("VCAR_DEFORM_IMPL", "auto")
+    with pytest.warns(RuntimeWarning, match="fused deformable conv unavailable .*building deform_conv failed"):
+        assert selected_impl() == "composite"
+    assert selected_impl() == "composite"  # no second build, no second warning
+    monkeypatch.setenv("VCAR_DEFORM_IMPL", "fused")
+    with pytest.raises(VcarError, match="VCAR_DEFORM_IMPL=fused but the fused op is unavailable"):
+        selected_impl()

@@ -16,6 +16,7 @@ import tempfile
 
 from vcar_tf.errors import VcarError, cli_main
 from vcar_tf.fileutil import ensure_writable_dir
+from vcar_tf.ops.deform_conv import composite_only
 
 
 def next_version(base):
@@ -45,13 +46,14 @@ def export_saved_model(model, radius, base_dir, version=None):
     def serve_float(x):
         return {"enhanced": model(x, training=False)}
 
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint("serving_default", serve_uint8)
-    archive.add_endpoint("serve_float", serve_float)
     tmp = tempfile.mkdtemp(prefix=".tmp-export-", dir=base_dir)
     try:
-        archive.write_out(os.path.join(tmp, "model"), verbose=False)
+        with composite_only():  # stock ops only: no custom op in a served graph
+            archive = keras.export.ExportArchive()
+            archive.track(model)
+            archive.add_endpoint("serving_default", serve_uint8)
+            archive.add_endpoint("serve_float", serve_float)
+            archive.write_out(os.path.join(tmp, "model"), verbose=False)
         os.replace(os.path.join(tmp, "model"), target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -15,6 +15,7 @@ Only stock TF ops (gather, floor, matmul): differentiable everywhere, and export
 SavedModel, TFLite and ONNX.
 """
 
+import contextlib
 import os
 
 import tensorflow as tf
@@ -105,9 +106,39 @@ def deform_conv2d_composite(x, offset, mask, kernel, bias=None, deformable_group
     return out
 
 
+_FORCE_COMPOSITE = []
+
+
+@contextlib.contextmanager
+def composite_only():
+    """Inside this context every DeformConv2D traces the composite (exports: stock ops only)."""
+    _FORCE_COMPOSITE.append(True)
+    try:
+        yield
+    finally:
+        _FORCE_COMPOSITE.pop()
+
+
+def selected_impl():
+    """'fused' or 'composite' for the next trace, following VCAR_DEFORM_IMPL and what builds."""
+    impl = deform_impl()
+    if _FORCE_COMPOSITE or impl == "composite":
+        return "composite"
+    from vcar_tf.ops import build
+
+    if impl == "fused":
+        build.load_deform_conv(required=True)
+        return "fused"
+    return "fused" if build.load_deform_conv(required=False) is not None else "composite"
+
+
 def deform_conv2d(x, offset, mask, kernel, bias=None, deformable_groups=1, groups=1):
-    """DCNv2 through the implementation VCAR_DEFORM_IMPL selects (the composite until the fused
-    op exists)."""
-    if deform_impl() == "fused":
-        raise VcarError("VCAR_DEFORM_IMPL=fused: the fused deformable-conv op is not built in this version")
-    return deform_conv2d_composite(x, offset, mask, kernel, bias, deformable_groups, groups)
+    """DCNv2 through the fused op or the composite (VCAR_DEFORM_IMPL=fused|composite|auto)."""
+    if selected_impl() == "composite" or x.dtype != tf.float32:
+        return deform_conv2d_composite(x, offset, mask, kernel, bias, deformable_groups, groups)
+    from vcar_tf.ops import build
+
+    lib = build.load_deform_conv(required=True)
+    if bias is None:
+        bias = tf.zeros([kernel.shape[-1]], tf.float32)
+    return lib.vcar_deform_conv2d(x, offset, mask, kernel, bias, deformable_groups=deformable_groups, groups=groups)

@@ -1,0 +1,124 @@
+"""Fused C++ deformable conv against the composite of stock ops, and STDF-R3 inference FPS.
+
+    python benchmarks/bench_deform.py [--repeats 3] [--out benchmarks/results/deform.md]
+
+The layer shape is STDF's fusion: 7 -> 64 channels, 3x3, 7 deformable groups, at 416x240 and
+832x480. Each (implementation, size) runs in its own process; memory is the peak RSS growth
+over the process's RSS just before the first call (ru_maxrss, so it includes every transient).
+Targets from the issue: fused >= 10x the composite for forward+backward at <= 1/4 of its peak
+memory; STDF-R3 >= 1.3 FPS at 832x480 on 2 cores.
+"""
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from machine import publish, run_child  # noqa: E402
+
+SIZES = ((416, 240), (832, 480))
+
+
+def _rss_mb():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+
+
+def _timed(fn, repeats):
+    fn()  # trace and warm up
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats
+
+
+def child_layer(impl, width, height, repeats):
+    os.environ["VCAR_DEFORM_IMPL"] = impl
+    import numpy as np
+    import tensorflow as tf
+
+    from vcar_tf.ops.deform_conv import deform_conv2d, selected_impl
+
+    assert selected_impl() == impl
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.random((1, height, width, 7), dtype=np.float32))
+    offset = tf.constant(rng.normal(0, 2, (1, height, width, 126)).astype(np.float32))
+    mask = tf.constant(rng.random((1, height, width, 63), dtype=np.float32))
+    kernel = tf.Variable(rng.normal(0, 0.1, (3, 3, 7, 64)).astype(np.float32))
+    bias = tf.Variable(np.zeros(64, np.float32))
+
+    @tf.function
+    def forward():
+        return deform_conv2d(x, offset, mask, kernel, bias, 7)
+
+    @tf.function
+    def forward_backward():
+        with tf.GradientTape() as tape:
+            tape.watch([x, offset, mask])
+            loss = tf.reduce_sum(deform_conv2d(x, offset, mask, kernel, bias, 7))
+        return tape.gradient(loss, [x, offset, mask, kernel, bias])
+
+    base = _rss_mb()
+    fwd = _timed(lambda: forward().numpy(), repeats)
+    both = _timed(lambda: [g.numpy() for g in forward_backward()], repeats)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"forward_ms": 1000 * fwd, "fwd_bwd_ms": 1000 * both, "peak_growth_mb": peak - base}))
+
+
+def child_stdf(impl, width, height, repeats):
+    os.environ["VCAR_DEFORM_IMPL"] = impl
+    import numpy as np
+
+    from vcar_tf import models
+    from vcar_tf.evaluation import inference_fn
+
+    run = inference_fn(models.build("stdf_r3"))
+    x = np.random.default_rng(0).random((1, 7, height, width, 1), dtype=np.float32)
+    seconds = _timed(lambda: np.asarray(run(x)), repeats)
+    print(json.dumps({"fps": 1 / seconds, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def child(*args):
+    r = run_child(__file__, *args)
+    if "failed" in r:
+        raise SystemExit(f"child {args} failed: {r['failed']}")
+    return r
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--out", default=None)
+    p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        kind, impl, *rest = args.child
+        return (child_layer if kind == "layer" else child_stdf)(impl, *map(int, rest))
+    lines = ["| size | impl | forward ms | forward+backward ms | peak memory growth MB |", "|---|---|---|---|---|"]
+    ratios = []
+    for w, h in SIZES:
+        r = {impl: child("layer", impl, w, h, args.repeats) for impl in ("composite", "fused")}
+        for impl in ("composite", "fused"):
+            lines.append(f"| {w}x{h} | {impl} | {r[impl]['forward_ms']:.1f} | {r[impl]['fwd_bwd_ms']:.1f} | "
+                         f"{r[impl]['peak_growth_mb']:.0f} |")
+        ratios.append(f"- {w}x{h}: fused is {r['composite']['forward_ms'] / r['fused']['forward_ms']:.1f}x faster "
+                      f"forward, {r['composite']['fwd_bwd_ms'] / r['fused']['fwd_bwd_ms']:.1f}x forward+backward, "
+                      f"at {r['fused']['peak_growth_mb'] / max(r['composite']['peak_growth_mb'], 1):.2f}x the memory")
+    stdf = ["| STDF-R3 | impl | FPS | peak RSS MB |", "|---|---|---|---|"]
+    for w, h in ((832, 480), (1920, 1080)):
+        for impl in ("fused", "composite"):
+            r = child("stdf", impl, w, h, max(1, args.repeats - 1))
+            stdf.append(f"| {w}x{h} | {impl} | {r['fps']:.2f} | {r['rss_mb']:.0f} |")
+    publish("Deformable convolution: fused op against the composite",
+            "STDF fusion layer: 7 -> 64 channels, 3x3, 7 deformable groups, batch 1, float32, "
+            f"mean of {args.repeats} after a warm-up.\n\n" + "\n".join(lines) + "\n\n" + "\n".join(ratios)
+            + "\n\nSTDF-R3 inference of one frame (7-frame window) through `vcar_tf.evaluation.inference_fn`.\n\n"
+            + "\n".join(stdf) + "\n", args.out)
+
+
+if __name__ == "__main__":
+    main()
