@@ -213,3 +213,14 @@ def test_clip_models_train_with_the_loss_summed_over_frames(tiny_dataset, tmp_pa
     result = trainer.run()
     assert result["step"] == 3 and np.isfinite(result["delta_psnr"]) and result["delta_psnr"] != 0
     assert [r["frames"] for r in result["rows"]] == [6]
+
+
+def test_stdf_trains_through_the_deformable_conv(tiny_dataset, tmp_path):
+    from vcar_tf.train.trainer import Trainer
+
+    trainer = Trainer(_config(tiny_dataset, tmp_path, 3, model="stdf_r3", lr=1e-2))
+    offset_head = trainer.model.get_layer("offset_mask").kernel.numpy().copy()
+    result = trainer.run()
+    assert result["step"] == 3 and np.isfinite(result["delta_psnr"])
+    # the offset predictor learns (its gradient flows through the deformable conv)
+    assert np.abs(trainer.model.get_layer("offset_mask").kernel.numpy() - offset_head).max() > 0
