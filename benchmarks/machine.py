@@ -28,7 +28,9 @@ def publish(title, body, out=None):
     """Print a benchmark result headed by the machine and the exact command; also write it to `out`."""
     import sys
 
-    text = f"# {title}\n\nMachine: {describe()}\n\nCommand: `python {' '.join(sys.argv)}`\n\n{body}"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    text = (f"# {title}\n\nMachine: {describe()}; 1-minute load average at the end: {load:.1f} "
+            f"(above the core count means other jobs shared the CPU)\n\nCommand: `python {' '.join(sys.argv)}`\n\n{body}")
     print(text)
     if out:
         from vcar_tf.fileutil import write_text_atomic
