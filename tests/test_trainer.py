@@ -62,6 +62,8 @@ def test_corrupt_checkpoint_is_an_error_not_a_fresh_start(tiny_dataset, tmp_path
             (ckpt / f).write_bytes(b"garbage")
     with pytest.raises(VcarError, match="cannot resume from"):
         Trainer(_config(tiny_dataset, tmp_path, 4)).run()
+    with pytest.raises(VcarError, match="was trained with lr_schedule='constant', not 'cosine'"):
+        Trainer(_config(tiny_dataset, tmp_path, 4, lr_schedule="cosine")).run()
 
 
 def test_bad_configs(tiny_dataset, tmp_path):
@@ -176,7 +178,7 @@ def test_kill_9_loses_at_most_one_interval_and_resumes(tiny_dataset, tmp_path):
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        trainer = Trainer(_config(tiny_dataset, tmp_path, 100000, checkpoint_every=3))
+        trainer = Trainer(_config(tiny_dataset, tmp_path, 100000, checkpoint_every=3, lr_schedule="cosine"))
         assert trainer.restore()  # the latest checkpoint always loads
         step = int(trainer.step.numpy())
         assert step > last_step and step % 3 == 0

@@ -98,6 +98,7 @@ class Trainer:
             and "chief" not in resolver.cluster_spec().as_dict())
 
     def restore(self):
+        self._check_same_run()
         latest = self.manager.latest_checkpoint
         if latest is None:
             if os.path.exists(os.path.join(self.manager.directory, "checkpoint")):
@@ -108,6 +109,22 @@ class Trainer:
         except (tf.errors.OpError, AssertionError, ValueError) as e:
             raise VcarError(f"cannot resume from {latest}: {str(e).splitlines()[0]}") from None
         return True
+
+    def _check_same_run(self):
+        """Resuming needs the same model and optimizer structure as the run that wrote the checkpoints."""
+        path = os.path.join(self.work_dir, "config.json")
+        if not os.path.exists(path):
+            return
+        with open(path) as f:
+            saved = json.load(f)
+        current = dataclasses.asdict(self.cfg)
+        for key in ("model", "radius", "lr_schedule", "lr_milestones"):
+            was, now = saved.get(key), current[key]
+            if key == "lr_milestones":
+                was, now = bool(was), bool(now)  # milestones replace the schedule
+            if key in saved and was != now:
+                raise VcarError(f"{self.work_dir} was trained with {key}={saved.get(key)!r}, not {current[key]!r}; "
+                                f"resume with the same value or use another --model_dir")
 
     def _train_step_fn(self):
         global_batch = self.cfg.batch
