@@ -1,0 +1,96 @@
+"""The non-local warp of NL-ConvLSTM: exact reference, two-stage approximation, padding, gradients."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from scipy.ndimage import gaussian_filter
+
+from vcar_tf.errors import VcarError
+from vcar_tf.models.nl_convlstm.model import NonLocalConvLSTM
+from vcar_tf.ops.nonlocal_warp import approx_warp, approx_weights, exact_warp, exact_weights
+
+
+def _maps(rng, h, w, c, scale=1.0):
+    return tf.constant(rng.normal(size=(2, h, w, c)).astype(np.float32) * scale)
+
+
+@pytest.mark.parametrize("h,w", [(23, 17), (20, 30), (5, 3), (12, 41)])
+def test_approx_equals_exact_when_every_block_is_kept(h, w):
+    rng = np.random.default_rng(h * w)
+    prev, cur, state = _maps(rng, h, w, 8, 0.4), _maps(rng, h, w, 8, 0.4), _maps(rng, h, w, 5)
+    blocks = -(-h // 10) * -(-w // 10)
+    exact = exact_warp(prev, cur, state).numpy()
+    np.testing.assert_allclose(approx_warp(prev, cur, state, top_k=blocks).numpy(), exact, atol=1e-5)
+    if blocks > 4:  # with fewer blocks kept it is an approximation, not the same function
+        assert np.abs(approx_warp(prev, cur, state, top_k=4).numpy() - exact).max() > 1e-3
+
+
+def test_weights_sum_to_one_and_padding_is_never_a_candidate():
+    rng = np.random.default_rng(0)
+    h, w = 240, 416  # 416 is not a multiple of p = 10: four padded columns
+    prev, cur = _maps(rng, h, w, 4), _maps(rng, h, w, 4)
+    weights, nearest, valid, _ = approx_weights(prev, cur, block=10, top_k=4)
+    weights, valid = weights.numpy(), valid.numpy()
+    assert weights.shape == (2, 24 * 42, 100, 400) and nearest.shape == (2, 24 * 42, 4)
+    np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-5)
+    assert (~valid).any()  # right-edge blocks do offer padded pixels as candidates ...
+    assert (np.broadcast_to(~valid[:, :, None, :], weights.shape) & (weights != 0)).sum() == 0  # ... weighted 0
+    np.testing.assert_allclose(exact_weights(prev[:, :30, :40], cur[:, :30, :40]).numpy().sum(-1), 1.0, atol=1e-5)
+
+
+def test_padded_zero_features_do_not_attract_pixels():
+    """A zero feature vector at every pixel of frame t would match zero padding best; it must not get it."""
+    rng = np.random.default_rng(1)
+    prev = _maps(rng, 13, 14, 4, 3.0)
+    cur = tf.zeros_like(prev)
+    state = tf.ones_like(prev[..., :1])
+    np.testing.assert_allclose(approx_warp(prev, cur, state).numpy(), 1.0, atol=1e-5)  # a padded pixel would add 0
+
+
+def test_warp_follows_motion():
+    """Frame t is frame t−1 moved by (2, 3) px: the exact warp recovers the moved state everywhere,
+    the approximation (top-4 of the blocks) on most pixels of smooth content."""
+    rng = np.random.default_rng(0)
+    h, w, dy, dx = 47, 63, 2, 3
+    noise = rng.normal(size=(1, h + dy, w + dx, 16))
+    smooth = gaussian_filter(noise, (0, 3, 3, 0))
+    scene = (3 * (smooth / smooth.std() + 0.3 * noise)).astype(np.float32)
+    prev, cur = scene[:, dy:, dx:], scene[:, :h, :w]  # cur(y, x) = prev(y − dy, x − dx)
+    inner = np.s_[:, dy:, dx:]
+
+    def recovered(out):
+        return np.mean(np.all(np.isclose(out.numpy(), cur, atol=1e-3), -1)[inner])
+
+    assert recovered(exact_warp(prev, cur, prev)) > 0.99
+    assert recovered(approx_warp(prev, cur, prev)) > 0.7
+
+
+def test_gradients_are_finite_even_for_peaked_weights():
+    rng = np.random.default_rng(2)
+    prev, cur, state = _maps(rng, 23, 31, 8, 10.0), _maps(rng, 23, 31, 8, 10.0), _maps(rng, 23, 31, 6)
+    with tf.GradientTape() as tape:
+        tape.watch([prev, cur, state])
+        loss = tf.reduce_sum(approx_warp(prev, cur, state) ** 2)
+    grads = tape.gradient(loss, [prev, cur, state])
+    for g in grads:
+        assert g is not None and np.isfinite(g.numpy()).all()
+    assert np.abs(grads[2].numpy()).max() > 0
+
+
+def test_cell_warp_choice_and_bad_warp():
+    rng = np.random.default_rng(3)
+    seq = tf.constant(rng.normal(size=(1, 4, 12, 13, 8)).astype(np.float32))
+    outs = {}
+    kernel = None
+    for warp in ("approx", "exact", "none"):
+        cell = NonLocalConvLSTM(filters=6, top_k=100, warp=warp, name="cell")
+        cell.build(seq.shape)
+        if kernel is None:  # the same kernel for every variant
+            kernel = rng.normal(size=cell.gates.kernel.shape).astype(np.float32) * 0.3
+        cell.gates.kernel.assign(kernel)
+        outs[warp] = cell(seq).numpy()
+        assert outs[warp].shape == (1, 12, 13, 6)
+    np.testing.assert_allclose(outs["approx"], outs["exact"], atol=1e-5)  # every block kept
+    assert np.abs(outs["approx"] - outs["none"]).max() > 1e-3
+    with pytest.raises(VcarError, match="warp='flow'"):
+        NonLocalConvLSTM(warp="flow")

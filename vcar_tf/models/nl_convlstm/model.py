@@ -1,0 +1,133 @@
+"""NL-ConvLSTM (Xu et al., ICCV 2019): encoder, bidirectional non-local ConvLSTM, decoder.
+
+The paper publishes the cell (3x3 gates, 64 channels, non-local warp of h and c) but not the
+encoder and decoder; this plan is ours:
+
+1. Encoder, shared by the 2R+1 frames (Conv3D with a 1x3x3 kernel = one 2D conv per frame):
+   3x3 1 -> 64, 3x3 64 -> 64, ReLU, He init.
+2. Two NL-ConvLSTM cells, forward over frames 0..R and backward over frames 2R..R, each ending on
+   the centre frame. At each step after the first, h and c of the previous step are warped toward
+   the current frame by the non-local warp (vcar_tf/ops/nonlocal_warp.py) with similarities from
+   the encoder features of the two frames; then the gates i, f, g, o come from one 3x3 conv on
+   [x_t, warped h] (64 + 64 -> 4·64), c = f·c_warped + i·g, h = o·tanh(c). The state starts at zero;
+   the forget-gate bias starts at 1.
+3. Decoder on the centre frame: 1x1 conv merging [h_forward, h_backward] (128 -> 64), two 3x3
+   64 -> 64 convs, ReLU, and the zero-initialised 3x3 64 -> 1 residual head.
+
+All convolutions have stride 1 and the warp pads internally (to multiples of p = 10, padded pixels
+masked out), so any H and W work.
+
+| variant | R | encoder | cell | decoder | parameters | MAC/pixel |
+|---|---|---|---|---|---|---|
+| nl_convlstm | 3 | 2 convs, 64 | 64, 3x3, p 10, k 4 | 1x1 + 2 convs, 64 | 710,593 | 2.77M + warp |
+
+MAC/pixel counts the convolutions (7 frames through the encoder, 2·(R+1) cell steps); the
+approximate warp adds about 2·k·p²·(C + 2·64) = 154K MAC per pixel and warp (6 warps).
+"""
+
+import keras
+import tensorflow as tf
+
+from vcar_tf.errors import VcarError
+from vcar_tf.models.layers import frames_input, residual_head, residual_output
+from vcar_tf.models.registry import register
+from vcar_tf.ops.nonlocal_warp import approx_warp, exact_warp
+
+WARPS = ("approx", "exact", "none")
+
+
+@keras.saving.register_keras_serializable(package="vcar_tf")
+class NonLocalConvLSTM(keras.layers.Layer):
+    """A ConvLSTM whose state is non-locally warped toward each new frame.
+
+    Called on encoder features (B, T, H, W, C); runs over frames 0..T-1 (T-1..0 with
+    reverse=True) and returns the last hidden state (B, H, W, filters). `warp` is "approx" (the
+    two-stage approximation), "exact" (all pixels; small inputs only) or "none" (a plain ConvLSTM)."""
+
+    def __init__(self, filters=64, kernel_size=3, block=10, top_k=4, warp="approx", reverse=False, **kwargs):
+        super().__init__(**kwargs)
+        if warp not in WARPS:
+            raise VcarError(f"NonLocalConvLSTM warp={warp!r}; use one of {', '.join(WARPS)}")
+        self.filters, self.kernel_size = int(filters), int(kernel_size)
+        self.block, self.top_k, self.warp, self.reverse = int(block), int(top_k), warp, bool(reverse)
+        bias = keras.initializers.Constant([0.0] * filters + [1.0] * filters + [0.0] * 2 * filters)  # i, f, g, o
+        self.gates = keras.layers.Conv2D(4 * self.filters, self.kernel_size, padding="same",
+                                         bias_initializer=bias, name="gates")
+
+    def build(self, input_shape):
+        self.gates.build(tuple(input_shape[:1]) + tuple(input_shape[2:-1]) + (input_shape[-1] + self.filters,))
+
+    def _warp(self, prev_features, features, h, c):
+        if self.warp == "none":
+            return h, c
+        state = tf.concat([h, c], axis=-1)
+        if self.warp == "exact":
+            state = exact_warp(prev_features, features, state)
+        else:
+            state = approx_warp(prev_features, features, state, self.block, self.top_k)
+        return state[..., :self.filters], state[..., self.filters:]
+
+    def call(self, sequence):
+        steps = sequence.shape[1]
+        order = range(steps - 1, -1, -1) if self.reverse else range(steps)
+        h = c = prev = None
+        for t in order:
+            x = sequence[:, t]
+            if h is None:
+                h = c = tf.zeros_like(x[..., :1]) * tf.zeros([self.filters], x.dtype)
+            else:
+                h, c = self._warp(prev, x, h, c)
+            i, f, g, o = tf.split(self.gates(tf.concat([x, h], axis=-1)), 4, axis=-1)
+            c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
+            h = tf.sigmoid(o) * tf.tanh(c)
+            prev = x
+        return h
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:1]) + tuple(input_shape[2:-1]) + (self.filters,)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
+                "block": self.block, "top_k": self.top_k, "warp": self.warp, "reverse": self.reverse}
+
+
+@keras.saving.register_keras_serializable(package="vcar_tf")
+class FrameRange(keras.layers.Layer):
+    """(B, T, ...) -> (B, stop - start, ...): frames start..stop-1."""
+
+    def __init__(self, start, stop, **kwargs):
+        super().__init__(**kwargs)
+        self.start, self.stop = int(start), int(stop)
+
+    def call(self, x):
+        return x[:, self.start:self.stop]
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.stop - self.start) + tuple(input_shape[2:])
+
+    def get_config(self):
+        return {**super().get_config(), "start": self.start, "stop": self.stop}
+
+
+def build_nl_convlstm(radius=3, nf=64, n_enc=2, n_dec=2, block=10, top_k=4, warp="approx", name="nl_convlstm"):
+    frames = frames_input(radius)
+    x = frames
+    for i in range(n_enc):
+        x = keras.layers.Conv3D(nf, (1, 3, 3), padding="same", activation="relu", kernel_initializer="he_normal",
+                                name=f"encoder_{i + 1}")(x)
+    cell = dict(filters=nf, block=block, top_k=top_k, warp=warp)
+    forward = NonLocalConvLSTM(**cell, name="forward")(FrameRange(0, radius + 1, name="past")(x))
+    backward = NonLocalConvLSTM(**cell, reverse=True, name="backward")(
+        FrameRange(radius, 2 * radius + 1, name="future")(x))
+    y = keras.layers.Concatenate(name="directions")([forward, backward])
+    y = keras.layers.Conv2D(nf, 1, activation="relu", kernel_initializer="he_normal", name="merge")(y)
+    for i in range(n_dec):
+        y = keras.layers.Conv2D(nf, 3, padding="same", activation="relu", kernel_initializer="he_normal",
+                                name=f"decoder_{i + 1}")(y)
+    y = residual_head(name="decoder_out")(y)
+    return residual_output(frames, radius, y, name)
+
+
+@register("nl_convlstm", radius=3, description="NL-ConvLSTM: bidirectional ConvLSTM with the non-local warp")
+def build_nl_convlstm_r3(**overrides):
+    return build_nl_convlstm(**{"name": "nl_convlstm", **overrides})
