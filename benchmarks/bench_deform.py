@@ -12,28 +12,13 @@ memory; STDF-R3 >= 1.3 FPS at 832x480 on 2 cores.
 import argparse
 import json
 import os
-import resource
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from machine import publish, run_child  # noqa: E402
+from machine import peak_rss_mb, publish, rss_mb, run_child, timed  # noqa: E402
 
 SIZES = ((416, 240), (832, 480))
-
-
-def _rss_mb():
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
-
-
-def _timed(fn, repeats):
-    fn()  # trace and warm up
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    return (time.perf_counter() - start) / repeats
 
 
 def child_layer(impl, width, height, repeats):
@@ -62,10 +47,10 @@ def child_layer(impl, width, height, repeats):
             loss = tf.reduce_sum(deform_conv2d(x, offset, mask, kernel, bias, 7))
         return tape.gradient(loss, [x, offset, mask, kernel, bias])
 
-    base = _rss_mb()
-    fwd = _timed(lambda: forward().numpy(), repeats)
-    both = _timed(lambda: [g.numpy() for g in forward_backward()], repeats)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    base = rss_mb()
+    fwd = timed(lambda: forward().numpy(), repeats)
+    both = timed(lambda: [g.numpy() for g in forward_backward()], repeats)
+    peak = peak_rss_mb()
     print(json.dumps({"forward_ms": 1000 * fwd, "fwd_bwd_ms": 1000 * both, "peak_growth_mb": peak - base}))
 
 
@@ -78,8 +63,8 @@ def child_stdf(impl, width, height, repeats):
 
     run = inference_fn(models.build("stdf_r3"))
     x = np.random.default_rng(0).random((1, 7, height, width, 1), dtype=np.float32)
-    seconds = _timed(lambda: np.asarray(run(x)), repeats)
-    print(json.dumps({"fps": 1 / seconds, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    seconds = timed(lambda: np.asarray(run(x)), repeats)
+    print(json.dumps({"fps": 1 / seconds, "rss_mb": peak_rss_mb()}))
 
 
 def child(*args):

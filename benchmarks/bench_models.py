@@ -10,48 +10,50 @@ Each inference size runs in its own process so that its peak RSS is its own.
 import argparse
 import json
 import os
-import resource
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from machine import publish, run_child  # noqa: E402
+from machine import peak_rss_mb, publish, run_child, timed  # noqa: E402
 
 SIZES = ((416, 240), (832, 480), (1920, 1080))
 
 
-def macs_per_pixel(model):
-    """Multiply-accumulates per output pixel of every stride-1 Conv2D/Conv3D layer."""
-    import keras
+def child_macs(name, width, height):
+    """Multiply-accumulates of one inference at width x height: TF's profiler float-op count of the
+    frozen inference graph, halved. It counts every conv, matmul and elementwise op, strided levels
+    and the deformable conv's composite (the op the count is taken on) included."""
+    os.environ["VCAR_DEFORM_IMPL"] = "composite"
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    total = 0
-    for layer in model.layers:
-        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv3D)):
-            kernel = layer.kernel.shape  # (..., in, out)
-            per_position = int(__import__("numpy").prod(kernel))
-            depth = layer.output.shape[1] if isinstance(layer, keras.layers.Conv3D) else 1
-            total += per_position * depth
-    return total
+    from vcar_tf import models
+
+    model = models.build(name)
+    frames = 2 * models.spec(name).radius + 1
+
+    def infer(x):
+        return model(x, training=False)
+
+    graph = convert_variables_to_constants_v2(
+        tf.function(infer).get_concrete_function(tf.TensorSpec([1, frames, height, width, 1]))).graph
+    builder = tf.compat.v1.profiler.ProfileOptionBuilder
+    options = builder(builder.float_operation()).with_empty_output().build()
+    flops = tf.compat.v1.profiler.profile(graph=graph, options=options).total_float_ops
+    print(json.dumps({"macs": flops / 2}))
 
 
 def child_inference(name, width, height, repeats):
     import numpy as np
 
     from vcar_tf import models
-
     from vcar_tf.evaluation import inference_fn
 
     run = inference_fn(models.build(name))
     radius = models.spec(name).radius
     x = np.random.default_rng(0).random((1, 2 * radius + 1, height, width, 1), dtype=np.float32)
-    run(x)  # warm-up and trace
-    start = time.perf_counter()
-    for _ in range(repeats):
-        run(x)
-    fps = repeats / (time.perf_counter() - start)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"fps": fps, "rss_mb": rss}))
+    seconds = timed(lambda: np.asarray(run(x)), repeats)
+    print(json.dumps({"fps": 1 / seconds, "rss_mb": peak_rss_mb()}))
 
 
 def child_training(name, patch, batch, steps):
@@ -75,11 +77,7 @@ def child_training(name, patch, batch, steps):
         opt.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
         return loss
 
-    step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    print(json.dumps({"steps_per_s": steps / (time.perf_counter() - start)}))
+    print(json.dumps({"steps_per_s": 1 / timed(lambda: step().numpy(), steps)}))
 
 
 def main():
@@ -94,11 +92,8 @@ def main():
     args = p.parse_args()
     if args.child:
         kind, name, *rest = args.child
-        if kind == "infer":
-            child_inference(name, *map(int, rest))
-        else:
-            child_training(name, *map(int, rest))
-        return
+        child = {"infer": child_inference, "train": child_training, "macs": child_macs}[kind]
+        return child(name, *map(int, rest))
     from vcar_tf import models
 
     from bench_pipeline import pipeline_rate
@@ -112,24 +107,30 @@ def main():
              "|---|---|---|---|---|---|---|" + "---|---|" * len(SIZES)]
     for name in names:
         model = models.build(name)
-        macs = macs_per_pixel(model) * 832 * 480
+        macs = run_child(__file__, "macs", name, 832, 480)
+        macs = f"{macs['macs'] / 1e9:.1f} G" if "macs" in macs else macs["failed"]
         train = run_child(__file__, "train", name, args.patch, args.batch, args.train_steps)
         feed = pipeline_rate(sample_train, PipelineConfig(radius=models.spec(name).radius, patch=args.patch,
                                                           batch=args.batch), batches=20)
-        consumed = train["steps_per_s"] * args.batch
+        if "failed" in train:
+            train_cells = f"{train['failed']} | | {feed:.0f} | "
+        else:
+            consumed = train["steps_per_s"] * args.batch
+            train_cells = f"{train['steps_per_s']:.3f} | {consumed:.1f} | {feed:.0f} | {feed / consumed:.0f}x"
         cells = []
         for w, h in SIZES:
             r = run_child(__file__, "infer", name, w, h, args.repeats)
             cells += ["failed", r["failed"]] if "failed" in r else [f"{r['fps']:.2f}", f"{r['rss_mb']:.0f}"]
-        lines.append(f"| {name} | {model.count_params():,} | {macs / 1e9:.1f} G | {train['steps_per_s']:.3f} | "
-                     f"{consumed:.1f} | {feed:.0f} | {feed / consumed:.0f}x | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | {model.count_params():,} | {macs} | {train_cells} | " + " | ".join(cells) + " |")
         print(lines[-1], flush=True)
     publish("Models on CPU",
             f"Training at patch {args.patch}, batch {args.batch} (fp32, Adam, synthetic data); inference of "
             f"one frame (batch 1) through `vcar_tf.evaluation.inference_fn` (a tf.function, as evaluation and "
             f"vcar-enhance run it), mean of {args.repeats} after a warm-up; RSS is the peak of that process. "
             f"The pipeline column is tf.data on the embedded sample train split at the same patch, batch "
-            f"and radius; 'pipeline / training' is how many times faster it feeds than training eats.\n\n"
+            f"and radius; 'pipeline / training' is how many times faster it feeds than training eats. "
+            f"MACs are TF's profiler float-op count of the inference graph, halved (deformable convs "
+            f"counted on the composite).\n\n"
             + "\n".join(lines) + "\n", args.out)
 
 if __name__ == "__main__":

@@ -3,8 +3,10 @@
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
+import time
 
 
 def describe():
@@ -48,3 +50,23 @@ def run_child(script, *args):
         reason = lines[-1] if lines else ("killed (out of memory?)" if out.returncode < 0 else f"exit {out.returncode}")
         return {"failed": reason.replace("|", "/")[:60]}
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def rss_mb():
+    """Current resident set size of this process, MB."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+
+
+def peak_rss_mb():
+    """Peak resident set size of this process so far, MB (includes every transient)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def timed(fn, repeats):
+    """Mean seconds per call of fn over `repeats` calls, after one warm-up call (tracing)."""
+    fn()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats

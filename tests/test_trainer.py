@@ -226,3 +226,15 @@ def test_stdf_trains_through_the_deformable_conv(tiny_dataset, tmp_path):
     assert result["step"] == 3 and np.isfinite(result["delta_psnr"])
     # the offset predictor learns (its gradient flows through the deformable conv)
     assert np.abs(trainer.model.get_layer("offset_mask").kernel.numpy() - offset_head).max() > 0
+
+
+def test_nl_convlstm_trains_with_three_frames_each_side(tiny_dataset, tmp_path):
+    from vcar_tf.train.trainer import Trainer
+
+    trainer = Trainer(_config(tiny_dataset, tmp_path, 3, model="nl_convlstm", patch=24, lr=1e-2))
+    assert trainer.model.input_shape[1] == 7
+    gates = {d: trainer.model.get_layer(d).gates.kernel.numpy().copy() for d in ("forward", "backward")}
+    result = trainer.run()
+    assert result["step"] == 3 and np.isfinite(result["delta_psnr"])
+    for direction, before in gates.items():  # both directions learn through the decoder's zero-initialised head
+        assert np.abs(trainer.model.get_layer(direction).gates.kernel.numpy() - before).max() > 0, direction

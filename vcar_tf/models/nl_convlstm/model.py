@@ -19,10 +19,11 @@ masked out), so any H and W work.
 
 | variant | R | encoder | cell | decoder | parameters | MAC/pixel |
 |---|---|---|---|---|---|---|
-| nl_convlstm | 3 | 2 convs, 64 | 64, 3x3, p 10, k 4 | 1x1 + 2 convs, 64 | 710,593 | 2.77M + warp |
+| nl_convlstm | 3 | 2 convs, 64 | 64, 3x3, p 10, k 4 | 1x1 + 2 convs, 64 | 710,593 | 3.2M |
 
-MAC/pixel counts the convolutions (7 frames through the encoder, 2·(R+1) cell steps); the
-approximate warp adds about 2·k·p²·(C + 2·64) = 154K MAC per pixel and warp (6 warps).
+Of the 3.2M MAC per pixel (TF's profiler count at 832x480, benchmarks/bench_models.py), the
+convolutions are 2.70M (7 frames through the encoder, 2·(R+1) = 8 cell steps of 0.29M each) and
+the 6 approximate warps about 77K each (k·p² candidates × (64 feature + 128 state channels)).
 """
 
 import keras
