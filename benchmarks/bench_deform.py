@@ -9,14 +9,13 @@ Targets from the issue: fused >= 10x the composite for forward+backward at <= 1/
 memory; STDF-R3 >= 1.3 FPS at 832x480 on 2 cores.
 """
 
-import argparse
 import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from machine import peak_rss_mb, publish, rss_mb, run_child, timed  # noqa: E402
+from machine import arg_parser, peak_rss_mb, publish, rss_mb, run_as_child, run_child, timed  # noqa: E402
 
 SIZES = ((416, 240), (832, 480))
 
@@ -75,14 +74,9 @@ def child(*args):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--out", default=None)
-    p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
-    args = p.parse_args()
-    if args.child:
-        kind, impl, *rest = args.child
-        return (child_layer if kind == "layer" else child_stdf)(impl, *map(int, rest))
+    args = arg_parser(__doc__).parse_args()
+    if run_as_child(args, {"layer": child_layer, "stdf": child_stdf}):
+        return
     lines = ["| size | impl | forward ms | forward+backward ms | peak memory growth MB |", "|---|---|---|---|---|"]
     ratios = []
     for w, h in SIZES:

@@ -7,14 +7,13 @@ the input pipeline's rate against what training consumes, inference FPS and peak
 Each inference size runs in its own process so that its peak RSS is its own.
 """
 
-import argparse
 import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from machine import peak_rss_mb, publish, run_child, timed  # noqa: E402
+from machine import arg_parser, peak_rss_mb, publish, run_as_child, run_child, timed  # noqa: E402
 
 SIZES = ((416, 240), (832, 480), (1920, 1080))
 
@@ -81,19 +80,14 @@ def child_training(name, patch, batch, steps):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = arg_parser(__doc__, repeats=2)
     p.add_argument("--models", nargs="+", default=None)
     p.add_argument("--patch", type=int, default=96)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--train_steps", type=int, default=3)
-    p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--out", default=None)
-    p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.child:
-        kind, name, *rest = args.child
-        child = {"infer": child_inference, "train": child_training, "macs": child_macs}[kind]
-        return child(name, *map(int, rest))
+    if run_as_child(args, {"infer": child_inference, "train": child_training, "macs": child_macs}):
+        return
     from vcar_tf import models
 
     from bench_pipeline import pipeline_rate

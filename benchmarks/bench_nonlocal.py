@@ -10,14 +10,13 @@ Targets from the issue: at 180x180 the approximation is >= 43x faster than the e
 the pixel count up to 832x480.
 """
 
-import argparse
 import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from machine import peak_rss_mb, publish, rss_mb, run_child, timed  # noqa: E402
+from machine import arg_parser, peak_rss_mb, publish, rss_mb, run_as_child, run_child, timed  # noqa: E402
 
 SCALING = ((180, 180), (416, 240), (640, 360), (832, 480))
 
@@ -50,14 +49,9 @@ def child_model(kind, width, height, repeats):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--out", default=None)
-    p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
-    args = p.parse_args()
-    if args.child:
-        what, kind, *rest = args.child
-        return (child_warp if what == "warp" else child_model)(kind, *map(int, rest))
+    args = arg_parser(__doc__).parse_args()
+    if run_as_child(args, {"warp": child_warp, "model": child_model}):
+        return
 
     def cell(r, key, fmt):
         return r["failed"] if "failed" in r else format(r[key], fmt)

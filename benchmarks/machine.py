@@ -1,4 +1,6 @@
-"""One-line description of the machine a benchmark ran on."""
+"""What every benchmark shares: the machine's description, the argument parser, child processes, timing."""
+
+import argparse
 
 import json
 import os
@@ -70,3 +72,22 @@ def timed(fn, repeats):
     for _ in range(repeats):
         fn()
     return (time.perf_counter() - start) / repeats
+
+
+def arg_parser(doc, repeats=3):
+    """The common flags: --repeats, --out, and the hidden --child used by run_child."""
+    p = argparse.ArgumentParser(description=doc.split("\n")[0])
+    p.add_argument("--repeats", type=int, default=repeats)
+    p.add_argument("--out", default=None)
+    p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    return p
+
+
+def run_as_child(args, children):
+    """In a `--child KIND ARGS` process, call children[KIND] with the remaining arguments
+    (numbers converted to int) and return True; otherwise return False."""
+    if not args.child:
+        return False
+    kind, *rest = args.child
+    children[kind](*(int(a) if a.lstrip("-").isdigit() else a for a in rest))
+    return True
