@@ -17,6 +17,9 @@ import warnings
 from vcar_tf.errors import VcarError
 
 _LOADED = {}
+# Tried in order. TF's bundled Eigen does not compile with AVX512-FP16 under g++ 12 (Sapphire
+# Rapids and newer), hence the first set; the portable ones are for compilers without that flag.
+ARCH_FLAGS = (["-march=native", "-mno-avx512fp16"], ["-march=native"], ["-mavx2", "-mfma"], [])
 
 
 def source_dir():
@@ -61,16 +64,21 @@ def build_library(name, sources):
         if os.path.exists(target):
             return target
         tmp = f"{target}.tmp{os.getpid()}"
-        cmd = ["g++", "-std=c++17", "-shared", "-fPIC", "-O3", "-march=native", "-w", *sources, "-o", tmp,
-               *tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags()]
         print(f"building the fused {name} op for TF {tf.__version__} (once; cached in {out_dir})", file=sys.stderr)
-        try:
-            r = subprocess.run(cmd, capture_output=True, text=True)
-        except OSError as e:
-            raise VcarError(f"cannot run g++ to build {name}: {e}") from None
-        if r.returncode:
+        first_error = None
+        for arch in ARCH_FLAGS:
+            cmd = ["g++", "-std=c++17", "-shared", "-fPIC", "-O3", *arch, "-w", *sources, "-o", tmp,
+                   *tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags()]
+            try:
+                r = subprocess.run(cmd, capture_output=True, text=True)
+            except OSError as e:
+                raise VcarError(f"cannot run g++ to build {name}: {e}") from None
+            if r.returncode == 0:
+                break
             errors = [line for line in r.stderr.splitlines() if "error" in line]
-            raise VcarError(f"building {name} failed: {(errors or r.stderr.splitlines() or ['?'])[0]}")
+            first_error = first_error or (errors or r.stderr.splitlines() or ["?"])[0]
+        else:
+            raise VcarError(f"building {name} failed: {first_error}")
         os.replace(tmp, target)
     return target
 
