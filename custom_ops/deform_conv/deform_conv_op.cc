@@ -232,18 +232,21 @@ class DeformConv2DGradOp : public OpKernel {
         ConstMap wk(pk, g.taps * g.cg, g.o, Eigen::OuterStride<>(g.o));
         for (int64_t tile = chunk * tiles / chunks; tile < (chunk + 1) * tiles / chunks; ++tile) {
           const int64_t p0 = tile * kTile, n = std::min(kTile, g.pixels - p0);
-          build_columns(g, px, poff, pm, col.data(), p0, n, cols.data());
           ConstMap c(cols.data(), n, g.col_width, Eigen::OuterStride<>(g.col_width));
           ConstMap dy(pg + p0 * g.o, n, g.o, Eigen::OuterStride<>(g.o));
           Map dc(dcols.data(), n, g.col_width, Eigen::OuterStride<>(g.col_width));
           for (int64_t grp = 0; grp < g.groups; ++grp) {
             const int64_t c0 = grp * g.taps * g.cg, width = g.taps * g.cg, o0 = grp * g.og;
-            dk.block(0, o0, width, g.og).noalias() += c.block(0, c0, n, width).transpose() * dy.block(0, o0, n, g.og);
             dc.block(0, c0, n, width).noalias() = dy.block(0, o0, n, g.og) * wk.block(0, o0, width, g.og).transpose();
           }
-          Eigen::Map<Eigen::RowVectorXf>(dbc.data(), g.o) += dy.colwise().sum();
-          scatter(g, px, poff, pm, col.data(), p0, n, dcols.data(), dxc.data(),
+          // one sampling pass: the columns (for the kernel gradient) and every sampled gradient
+          scatter(g, px, poff, pm, col.data(), p0, n, dcols.data(), cols.data(), dxc.data(),
                   doff->flat<float>().data(), dmask->flat<float>().data());
+          for (int64_t grp = 0; grp < g.groups; ++grp) {
+            const int64_t c0 = grp * g.taps * g.cg, width = g.taps * g.cg, o0 = grp * g.og;
+            dk.block(0, o0, width, g.og).noalias() += c.block(0, c0, n, width).transpose() * dy.block(0, o0, n, g.og);
+          }
+          Eigen::Map<Eigen::RowVectorXf>(dbc.data(), g.o) += dy.colwise().sum();
         }
       }
     });
@@ -259,15 +262,17 @@ class DeformConv2DGradOp : public OpKernel {
   }
 
  private:
-  // Column gradients of pixels [p0, p0 + n) -> input, offset and mask gradients.
+  // Column gradients of pixels [p0, p0 + n) -> input, offset and mask gradients; also writes the
+  // tile's im2col columns (as build_columns does) from the same samples.
   static void scatter(const Geometry& g, const float* x, const float* offset, const float* mask, const int64_t* col,
-                      int64_t p0, int64_t n, const float* dcols, float* dx, float* doff, float* dmask) {
+                      int64_t p0, int64_t n, const float* dcols, float* cols, float* dx, float* doff, float* dmask) {
     for (int64_t i = 0; i < n; ++i) {
       const int64_t p = p0 + i, hw = p % (g.h * g.w), y = hw / g.w, xx = hw % g.w;
       const float* image = x + (p - hw) * g.c;
       float* dimage = dx + (p - hw) * g.c;
       const float* off = offset + p * 2 * g.dg * g.taps;
       const float* drow = dcols + i * g.col_width;
+      float* row = cols + i * g.col_width;
       for (int64_t d = 0; d < g.dg; ++d) {
         for (int64_t t = 0; t < g.taps; ++t) {
           float py, px, dwdy[4], dwdx[4];
@@ -278,7 +283,8 @@ class DeformConv2DGradOp : public OpKernel {
           const float m = mask[mi];
           float gm_sum = 0.f, gy = 0.f, gx = 0.f;
           for (int64_t c = d * g.cd; c < (d + 1) * g.cd; ++c) {
-            const float gcol = drow[col[c] + t * g.cg];
+            const int64_t column = col[c] + t * g.cg;
+            const float gcol = drow[column];
             float v = 0.f, vy = 0.f, vx = 0.f;
             for (int corner = 0; corner < 4; ++corner) {
               const int64_t at = static_cast<int64_t>(s.index[corner]) * g.c + c;
@@ -288,6 +294,7 @@ class DeformConv2DGradOp : public OpKernel {
               vx += dwdx[corner] * pixel;
               dimage[at] += gcol * m * s.weight[corner];
             }
+            row[column] = m * v;
             gm_sum += gcol * v;
             gy += gcol * vy;
             gx += gcol * vx;
