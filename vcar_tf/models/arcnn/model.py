@@ -15,6 +15,7 @@ def build_arcnn(kernels=(9, 7, 1, 5), channels=(64, 32, 16, 1)):
     frames = frames_input(0)
     x = SelectFrame(0, name="frame")(frames)
     for i, (k, c) in enumerate(zip(kernels[:-1], channels[:-1])):
-        x = keras.layers.Conv2D(c, k, padding="same", activation="relu", name=f"conv{i + 1}")(x)
+        x = keras.layers.Conv2D(c, k, padding="same", activation="relu", kernel_initializer="he_normal",
+                                name=f"conv{i + 1}")(x)
     x = residual_head(channels[-1], kernels[-1], name=f"conv{len(kernels)}")(x)
     return residual_output(frames, 0, x, "arcnn")
