@@ -8,9 +8,11 @@ from tests.conftest import perturb_weights
 
 
 def test_registry_names_aliases_and_errors():
-    assert names() == ["arcnn", "dncnn", "nl_convlstm", "stdf_r3", "stdf_r3l", "stifn_r3", "stifn_r3l"]
+    assert names() == ["arcnn", "dncnn", "nl_convlstm", "rfda", "stdf_dsta", "stdf_r3", "stdf_r3l", "stdf_rf", "stifn_r3",
+                       "stifn_r3l"]
     assert spec("stifn").name == "stifn_r3"
-    with pytest.raises(VcarError, match="unknown model 'nope'; the registry has: arcnn, dncnn, nl_convlstm, stdf_r3, stdf_r3l, stifn_r3, stifn_r3l"):
+    with pytest.raises(VcarError, match="unknown model 'nope'; the registry has: arcnn, dncnn, nl_convlstm, rfda, stdf_dsta, stdf_r3, stdf_r3l, stdf_rf, "
+                       "stifn_r3, stifn_r3l"):
         build("nope")
     with pytest.raises(VcarError, match="bad override"):
         build("arcnn", widht=3)
@@ -20,6 +22,7 @@ def test_registry_names_aliases_and_errors():
     ("arcnn", 106_561, 0), ("dncnn", 556_000, 0.01),
     ("stifn_r3", 374_000, 0.05), ("stifn_r3l", 660_000, 0.05),
     ("stdf_r3", 364_510, 0), ("stdf_r3l", 1_274_622, 0), ("nl_convlstm", 710_593, 0),
+    ("rfda", 1_270_430, 0), ("stdf_rf", 782_270, 0), ("stdf_dsta", 852_670, 0),
 ])
 def test_parameter_counts(name, expected, tolerance):
     model = build(name)
@@ -27,7 +30,7 @@ def test_parameter_counts(name, expected, tolerance):
     assert abs(trainable - expected) <= tolerance * expected, trainable
 
 
-@pytest.mark.parametrize("name", ["arcnn", "dncnn", "stifn_r3", "stdf_r3", "nl_convlstm"])
+@pytest.mark.parametrize("name", ["arcnn", "dncnn", "stifn_r3", "stdf_r3", "nl_convlstm", "stdf_dsta"])
 def test_any_size_residual_and_keras_roundtrip(name, tmp_path):
     model = build(name)
     radius = spec(name).radius

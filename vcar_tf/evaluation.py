@@ -5,7 +5,7 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
-from vcar_tf.data.pipeline import iter_windows
+from vcar_tf.streaming import enhance_frames
 from vcar_tf.report import frame_metrics, sequence_row
 
 
@@ -22,19 +22,10 @@ def inference_fn(model):
 
 
 def enhance_luma(model, seq, radius):
-    """Yield the enhanced Y planes (H, W) float in [0, 1] of every frame of a sequence.
-
-    A window model sees each frame's clipped window; a clip model (5-D output) sees the whole
-    sequence as one clip."""
-    run = inference_fn(model)
-    if len(getattr(model, "output_shape", ())) == 5:
-        clip = np.expand_dims(seq.luma()[:].astype(np.float32) / 255.0, (0, -1))
-        for frame in np.asarray(run(clip), dtype=np.float64)[0, ..., 0]:
-            yield np.clip(frame, 0.0, 1.0)
-        return
-    for _, window in iter_windows(seq, radius):
-        out = run(np.expand_dims(window, 0))
-        yield np.clip(np.asarray(out, dtype=np.float64)[0, ..., 0], 0.0, 1.0)
+    """Yield the enhanced Y planes (H, W) float in [0, 1] of every frame of a sequence, streamed
+    (vcar_tf.streaming): clipped windows, a recurrent model's state carried from frame to frame."""
+    frames = (seq.y(t).astype(np.float32) / 255.0 for t in range(seq.num_frames))
+    return enhance_frames(model, frames, radius)
 
 
 def enhance_sequence(model, pair, radius):

@@ -3,6 +3,7 @@
 from vcar_tf.models.arcnn import model as _arcnn  # noqa: F401  (registers the model)
 from vcar_tf.models.dncnn import model as _dncnn  # noqa: F401
 from vcar_tf.models.nl_convlstm import model as _nl_convlstm  # noqa: F401
+from vcar_tf.models.rfda import model as _rfda  # noqa: F401
 from vcar_tf.models.stdf import model as _stdf  # noqa: F401
 from vcar_tf.models.stifn import model as _stifn  # noqa: F401
 from vcar_tf.models.registry import build, names, spec

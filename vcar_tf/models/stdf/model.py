@@ -81,7 +81,7 @@ class SplitOffsetMask(keras.layers.Layer):
         return {**super().get_config(), "offset_channels": self.offset_channels}
 
 
-def _conv(filters, name, strides=1, activation="relu", **kw):
+def conv3x3(filters, name, strides=1, activation="relu", **kw):
     return keras.layers.Conv2D(filters, 3, strides=strides, padding="same", activation=activation, name=name, **kw)
 
 
@@ -89,22 +89,23 @@ def _up(filters, name):
     return keras.layers.Conv2DTranspose(filters, 4, strides=2, padding="same", activation="relu", name=name)
 
 
-def offset_unet(x, frames, nf, nb, taps):
-    """The STDF offset/mask predictor on (B, H, W, T); returns (offsets, masks)."""
-    skips = [_conv(nf, "offset_in_conv")(x)]
+def offset_unet(x, groups, nf, nb, taps, prefix="offset"):
+    """The STDF offset/mask predictor on (B, H, W, C) for `groups` deformable groups of `taps`
+    taps; returns (offsets, masks). Layer names start with `prefix`."""
+    skips = [conv3x3(nf, f"{prefix}_in_conv")(x)]
     for i in range(1, nb):
-        y = _conv(nf, f"offset_dn{i}_a", strides=2)(skips[-1])
-        skips.append(_conv(nf, f"offset_dn{i}_b")(y))
-    y = _conv(nf, "offset_tr_a", strides=2)(skips[-1])
-    y = _conv(nf, "offset_tr_b")(y)
-    y = _up(nf, "offset_tr_up")(y)
+        y = conv3x3(nf, f"{prefix}_dn{i}_a", strides=2)(skips[-1])
+        skips.append(conv3x3(nf, f"{prefix}_dn{i}_b")(y))
+    y = conv3x3(nf, f"{prefix}_tr_a", strides=2)(skips[-1])
+    y = conv3x3(nf, f"{prefix}_tr_b")(y)
+    y = _up(nf, f"{prefix}_tr_up")(y)
     for i in range(nb - 1, 0, -1):
-        y = keras.layers.Concatenate(name=f"offset_cat{i}")([y, skips[i]])
-        y = _conv(nf, f"offset_up{i}_a")(y)
-        y = _up(nf, f"offset_up{i}_b")(y)
-    y = _conv(nf, "offset_out_conv")(y)
-    off_msk = _conv(frames * 3 * taps, "offset_mask", activation=None, kernel_initializer="zeros")(y)
-    return SplitOffsetMask(frames * 2 * taps, name="split_offset_mask")(off_msk)
+        y = keras.layers.Concatenate(name=f"{prefix}_cat{i}")([y, skips[i]])
+        y = conv3x3(nf, f"{prefix}_up{i}_a")(y)
+        y = _up(nf, f"{prefix}_up{i}_b")(y)
+    y = conv3x3(nf, f"{prefix}_out_conv")(y)
+    off_msk = conv3x3(groups * 3 * taps, f"{prefix}_mask", activation=None, kernel_initializer="zeros")(y)
+    return SplitOffsetMask(groups * 2 * taps, name=f"split_{prefix}_mask")(off_msk)
 
 
 def build_stdf(radius=3, nf=32, nb=3, out_nc=64, nf_qe=48, nb_qe=8, deform_ks=3, name="stdf_r3"):
@@ -115,9 +116,9 @@ def build_stdf(radius=3, nf=32, nb=3, out_nc=64, nf_qe=48, nb_qe=8, deform_ks=3,
     offsets, masks = offset_unet(x, frames_n, nf, nb, deform_ks * deform_ks)
     fused = DeformConv2D(out_nc, deform_ks, deformable_groups=frames_n, name="fusion")([x, offsets, masks])
     y = keras.layers.ReLU(name="fusion_relu")(fused)
-    y = _conv(nf_qe, "qe_1")(y)
+    y = conv3x3(nf_qe, "qe_1")(y)
     for i in range(2, nb_qe):
-        y = _conv(nf_qe, f"qe_{i}")(y)
+        y = conv3x3(nf_qe, f"qe_{i}")(y)
     y = residual_head(name=f"qe_{nb_qe}")(y)
     residual = CropLike(name="crop")([y, stacked])
     centre = SelectFrame(radius, name="centre")(frames)

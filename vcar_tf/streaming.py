@@ -1,0 +1,77 @@
+"""Frame-by-frame inference with a lookahead of R frames; memory stays constant however long the video.
+
+    enhancer = StreamingEnhancer(model, radius)
+    for y in frames:                 # (H, W) float in [0, 1]
+        for t, out in enhancer.push(y): ...
+    for t, out in enhancer.flush(): ...
+
+Frame t is enhanced once frame t+R has arrived (or at flush), from the window t-R..t+R clipped to
+the video, exactly as whole-video inference clips it. Recurrent models (RFDA) carry their hidden
+state from frame to frame; the first frame starts from the zero state.
+"""
+
+import collections
+
+import numpy as np
+
+
+def frame_step(model):
+    """(window (1, 2R+1, H, W, 1) float32, hidden or None) -> (enhanced (1, H, W, 1), hidden or None).
+
+    `model` is a Keras model (window or recurrent) or a vcar_tf.evaluate.SavedModelEnhancer."""
+    import tensorflow as tf
+
+    if getattr(model, "recurrent", False):
+        step = tf.function(lambda w, h: model.step(w, h), reduce_retracing=True)
+        return lambda w, h: step(w, model.initial_state(w) if h is None else h)
+    from vcar_tf.evaluation import inference_fn
+
+    run = inference_fn(model)
+    return lambda w, h: (run(w), None)
+
+
+class StreamingEnhancer:
+    def __init__(self, model, radius):
+        self.radius = int(radius)
+        self._step = frame_step(model)
+        self._frames = collections.deque(maxlen=2 * self.radius + 1)  # the newest frames received
+        self._received = 0
+        self._next = 0  # the next frame to enhance
+        self._hidden = None
+
+    def push(self, y):
+        """Add the next frame (H, W); returns [(t, enhanced (H, W) float64 in [0, 1])] now ready."""
+        y = np.asarray(y, np.float32)
+        if self._frames and y.shape != self._frames[-1].shape:
+            raise ValueError(f"frame {self._received} is {y.shape}, the stream is {self._frames[-1].shape}")
+        self._frames.append(y)
+        self._received += 1
+        ready = []
+        while self._next + self.radius < self._received:
+            ready.append(self._enhance_next())
+        return ready
+
+    def flush(self):
+        """The end of the video: enhance the last R frames, clipping their windows at the end."""
+        ready = []
+        while self._next < self._received:
+            ready.append(self._enhance_next())
+        return ready
+
+    def _enhance_next(self):
+        t, last, first_held = self._next, self._received - 1, self._received - len(self._frames)
+        index = np.clip(np.arange(t - self.radius, t + self.radius + 1), 0, last) - first_held
+        window = np.stack([self._frames[i] for i in index])[None, ..., None]
+        out, self._hidden = self._step(window, self._hidden)
+        self._next += 1
+        return t, np.clip(np.asarray(out, np.float64)[0, ..., 0], 0.0, 1.0)
+
+
+def enhance_frames(model, frames, radius):
+    """Yield the enhanced (H, W) planes of an iterable of (H, W) float frames, in order."""
+    enhancer = StreamingEnhancer(model, radius)
+    for y in frames:
+        for _, out in enhancer.push(y):
+            yield out
+    for _, out in enhancer.flush():
+        yield out
