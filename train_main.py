@@ -19,6 +19,8 @@ flags.DEFINE_string("data", _D.data, "dataset folder with train/ and test/ (defa
 flags.DEFINE_integer("qp", _D.qp, "QP of the compressed inputs")
 flags.DEFINE_string("codec", _D.codec, "codec of the embedded sample dataset")
 flags.DEFINE_integer("radius", _D.radius, "frames on each side (default: the model's)")
+flags.DEFINE_integer("clip_length", _D.clip_length, "recurrent models: frames per training clip (default: "
+                     "the model's, 15 for RFDA)")
 flags.DEFINE_integer("patch", _D.patch, "training crop size")
 flags.DEFINE_integer("batch", _D.batch, "global batch size")
 flags.DEFINE_integer("steps", _D.steps, "total training steps")
@@ -27,7 +29,8 @@ flags.DEFINE_enum("lr_schedule", _D.lr_schedule, ["cosine", "constant"],
                   "cosine: linear warm-up, then cosine decay to lr/10 at --steps")
 flags.DEFINE_integer("warmup_steps", _D.warmup_steps, "linear warm-up steps of the cosine schedule")
 flags.DEFINE_list("lr_milestones", [], "steps at which the learning rate halves (replaces --lr_schedule)")
-flags.DEFINE_enum("loss", _D.loss, ["charbonnier", "l2"], "training loss")
+flags.DEFINE_enum("loss", _D.loss, ["charbonnier", "l2"], "training loss (default: the model paper's: l2 for AR-CNN and "
+                "DnCNN, Charbonnier with eps 1e-6 for the rest)")
 flags.DEFINE_bool("mixed_precision", _D.mixed_precision, "bfloat16 compute")
 flags.DEFINE_enum("strategy", _D.strategy, ["auto", "mirrored", "multi_worker", "one_device"], "tf.distribute")
 flags.DEFINE_string("model_dir", _D.model_dir, "checkpoints and TensorBoard logs (default: runs/MODEL)")
@@ -37,6 +40,10 @@ flags.DEFINE_string("export_dir", _D.export_dir, "TF Serving model base: writes 
                     "(default: MODEL_DIR/serving)")
 flags.DEFINE_bool("export", _D.export, "export a SavedModel after training (--noexport to skip)")
 flags.DEFINE_integer("seed", _D.seed, "data and initialisation seed")
+flags.DEFINE_string("init_from", _D.init_from, "start from another run's latest checkpoint: every variable with "
+                    "the same path and shape is copied (e.g. RFDA stage 2 from stage 1)")
+flags.DEFINE_float("init_lr", _D.init_lr, "constant learning rate of the variables copied by --init_from "
+                   "(default: the same schedule as the rest)")
 FLAGS = flags.FLAGS
 
 

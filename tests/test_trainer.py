@@ -238,3 +238,31 @@ def test_nl_convlstm_trains_with_three_frames_each_side(tiny_dataset, tmp_path):
     assert result["step"] == 3 and np.isfinite(result["delta_psnr"])
     for direction, before in gates.items():  # both directions learn through the decoder's zero-initialised head
         assert np.abs(trainer.model.get_layer(direction).gates.kernel.numpy() - before).max() > 0, direction
+
+
+def test_two_stages_init_from_with_a_lower_rate_for_the_copied_weights(tiny_dataset, tmp_path):
+    """Stage 2 starts from stage 1's checkpoint (variables matched by path); the copied weights
+    move at --init_lr, the new recursive-fusion weights at --lr."""
+    from vcar_tf.train.trainer import Trainer
+
+    stage1 = Trainer(_config(tiny_dataset, tmp_path / "dsta", 1, model="stdf_dsta", patch=16, lr=1e-2))
+    stage1.run()
+    rfda = Trainer(_config(tiny_dataset, tmp_path / "rfda", 1, model="rfda", clip_length=4,
+                           init_from=str(tmp_path / "dsta"), init_lr=1e-5))
+    first = {v.path: v.numpy() for v in stage1.model.trainable_variables}
+    second = {v.path: v.numpy() for v in rfda.model.trainable_variables}
+    assert set(first) < set(second) and all(np.array_equal(second[p], first[p]) for p in first)
+    assert all(p.startswith("rf_") for p in set(second) - set(first))
+
+    # STDF -> STDF+RF: without DSTA's gates the fusion weights get gradients well above Adam's epsilon
+    Trainer(_config(tiny_dataset, tmp_path / "stdf", 1, model="stdf_r3", patch=16, lr=1e-2)).run()
+    stage2 = Trainer(_config(tiny_dataset, tmp_path / "rf", 2, model="stdf_rf", patch=16, clip_length=4,
+                             init_from=str(tmp_path / "stdf"), init_lr=1e-5))
+    before = {v.path: v.numpy().copy() for v in stage2.model.trainable_variables}
+    result = stage2.run()
+    assert result["step"] == 2 and np.isfinite(result["delta_psnr"])
+    moved = {v.path: np.abs(v.numpy() - before[v.path]).max() for v in stage2.model.trainable_variables}
+    assert max(m for p, m in moved.items() if not p.startswith("rf_")) <= 2 * 1e-5 * 1.01  # Adam: <= lr per step
+    assert moved["rf_fe_2/kernel"] > 1e-3
+    with pytest.raises(VcarError, match="--init_lr needs --init_from"):
+        Trainer(_config(tiny_dataset, tmp_path / "x", 2, model="rfda", init_lr=1e-5))

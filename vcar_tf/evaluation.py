@@ -24,8 +24,16 @@ def inference_fn(model):
 def enhance_luma(model, seq, radius):
     """Yield the enhanced Y planes (H, W) float in [0, 1] of every frame of a sequence, streamed
     (vcar_tf.streaming): clipped windows, a recurrent model's state carried from frame to frame."""
+    if not getattr(model, "recurrent", False) and len(getattr(model, "output_shape", ())) == 5:
+        return _enhance_whole_clip(model, seq)  # a clip-to-clip model without step(): one call
     frames = (seq.y(t).astype(np.float32) / 255.0 for t in range(seq.num_frames))
     return enhance_frames(model, frames, radius)
+
+
+def _enhance_whole_clip(model, seq):
+    clip = np.expand_dims(seq.luma()[:].astype(np.float32) / 255.0, (0, -1))
+    for frame in np.asarray(inference_fn(model)(clip), dtype=np.float64)[0, ..., 0]:
+        yield np.clip(frame, 0.0, 1.0)
 
 
 def enhance_sequence(model, pair, radius):

@@ -11,6 +11,7 @@ class TrainConfig:
     qp: int = 37
     codec: str = "x265"
     radius: Optional[int] = None  # None: the model's own
+    clip_length: Optional[int] = None  # recurrent models: frames per training clip (None: the model's)
     patch: int = 48
     batch: int = 8  # global, over all replicas
     steps: int = 300
@@ -18,7 +19,7 @@ class TrainConfig:
     lr_schedule: str = "cosine"  # cosine: warm-up, then cosine decay to lr/10 at `steps`; constant
     warmup_steps: int = 20
     lr_milestones: tuple = ()  # steps at which the learning rate halves (replaces lr_schedule)
-    loss: str = "charbonnier"
+    loss: Optional[str] = None  # charbonnier or l2; None: the loss of the model's paper (registry)
     mixed_precision: bool = False
     strategy: str = "auto"
     model_dir: Optional[str] = None  # None: runs/<model name>
@@ -27,3 +28,5 @@ class TrainConfig:
     export_dir: Optional[str] = None  # None: <model_dir>/serving
     export: bool = True  # write a TF Serving SavedModel at the end of training
     seed: int = 0
+    init_from: Optional[str] = None  # a run whose weights start this one (matched by layer/variable path)
+    init_lr: Optional[float] = None  # constant learning rate of the weights taken from init_from

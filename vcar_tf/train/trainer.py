@@ -53,6 +53,26 @@ def split_datasets(cfg):
     return train, val
 
 
+def initialise_from(model, run_dir):
+    """Copy into `model` every variable of run_dir's latest checkpoint with the same path and shape;
+    returns the copied variables of `model`."""
+    from vcar_tf.evaluate import load_run
+
+    source, _ = load_run(run_dir)
+    by_path = {v.path: v for v in source.variables}
+    copied = []
+    for v in model.variables:
+        w = by_path.get(v.path)
+        if w is not None and tuple(w.shape) == tuple(v.shape):
+            v.assign(w)
+            copied.append(v)
+    if not copied:
+        raise VcarError(f"--init_from {run_dir}: no variable of {source.name} matches {model.name}")
+    print(f"initialised {len(copied)} of {len(model.variables)} variables from {run_dir} ({source.name})",
+          file=sys.stderr)
+    return copied
+
+
 class Trainer:
     def __init__(self, cfg):
         self.cfg = cfg
@@ -60,6 +80,7 @@ class Trainer:
         if cfg.model_dir is None:
             cfg.model_dir = os.path.join("runs", self.spec.name)
         self.radius = self.spec.radius if cfg.radius is None else cfg.radius
+        cfg.loss = cfg.loss or self.spec.loss
         self.loss_fn = get_loss(cfg.loss)
         self.strategy = make_strategy(cfg.strategy)
         keras.utils.set_random_seed(cfg.seed)
@@ -74,11 +95,13 @@ class Trainer:
         with self.strategy.scope():
             overrides = {} if cfg.radius is None else {"radius": cfg.radius}
             self.model = models.build(cfg.model, **overrides)
+            self.initialised = initialise_from(self.model, cfg.init_from) if cfg.init_from else []
             self.lr_schedule = learning_rate_schedule(cfg)
-            self.optimizer = keras.optimizers.Adam(self.lr_schedule)
-            self.optimizer.build(self.model.trainable_variables)
+            self.groups = self._optimizer_groups()
+            self.optimizer = self.groups[0][0]
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step)
+        optimizers = {"optimizer": self.optimizer, **({"init_optimizer": self.groups[1][0]} if len(self.groups) > 1 else {})}
+        self.checkpoint = tf.train.Checkpoint(model=self.model, step=self.step, **optimizers)
         # Every worker saves (saving may run collectives); only the chief's files are kept.
         self.work_dir = cfg.model_dir if self.is_chief else os.path.join(
             cfg.model_dir, f".worker-{self.strategy.cluster_resolver.task_id}")
@@ -87,6 +110,22 @@ class Trainer:
         self.writer = tf.summary.create_file_writer(os.path.join(self.work_dir, "logs"))
         self.losses = []
         self._stop = False
+
+    def _optimizer_groups(self):
+        """[(optimizer, variables)]: one Adam on the LR schedule, plus one at --init_lr for the
+        variables copied by --init_from."""
+        if self.cfg.init_lr is None:
+            groups = [(keras.optimizers.Adam(self.lr_schedule), self.model.trainable_variables)]
+        else:
+            if not self.initialised:
+                raise VcarError("--init_lr needs --init_from")
+            copied = {id(v) for v in self.initialised}
+            new = [v for v in self.model.trainable_variables if id(v) not in copied]
+            old = [v for v in self.model.trainable_variables if id(v) in copied]
+            groups = [(keras.optimizers.Adam(self.lr_schedule), new), (keras.optimizers.Adam(self.cfg.init_lr), old)]
+        for optimizer, variables in groups:
+            optimizer.build(variables)
+        return groups
 
     @property
     def is_chief(self):
@@ -118,10 +157,10 @@ class Trainer:
         with open(path) as f:
             saved = json.load(f)
         current = dataclasses.asdict(self.cfg)
-        for key in ("model", "radius", "lr_schedule", "lr_milestones"):
+        for key in ("model", "radius", "lr_schedule", "lr_milestones", "init_lr"):
             was, now = saved.get(key), current[key]
-            if key == "lr_milestones":
-                was, now = bool(was), bool(now)  # milestones replace the schedule
+            if key in ("lr_milestones", "init_lr"):
+                was, now = bool(was), bool(now)  # optimizer structure: milestones replace the schedule
             if key in saved and was != now:
                 raise VcarError(f"{self.work_dir} was trained with {key}={saved.get(key)!r}, not {current[key]!r}; "
                                 f"resume with the same value or use another --model_dir")
@@ -134,8 +173,9 @@ class Trainer:
                 pred = self.model(x, training=True)
                 per_example = per_example_loss(self.loss_fn, y, pred)
                 loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
-            grads = tape.gradient(loss, self.model.trainable_variables)
-            self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
+            grads = iter(tape.gradient(loss, [v for _, group in self.groups for v in group]))
+            for optimizer, variables in self.groups:
+                optimizer.apply_gradients([(next(grads), v) for v in variables])
             return loss
 
         @tf.function
@@ -165,7 +205,7 @@ class Trainer:
         start = int(self.step.numpy())
         if resumed:
             print(f"resumed from {self.manager.latest_checkpoint} at step {start}", file=sys.stderr)
-        clips = {"mode": "clip", "clip_length": self.spec.clip_length} if self.spec.clip_length else {}
+        clips = {"mode": "clip", "clip_length": cfg.clip_length or self.spec.clip_length} if self.spec.clip_length else {}
         pipeline = PipelineConfig(radius=self.radius, patch=cfg.patch, batch=cfg.batch, seed=cfg.seed, **clips)
         ds = make_dataset(self.train_pairs, pipeline, start_sample=start * cfg.batch)
         it = iter(self.strategy.experimental_distribute_dataset(ds))
