@@ -74,3 +74,70 @@ def test_saved_model_matches_keras_in_fresh_process(name, radius, tmp_path, monk
         got = np.load(out / "enhanced.npy")
         assert got.shape == expected[key + "_uint8"].shape
         assert np.abs(got.astype(int) - expected[key + "_uint8"]).max() <= 1
+
+
+_FRESH_RECURRENT = r'''
+import sys, numpy as np, tensorflow as tf
+d = sys.argv[1]
+m = tf.saved_model.load(d)
+data = np.load(f"{d}/../in.npz")
+sig = m.signatures
+hidden = sig["initial_state"](frames=tf.constant(data["windows"][:1]))["hidden"]
+steps = []
+for window in data["windows"]:  # a stateless server: the client carries the state
+    out = sig["step_float"](frames=tf.constant(window[None]), hidden=hidden)
+    steps.append(out["enhanced"].numpy()[0])
+    hidden = out["hidden"]
+clip = sig["serve_clip"](clip=tf.constant(data["clip"]))["enhanced"].numpy()
+np.savez(f"{d}/../fresh_out.npz", steps=np.stack(steps), clip=clip)
+assert not [k for k in sys.modules if k.startswith("vcar_tf")]
+'''
+
+
+def test_recurrent_saved_model_step_and_clip_signatures(tmp_path):
+    """RFDA's step signature (window, state) -> (frame, next state) and its whole-clip signature,
+    loaded in a fresh process and by saved_model_cli, equal the Keras model."""
+    model = perturb_weights(build("stdf_rf"), scale=0.02)
+    base = tmp_path / "serving" / "stdf_rf"
+    path = export_saved_model(model, 3, str(base))
+    assert b"VcarDeformConv2D" not in (base / "1" / "saved_model.pb").read_bytes()
+    rng = np.random.default_rng(2)
+    clip = rng.random((1, 4, 19, 26, 1), dtype=np.float32)  # H, W not multiples of 8
+    expected = np.asarray(model(clip))
+    windows = np.stack([clip[0, np.clip(np.arange(t - 3, t + 4), 0, 3)] for t in range(4)])
+    np.savez(base / "in.npz", windows=windows, clip=clip)
+    r = subprocess.run([sys.executable, "-c", _FRESH_RECURRENT, path], capture_output=True, text=True,
+                       cwd=str(tmp_path), env=_fresh_env(), timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    fresh = np.load(base / "fresh_out.npz")
+    np.testing.assert_allclose(fresh["clip"], expected, atol=1e-5)
+    np.testing.assert_allclose(fresh["steps"], expected[0], atol=1e-5)
+
+    # saved_model_cli: the uint8 step with a zero state (24 x 32 = 19 x 26 rounded up to 8), then the clip
+    frames = np.round(windows[0, ..., 0] * 255).astype(np.uint8)
+    np.savez(base / "step.npz", frames=frames, hidden=np.zeros((1, 24, 32, 64), np.float32))
+    first, _ = model.step(frames.astype(np.float32)[None, ..., None] / 255.0, np.zeros((1, 24, 32, 64), np.float32))
+    for signature, inputs, check in (
+            ("serving_default", f"frames={base}/step.npz[frames];hidden={base}/step.npz[hidden]",
+             lambda out: np.abs(np.load(out / "enhanced.npy").astype(int)
+                                - np.round(np.clip(np.asarray(first)[0, ..., 0], 0, 1) * 255)).max() <= 1),
+            ("serve_clip", f"clip={base}/in.npz[clip]",
+             lambda out: np.allclose(np.load(out / "enhanced.npy"), expected, atol=1e-5))):
+        out = tmp_path / f"cli_{signature}"
+        r = subprocess.run([sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "run",
+                            "--dir", path, "--tag_set", "serve", "--signature_def", signature,
+                            "--inputs", inputs, "--outdir", str(out)],
+                           capture_output=True, text=True, cwd=str(tmp_path), env=_fresh_env(), timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert check(out), signature
+
+
+def test_recurrent_saved_model_rejects_a_state_of_the_wrong_shape(tmp_path):
+    import tensorflow as tf
+
+    model = build("stdf_rf")
+    path = export_saved_model(model, 3, str(tmp_path / "stdf_rf"))
+    step = tf.saved_model.load(path).signatures["step_float"]
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"hidden state must be \(B, ceil\(H/8\)\*8, ceil\(W/8\)\*8, 64\) for a window of H x W"):
+        step(frames=tf.zeros([1, 7, 19, 26, 1]), hidden=tf.zeros([1, 19, 26, 64]))

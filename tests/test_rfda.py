@@ -67,7 +67,8 @@ def test_first_frame_starts_from_a_zero_state(rfda):
 
 def test_wrong_hidden_state_shape_is_a_clear_error(rfda):
     x = clip(1)[:, [0] * 7]
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"hidden state must be \(B, H', W', 64\)"):
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"hidden state must be \(B, ceil\(H/8\)\*8, ceil\(W/8\)\*8, 64\) for a window of H x W"):
         rfda.step(x, tf.zeros([1, 21, 19, 64]))
 
 

@@ -40,7 +40,8 @@ def load_run(model_dir):
 
 
 class SavedModelEnhancer:
-    """A TF Serving export used like a Keras model: `enhancer(x)` runs its serve_float signature."""
+    """A TF Serving export used like a Keras model: `enhancer(x)` runs its serve_float signature;
+    a recurrent export's step_float and initial_state serve `step` and `initial_state`."""
 
     def __init__(self, path):
         import tensorflow as tf
@@ -48,15 +49,29 @@ class SavedModelEnhancer:
         if not os.path.exists(os.path.join(path, "saved_model.pb")):
             raise VcarError(f"{path} is not a SavedModel (no saved_model.pb); pass DIR/NAME/VERSION")
         signatures = tf.saved_model.load(path).signatures
-        if "serve_float" not in signatures:
-            raise VcarError(f"{path} has no serve_float signature (not a vcar-export SavedModel)")
-        self._fn = signatures["serve_float"]
+        self.recurrent = "step_float" in signatures
+        name = "step_float" if self.recurrent else "serve_float"
+        if name not in signatures:
+            raise VcarError(f"{path} has no serve_float or step_float signature (not a vcar-export SavedModel)")
+        self._fn = signatures[name]
+        self._initial = signatures.get("initial_state")
         self.radius = (self._fn.structured_input_signature[1]["frames"].shape[1] - 1) // 2
 
     def __call__(self, x, training=False):
         import tensorflow as tf
 
         return self._fn(frames=tf.convert_to_tensor(x, tf.float32))["enhanced"]
+
+    def initial_state(self, window):
+        import tensorflow as tf
+
+        return self._initial(frames=tf.convert_to_tensor(window, tf.float32))["hidden"]
+
+    def step(self, window, hidden):
+        import tensorflow as tf
+
+        out = self._fn(frames=tf.convert_to_tensor(window, tf.float32), hidden=tf.convert_to_tensor(hidden))
+        return out["enhanced"], out["hidden"]
 
 
 def load_model_and_config(args):

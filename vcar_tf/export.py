@@ -6,6 +6,15 @@ Writes DIR/NAME/VERSION/ (TF Serving's layout; VERSION defaults to one more than
 there). Signatures:
 - serving_default: frames uint8 [2R+1, H, W] (Y, any H and W) -> enhanced uint8 [H, W];
 - serve_float: frames float32 [B, 2R+1, H, W, 1] in [0, 1] -> enhanced float32 [B, H, W, 1].
+
+Recurrent models (RFDA, STDF+RF) carry a hidden state, so a stateless server can serve a stream:
+- serving_default: frames uint8 [2R+1, H, W], hidden float32 [1, H', W', C] -> enhanced uint8
+  [H, W], hidden (the next state); H', W' are H, W rounded up to a multiple of 8, C = 64, and
+  the first frame's state is zeros (initial_state returns it);
+- step_float: frames float32 [B, 2R+1, H, W, 1], hidden [B, H', W', C] -> enhanced, hidden;
+- initial_state: frames float32 [B, 2R+1, H, W, 1] -> hidden zeros;
+- serve_clip: clip float32 [B, L, H, W, 1] -> enhanced [B, L, H, W, 1], every frame's window
+  clipped inside the clip, the state carried from the first frame to the last.
 """
 
 import argparse
@@ -46,18 +55,53 @@ def export_saved_model(model, radius, base_dir, version=None):
     def serve_float(x):
         return {"enhanced": model(x, training=False)}
 
+    endpoints = {"serving_default": serve_uint8, "serve_float": serve_float}
+    if getattr(model, "recurrent", False):
+        endpoints = recurrent_endpoints(model, frames)
     tmp = tempfile.mkdtemp(prefix=".tmp-export-", dir=base_dir)
     try:
         with composite_only():  # stock ops only: no custom op in a served graph
             archive = keras.export.ExportArchive()
             archive.track(model)
-            archive.add_endpoint("serving_default", serve_uint8)
-            archive.add_endpoint("serve_float", serve_float)
+            for endpoint, fn in endpoints.items():
+                archive.add_endpoint(endpoint, fn)
             archive.write_out(os.path.join(tmp, "model"), verbose=False)
         os.replace(os.path.join(tmp, "model"), target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def recurrent_endpoints(model, frames):
+    """The step, initial-state and whole-clip signatures of a recurrent model (module docstring)."""
+    import tensorflow as tf
+
+    window = tf.TensorSpec([None, frames, None, None, 1], tf.float32, name="frames")
+    state = tf.TensorSpec([None, None, None, model.out_nc], tf.float32, name="hidden")
+
+    @tf.function(input_signature=[tf.TensorSpec([frames, None, None], tf.uint8, name="frames"),
+                                  tf.TensorSpec([1, None, None, model.out_nc], tf.float32, name="hidden")])
+    def step_uint8(y_frames, hidden):
+        x = tf.expand_dims(tf.expand_dims(tf.cast(y_frames, tf.float32) / 255.0, 0), -1)
+        y, hidden = model.step(x, hidden)
+        y = tf.squeeze(y, axis=[0, 3])
+        return {"enhanced": tf.cast(tf.round(tf.clip_by_value(y, 0.0, 1.0) * 255.0), tf.uint8), "hidden": hidden}
+
+    @tf.function(input_signature=[window, state])
+    def step_float(x, hidden):
+        y, hidden = model.step(x, hidden)
+        return {"enhanced": y, "hidden": hidden}
+
+    @tf.function(input_signature=[window])
+    def initial_state(x):
+        return {"hidden": model.initial_state(x)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, None, 1], tf.float32, name="clip")])
+    def serve_clip(clip):
+        return {"enhanced": model(clip, training=False)}
+
+    return {"serving_default": step_uint8, "step_float": step_float, "initial_state": initial_state,
+            "serve_clip": serve_clip}
 
 
 @cli_main

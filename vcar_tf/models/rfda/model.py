@@ -173,12 +173,11 @@ class DeformableEnhancer(keras.Model):
         stacked = self.stack(window)
         h = self.frontend(self.pad(stacked))
         if self.rf is not None:
-            if hidden is None:
-                hidden = tf.zeros_like(h)
+            hidden = tf.zeros_like(h) if hidden is None else tf.convert_to_tensor(hidden, h.dtype)
             check = tf.debugging.assert_equal(
                 tf.shape(hidden), tf.shape(h),
-                message=f"hidden state must be (B, H', W', {self.out_nc}) with H', W' the window's H, W rounded "
-                        f"up to a multiple of {2 ** self.nb}")
+                message=f"hidden state must be (B, ceil(H/{2 ** self.nb})*{2 ** self.nb}, "
+                        f"ceil(W/{2 ** self.nb})*{2 ** self.nb}, {self.out_nc}) for a window of H x W")
             with tf.control_dependencies([check]):
                 h = self.rf([h, hidden])
         residual = self.qe(h)[:, :ops.shape(stacked)[1], :ops.shape(stacked)[2], :]
