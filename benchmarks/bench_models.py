@@ -32,6 +32,8 @@ def child_macs(name, width, height):
     frames = 2 * models.spec(name).radius + 1
 
     def infer(x):
+        if getattr(model, "recurrent", False):  # one frame of the stream
+            return model.step(x, model.initial_state(x))[0]
         return model(x, training=False)
 
     graph = convert_variables_to_constants_v2(
@@ -46,16 +48,16 @@ def child_inference(name, width, height, repeats):
     import numpy as np
 
     from vcar_tf import models
-    from vcar_tf.evaluation import inference_fn
+    from vcar_tf.streaming import frame_step
 
-    run = inference_fn(models.build(name))
+    run = frame_step(models.build(name))
     radius = models.spec(name).radius
     x = np.random.default_rng(0).random((1, 2 * radius + 1, height, width, 1), dtype=np.float32)
-    seconds = timed(lambda: np.asarray(run(x)), repeats)
+    seconds = timed(lambda: np.asarray(run(x, None)[0]), repeats)
     print(json.dumps({"fps": 1 / seconds, "rss_mb": peak_rss_mb()}))
 
 
-def child_training(name, patch, batch, steps):
+def child_training(name, patch, batch, steps, clip_length):
     import numpy as np
     import tensorflow as tf
     import keras
@@ -66,8 +68,10 @@ def child_training(name, patch, batch, steps):
     radius = models.spec(name).radius
     opt = keras.optimizers.Adam(1e-4)
     opt.build(model.trainable_variables)
-    x = tf.constant(np.random.default_rng(0).random((batch, 2 * radius + 1, patch, patch, 1), dtype=np.float32))
-    y = x[:, radius]
+    recurrent = models.spec(name).clip_length is not None
+    frames = clip_length if recurrent else 2 * radius + 1
+    x = tf.constant(np.random.default_rng(0).random((batch, frames, patch, patch, 1), dtype=np.float32))
+    y = x if recurrent else x[:, radius]
 
     @tf.function
     def step():
@@ -85,6 +89,7 @@ def main():
     p.add_argument("--patch", type=int, default=96)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--train_steps", type=int, default=3)
+    p.add_argument("--clip_length", type=int, default=3, help="training clip of the recurrent models")
     args = p.parse_args()
     if run_as_child(args, {"infer": child_inference, "train": child_training, "macs": child_macs}):
         return
@@ -103,13 +108,13 @@ def main():
         model = models.build(name)
         macs = run_child(__file__, "macs", name, 832, 480)
         macs = f"{macs['macs'] / 1e9:.1f} G" if "macs" in macs else macs["failed"]
-        train = run_child(__file__, "train", name, args.patch, args.batch, args.train_steps)
+        train = run_child(__file__, "train", name, args.patch, args.batch, args.train_steps, args.clip_length)
         feed = pipeline_rate(sample_train, PipelineConfig(radius=models.spec(name).radius, patch=args.patch,
                                                           batch=args.batch), batches=20)
         if "failed" in train:
             train_cells = f"{train['failed']} | | {feed:.0f} | "
         else:
-            consumed = train["steps_per_s"] * args.batch
+            consumed = train["steps_per_s"] * args.batch  # windows, or clips for the recurrent models
             train_cells = f"{train['steps_per_s']:.3f} | {consumed:.1f} | {feed:.0f} | {feed / consumed:.0f}x"
         cells = []
         for w, h in SIZES:
@@ -124,7 +129,8 @@ def main():
             f"The pipeline column is tf.data on the embedded sample train split at the same patch, batch "
             f"and radius; 'pipeline / training' is how many times faster it feeds than training eats. "
             f"MACs are TF's profiler float-op count of the inference graph, halved (deformable convs "
-            f"counted on the composite).\n\n"
+            f"counted on the composite). Recurrent models (rfda, stdf_rf) train on clips of "
+            f"{args.clip_length} frames (samples are clips) and infer one frame of a stream (`step`).\n\n"
             + "\n".join(lines) + "\n", args.out)
 
 if __name__ == "__main__":
