@@ -29,7 +29,8 @@ def _fresh_env():
     return env
 
 
-@pytest.mark.parametrize("name,radius", [("stifn_r3", 3), ("arcnn", 0), ("stdf_r3", 3), ("nl_convlstm", 3)])
+@pytest.mark.parametrize("name,radius", [("stifn_r3", 3), ("arcnn", 0), ("stdf_r3", 3), ("nl_convlstm", 3),
+                                         ("stdf_dsta", 3)])
 def test_saved_model_matches_keras_in_fresh_process(name, radius, tmp_path, monkeypatch):
     if name.startswith("stdf"):  # the Keras side runs the fused op where it builds; the export never does
         from vcar_tf.errors import VcarError
