@@ -29,8 +29,8 @@ flags.DEFINE_enum("lr_schedule", _D.lr_schedule, ["cosine", "constant"],
                   "cosine: linear warm-up, then cosine decay to lr/10 at --steps")
 flags.DEFINE_integer("warmup_steps", _D.warmup_steps, "linear warm-up steps of the cosine schedule")
 flags.DEFINE_list("lr_milestones", [], "steps at which the learning rate halves (replaces --lr_schedule)")
-flags.DEFINE_enum("loss", _D.loss, ["charbonnier", "l2"], "training loss (default: the model paper's: l2 for AR-CNN and "
-                "DnCNN, Charbonnier with eps 1e-6 for the rest)")
+flags.DEFINE_enum("loss", _D.loss, ["charbonnier", "l2"], "training loss: l2, or charbonnier (sqrt(d^2 + 1e-6), "
+                "STDF/RFDA's)")
 flags.DEFINE_bool("mixed_precision", _D.mixed_precision, "bfloat16 compute")
 flags.DEFINE_enum("strategy", _D.strategy, ["auto", "mirrored", "multi_worker", "one_device"], "tf.distribute")
 flags.DEFINE_string("model_dir", _D.model_dir, "checkpoints and TensorBoard logs (default: runs/MODEL)")

@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # The first real results (docs/results.md): every model with the same budget of 500 steps (batch 8,
 # 48x48 crops, Adam 1e-3 with cosine decay) on the shared train split, x265 LDP QP37 with deblocking
-# and SAO off, evaluated on the whole test split. Each model trains with its paper's loss (the
-# registry default: L2 for AR-CNN and DnCNN, Charbonnier for the rest).
+# and SAO off, evaluated on the whole test split, with the default L2 loss (docs/models.md says why).
 # RFDA: stage 1 is the STDF+DSTA run; stage 2 starts from it (--init_from), trains the stage-1
 # weights at 1e-5 and the recursive fusion at 1e-3 on 15-frame clips, 100 steps of batch 2
 # (3,000 frames, against stage 1's 4,000 windows).

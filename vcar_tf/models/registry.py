@@ -16,10 +16,9 @@ class ModelSpec:
     radius: int
     description: str
     clip_length: Optional[int] = None  # recurrent models: trained on clips of this many frames
-    loss: str = "charbonnier"  # the training loss of the model's paper (--loss overrides)
 
 
-def register(name, radius, description, aliases=(), clip_length=None, loss="charbonnier"):
+def register(name, radius, description, aliases=(), clip_length=None):
     """Decorator: register `builder(**overrides) -> keras.Model` under `name` (and aliases).
 
     Window models map (B, 2R+1, H, W, 1) to the centre frame (B, H, W, 1). Recurrent models
@@ -29,7 +28,7 @@ def register(name, radius, description, aliases=(), clip_length=None, loss="char
     def wrap(builder):
         if name in _BUILDERS or name in _ALIASES:
             raise ValueError(f"model {name!r} registered twice")
-        _BUILDERS[name] = ModelSpec(name, builder, radius, description, clip_length, loss)
+        _BUILDERS[name] = ModelSpec(name, builder, radius, description, clip_length)
         for alias in aliases:
             _ALIASES[alias] = name
         return builder

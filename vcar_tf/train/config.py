@@ -19,7 +19,7 @@ class TrainConfig:
     lr_schedule: str = "cosine"  # cosine: warm-up, then cosine decay to lr/10 at `steps`; constant
     warmup_steps: int = 20
     lr_milestones: tuple = ()  # steps at which the learning rate halves (replaces lr_schedule)
-    loss: Optional[str] = None  # charbonnier or l2; None: the loss of the model's paper (registry)
+    loss: str = "l2"  # or charbonnier (STDF/RFDA's); see docs/models.md for why L2 is the default
     mixed_precision: bool = False
     strategy: str = "auto"
     model_dir: Optional[str] = None  # None: runs/<model name>

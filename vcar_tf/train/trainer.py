@@ -80,7 +80,6 @@ class Trainer:
         if cfg.model_dir is None:
             cfg.model_dir = os.path.join("runs", self.spec.name)
         self.radius = self.spec.radius if cfg.radius is None else cfg.radius
-        cfg.loss = cfg.loss or self.spec.loss
         self.loss_fn = get_loss(cfg.loss)
         self.strategy = make_strategy(cfg.strategy)
         keras.utils.set_random_seed(cfg.seed)

@@ -10,7 +10,7 @@ from vcar_tf.models.layers import SelectFrame, frames_input, residual_head, resi
 from vcar_tf.models.registry import register
 
 
-@register("arcnn", radius=0, description="AR-CNN single-frame baseline", loss="l2")
+@register("arcnn", radius=0, description="AR-CNN single-frame baseline")
 def build_arcnn(kernels=(9, 7, 1, 5), channels=(64, 32, 16, 1)):
     frames = frames_input(0)
     x = SelectFrame(0, name="frame")(frames)

@@ -8,7 +8,7 @@ from vcar_tf.models.layers import SelectFrame, frames_input, residual_head, resi
 from vcar_tf.models.registry import register
 
 
-@register("dncnn", radius=0, description="DnCNN single-frame baseline", loss="l2")
+@register("dncnn", radius=0, description="DnCNN single-frame baseline")
 def build_dncnn(depth=17, channels=64):
     frames = frames_input(0)
     x = SelectFrame(0, name="frame")(frames)

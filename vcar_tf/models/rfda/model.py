@@ -77,7 +77,8 @@ def build_frontend(frames, nf, nb, out_nc):
     """STDF alignment and fusion: padded (B, H, W, T) -> h (B, H, W, out_nc)."""
     x = keras.Input((None, None, frames), name="stacked")
     offsets, masks = offset_unet(x, frames, nf, nb, 9)
-    h = DeformConv2D(out_nc, 3, deformable_groups=frames, name="fusion")([x, offsets, masks])
+    h = DeformConv2D(out_nc, 3, deformable_groups=frames, kernel_initializer="he_normal",
+                     name="fusion")([x, offsets, masks])
     return keras.Model(x, keras.layers.ReLU(name="fusion_relu")(h), name="frontend")
 
 
@@ -87,7 +88,8 @@ def build_recursive_fusion(channels, nf, nb):
     previous = keras.Input((None, None, channels), name="previous")
     both = keras.layers.Concatenate(name="rf_cat")([h, previous])
     offsets, masks = offset_unet(both, 2 * channels, nf, nb, 1, prefix="rf_offset")
-    aligned = DeformConv2D(channels, 1, deformable_groups=2 * channels, name="rf_align")([both, offsets, masks])
+    aligned = DeformConv2D(channels, 1, deformable_groups=2 * channels, kernel_initializer="he_normal",
+                           name="rf_align")([both, offsets, masks])
     aligned = keras.layers.ReLU(name="rf_align_relu")(aligned)
     y = keras.layers.Concatenate(name="rf_fe_cat")([h, aligned])
     y = conv3x3(channels, "rf_fe_1")(y)

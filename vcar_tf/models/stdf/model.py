@@ -82,11 +82,16 @@ class SplitOffsetMask(keras.layers.Layer):
 
 
 def conv3x3(filters, name, strides=1, activation="relu", **kw):
+    """3x3 'same' conv; He-initialised when ReLU follows (Glorot halves the signal's variance per
+    ReLU layer: STDF's QE went dead in training, see docs/models.md)."""
+    if activation == "relu":
+        kw.setdefault("kernel_initializer", "he_normal")
     return keras.layers.Conv2D(filters, 3, strides=strides, padding="same", activation=activation, name=name, **kw)
 
 
 def _up(filters, name):
-    return keras.layers.Conv2DTranspose(filters, 4, strides=2, padding="same", activation="relu", name=name)
+    return keras.layers.Conv2DTranspose(filters, 4, strides=2, padding="same", activation="relu",
+                                        kernel_initializer="he_normal", name=name)
 
 
 def offset_unet(x, groups, nf, nb, taps, prefix="offset"):
@@ -114,7 +119,8 @@ def build_stdf(radius=3, nf=32, nb=3, out_nc=64, nf_qe=48, nb_qe=8, deform_ks=3,
     stacked = FramesToChannels(name="stack")(frames)
     x = PadToMultiple(2 ** nb, name="pad")(stacked)
     offsets, masks = offset_unet(x, frames_n, nf, nb, deform_ks * deform_ks)
-    fused = DeformConv2D(out_nc, deform_ks, deformable_groups=frames_n, name="fusion")([x, offsets, masks])
+    fused = DeformConv2D(out_nc, deform_ks, deformable_groups=frames_n, kernel_initializer="he_normal",
+                         name="fusion")([x, offsets, masks])
     y = keras.layers.ReLU(name="fusion_relu")(fused)
     y = conv3x3(nf_qe, "qe_1")(y)
     for i in range(2, nb_qe):
