@@ -9,7 +9,8 @@ weights softmax_i(−d(i, j)) and d(i, j) = ‖f_{t−1}(i) − f_t(j)‖² on e
   1. average-pool both feature maps into p×p blocks (p = `block`, 10 in the paper);
   2. for each block of frame t keep the `top_k` (4) nearest blocks of frame t−1 by block
      distance (the same ‖a‖² + ‖b‖² − 2aᵀb on the pooled features);
-  3. softmax(−d) per pixel over the top_k·p² pixels of those blocks.
+  3. softmax(−d) per pixel over the top_k·p² pixels of those blocks (the pixel's own ‖a‖² is
+     the same for all its candidates and cancels in the softmax, so it is not added).
   Any H and W: both maps are zero-padded at the bottom and right to multiples of p; padded pixels
   are left out of the block means and get weight exactly 0 as candidates, and the output is
   cropped back. An input smaller than one block is one (padded) block. top_k is capped at the
@@ -99,10 +100,12 @@ def approx_weights(prev_features, cur_features, block=10, top_k=4):
         s = tf.shape(g)
         return tf.reshape(g, [s[0], s[1], s[2] * s[3], x.shape[-1]])
 
-    cand_valid = candidates(valid)[..., 0] > 0  # (B, nb, k·p²)
-    logits = -_squared_distances(cur_b, candidates(prev_b))  # (B, nb, p², k·p²)
-    logits = tf.where(cand_valid[:, :, None, :], logits, tf.constant(_EXCLUDED, tf.float32))
-    return tf.nn.softmax(logits, axis=-1), nearest, cand_valid, blocks
+    # −d = 2aᵀb − ‖b‖² − ‖a‖²; ‖a‖² (the pixel of frame t) is the same for all its candidates, so
+    # the softmax drops it. A padded candidate gets ‖b‖² = 1e30: weight exactly 0, no extra pass.
+    prev_norm = tf.where(valid > 0, tf.reduce_sum(prev_b * prev_b, -1, keepdims=True), -_EXCLUDED)
+    cand_norm = candidates(prev_norm)[..., 0]  # (B, nb, k·p²)
+    logits = 2.0 * tf.matmul(cur_b, candidates(prev_b), transpose_b=True) - cand_norm[:, :, None, :]
+    return tf.nn.softmax(logits, axis=-1), nearest, cand_norm < -_EXCLUDED, blocks
 
 
 def approx_warp(prev_features, cur_features, state, block=10, top_k=4):
