@@ -1,8 +1,11 @@
 """Side-by-side ΔPSNR / ΔSSIM per sequence of several evaluated runs (their eval/report.csv).
 
     python -m vcar_tf.compare RUN [RUN ...] --out docs/results.md [--title T] [--notes FILE]
+    python -m vcar_tf.compare NEW_RUN --merge docs/results.md --out docs/results.md
 
 A run is a train_main.py model_dir (or any folder holding a report.csv, or the CSV itself).
+--merge keeps the columns of a table this tool wrote before (at its printed precision); a run
+with the same label replaces its column.
 """
 
 import argparse
@@ -35,10 +38,43 @@ def read_report(run):
     return label, rows
 
 
+def read_table(path):
+    """[(label, rows)] from a Markdown table written by comparison_table (its printed precision)."""
+    with open(path) as f:
+        lines = [l.strip() for l in f if l.strip().startswith("|")]
+    if len(lines) < 3:
+        raise VcarError(f"{path}: no comparison table to merge")
+    cell = lambda line: [c.strip() for c in line.strip("|").split("|")]
+    head = cell(lines[0])
+    if head[:5] != ["split", "sequence", "size", "PSNR QP (dB)", "SSIM QP"] or (len(head) - 5) % 2:
+        raise VcarError(f"{path}: not a table written by python -m vcar_tf.compare")
+    labels = [h[: -len(" ΔPSNR (dB)")] for h in head[5::2]]
+    reports = [(label, []) for label in labels]
+    for line in lines[2:]:
+        cells = cell(line)
+        base = {"split": cells[0], "sequence": cells[1].strip("*"), "size": cells[2],
+                "psnr": cells[3], "ssim": cells[4]}
+        for i, (_, rows) in enumerate(reports):
+            dpsnr, dssim = cells[5 + 2 * i], cells[6 + 2 * i]
+            if dpsnr:
+                rows.append(dict(base, delta_psnr=dpsnr, delta_ssim_x100=dssim))
+    return reports
+
+
+def merge_reports(old, new):
+    """old's columns in order, those with a label in new replaced, then new's other columns."""
+    fresh = dict(new)
+    merged = [(label, fresh.pop(label, rows)) for label, rows in old]
+    return merged + [(label, rows) for label, rows in new if label in fresh]
+
+
 def comparison_table(reports):
     """Markdown: one row per (split, sequence), a ΔPSNR and a ΔSSIM column per run."""
-    keys = list(dict.fromkeys((r["split"], r["sequence"], r["size"], r["psnr"], r["ssim"])
-                              for _, rows in reports for r in rows))
+    first = {}
+    for _, rows in reports:
+        for r in rows:
+            first.setdefault((r["split"], r["sequence"]), r)
+    keys = [(split, seq, r["size"], r["psnr"], r["ssim"]) for (split, seq), r in first.items()]
     index = [{(r["split"], r["sequence"]): r for r in rows} for _, rows in reports]
     head = ["split", "sequence", "size", "PSNR QP (dB)", "SSIM QP"]
     for label, _ in reports:
@@ -60,8 +96,11 @@ def main(argv=None):
     p.add_argument("--out", default=None, help="write Markdown here (default: print only)")
     p.add_argument("--title", default="Results")
     p.add_argument("--notes", default=None, help="Markdown file inserted under the title")
+    p.add_argument("--merge", default=None, help="keep the columns of this earlier comparison")
     args = p.parse_args(argv)
     reports = [read_report(run) for run in args.runs]
+    if args.merge:
+        reports = merge_reports(read_table(args.merge), reports)
     notes = ""
     if args.notes:
         with open(args.notes) as f:

@@ -1,0 +1,47 @@
+"""vcar_tf.compare: side-by-side tables of evaluated runs, and merging new runs into an old table."""
+
+import json
+
+import numpy as np
+import pytest
+
+from vcar_tf.compare import main, read_table
+from vcar_tf.errors import VcarError
+from vcar_tf.report import average_rows, sequence_row, to_csv
+
+
+def _run(tmp_path, model, shift):
+    """A run folder with config.json and eval/report.csv whose ΔPSNR is `shift` dB everywhere."""
+    run = tmp_path / model
+    (run / "eval").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"model": model, "steps": 10}))
+    rng = np.random.default_rng(0)  # the same compressed baseline for every run
+    rows = []
+    for name, (w, h) in {"a": (64, 48), "b": (96, 64)}.items():
+        psnr_c, ssim_c = 30 + rng.random(5), 0.8 + 0.1 * rng.random(5)
+        rows.append(sequence_row("test", name, w, h, psnr_c, ssim_c, psnr_c + shift, ssim_c + shift / 100))
+    (run / "eval" / "report.csv").write_text(to_csv(rows + average_rows(rows)))
+    return str(run)
+
+
+def test_merge_keeps_old_columns_adds_new_and_replaces_same_label(tmp_path):
+    first = tmp_path / "first.md"
+    assert main([_run(tmp_path, "arcnn", 0.25), _run(tmp_path / "x", "dncnn", 0.5), "--out", str(first)]) == 0
+    merged = tmp_path / "merged.md"
+    # dncnn rerun with another result replaces its column; stdf_r3 is new
+    assert main([_run(tmp_path / "y", "dncnn", -0.125), _run(tmp_path, "stdf_r3", 1.0),
+                 "--merge", str(first), "--out", str(merged)]) == 0
+    labels = [label for label, _ in read_table(merged)]
+    assert labels == ["arcnn (10 steps)", "dncnn (10 steps)", "stdf_r3 (10 steps)"]
+    deltas = {label: [float(r["delta_psnr"]) for r in rows] for label, rows in read_table(merged)}
+    assert deltas["arcnn (10 steps)"] == pytest.approx([0.25] * 3)
+    assert deltas["dncnn (10 steps)"] == pytest.approx([-0.125] * 3)
+    assert deltas["stdf_r3 (10 steps)"] == pytest.approx([1.0] * 3)
+    assert "| test | **average** |" in merged.read_text()
+
+
+def test_merge_rejects_a_table_it_did_not_write(tmp_path):
+    other = tmp_path / "other.md"
+    other.write_text("| a | b |\n|---|---|\n| 1 | 2 |\n")
+    with pytest.raises(VcarError, match="not a table written by"):
+        read_table(other)
