@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -139,6 +143,18 @@ def test_fused_matches_composite_forward_and_every_gradient(seed, shape):
     for name, a, b in zip(("input", "offset", "mask", "weight", "bias"), grads_fused, grads_composite):
         scale = max(1.0, float(tf.reduce_max(tf.abs(b))))
         assert float(tf.reduce_max(tf.abs(a - b))) <= 1e-5 * scale, name
+
+
+def test_fused_portable_build_without_avx512_matches_too(tmp_path):
+    """The kernel has an AVX-512 path (taken on this machine when it has AVX-512) and a plain C++
+    one; build the latter in a fresh process and run the same comparison."""
+    _fused_or_skip()
+    env = dict(os.environ, VCAR_OPS_PORTABLE="1", VCAR_TF_CACHE=str(tmp_path))
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+                        "-k", "fused_matches_composite"], env=env, capture_output=True, text=True)
+    assert r.returncode == 0 and "5 passed" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
+    built = os.listdir(os.path.join(tmp_path, "ops"))
+    assert any(name.endswith(".so") for name in built), built
 
 
 def test_impl_selection_and_gradient_through_the_layer(monkeypatch):

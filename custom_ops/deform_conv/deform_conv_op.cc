@@ -11,6 +11,11 @@
 #include <cmath>
 #include <vector>
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#define VCAR_AVX512 1
+#endif
+
 #include "Eigen/Core"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -36,73 +41,228 @@ struct Geometry {
   float tap_y[49], tap_x[49];  // kernel tap offsets from the centre (k <= 7)
 };
 
-struct Sample {  // bilinear sample of one tap: corners outside the image have weight 0, index 0
-  int32_t index[4];
-  float weight[4];
+// Per-(deformable group, tap) constants, j = d * taps + t: the tap's offset from the centre, the
+// group's first input channel, and the im2col column of that channel at that tap.
+struct TapTable {
+  std::vector<float> ty, tx;
+  std::vector<int32_t> channel, column;
 };
 
-// The sample of the tap at (py, px); with derivatives, also d(weight)/dy and d(weight)/dx.
-inline void sample_at(const Geometry& g, float py, float px, Sample* s, float* dwdy = nullptr,
-                      float* dwdx = nullptr) {
-  const float fy = std::floor(py), fx = std::floor(px);
-  const float ly = py - fy, lx = px - fx;
-  const int32_t y0 = static_cast<int32_t>(fy), x0 = static_cast<int32_t>(fx);
-  const bool y0_in = y0 >= 0 && y0 < g.h, y1_in = y0 + 1 >= 0 && y0 + 1 < g.h;
-  const bool x0_in = x0 >= 0 && x0 < g.w, x1_in = x0 + 1 >= 0 && x0 + 1 < g.w;
-  const bool in[4] = {y0_in && x0_in, y0_in && x1_in, y1_in && x0_in, y1_in && x1_in};
-  const float wy[2] = {1.f - ly, ly}, wx[2] = {1.f - lx, lx};
-  const int32_t base = y0 * static_cast<int32_t>(g.w) + x0;
-  const int32_t step[4] = {0, 1, static_cast<int32_t>(g.w), static_cast<int32_t>(g.w) + 1};
-  for (int corner = 0; corner < 4; ++corner) {
-    const int dy = corner >> 1, dx = corner & 1;
-    s->index[corner] = in[corner] ? base + step[corner] : 0;
-    s->weight[corner] = in[corner] ? wy[dy] * wx[dx] : 0.f;
-    if (dwdy) {
-      dwdy[corner] = in[corner] ? (dy ? 1.f : -1.f) * wx[dx] : 0.f;
-      dwdx[corner] = in[corner] ? wy[dy] * (dx ? 1.f : -1.f) : 0.f;
+// Column of channel c at tap 0 in the (group, tap, channel-in-group) layout; tap t adds t * cg.
+inline int64_t column_of(const Geometry& g, int64_t c) { return (c / g.cg) * g.taps * g.cg + (c % g.cg); }
+
+TapTable tap_table(const Geometry& g) {
+  const int64_t n = g.dg * g.taps;
+  TapTable tt{std::vector<float>(n), std::vector<float>(n), std::vector<int32_t>(n), std::vector<int32_t>(n)};
+  for (int64_t j = 0; j < n; ++j) {
+    const int64_t d = j / g.taps, t = j % g.taps;
+    tt.ty[j] = g.tap_y[t];
+    tt.tx[j] = g.tap_x[t];
+    tt.channel[j] = static_cast<int32_t>(d * g.cd);
+    tt.column[j] = static_cast<int32_t>(column_of(g, d * g.cd) + t * g.cg);
+  }
+  return tt;
+}
+
+// Bilinear samples of every (group, tap) of one pixel, in structure-of-arrays form so that the
+// loops over j vectorise. A corner outside the image has weight 0 and a clamped (valid) index;
+// a corner counts when it lies inside, so partial corners (-1 < y < H) count.
+struct Samples {
+  explicit Samples(int64_t n) : index(4 * n), weight(4 * n), ly(n), lx(n), inside(4 * n), n(n) {}
+  std::vector<int32_t> index;  // corner-major: index[corner * n + j], pixel index y * W + x
+  std::vector<float> weight, ly, lx, inside;
+  int64_t n;
+
+  void compute(const Geometry& g, const TapTable& tt, const float* off, int64_t y, int64_t x) {
+    const float fy0 = static_cast<float>(y), fx0 = static_cast<float>(x);
+    const float hmax = static_cast<float>(g.h) + 1.f, wmax = static_cast<float>(g.w) + 1.f;
+    const int32_t h = static_cast<int32_t>(g.h), w = static_cast<int32_t>(g.w);
+    int32_t *i0 = index.data(), *i1 = i0 + n, *i2 = i1 + n, *i3 = i2 + n;
+    float *w0 = weight.data(), *w1 = w0 + n, *w2 = w1 + n, *w3 = w2 + n;
+    float *v0 = inside.data(), *v1 = v0 + n, *v2 = v1 + n, *v3 = v2 + n;
+    const float *ty = tt.ty.data(), *tx = tt.tx.data();
+    float *lyp = ly.data(), *lxp = lx.data();
+    for (int64_t j = 0; j < n; ++j) {
+      // clamping to [-2, H + 1] changes no weight and keeps the int conversion defined
+      const float py = std::min(std::max(fy0 + ty[j] + off[2 * j], -2.f), hmax);
+      const float px = std::min(std::max(fx0 + tx[j] + off[2 * j + 1], -2.f), wmax);
+      const float fy = std::floor(py), fx = std::floor(px);
+      const float a = py - fy, b = px - fx;
+      const int32_t y0 = static_cast<int32_t>(fy), x0 = static_cast<int32_t>(fx);
+      const float vy0 = (y0 >= 0 && y0 < h) ? 1.f : 0.f, vy1 = (y0 + 1 >= 0 && y0 + 1 < h) ? 1.f : 0.f;
+      const float vx0 = (x0 >= 0 && x0 < w) ? 1.f : 0.f, vx1 = (x0 + 1 >= 0 && x0 + 1 < w) ? 1.f : 0.f;
+      const int32_t yc0 = std::min(std::max(y0, 0), h - 1), yc1 = std::min(std::max(y0 + 1, 0), h - 1);
+      const int32_t xc0 = std::min(std::max(x0, 0), w - 1), xc1 = std::min(std::max(x0 + 1, 0), w - 1);
+      i0[j] = yc0 * w + xc0;
+      i1[j] = yc0 * w + xc1;
+      i2[j] = yc1 * w + xc0;
+      i3[j] = yc1 * w + xc1;
+      v0[j] = vy0 * vx0;
+      v1[j] = vy0 * vx1;
+      v2[j] = vy1 * vx0;
+      v3[j] = vy1 * vx1;
+      w0[j] = (1.f - a) * (1.f - b) * v0[j];
+      w1[j] = (1.f - a) * b * v1[j];
+      w2[j] = a * (1.f - b) * v2[j];
+      w3[j] = a * b * v3[j];
+      lyp[j] = a;
+      lxp[j] = b;
     }
+  }
+};
+
+#if VCAR_AVX512
+// AVX-512 path for one channel per deformable group (every model here): 16 (group, tap) samples
+// of one pixel at a time, the corners read with gathers. Same arithmetic as Samples::compute.
+inline __mmask16 first_lanes(int64_t n) {
+  return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << std::max<int64_t>(n, 0)) - 1u);
+}
+
+struct Block {
+  __m512 w[4], a, b;
+  __mmask16 inside[4], k;
+  __m512i index[4];  // element index (y * W + x) * C + channel
+};
+
+inline Block sample_block(const Geometry& g, const TapTable& tt, const float* off, int64_t y, int64_t x, int64_t j,
+                          int64_t n) {
+  Block blk;
+  blk.k = first_lanes(n);
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  const __m512 lo = _mm512_maskz_loadu_ps(first_lanes(2 * n), off + 2 * j);
+  const __m512 hi = _mm512_maskz_loadu_ps(first_lanes(2 * n - 16), off + 2 * j + 16);
+  __m512 py = _mm512_add_ps(_mm512_add_ps(_mm512_set1_ps(static_cast<float>(y)), _mm512_maskz_loadu_ps(blk.k, tt.ty.data() + j)),
+                            _mm512_permutex2var_ps(lo, even, hi));
+  __m512 px = _mm512_add_ps(_mm512_add_ps(_mm512_set1_ps(static_cast<float>(x)), _mm512_maskz_loadu_ps(blk.k, tt.tx.data() + j)),
+                            _mm512_permutex2var_ps(lo, odd, hi));
+  py = _mm512_min_ps(_mm512_max_ps(py, _mm512_set1_ps(-2.f)), _mm512_set1_ps(static_cast<float>(g.h) + 1.f));
+  px = _mm512_min_ps(_mm512_max_ps(px, _mm512_set1_ps(-2.f)), _mm512_set1_ps(static_cast<float>(g.w) + 1.f));
+  const __m512 fy = _mm512_roundscale_ps(py, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  const __m512 fx = _mm512_roundscale_ps(px, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  blk.a = _mm512_sub_ps(py, fy);
+  blk.b = _mm512_sub_ps(px, fx);
+  const __m512i y0 = _mm512_cvttps_epi32(fy), x0 = _mm512_cvttps_epi32(fx);
+  const __m512i zero = _mm512_setzero_si512(), minus1 = _mm512_set1_epi32(-1), one = _mm512_set1_epi32(1);
+  const __m512i h = _mm512_set1_epi32(static_cast<int32_t>(g.h)), w = _mm512_set1_epi32(static_cast<int32_t>(g.w));
+  const __m512i hm1 = _mm512_sub_epi32(h, one), wm1 = _mm512_sub_epi32(w, one);
+  const __mmask16 vy0 = _mm512_cmpge_epi32_mask(y0, zero) & _mm512_cmplt_epi32_mask(y0, h);
+  const __mmask16 vy1 = _mm512_cmpge_epi32_mask(y0, minus1) & _mm512_cmplt_epi32_mask(y0, hm1);
+  const __mmask16 vx0 = _mm512_cmpge_epi32_mask(x0, zero) & _mm512_cmplt_epi32_mask(x0, w);
+  const __mmask16 vx1 = _mm512_cmpge_epi32_mask(x0, minus1) & _mm512_cmplt_epi32_mask(x0, wm1);
+  const __m512i r0 = _mm512_mullo_epi32(_mm512_min_epi32(_mm512_max_epi32(y0, zero), hm1), w);
+  const __m512i r1 = _mm512_mullo_epi32(_mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(y0, one), zero), hm1), w);
+  const __m512i c0 = _mm512_min_epi32(_mm512_max_epi32(x0, zero), wm1);
+  const __m512i c1 = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(x0, one), zero), wm1);
+  const __m512i channels = _mm512_set1_epi32(static_cast<int32_t>(g.c));
+  const __m512i channel = _mm512_maskz_loadu_epi32(blk.k, tt.channel.data() + j);
+  const __m512i rows[4] = {r0, r0, r1, r1}, cols[4] = {c0, c1, c0, c1};
+  const __mmask16 inside[4] = {static_cast<__mmask16>(vy0 & vx0), static_cast<__mmask16>(vy0 & vx1),
+                               static_cast<__mmask16>(vy1 & vx0), static_cast<__mmask16>(vy1 & vx1)};
+  const __m512 one_f = _mm512_set1_ps(1.f);
+  const __m512 wy[2] = {_mm512_sub_ps(one_f, blk.a), blk.a}, wx[2] = {_mm512_sub_ps(one_f, blk.b), blk.b};
+  for (int corner = 0; corner < 4; ++corner) {
+    blk.inside[corner] = inside[corner] & blk.k;
+    blk.index[corner] =
+        _mm512_add_epi32(_mm512_mullo_epi32(_mm512_add_epi32(rows[corner], cols[corner]), channels), channel);
+    blk.w[corner] = _mm512_maskz_mul_ps(blk.inside[corner], wy[corner >> 1], wx[corner & 1]);
+  }
+  return blk;
+}
+
+inline void forward_pixel_avx512(const Geometry& g, const TapTable& tt, const float* image, const float* off,
+                                 const float* m, int64_t y, int64_t x, float* row) {
+  const int64_t J = g.dg * g.taps;
+  for (int64_t j = 0; j < J; j += 16) {
+    const Block blk = sample_block(g, tt, off, y, x, j, J - j);
+    __m512 v = _mm512_setzero_ps();
+    for (int corner = 0; corner < 4; ++corner)
+      v = _mm512_fmadd_ps(blk.w[corner],
+                          _mm512_mask_i32gather_ps(_mm512_setzero_ps(), blk.k, blk.index[corner], image, 4), v);
+    v = _mm512_mul_ps(_mm512_maskz_loadu_ps(blk.k, m + j), v);
+    _mm512_mask_i32scatter_ps(row, blk.k, _mm512_maskz_loadu_epi32(blk.k, tt.column.data() + j), v, 4);
   }
 }
 
-// Position of tap t of deformable group d at pixel (y, x) with offsets `off` of that pixel.
-inline void tap_position(const Geometry& g, const float* off, int64_t y, int64_t x, int64_t d, int64_t t, float* py,
-                         float* px) {
-  const float* o = off + d * 2 * g.taps + 2 * t;
-  *py = static_cast<float>(y) + g.tap_y[t] + o[0];
-  *px = static_cast<float>(x) + g.tap_x[t] + o[1];
+// Backward of one pixel: its im2col row, mask and offset gradients, and the input gradient
+// (scattered with scalar adds: corners of different taps may coincide).
+inline void backward_pixel_avx512(const Geometry& g, const TapTable& tt, const float* image, const float* off,
+                                  const float* m, int64_t y, int64_t x, const float* drow, float* row, float* dimage,
+                                  float* dm, float* dof, int32_t* index_scratch, float* grad_scratch) {
+  const int64_t J = g.dg * g.taps;
+  const __m512i lo_idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i hi_idx = _mm512_add_epi32(lo_idx, _mm512_set1_epi32(8));
+  const __m512 one_f = _mm512_set1_ps(1.f);
+  for (int64_t j = 0; j < J; j += 16) {
+    const int64_t n = std::min<int64_t>(16, J - j);
+    const Block blk = sample_block(g, tt, off, y, x, j, n);
+    __m512 q[4];
+    for (int corner = 0; corner < 4; ++corner)
+      q[corner] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), blk.k, blk.index[corner], image, 4);
+    const __m512i column = _mm512_maskz_loadu_epi32(blk.k, tt.column.data() + j);
+    const __m512 gcol = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), blk.k, column, drow, 4);
+    const __m512 mj = _mm512_maskz_loadu_ps(blk.k, m + j);
+    __m512 v = _mm512_setzero_ps();
+    for (int corner = 0; corner < 4; ++corner) v = _mm512_fmadd_ps(blk.w[corner], q[corner], v);
+    const __m512 ia = _mm512_sub_ps(one_f, blk.a), ib = _mm512_sub_ps(one_f, blk.b);
+    const __m512 z = _mm512_setzero_ps();
+    // d(weight)/dy per corner: -(1-b), -b, (1-b), b; d/dx: -(1-a), (1-a), -a, a (inside only)
+    const __m512 q0 = _mm512_mask_mov_ps(z, blk.inside[0], q[0]), q1 = _mm512_mask_mov_ps(z, blk.inside[1], q[1]);
+    const __m512 q2 = _mm512_mask_mov_ps(z, blk.inside[2], q[2]), q3 = _mm512_mask_mov_ps(z, blk.inside[3], q[3]);
+    const __m512 vy = _mm512_add_ps(_mm512_mul_ps(ib, _mm512_sub_ps(q2, q0)), _mm512_mul_ps(blk.b, _mm512_sub_ps(q3, q1)));
+    const __m512 vx = _mm512_add_ps(_mm512_mul_ps(ia, _mm512_sub_ps(q1, q0)), _mm512_mul_ps(blk.a, _mm512_sub_ps(q3, q2)));
+    _mm512_mask_i32scatter_ps(row, blk.k, column, _mm512_mul_ps(mj, v), 4);
+    _mm512_mask_storeu_ps(dm + j, blk.k, _mm512_mul_ps(gcol, v));
+    const __m512 gy = _mm512_mul_ps(_mm512_mul_ps(gcol, vy), mj), gx = _mm512_mul_ps(_mm512_mul_ps(gcol, vx), mj);
+    _mm512_mask_storeu_ps(dof + 2 * j, first_lanes(2 * n), _mm512_permutex2var_ps(gy, lo_idx, gx));
+    _mm512_mask_storeu_ps(dof + 2 * j + 16, first_lanes(2 * n - 16), _mm512_permutex2var_ps(gy, hi_idx, gx));
+    const __m512 gm = _mm512_mul_ps(gcol, mj);
+    for (int corner = 0; corner < 4; ++corner) {
+      _mm512_storeu_si512(index_scratch + 16 * corner, blk.index[corner]);
+      _mm512_storeu_ps(grad_scratch + 16 * corner, _mm512_mul_ps(gm, blk.w[corner]));
+    }
+    for (int64_t l = 0; l < n; ++l)
+      for (int corner = 0; corner < 4; ++corner) dimage[index_scratch[16 * corner + l]] += grad_scratch[16 * corner + l];
+  }
 }
-
-// Column of channel c at tap 0 in the (group, tap, channel-in-group) layout; tap t adds t * cg.
-std::vector<int64_t> column_offsets(const Geometry& g) {
-  std::vector<int64_t> col(g.c);
-  for (int64_t c = 0; c < g.c; ++c) col[c] = (c / g.cg) * g.taps * g.cg + (c % g.cg);
-  return col;
-}
+#endif
 
 // im2col of pixels [p0, p0 + n): cols (n, col_width), masked samples.
-void build_columns(const Geometry& g, const float* x, const float* offset, const float* mask, const int64_t* col,
-                   int64_t p0, int64_t n, float* cols) {
+void build_columns(const Geometry& g, const TapTable& tt, const float* x, const float* offset, const float* mask,
+                   int64_t p0, int64_t n, float* cols, Samples* s, float* values) {
+  const int64_t J = s->n, C = g.c;
+  const int32_t *i0 = s->index.data(), *i1 = i0 + J, *i2 = i1 + J, *i3 = i2 + J;
+  const float *w0 = s->weight.data(), *w1 = w0 + J, *w2 = w1 + J, *w3 = w2 + J;
+  const int32_t *channel = tt.channel.data(), *column = tt.column.data();
   for (int64_t i = 0; i < n; ++i) {
     const int64_t p = p0 + i, hw = p % (g.h * g.w), y = hw / g.w, xx = hw % g.w;
-    const float* image = x + (p - hw) * g.c;
-    const float* off = offset + p * 2 * g.dg * g.taps;
-    const float* m = mask + p * g.dg * g.taps;
+    const float* image = x + (p - hw) * C;
+    const float* m = mask + p * J;
     float* row = cols + i * g.col_width;
-    for (int64_t d = 0; d < g.dg; ++d) {
-      for (int64_t t = 0; t < g.taps; ++t) {
-        float py, px;
-        tap_position(g, off, y, xx, d, t, &py, &px);
-        Sample s;
-        sample_at(g, py, px, &s);
-        const float mt = m[d * g.taps + t];
-        const float* c0 = image + static_cast<int64_t>(s.index[0]) * g.c;
-        const float* c1 = image + static_cast<int64_t>(s.index[1]) * g.c;
-        const float* c2 = image + static_cast<int64_t>(s.index[2]) * g.c;
-        const float* c3 = image + static_cast<int64_t>(s.index[3]) * g.c;
-        for (int64_t c = d * g.cd; c < (d + 1) * g.cd; ++c)
-          row[col[c] + t * g.cg] =
-              mt * (s.weight[0] * c0[c] + s.weight[1] * c1[c] + s.weight[2] * c2[c] + s.weight[3] * c3[c]);
+#if VCAR_AVX512
+    if (g.cd == 1) {
+      forward_pixel_avx512(g, tt, image, offset + p * 2 * J, m, y, xx, row);
+      continue;
+    }
+#endif
+    s->compute(g, tt, offset + p * 2 * J, y, xx);
+    if (g.cd == 1) {  // one channel per deformable group (every model here)
+      for (int64_t j = 0; j < J; ++j) {
+        const int32_t c = channel[j];
+        values[j] = m[j] * (w0[j] * image[i0[j] * C + c] + w1[j] * image[i1[j] * C + c] +
+                            w2[j] * image[i2[j] * C + c] + w3[j] * image[i3[j] * C + c]);
       }
+      for (int64_t j = 0; j < J; ++j) row[column[j]] = values[j];
+      continue;
+    }
+    for (int64_t j = 0; j < J; ++j) {
+      const float* c0 = image + static_cast<int64_t>(i0[j]) * C + channel[j];
+      const float* c1 = image + static_cast<int64_t>(i1[j]) * C + channel[j];
+      const float* c2 = image + static_cast<int64_t>(i2[j]) * C + channel[j];
+      const float* c3 = image + static_cast<int64_t>(i3[j]) * C + channel[j];
+      const int64_t base = column[j] - column_of(g, channel[j]);  // t * cg
+      for (int64_t c = 0; c < g.cd; ++c)
+        row[base + column_of(g, channel[j] + c)] = m[j] * (w0[j] * c0[c] + w1[j] * c1[c] + w2[j] * c2[c] + w3[j] * c3[c]);
     }
   }
 }
@@ -164,14 +324,15 @@ class DeformConv2DOp : public OpKernel {
     const float *px = x.flat<float>().data(), *poff = offset.flat<float>().data(), *pm = mask.flat<float>().data(),
                 *pk = kernel.flat<float>().data(), *pb = bias.flat<float>().data();
     float* py = out->flat<float>().data();
-    const std::vector<int64_t> col = column_offsets(g);
+    const TapTable tt = tap_table(g);
     const int64_t tiles = (g.pixels + kTile - 1) / kTile;
     auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
     pool->ParallelFor(tiles, kTile * g.col_width * g.o, [&](int64_t first, int64_t last) {
-      std::vector<float> cols(kTile * g.col_width);
+      std::vector<float> cols(kTile * g.col_width), values(g.dg * g.taps);
+      Samples samples(g.dg * g.taps);
       for (int64_t tile = first; tile < last; ++tile) {
         const int64_t p0 = tile * kTile, n = std::min(kTile, g.pixels - p0);
-        build_columns(g, px, poff, pm, col.data(), p0, n, cols.data());
+        build_columns(g, tt, px, poff, pm, p0, n, cols.data(), &samples, values.data());
         Map y(py + p0 * g.o, n, g.o, Eigen::OuterStride<>(g.o));
         ConstMap c(cols.data(), n, g.col_width, Eigen::OuterStride<>(g.col_width));
         ConstMap wk(pk, g.taps * g.cg, g.o, Eigen::OuterStride<>(g.o));
@@ -210,24 +371,32 @@ class DeformConv2DGradOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(4, TensorShape({g.o}), &dbias));
     const float *px = x.flat<float>().data(), *poff = offset.flat<float>().data(), *pm = mask.flat<float>().data(),
                 *pk = kernel.flat<float>().data(), *pg = grad.flat<float>().data();
-    const std::vector<int64_t> col = column_offsets(g);
+    const TapTable tt = tap_table(g);
     const int64_t tiles = (g.pixels + kTile - 1) / kTile;
     auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
     // One chunk per thread; each chunk keeps its own input/kernel/bias gradient (samples of any
-    // pixel may land anywhere in the image), summed at the end. Offset and mask gradients belong
-    // to one pixel each, so chunks write them directly.
+    // pixel may land anywhere in the image), summed at the end; chunk 0 accumulates the input
+    // gradient in the output itself. Offset and mask gradients belong to one pixel each, so
+    // chunks write them directly.
     const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(pool->NumThreads(), tiles));
     const int64_t x_size = x.NumElements(), k_size = kernel.NumElements();
+    float* pdx = dx->flat<float>().data();
     std::vector<std::vector<float>> dx_part(chunks), dk_part(chunks), db_part(chunks);
     pool->ParallelFor(chunks, 1LL << 40, [&](int64_t first, int64_t last) {
       for (int64_t chunk = first; chunk < last; ++chunk) {
-        std::vector<float>& dxc = dx_part[chunk];
+        float* dxc = pdx;
+        if (chunk > 0) {
+          dx_part[chunk].assign(x_size, 0.f);
+          dxc = dx_part[chunk].data();
+        } else {
+          std::fill(pdx, pdx + x_size, 0.f);
+        }
         std::vector<float>& dkc = dk_part[chunk];
         std::vector<float>& dbc = db_part[chunk];
-        dxc.assign(x_size, 0.f);
         dkc.assign(k_size, 0.f);
         dbc.assign(g.o, 0.f);
-        std::vector<float> cols(kTile * g.col_width), dcols(kTile * g.col_width);
+        std::vector<float> cols(kTile * g.col_width), dcols(kTile * g.col_width), scratch(5 * g.dg * g.taps);
+        Samples samples(g.dg * g.taps);
         Map dk(dkc.data(), g.taps * g.cg, g.o, Eigen::OuterStride<>(g.o));
         ConstMap wk(pk, g.taps * g.cg, g.o, Eigen::OuterStride<>(g.o));
         for (int64_t tile = chunk * tiles / chunks; tile < (chunk + 1) * tiles / chunks; ++tile) {
@@ -240,8 +409,8 @@ class DeformConv2DGradOp : public OpKernel {
             dc.block(0, c0, n, width).noalias() = dy.block(0, o0, n, g.og) * wk.block(0, o0, width, g.og).transpose();
           }
           // one sampling pass: the columns (for the kernel gradient) and every sampled gradient
-          scatter(g, px, poff, pm, col.data(), p0, n, dcols.data(), cols.data(), dxc.data(),
-                  doff->flat<float>().data(), dmask->flat<float>().data());
+          scatter(g, tt, px, poff, pm, p0, n, dcols.data(), cols.data(), dxc, doff->flat<float>().data(),
+                  dmask->flat<float>().data(), &samples, scratch.data());
           for (int64_t grp = 0; grp < g.groups; ++grp) {
             const int64_t c0 = grp * g.taps * g.cg, width = g.taps * g.cg, o0 = grp * g.og;
             dk.block(0, o0, width, g.og).noalias() += c.block(0, c0, n, width).transpose() * dy.block(0, o0, n, g.og);
@@ -250,12 +419,12 @@ class DeformConv2DGradOp : public OpKernel {
         }
       }
     });
-    float *pdx = dx->flat<float>().data(), *pdk = dkernel->flat<float>().data(), *pdb = dbias->flat<float>().data();
-    std::fill(pdx, pdx + x_size, 0.f);
+    float *pdk = dkernel->flat<float>().data(), *pdb = dbias->flat<float>().data();
     std::fill(pdk, pdk + k_size, 0.f);
     std::fill(pdb, pdb + g.o, 0.f);
     for (int64_t chunk = 0; chunk < chunks; ++chunk) {
-      for (int64_t i = 0; i < x_size; ++i) pdx[i] += dx_part[chunk][i];
+      if (chunk > 0)
+        for (int64_t i = 0; i < x_size; ++i) pdx[i] += dx_part[chunk][i];
       for (int64_t i = 0; i < k_size; ++i) pdk[i] += dk_part[chunk][i];
       for (int64_t i = 0; i < g.o; ++i) pdb[i] += db_part[chunk][i];
     }
@@ -263,47 +432,94 @@ class DeformConv2DGradOp : public OpKernel {
 
  private:
   // Column gradients of pixels [p0, p0 + n) -> input, offset and mask gradients; also writes the
-  // tile's im2col columns (as build_columns does) from the same samples.
-  static void scatter(const Geometry& g, const float* x, const float* offset, const float* mask, const int64_t* col,
-                      int64_t p0, int64_t n, const float* dcols, float* cols, float* dx, float* doff, float* dmask) {
+  // tile's im2col columns (as build_columns does) from the same samples. scratch holds 5 * J.
+  static void scatter(const Geometry& g, const TapTable& tt, const float* x, const float* offset, const float* mask,
+                      int64_t p0, int64_t n, const float* dcols, float* cols, float* dx, float* doff, float* dmask,
+                      Samples* s, float* scratch) {
+    const int64_t J = s->n, C = g.c;
+    const int32_t *i0 = s->index.data(), *i1 = i0 + J, *i2 = i1 + J, *i3 = i2 + J;
+    const float *w0 = s->weight.data(), *w1 = w0 + J, *w2 = w1 + J, *w3 = w2 + J;
+    const float *v0 = s->inside.data(), *v1 = v0 + J, *v2 = v1 + J, *v3 = v2 + J;
+    const float *ly = s->ly.data(), *lx = s->lx.data();
+    const int32_t *channel = tt.channel.data(), *column = tt.column.data();
+    float *values = scratch, *g0 = scratch + J, *g1 = g0 + J, *g2 = g1 + J, *g3 = g2 + J;
     for (int64_t i = 0; i < n; ++i) {
       const int64_t p = p0 + i, hw = p % (g.h * g.w), y = hw / g.w, xx = hw % g.w;
-      const float* image = x + (p - hw) * g.c;
-      float* dimage = dx + (p - hw) * g.c;
-      const float* off = offset + p * 2 * g.dg * g.taps;
+      const float* image = x + (p - hw) * C;
+      float* dimage = dx + (p - hw) * C;
+      const float* m = mask + p * J;
       const float* drow = dcols + i * g.col_width;
       float* row = cols + i * g.col_width;
-      for (int64_t d = 0; d < g.dg; ++d) {
-        for (int64_t t = 0; t < g.taps; ++t) {
-          float py, px, dwdy[4], dwdx[4];
-          tap_position(g, off, y, xx, d, t, &py, &px);
-          Sample s;
-          sample_at(g, py, px, &s, dwdy, dwdx);
-          const int64_t mi = p * g.dg * g.taps + d * g.taps + t;
-          const float m = mask[mi];
-          float gm_sum = 0.f, gy = 0.f, gx = 0.f;
-          for (int64_t c = d * g.cd; c < (d + 1) * g.cd; ++c) {
-            const int64_t column = col[c] + t * g.cg;
-            const float gcol = drow[column];
-            float v = 0.f, vy = 0.f, vx = 0.f;
-            for (int corner = 0; corner < 4; ++corner) {
-              const int64_t at = static_cast<int64_t>(s.index[corner]) * g.c + c;
-              const float pixel = image[at];
-              v += s.weight[corner] * pixel;
-              vy += dwdy[corner] * pixel;
-              vx += dwdx[corner] * pixel;
-              dimage[at] += gcol * m * s.weight[corner];
-            }
-            row[column] = m * v;
-            gm_sum += gcol * v;
-            gy += gcol * vy;
-            gx += gcol * vx;
-          }
-          dmask[mi] = gm_sum;
-          float* dof = doff + p * 2 * g.dg * g.taps + d * 2 * g.taps + 2 * t;
-          dof[0] = gy * m;
-          dof[1] = gx * m;
+      float* dm = dmask + p * J;
+      float* dof = doff + p * 2 * J;
+#if VCAR_AVX512
+      if (g.cd == 1) {
+        int32_t index_scratch[64];
+        float grad_scratch[64];
+        backward_pixel_avx512(g, tt, image, offset + p * 2 * J, m, y, xx, drow, row, dimage, dm, dof, index_scratch,
+                              grad_scratch);
+        continue;
+      }
+#endif
+      s->compute(g, tt, offset + p * 2 * J, y, xx);
+      // d(weight)/dy of the corners is -(1-lx), -lx, (1-lx), lx (times inside); d/dx likewise.
+      if (g.cd == 1) {
+        for (int64_t j = 0; j < J; ++j) {
+          const int32_t c = channel[j];
+          const float q0 = image[i0[j] * C + c], q1 = image[i1[j] * C + c];
+          const float q2 = image[i2[j] * C + c], q3 = image[i3[j] * C + c];
+          const float gcol = drow[column[j]], a = ly[j], b = lx[j];
+          const float v = w0[j] * q0 + w1[j] * q1 + w2[j] * q2 + w3[j] * q3;
+          const float vy = -(1.f - b) * v0[j] * q0 - b * v1[j] * q1 + (1.f - b) * v2[j] * q2 + b * v3[j] * q3;
+          const float vx = -(1.f - a) * v0[j] * q0 + (1.f - a) * v1[j] * q1 - a * v2[j] * q2 + a * v3[j] * q3;
+          values[j] = m[j] * v;
+          dm[j] = gcol * v;
+          dof[2 * j] = gcol * vy * m[j];
+          dof[2 * j + 1] = gcol * vx * m[j];
+          const float gm = gcol * m[j];
+          g0[j] = gm * w0[j];
+          g1[j] = gm * w1[j];
+          g2[j] = gm * w2[j];
+          g3[j] = gm * w3[j];
         }
+        for (int64_t j = 0; j < J; ++j) {  // scalar: corners of different taps may coincide
+          const int32_t c = channel[j];
+          row[column[j]] = values[j];
+          dimage[i0[j] * C + c] += g0[j];
+          dimage[i1[j] * C + c] += g1[j];
+          dimage[i2[j] * C + c] += g2[j];
+          dimage[i3[j] * C + c] += g3[j];
+        }
+        continue;
+      }
+      for (int64_t j = 0; j < J; ++j) {
+        const int64_t base = column[j] - column_of(g, channel[j]);  // t * cg
+        const int64_t at[4] = {static_cast<int64_t>(i0[j]) * C, static_cast<int64_t>(i1[j]) * C,
+                               static_cast<int64_t>(i2[j]) * C, static_cast<int64_t>(i3[j]) * C};
+        const float w[4] = {w0[j], w1[j], w2[j], w3[j]};
+        const float a = ly[j], b = lx[j];
+        const float dwdy[4] = {-(1.f - b) * v0[j], -b * v1[j], (1.f - b) * v2[j], b * v3[j]};
+        const float dwdx[4] = {-(1.f - a) * v0[j], (1.f - a) * v1[j], -a * v2[j], a * v3[j]};
+        float gm_sum = 0.f, gy = 0.f, gx = 0.f;
+        for (int64_t c = channel[j]; c < channel[j] + g.cd; ++c) {
+          const int64_t col = base + column_of(g, c);
+          const float gcol = drow[col];
+          float v = 0.f, vy = 0.f, vx = 0.f;
+          for (int corner = 0; corner < 4; ++corner) {
+            const float pixel = image[at[corner] + c];
+            v += w[corner] * pixel;
+            vy += dwdy[corner] * pixel;
+            vx += dwdx[corner] * pixel;
+            dimage[at[corner] + c] += gcol * m[j] * w[corner];
+          }
+          row[col] = m[j] * v;
+          gm_sum += gcol * v;
+          gy += gcol * vy;
+          gx += gcol * vx;
+        }
+        dm[j] = gm_sum;
+        dof[2 * j] = gy * m[j];
+        dof[2 * j + 1] = gx * m[j];
       }
     }
   }

@@ -22,6 +22,12 @@ _LOADED = {}
 ARCH_FLAGS = (["-march=native", "-mno-avx512fp16"], ["-march=native"], ["-mavx2", "-mfma"], [])
 
 
+def portable_flags():
+    """VCAR_OPS_PORTABLE=1 builds without AVX-512, so the kernels' plain C++ paths (what a CPU
+    without AVX-512 runs) can be tested on any machine."""
+    return ["-mno-avx512f"] if os.environ.get("VCAR_OPS_PORTABLE") == "1" else []
+
+
 def source_dir():
     """custom_ops/ of a source checkout, or its installed copy vcar_tf/_custom_ops."""
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -54,6 +60,7 @@ def build_library(name, sources):
             digest.update(f.read())
     digest.update(tf.__version__.encode())
     digest.update(_cpu_id().encode())
+    digest.update(" ".join(portable_flags()).encode())
     out_dir = cache_dir()
     os.makedirs(out_dir, exist_ok=True)
     target = os.path.join(out_dir, f"{name}-tf{tf.__version__}-{digest.hexdigest()[:12]}.so")
@@ -67,7 +74,7 @@ def build_library(name, sources):
         print(f"building the fused {name} op for TF {tf.__version__} (once; cached in {out_dir})", file=sys.stderr)
         first_error = None
         for arch in ARCH_FLAGS:
-            cmd = ["g++", "-std=c++17", "-shared", "-fPIC", "-O3", *arch, "-w", *sources, "-o", tmp,
+            cmd = ["g++", "-std=c++17", "-shared", "-fPIC", "-O3", *arch, *portable_flags(), "-w", *sources, "-o", tmp,
                    *tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags()]
             try:
                 r = subprocess.run(cmd, capture_output=True, text=True)
