@@ -42,7 +42,7 @@ def test_output_depends_on_the_carried_state(rfda):
     window = clip(7)
     state = rfda.initial_state(window)
     assert np.abs(np.asarray(rfda.step(window, state)[1]) - np.asarray(rfda.step(window, state + 1.0)[1])).max() > 1e-3
-    # (six DSTA gates of about 0.25 each hide it from an untrained RFDA's output; STDF+RF shows it)
+    # STDF+RF shows it without the six DSTA blocks in between
     stdf_rf = perturb_weights(build("stdf_rf"), scale=0.02)
     out_zero, _ = stdf_rf.step(window, state)
     out_other, _ = stdf_rf.step(window, state + 1.0)
@@ -96,3 +96,19 @@ def test_recurrent_keras_roundtrip(name, tmp_path):
     loaded = keras.models.load_model(path)
     assert loaded.recurrent
     np.testing.assert_allclose(loaded(x), model(x), atol=1e-6)
+
+
+def test_dsta_gates_start_open():
+    """Six DSTA blocks in a row must not hide the features at initialisation (gate bias 3)."""
+    import keras
+
+    from vcar_tf.models.rfda.model import dsta_block
+
+    x = keras.Input((None, None, 48))
+    y = x
+    for i in range(6):
+        y = dsta_block(y, f"d{i}")
+    model = keras.Model(x, y)
+    features = np.random.default_rng(0).random((1, 24, 32, 48)).astype(np.float32)
+    ratio = float(np.mean(np.asarray(model(features)) / features))
+    assert 0.4 < ratio < 1.0, ratio  # sigmoid(3)^2 = 0.907 per block, 0.56 for six; 2e-4 with bias 0
