@@ -5,7 +5,8 @@
 // outside the image (a corner contributes only when it lies inside).
 //
 // The work is split into tiles of pixels; a tile builds its own im2col block (never the whole
-// image's), multiplies it with Eigen, and tiles run on TF's CPU thread pool.
+// image's), multiplies it with Eigen, and tiles run on TF's CPU thread pool. With AVX-512 and one
+// channel per deformable group, 16 taps are sampled at a time with gathers; otherwise plain C++.
 
 #include <algorithm>
 #include <cmath>
@@ -64,8 +65,8 @@ TapTable tap_table(const Geometry& g) {
   return tt;
 }
 
-// Bilinear samples of every (group, tap) of one pixel, in structure-of-arrays form so that the
-// loops over j vectorise. A corner outside the image has weight 0 and a clamped (valid) index;
+// Bilinear samples of every (group, tap) of one pixel (the portable path; the AVX-512 one is
+// sample_block). A corner outside the image has weight 0 and a clamped (valid) index;
 // a corner counts when it lies inside, so partial corners (-1 < y < H) count.
 struct Samples {
   explicit Samples(int64_t n) : index(4 * n), weight(4 * n), ly(n), lx(n), inside(4 * n), n(n) {}
@@ -188,8 +189,10 @@ inline void forward_pixel_avx512(const Geometry& g, const TapTable& tt, const fl
 // (a vector read-add-write per corner when its 16 elements differ, scalar adds otherwise).
 inline void backward_pixel_avx512(const Geometry& g, const TapTable& tt, const float* image, const float* off,
                                   const float* m, int64_t y, int64_t x, const float* drow, float* row, float* dimage,
-                                  float* dm, float* dof, int32_t* index_scratch, float* grad_scratch) {
+                                  float* dm, float* dof) {
   const int64_t J = g.dg * g.taps;
+  int32_t index_scratch[16];
+  float grad_scratch[16];
   const __m512i lo_idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
   const __m512i hi_idx = _mm512_add_epi32(lo_idx, _mm512_set1_epi32(8));
   const __m512 one_f = _mm512_set1_ps(1.f);
@@ -238,7 +241,7 @@ inline void backward_pixel_avx512(const Geometry& g, const TapTable& tt, const f
 
 // im2col of pixels [p0, p0 + n): cols (n, col_width), masked samples.
 void build_columns(const Geometry& g, const TapTable& tt, const float* x, const float* offset, const float* mask,
-                   int64_t p0, int64_t n, float* cols, Samples* s, float* values) {
+                   int64_t p0, int64_t n, float* cols, Samples* s) {
   const int64_t J = s->n, C = g.c;
   const int32_t *i0 = s->index.data(), *i1 = i0 + J, *i2 = i1 + J, *i3 = i2 + J;
   const float *w0 = s->weight.data(), *w1 = w0 + J, *w2 = w1 + J, *w3 = w2 + J;
@@ -255,15 +258,6 @@ void build_columns(const Geometry& g, const TapTable& tt, const float* x, const 
     }
 #endif
     s->compute(g, tt, offset + p * 2 * J, y, xx);
-    if (g.cd == 1) {  // one channel per deformable group (every model here)
-      for (int64_t j = 0; j < J; ++j) {
-        const int32_t c = channel[j];
-        values[j] = m[j] * (w0[j] * image[i0[j] * C + c] + w1[j] * image[i1[j] * C + c] +
-                            w2[j] * image[i2[j] * C + c] + w3[j] * image[i3[j] * C + c]);
-      }
-      for (int64_t j = 0; j < J; ++j) row[column[j]] = values[j];
-      continue;
-    }
     for (int64_t j = 0; j < J; ++j) {
       const float* c0 = image + static_cast<int64_t>(i0[j]) * C + channel[j];
       const float* c1 = image + static_cast<int64_t>(i1[j]) * C + channel[j];
@@ -337,11 +331,11 @@ class DeformConv2DOp : public OpKernel {
     const int64_t tiles = (g.pixels + kTile - 1) / kTile;
     auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
     pool->ParallelFor(tiles, kTile * g.col_width * g.o, [&](int64_t first, int64_t last) {
-      std::vector<float> cols(kTile * g.col_width), values(g.dg * g.taps);
+      std::vector<float> cols(kTile * g.col_width);
       Samples samples(g.dg * g.taps);
       for (int64_t tile = first; tile < last; ++tile) {
         const int64_t p0 = tile * kTile, n = std::min(kTile, g.pixels - p0);
-        build_columns(g, tt, px, poff, pm, p0, n, cols.data(), &samples, values.data());
+        build_columns(g, tt, px, poff, pm, p0, n, cols.data(), &samples);
         Map y(py + p0 * g.o, n, g.o, Eigen::OuterStride<>(g.o));
         ConstMap c(cols.data(), n, g.col_width, Eigen::OuterStride<>(g.col_width));
         ConstMap wk(pk, g.taps * g.cg, g.o, Eigen::OuterStride<>(g.o));
@@ -404,7 +398,7 @@ class DeformConv2DGradOp : public OpKernel {
         std::vector<float>& dbc = db_part[chunk];
         dkc.assign(k_size, 0.f);
         dbc.assign(g.o, 0.f);
-        std::vector<float> cols(kTile * g.col_width), dcols(kTile * g.col_width), scratch(5 * g.dg * g.taps);
+        std::vector<float> cols(kTile * g.col_width), dcols(kTile * g.col_width);
         Samples samples(g.dg * g.taps);
         Map dk(dkc.data(), g.taps * g.cg, g.o, Eigen::OuterStride<>(g.o));
         ConstMap wk(pk, g.taps * g.cg, g.o, Eigen::OuterStride<>(g.o));
@@ -419,7 +413,7 @@ class DeformConv2DGradOp : public OpKernel {
           }
           // one sampling pass: the columns (for the kernel gradient) and every sampled gradient
           scatter(g, tt, px, poff, pm, p0, n, dcols.data(), cols.data(), dxc, doff->flat<float>().data(),
-                  dmask->flat<float>().data(), &samples, scratch.data());
+                  dmask->flat<float>().data(), &samples);
           for (int64_t grp = 0; grp < g.groups; ++grp) {
             const int64_t c0 = grp * g.taps * g.cg, width = g.taps * g.cg, o0 = grp * g.og;
             dk.block(0, o0, width, g.og).noalias() += c.block(0, c0, n, width).transpose() * dy.block(0, o0, n, g.og);
@@ -441,17 +435,16 @@ class DeformConv2DGradOp : public OpKernel {
 
  private:
   // Column gradients of pixels [p0, p0 + n) -> input, offset and mask gradients; also writes the
-  // tile's im2col columns (as build_columns does) from the same samples. scratch holds 5 * J.
+  // tile's im2col columns (as build_columns does) from the same samples.
   static void scatter(const Geometry& g, const TapTable& tt, const float* x, const float* offset, const float* mask,
                       int64_t p0, int64_t n, const float* dcols, float* cols, float* dx, float* doff, float* dmask,
-                      Samples* s, float* scratch) {
+                      Samples* s) {
     const int64_t J = s->n, C = g.c;
     const int32_t *i0 = s->index.data(), *i1 = i0 + J, *i2 = i1 + J, *i3 = i2 + J;
     const float *w0 = s->weight.data(), *w1 = w0 + J, *w2 = w1 + J, *w3 = w2 + J;
     const float *v0 = s->inside.data(), *v1 = v0 + J, *v2 = v1 + J, *v3 = v2 + J;
     const float *ly = s->ly.data(), *lx = s->lx.data();
     const int32_t *channel = tt.channel.data(), *column = tt.column.data();
-    float *values = scratch, *g0 = scratch + J, *g1 = g0 + J, *g2 = g1 + J, *g3 = g2 + J;
     for (int64_t i = 0; i < n; ++i) {
       const int64_t p = p0 + i, hw = p % (g.h * g.w), y = hw / g.w, xx = hw % g.w;
       const float* image = x + (p - hw) * C;
@@ -463,44 +456,12 @@ class DeformConv2DGradOp : public OpKernel {
       float* dof = doff + p * 2 * J;
 #if VCAR_AVX512
       if (g.cd == 1) {
-        int32_t index_scratch[16];
-        float grad_scratch[16];
-        backward_pixel_avx512(g, tt, image, offset + p * 2 * J, m, y, xx, drow, row, dimage, dm, dof, index_scratch,
-                              grad_scratch);
+        backward_pixel_avx512(g, tt, image, offset + p * 2 * J, m, y, xx, drow, row, dimage, dm, dof);
         continue;
       }
 #endif
       s->compute(g, tt, offset + p * 2 * J, y, xx);
       // d(weight)/dy of the corners is -(1-lx), -lx, (1-lx), lx (times inside); d/dx likewise.
-      if (g.cd == 1) {
-        for (int64_t j = 0; j < J; ++j) {
-          const int32_t c = channel[j];
-          const float q0 = image[i0[j] * C + c], q1 = image[i1[j] * C + c];
-          const float q2 = image[i2[j] * C + c], q3 = image[i3[j] * C + c];
-          const float gcol = drow[column[j]], a = ly[j], b = lx[j];
-          const float v = w0[j] * q0 + w1[j] * q1 + w2[j] * q2 + w3[j] * q3;
-          const float vy = -(1.f - b) * v0[j] * q0 - b * v1[j] * q1 + (1.f - b) * v2[j] * q2 + b * v3[j] * q3;
-          const float vx = -(1.f - a) * v0[j] * q0 + (1.f - a) * v1[j] * q1 - a * v2[j] * q2 + a * v3[j] * q3;
-          values[j] = m[j] * v;
-          dm[j] = gcol * v;
-          dof[2 * j] = gcol * vy * m[j];
-          dof[2 * j + 1] = gcol * vx * m[j];
-          const float gm = gcol * m[j];
-          g0[j] = gm * w0[j];
-          g1[j] = gm * w1[j];
-          g2[j] = gm * w2[j];
-          g3[j] = gm * w3[j];
-        }
-        for (int64_t j = 0; j < J; ++j) {  // scalar: corners of different taps may coincide
-          const int32_t c = channel[j];
-          row[column[j]] = values[j];
-          dimage[i0[j] * C + c] += g0[j];
-          dimage[i1[j] * C + c] += g1[j];
-          dimage[i2[j] * C + c] += g2[j];
-          dimage[i3[j] * C + c] += g3[j];
-        }
-        continue;
-      }
       for (int64_t j = 0; j < J; ++j) {
         const int64_t base = column[j] - column_of(g, channel[j]);  // t * cg
         const int64_t at[4] = {static_cast<int64_t>(i0[j]) * C, static_cast<int64_t>(i1[j]) * C,
