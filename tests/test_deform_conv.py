@@ -119,13 +119,17 @@ def _fused_or_skip():
         pytest.skip(str(e))
 
 
-@pytest.mark.parametrize("seed,shape", [
+FUSED_CASES = [
     (0, dict(b=2, h=5, w=7, c_in=4, c_out=6, k=3, dg=2, groups=1)),
     (1, dict(b=1, h=9, w=8, c_in=8, c_out=4, k=3, dg=4, groups=2)),
     (2, dict(b=2, h=6, w=5, c_in=3, c_out=5, k=1, dg=3, groups=1)),
     (3, dict(b=1, h=23, w=19, c_in=7, c_out=64, k=3, dg=7, groups=1, spread=6.0)),  # many samples leave
     (4, dict(b=1, h=40, w=33, c_in=14, c_out=8, k=5, dg=7, groups=2)),  # several tiles
-])
+    (5, dict(b=1, h=7, w=9, c_in=4, c_out=6, k=3, dg=4, groups=2)),  # one channel per deformable group, 2 groups
+]
+
+
+@pytest.mark.parametrize("seed,shape", FUSED_CASES)
 def test_fused_matches_composite_forward_and_every_gradient(seed, shape):
     lib = _fused_or_skip()
     x, offset, mask, kernel, bias = (tf.constant(a, tf.float32) for a in random_case(seed, **shape))
@@ -152,7 +156,7 @@ def test_fused_portable_build_without_avx512_matches_too(tmp_path):
     env = dict(os.environ, VCAR_OPS_PORTABLE="1", VCAR_TF_CACHE=str(tmp_path))
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
                         "-k", "fused_matches_composite"], env=env, capture_output=True, text=True)
-    assert r.returncode == 0 and "5 passed" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
+    assert r.returncode == 0 and f"{len(FUSED_CASES)} passed" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
     built = os.listdir(os.path.join(tmp_path, "ops"))
     assert any(name.endswith(".so") for name in built), built
 

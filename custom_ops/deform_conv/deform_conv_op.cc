@@ -44,13 +44,14 @@ struct Geometry {
 
 // Per-(deformable group, tap) constants, j = d * taps + t: the tap's offset from the centre, the
 // group's first input channel, and the im2col column of that channel at that tap.
+// im2col columns are channel-major, c * taps + t, so a group of `groups` is a contiguous block of
+// columns and, with one channel per deformable group, the column of j is j itself; the kernel's
+// rows (t, c) are permuted to match (kernel_rows_channel_major).
 struct TapTable {
   std::vector<float> ty, tx;
   std::vector<int32_t> channel, column;
 };
 
-// Column of channel c at tap 0 in the (group, tap, channel-in-group) layout; tap t adds t * cg.
-inline int64_t column_of(const Geometry& g, int64_t c) { return (c / g.cg) * g.taps * g.cg + (c % g.cg); }
 
 TapTable tap_table(const Geometry& g) {
   const int64_t n = g.dg * g.taps;
@@ -60,7 +61,7 @@ TapTable tap_table(const Geometry& g) {
     tt.ty[j] = g.tap_y[t];
     tt.tx[j] = g.tap_x[t];
     tt.channel[j] = static_cast<int32_t>(d * g.cd);
-    tt.column[j] = static_cast<int32_t>(column_of(g, d * g.cd) + t * g.cg);
+    tt.column[j] = static_cast<int32_t>(d * g.cd * g.taps + t);
   }
   return tt;
 }
@@ -125,7 +126,7 @@ struct Block {
   __m512i index[4];  // element index (y * W + x) * C + channel
 };
 
-inline Block sample_block(const Geometry& g, const TapTable& tt, const float* off, int64_t y, int64_t x, int64_t j,
+__attribute__((always_inline)) inline Block sample_block(const Geometry& g, const TapTable& tt, const float* off, int64_t y, int64_t x, int64_t j,
                           int64_t n) {
   Block blk;
   blk.k = first_lanes(n);
@@ -180,8 +181,7 @@ inline void forward_pixel_avx512(const Geometry& g, const TapTable& tt, const fl
     for (int corner = 0; corner < 4; ++corner)
       v = _mm512_fmadd_ps(blk.w[corner],
                           _mm512_mask_i32gather_ps(_mm512_setzero_ps(), blk.k, blk.index[corner], image, 4), v);
-    v = _mm512_mul_ps(_mm512_maskz_loadu_ps(blk.k, m + j), v);
-    _mm512_mask_i32scatter_ps(row, blk.k, _mm512_maskz_loadu_epi32(blk.k, tt.column.data() + j), v, 4);
+    _mm512_mask_storeu_ps(row + j, blk.k, _mm512_mul_ps(_mm512_maskz_loadu_ps(blk.k, m + j), v));  // column j
   }
 }
 
@@ -202,8 +202,7 @@ inline void backward_pixel_avx512(const Geometry& g, const TapTable& tt, const f
     __m512 q[4];
     for (int corner = 0; corner < 4; ++corner)
       q[corner] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), blk.k, blk.index[corner], image, 4);
-    const __m512i column = _mm512_maskz_loadu_epi32(blk.k, tt.column.data() + j);
-    const __m512 gcol = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), blk.k, column, drow, 4);
+    const __m512 gcol = _mm512_maskz_loadu_ps(blk.k, drow + j);  // column j
     const __m512 mj = _mm512_maskz_loadu_ps(blk.k, m + j);
     __m512 v = _mm512_setzero_ps();
     for (int corner = 0; corner < 4; ++corner) v = _mm512_fmadd_ps(blk.w[corner], q[corner], v);
@@ -214,7 +213,7 @@ inline void backward_pixel_avx512(const Geometry& g, const TapTable& tt, const f
     const __m512 q2 = _mm512_mask_mov_ps(z, blk.inside[2], q[2]), q3 = _mm512_mask_mov_ps(z, blk.inside[3], q[3]);
     const __m512 vy = _mm512_add_ps(_mm512_mul_ps(ib, _mm512_sub_ps(q2, q0)), _mm512_mul_ps(blk.b, _mm512_sub_ps(q3, q1)));
     const __m512 vx = _mm512_add_ps(_mm512_mul_ps(ia, _mm512_sub_ps(q1, q0)), _mm512_mul_ps(blk.a, _mm512_sub_ps(q3, q2)));
-    _mm512_mask_i32scatter_ps(row, blk.k, column, _mm512_mul_ps(mj, v), 4);
+    _mm512_mask_storeu_ps(row + j, blk.k, _mm512_mul_ps(mj, v));
     _mm512_mask_storeu_ps(dm + j, blk.k, _mm512_mul_ps(gcol, v));
     const __m512 gy = _mm512_mul_ps(_mm512_mul_ps(gcol, vy), mj), gx = _mm512_mul_ps(_mm512_mul_ps(gcol, vx), mj);
     _mm512_mask_storeu_ps(dof + 2 * j, first_lanes(2 * n), _mm512_permutex2var_ps(gy, lo_idx, gx));
@@ -222,7 +221,7 @@ inline void backward_pixel_avx512(const Geometry& g, const TapTable& tt, const f
     const __m512 gm = _mm512_mul_ps(gcol, mj);
     for (int corner = 0; corner < 4; ++corner) {
       const __m512 add = _mm512_mul_ps(gm, blk.w[corner]);
-#if defined(__AVX512CD__)
+#if defined(__AVX512CD__) && defined(VCAR_CONFLICT)
       // a vector read-add-write of the 16 corners unless two of them are the same element
       const __m512i conflicts = _mm512_maskz_conflict_epi32(blk.k, blk.index[corner]);
       if (_mm512_mask_test_epi32_mask(blk.k, conflicts, conflicts) == 0) {
@@ -263,11 +262,26 @@ void build_columns(const Geometry& g, const TapTable& tt, const float* x, const 
       const float* c1 = image + static_cast<int64_t>(i1[j]) * C + channel[j];
       const float* c2 = image + static_cast<int64_t>(i2[j]) * C + channel[j];
       const float* c3 = image + static_cast<int64_t>(i3[j]) * C + channel[j];
-      const int64_t base = column[j] - column_of(g, channel[j]);  // t * cg
       for (int64_t c = 0; c < g.cd; ++c)
-        row[base + column_of(g, channel[j] + c)] = m[j] * (w0[j] * c0[c] + w1[j] * c1[c] + w2[j] * c2[c] + w3[j] * c3[c]);
+        row[column[j] + c * g.taps] = m[j] * (w0[j] * c0[c] + w1[j] * c1[c] + w2[j] * c2[c] + w3[j] * c3[c]);
     }
   }
+}
+
+// Kernel row (t * cg + c) <-> im2col column order (c * taps + t) within a group: the row of
+// each column, so kernel_rows[c * taps + t] = kernel[row_of_column[...]] and back for its gradient.
+std::vector<int64_t> kernel_row_of_column(const Geometry& g) {
+  std::vector<int64_t> row(g.taps * g.cg);
+  for (int64_t c = 0; c < g.cg; ++c)
+    for (int64_t t = 0; t < g.taps; ++t) row[c * g.taps + t] = t * g.cg + c;
+  return row;
+}
+
+std::vector<float> kernel_in_column_order(const Geometry& g, const float* kernel) {
+  const std::vector<int64_t> row = kernel_row_of_column(g);
+  std::vector<float> out(row.size() * g.o);
+  for (size_t r = 0; r < row.size(); ++r) std::copy(kernel + row[r] * g.o, kernel + (row[r] + 1) * g.o, out.data() + r * g.o);
+  return out;
 }
 
 #define VCAR_CHECK(cond, msg) \
@@ -328,6 +342,7 @@ class DeformConv2DOp : public OpKernel {
                 *pk = kernel.flat<float>().data(), *pb = bias.flat<float>().data();
     float* py = out->flat<float>().data();
     const TapTable tt = tap_table(g);
+    const std::vector<float> kernel_rows = kernel_in_column_order(g, pk);
     const int64_t tiles = (g.pixels + kTile - 1) / kTile;
     auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
     pool->ParallelFor(tiles, kTile * g.col_width * g.o, [&](int64_t first, int64_t last) {
@@ -338,7 +353,7 @@ class DeformConv2DOp : public OpKernel {
         build_columns(g, tt, px, poff, pm, p0, n, cols.data(), &samples);
         Map y(py + p0 * g.o, n, g.o, Eigen::OuterStride<>(g.o));
         ConstMap c(cols.data(), n, g.col_width, Eigen::OuterStride<>(g.col_width));
-        ConstMap wk(pk, g.taps * g.cg, g.o, Eigen::OuterStride<>(g.o));
+        ConstMap wk(kernel_rows.data(), g.taps * g.cg, g.o, Eigen::OuterStride<>(g.o));
         for (int64_t grp = 0; grp < g.groups; ++grp)
           y.block(0, grp * g.og, n, g.og).noalias() =
               c.block(0, grp * g.taps * g.cg, n, g.taps * g.cg) * wk.block(0, grp * g.og, g.taps * g.cg, g.og);
@@ -375,6 +390,7 @@ class DeformConv2DGradOp : public OpKernel {
     const float *px = x.flat<float>().data(), *poff = offset.flat<float>().data(), *pm = mask.flat<float>().data(),
                 *pk = kernel.flat<float>().data(), *pg = grad.flat<float>().data();
     const TapTable tt = tap_table(g);
+    const std::vector<float> kernel_rows = kernel_in_column_order(g, pk);
     const int64_t tiles = (g.pixels + kTile - 1) / kTile;
     auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
     // One chunk per thread; each chunk keeps its own input/kernel/bias gradient (samples of any
@@ -401,7 +417,7 @@ class DeformConv2DGradOp : public OpKernel {
         std::vector<float> cols(kTile * g.col_width), dcols(kTile * g.col_width);
         Samples samples(g.dg * g.taps);
         Map dk(dkc.data(), g.taps * g.cg, g.o, Eigen::OuterStride<>(g.o));
-        ConstMap wk(pk, g.taps * g.cg, g.o, Eigen::OuterStride<>(g.o));
+        ConstMap wk(kernel_rows.data(), g.taps * g.cg, g.o, Eigen::OuterStride<>(g.o));
         for (int64_t tile = chunk * tiles / chunks; tile < (chunk + 1) * tiles / chunks; ++tile) {
           const int64_t p0 = tile * kTile, n = std::min(kTile, g.pixels - p0);
           ConstMap c(cols.data(), n, g.col_width, Eigen::OuterStride<>(g.col_width));
@@ -425,10 +441,12 @@ class DeformConv2DGradOp : public OpKernel {
     float *pdk = dkernel->flat<float>().data(), *pdb = dbias->flat<float>().data();
     std::fill(pdk, pdk + k_size, 0.f);
     std::fill(pdb, pdb + g.o, 0.f);
+    const std::vector<int64_t> kernel_row = kernel_row_of_column(g);
     for (int64_t chunk = 0; chunk < chunks; ++chunk) {
       if (chunk > 0)
         for (int64_t i = 0; i < x_size; ++i) pdx[i] += dx_part[chunk][i];
-      for (int64_t i = 0; i < k_size; ++i) pdk[i] += dk_part[chunk][i];
+      for (size_t r = 0; r < kernel_row.size(); ++r)
+        for (int64_t o = 0; o < g.o; ++o) pdk[kernel_row[r] * g.o + o] += dk_part[chunk][r * g.o + o];
       for (int64_t i = 0; i < g.o; ++i) pdb[i] += db_part[chunk][i];
     }
   }
@@ -463,7 +481,6 @@ class DeformConv2DGradOp : public OpKernel {
       s->compute(g, tt, offset + p * 2 * J, y, xx);
       // d(weight)/dy of the corners is -(1-lx), -lx, (1-lx), lx (times inside); d/dx likewise.
       for (int64_t j = 0; j < J; ++j) {
-        const int64_t base = column[j] - column_of(g, channel[j]);  // t * cg
         const int64_t at[4] = {static_cast<int64_t>(i0[j]) * C, static_cast<int64_t>(i1[j]) * C,
                                static_cast<int64_t>(i2[j]) * C, static_cast<int64_t>(i3[j]) * C};
         const float w[4] = {w0[j], w1[j], w2[j], w3[j]};
@@ -472,7 +489,7 @@ class DeformConv2DGradOp : public OpKernel {
         const float dwdx[4] = {-(1.f - a) * v0[j], (1.f - a) * v1[j], -a * v2[j], a * v3[j]};
         float gm_sum = 0.f, gy = 0.f, gx = 0.f;
         for (int64_t c = channel[j]; c < channel[j] + g.cd; ++c) {
-          const int64_t col = base + column_of(g, c);
+          const int64_t col = column[j] + (c - channel[j]) * g.taps;
           const float gcol = drow[col];
           float v = 0.f, vy = 0.f, vx = 0.f;
           for (int corner = 0; corner < 4; ++corner) {
