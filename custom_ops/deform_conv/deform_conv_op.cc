@@ -186,7 +186,7 @@ inline void forward_pixel_avx512(const Geometry& g, const TapTable& tt, const fl
 }
 
 // Backward of one pixel: its im2col row, mask and offset gradients, and the input gradient
-// (a vector read-add-write per corner when its 16 elements differ, scalar adds otherwise).
+// (scalar adds: a conflict-checked gather/scatter per corner measured slower).
 inline void backward_pixel_avx512(const Geometry& g, const TapTable& tt, const float* image, const float* off,
                                   const float* m, int64_t y, int64_t x, const float* drow, float* row, float* dimage,
                                   float* dm, float* dof) {
@@ -221,15 +221,6 @@ inline void backward_pixel_avx512(const Geometry& g, const TapTable& tt, const f
     const __m512 gm = _mm512_mul_ps(gcol, mj);
     for (int corner = 0; corner < 4; ++corner) {
       const __m512 add = _mm512_mul_ps(gm, blk.w[corner]);
-#if defined(__AVX512CD__) && defined(VCAR_CONFLICT)
-      // a vector read-add-write of the 16 corners unless two of them are the same element
-      const __m512i conflicts = _mm512_maskz_conflict_epi32(blk.k, blk.index[corner]);
-      if (_mm512_mask_test_epi32_mask(blk.k, conflicts, conflicts) == 0) {
-        const __m512 cur = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), blk.k, blk.index[corner], dimage, 4);
-        _mm512_mask_i32scatter_ps(dimage, blk.k, blk.index[corner], _mm512_add_ps(cur, add), 4);
-        continue;
-      }
-#endif
       _mm512_storeu_si512(index_scratch, blk.index[corner]);
       _mm512_storeu_ps(grad_scratch, add);
       for (int64_t l = 0; l < n; ++l) dimage[index_scratch[l]] += grad_scratch[l];
