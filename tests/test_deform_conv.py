@@ -129,17 +129,19 @@ FUSED_CASES = [
 ]
 
 
-@pytest.mark.parametrize("seed,shape", FUSED_CASES)
-def test_fused_matches_composite_forward_and_every_gradient(seed, shape):
-    lib = _fused_or_skip()
+def assert_matches_composite(forward_op, grad_op, seed, shape, ran_on=None):
+    """forward_op / grad_op (the fused op's signature) = the composite to 1e-5, forward and every
+    gradient; with ran_on (e.g. "GPU"), also that both ops ran on that kind of device."""
     x, offset, mask, kernel, bias = (tf.constant(a, tf.float32) for a in random_case(seed, **shape))
     dg, groups = shape["dg"], shape["groups"]
-    fused = lib.vcar_deform_conv2d(x, offset, mask, kernel, bias, deformable_groups=dg, groups=groups)
+    fused = forward_op(x, offset, mask, kernel, bias, deformable_groups=dg, groups=groups)
+    assert ran_on is None or ran_on in fused.device, fused.device
     composite = deform_conv2d_composite(x, offset, mask, kernel, bias, dg, groups)
     scale = max(1.0, float(tf.reduce_max(tf.abs(composite))))
     assert float(tf.reduce_max(tf.abs(fused - composite))) <= 1e-5 * scale
     upstream = tf.constant(np.random.default_rng(seed + 100).normal(size=fused.shape), tf.float32)
-    grads_fused = lib.vcar_deform_conv2d_grad(x, offset, mask, kernel, upstream, deformable_groups=dg, groups=groups)
+    grads_fused = grad_op(x, offset, mask, kernel, upstream, deformable_groups=dg, groups=groups)
+    assert ran_on is None or ran_on in grads_fused[0].device, grads_fused[0].device
     with tf.GradientTape() as tape:
         tape.watch([x, offset, mask, kernel, bias])
         y = deform_conv2d_composite(x, offset, mask, kernel, bias, dg, groups)
@@ -147,6 +149,50 @@ def test_fused_matches_composite_forward_and_every_gradient(seed, shape):
     for name, a, b in zip(("input", "offset", "mask", "weight", "bias"), grads_fused, grads_composite):
         scale = max(1.0, float(tf.reduce_max(tf.abs(b))))
         assert float(tf.reduce_max(tf.abs(a - b))) <= 1e-5 * scale, name
+
+
+@pytest.mark.parametrize("seed,shape", FUSED_CASES)
+def test_fused_matches_composite_forward_and_every_gradient(seed, shape):
+    lib = _fused_or_skip()
+    assert_matches_composite(lib.vcar_deform_conv2d, lib.vcar_deform_conv2d_grad, seed, shape)
+
+
+@pytest.mark.parametrize("seed,shape", FUSED_CASES)
+def test_cuda_kernels_emulated_on_the_cpu_match_composite(seed, shape):
+    """The CUDA kernels' bodies (deform_conv_gpu.cu.cc) compiled by g++ as loops, with tiles of a
+    few pixels and kernel-gradient slices of 16 so that every case crosses several of each."""
+    from vcar_tf.ops import build
+
+    _fused_or_skip()  # a compiler is there
+    lib = build.load_deform_conv_emulation()
+    assert_matches_composite(lib.vcar_deform_conv2d_emulated, lib.vcar_deform_conv2d_emulated_grad, seed, shape)
+
+
+def test_cuda_library_builds_with_nvcc_and_loads():
+    """Where a CUDA toolkit is installed: nvcc compiles the kernels, g++ the GPU op with TF's GPU
+    headers (through the include overlay), and TF loads the library (in a fresh process: it
+    registers the same ops as the CPU-only library). The kernels themselves run only on a GPU."""
+    from vcar_tf.ops import build
+
+    _fused_or_skip()
+    if build.CudaToolkit.find() is None:
+        pytest.skip("no CUDA toolkit (nvcc) on this machine")
+    code = ("import tensorflow as tf; from vcar_tf.ops import build; "
+            "lib = tf.load_op_library(build.build_deform_conv_cuda(build.CudaToolkit.find())); "
+            "print('ops', hasattr(lib, 'vcar_deform_conv2d'), hasattr(lib, 'vcar_deform_conv2d_grad'))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0 and "ops True True" in r.stdout, r.stderr[-2000:]
+
+
+@pytest.mark.skipif(not tf.config.list_physical_devices("GPU"), reason="no GPU visible to TF")
+@pytest.mark.parametrize("seed,shape", FUSED_CASES)
+def test_cuda_kernels_on_the_gpu_match_composite(seed, shape):
+    from vcar_tf.ops import build
+
+    assert build.CudaToolkit.find() is not None, "a GPU but no CUDA toolkit: set VCAR_CUDA_HOME"
+    lib = _fused_or_skip()
+    with tf.device("/GPU:0"):
+        assert_matches_composite(lib.vcar_deform_conv2d, lib.vcar_deform_conv2d_grad, seed, shape, ran_on="GPU")
 
 
 def test_fused_portable_build_without_avx512_matches_too(tmp_path):

@@ -18,9 +18,7 @@
 #endif
 
 #include "Eigen/Core"
-#include "tensorflow/core/framework/op.h"
-#include "tensorflow/core/framework/op_kernel.h"
-#include "tensorflow/core/framework/shape_inference.h"
+#include "op_common.h"
 #include "tensorflow/core/lib/core/threadpool.h"
 
 namespace vcar {
@@ -37,16 +35,11 @@ using Map = Eigen::Map<RowMat, 0, Eigen::OuterStride<>>;
 
 constexpr int64_t kTile = 256;  // pixels per im2col block
 
-struct Geometry {
-  int64_t b, h, w, c, k, taps, dg, cd, groups, cg, o, og, pad, pixels, col_width;
-  float tap_y[49], tap_x[49];  // kernel tap offsets from the centre (k <= 7)
-};
-
 // Per-(deformable group, tap) constants, j = d * taps + t: the tap's offset from the centre, the
 // group's first input channel, and the im2col column of that channel at that tap.
 // im2col columns are channel-major, c * taps + t, so a group of `groups` is a contiguous block of
 // columns and, with one channel per deformable group, the column of j is j itself; the kernel's
-// rows (t, c) are permuted to match (kernel_rows_channel_major).
+// rows (t, c) are permuted to match (kernel_in_column_order).
 struct TapTable {
   std::vector<float> ty, tx;
   std::vector<int32_t> channel, column;
@@ -275,60 +268,16 @@ std::vector<float> kernel_in_column_order(const Geometry& g, const float* kernel
   return out;
 }
 
-#define VCAR_CHECK(cond, msg) \
-  if (!(cond)) return InvalidArgument(msg)
-
-absl::Status geometry(const Tensor& x, const Tensor& offset, const Tensor& mask, const Tensor& kernel, int dg,
-                      int groups, Geometry* g) {
-  VCAR_CHECK(x.dims() == 4 && offset.dims() == 4 && mask.dims() == 4 && kernel.dims() == 4,
-             "x, offset, mask and kernel must be 4-D");
-  g->b = x.dim_size(0);
-  g->h = x.dim_size(1);
-  g->w = x.dim_size(2);
-  g->c = x.dim_size(3);
-  g->k = kernel.dim_size(0);
-  g->taps = g->k * g->k;
-  g->dg = dg;
-  g->groups = groups;
-  g->o = kernel.dim_size(3);
-  VCAR_CHECK(g->k % 2 == 1 && kernel.dim_size(1) == g->k, "kernel must be k x k with odd k");
-  VCAR_CHECK(dg > 0 && groups > 0 && g->c % dg == 0 && g->c % groups == 0 && g->o % groups == 0,
-             "channels must be divisible by deformable_groups and groups");
-  VCAR_CHECK(kernel.dim_size(2) * groups == g->c, "kernel input channels != C / groups");
-  for (const Tensor* t : {&offset, &mask})
-    VCAR_CHECK(t->dim_size(0) == g->b && t->dim_size(1) == g->h && t->dim_size(2) == g->w,
-               "offset and mask must have the input's B, H and W");
-  VCAR_CHECK(offset.dim_size(3) == 2 * dg * g->taps, "offset must have 2 * deformable_groups * k * k channels");
-  VCAR_CHECK(mask.dim_size(3) == dg * g->taps, "mask must have deformable_groups * k * k channels");
-  g->cd = g->c / dg;
-  g->cg = g->c / groups;
-  g->og = g->o / groups;
-  g->pad = (g->k - 1) / 2;
-  g->pixels = g->b * g->h * g->w;
-  g->col_width = g->taps * g->c;
-  VCAR_CHECK(g->k <= 7, "kernel size above 7 is not supported");
-  for (int64_t t = 0; t < g->taps; ++t) {
-    g->tap_y[t] = static_cast<float>(t / g->k - g->pad);
-    g->tap_x[t] = static_cast<float>(t % g->k - g->pad);
-  }
-  return absl::OkStatus();
-}
-
-class DeformConv2DOp : public OpKernel {
+class DeformConv2DOp : public DeformConvKernel {
  public:
-  explicit DeformConv2DOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("deformable_groups", &dg_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("groups", &groups_));
-  }
+  using DeformConvKernel::DeformConvKernel;
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor &x = ctx->input(0), &offset = ctx->input(1), &mask = ctx->input(2), &kernel = ctx->input(3),
                  &bias = ctx->input(4);
     Geometry g;
-    OP_REQUIRES_OK(ctx, geometry(x, offset, mask, kernel, dg_, groups_, &g));
-    OP_REQUIRES(ctx, bias.NumElements() == g.o, InvalidArgument("bias must have O elements"));
     Tensor* out = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({g.b, g.h, g.w, g.o}), &out));
+    OP_REQUIRES_OK(ctx, prepare_forward(ctx, &g, &out));
     const float *px = x.flat<float>().data(), *poff = offset.flat<float>().data(), *pm = mask.flat<float>().data(),
                 *pk = kernel.flat<float>().data(), *pb = bias.flat<float>().data();
     float* py = out->flat<float>().data();
@@ -352,32 +301,19 @@ class DeformConv2DOp : public OpKernel {
       }
     });
   }
-
- private:
-  int dg_, groups_;
 };
 
-class DeformConv2DGradOp : public OpKernel {
+class DeformConv2DGradOp : public DeformConvKernel {
  public:
-  explicit DeformConv2DGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("deformable_groups", &dg_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("groups", &groups_));
-  }
+  using DeformConvKernel::DeformConvKernel;
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor &x = ctx->input(0), &offset = ctx->input(1), &mask = ctx->input(2), &kernel = ctx->input(3),
                  &grad = ctx->input(4);
     Geometry g;
-    OP_REQUIRES_OK(ctx, geometry(x, offset, mask, kernel, dg_, groups_, &g));
-    OP_REQUIRES(ctx, grad.dims() == 4 && grad.dim_size(0) == g.b && grad.dim_size(1) == g.h &&
-                         grad.dim_size(2) == g.w && grad.dim_size(3) == g.o,
-                InvalidArgument("grad must be (B, H, W, O)"));
-    Tensor *dx, *doff, *dmask, *dkernel, *dbias;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &dx));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, offset.shape(), &doff));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, mask.shape(), &dmask));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, kernel.shape(), &dkernel));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(4, TensorShape({g.o}), &dbias));
+    Tensor* grads[5];
+    OP_REQUIRES_OK(ctx, prepare_backward(ctx, &g, grads));
+    Tensor *dx = grads[0], *doff = grads[1], *dmask = grads[2], *dkernel = grads[3], *dbias = grads[4];
     const float *px = x.flat<float>().data(), *poff = offset.flat<float>().data(), *pm = mask.flat<float>().data(),
                 *pk = kernel.flat<float>().data(), *pg = grad.flat<float>().data();
     const TapTable tt = tap_table(g);
@@ -502,49 +438,11 @@ class DeformConv2DGradOp : public OpKernel {
     }
   }
 
-  int dg_, groups_;
 };
 
 }  // namespace vcar
 
-REGISTER_OP("VcarDeformConv2D")
-    .Input("x: float")
-    .Input("offset: float")
-    .Input("mask: float")
-    .Input("kernel: float")
-    .Input("bias: float")
-    .Output("y: float")
-    .Attr("deformable_groups: int = 1")
-    .Attr("groups: int = 1")
-    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
-      tensorflow::shape_inference::ShapeHandle x, kernel, out;
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &x));
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 4, &kernel));
-      TF_RETURN_IF_ERROR(c->ReplaceDim(x, 3, c->Dim(kernel, 3), &out));
-      c->set_output(0, out);
-      return absl::OkStatus();
-    });
-
-REGISTER_OP("VcarDeformConv2DGrad")
-    .Input("x: float")
-    .Input("offset: float")
-    .Input("mask: float")
-    .Input("kernel: float")
-    .Input("grad: float")
-    .Output("dx: float")
-    .Output("doffset: float")
-    .Output("dmask: float")
-    .Output("dkernel: float")
-    .Output("dbias: float")
-    .Attr("deformable_groups: int = 1")
-    .Attr("groups: int = 1")
-    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
-      for (int i = 0; i < 4; ++i) c->set_output(i, c->input(i));
-      tensorflow::shape_inference::ShapeHandle kernel;
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 4, &kernel));
-      c->set_output(4, c->Vector(c->Dim(kernel, 3)));
-      return absl::OkStatus();
-    });
+VCAR_REGISTER_DEFORM_OPS("VcarDeformConv2D", "VcarDeformConv2DGrad");
 
 REGISTER_KERNEL_BUILDER(Name("VcarDeformConv2D").Device(tensorflow::DEVICE_CPU), vcar::DeformConv2DOp);
 REGISTER_KERNEL_BUILDER(Name("VcarDeformConv2DGrad").Device(tensorflow::DEVICE_CPU), vcar::DeformConv2DGradOp);

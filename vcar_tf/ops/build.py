@@ -50,20 +50,41 @@ def _cpu_id():
         return platform.processor()
 
 
-def build_library(name, sources):
-    """Compile sources into a cached shared library; returns its path (builds at most once)."""
+def _digest(sources, flags):
+    """Hash of the sources, every header beside them, the flags, the TF version and the CPU."""
     import tensorflow as tf
 
     digest = hashlib.sha256()
-    for path in sources:
+    folders = sorted({os.path.dirname(path) for path in sources})
+    headers = sorted(os.path.join(d, f) for d in folders for f in os.listdir(d) if f.endswith(".h"))
+    for path in [*sources, *headers]:
         with open(path, "rb") as f:
             digest.update(f.read())
-    digest.update(tf.__version__.encode())
-    digest.update(_cpu_id().encode())
-    digest.update(" ".join(portable_flags()).encode())
+    for part in (tf.__version__, _cpu_id(), " ".join(portable_flags()), " ".join(flags)):
+        digest.update(part.encode())
+    return digest.hexdigest()[:12]
+
+
+def _run(cmd, what):
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True)
+    except OSError as e:
+        raise VcarError(f"cannot run {cmd[0]} to build {what}: {e}") from None
+    if r.returncode:
+        errors = [line for line in r.stderr.splitlines() if "error" in line]
+        raise VcarError(f"building {what} failed: {(errors or r.stderr.splitlines() or ['?'])[0]}")
+
+
+def build_library(name, sources, flags=(), cuda=None):
+    """Compile sources into a cached shared library; returns its path (builds at most once).
+    `flags` go to g++; `cuda` (a CudaToolkit) also compiles the sources ending in .cu.cc with
+    nvcc and links them (with GOOGLE_CUDA=1 everywhere)."""
+    import tensorflow as tf
+
+    flags = list(flags) + (["-DGOOGLE_CUDA=1"] if cuda else [])
     out_dir = cache_dir()
     os.makedirs(out_dir, exist_ok=True)
-    target = os.path.join(out_dir, f"{name}-tf{tf.__version__}-{digest.hexdigest()[:12]}.so")
+    target = os.path.join(out_dir, f"{name}-tf{tf.__version__}-{_digest(sources, flags)}.so")
     if os.path.exists(target):
         return target
     with open(target + ".lock", "w") as lock:
@@ -72,22 +93,115 @@ def build_library(name, sources):
             return target
         tmp = f"{target}.tmp{os.getpid()}"
         print(f"building the fused {name} op for TF {tf.__version__} (once; cached in {out_dir})", file=sys.stderr)
-        first_error = None
-        for arch in ARCH_FLAGS:
-            cmd = ["g++", "-std=c++17", "-shared", "-fPIC", "-O3", *arch, *portable_flags(), "-w", *sources, "-o", tmp,
-                   *tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags()]
-            try:
-                r = subprocess.run(cmd, capture_output=True, text=True)
-            except OSError as e:
-                raise VcarError(f"cannot run g++ to build {name}: {e}") from None
-            if r.returncode == 0:
-                break
-            errors = [line for line in r.stderr.splitlines() if "error" in line]
-            first_error = first_error or (errors or r.stderr.splitlines() or ["?"])[0]
-        else:
-            raise VcarError(f"building {name} failed: {first_error}")
-        os.replace(tmp, target)
+        host_sources, objects, cuda_flags = list(sources), [], []
+        try:
+            if cuda:
+                host_sources = [path for path in sources if not path.endswith(".cu.cc")]
+                for i, path in enumerate(p for p in sources if p.endswith(".cu.cc")):
+                    objects.append(f"{tmp}.{i}.o")
+                    _run(cuda.compile_command(path, objects[-1]), f"{name} (nvcc)")
+                cuda_flags = cuda.host_flags()
+            first_error = None
+            for arch in ARCH_FLAGS:
+                cmd = ["g++", "-std=c++17", "-shared", "-fPIC", "-O3", *arch, *portable_flags(), *flags, *cuda_flags,
+                       "-w", *host_sources, *objects, "-o", tmp, *tf.sysconfig.get_compile_flags(),
+                       *tf.sysconfig.get_link_flags(), *(cuda.link_flags() if cuda else [])]
+                try:
+                    _run(cmd, name)
+                    break
+                except VcarError as e:
+                    first_error = first_error or e
+            else:
+                raise first_error
+            os.replace(tmp, target)
+        finally:
+            for path in objects:
+                if os.path.exists(path):
+                    os.remove(path)
     return target
+
+
+class CudaToolkit:
+    """nvcc, headers and the static CUDA runtime of one toolkit: $VCAR_CUDA_HOME, else the
+    toolkit of the nvcc on PATH, else /usr/local/cuda. Use one matching TF's CUDA (12.x for
+    TF 2.21; see docs)."""
+
+    def __init__(self, home):
+        self.home = home
+        self.nvcc = os.path.join(home, "bin", "nvcc")
+        self.include = os.path.join(home, "include")
+        self.lib = next((os.path.join(home, d) for d in ("lib64", "lib") if os.path.isdir(os.path.join(home, d))),
+                        os.path.join(home, "lib64"))
+
+    @classmethod
+    def find(cls):
+        import shutil
+
+        candidates = [os.environ.get("VCAR_CUDA_HOME")]
+        nvcc = shutil.which("nvcc")
+        candidates += [os.path.dirname(os.path.dirname(os.path.realpath(nvcc))) if nvcc else None, "/usr/local/cuda"]
+        for home in filter(None, candidates):
+            toolkit = cls(home)
+            if os.path.exists(toolkit.nvcc) and os.path.exists(os.path.join(toolkit.include, "cuda_runtime.h")):
+                return toolkit
+        return None
+
+    def compile_command(self, source, obj):
+        arch = os.environ.get("VCAR_CUDA_ARCH")  # e.g. sm_90; nvcc's default otherwise (with PTX)
+        return [self.nvcc, "-std=c++17", "-c", "-x", "cu", "-O3", "--expt-relaxed-constexpr", "-Xcompiler", "-fPIC",
+                "-DGOOGLE_CUDA=1", *([f"-arch={arch}"] if arch else []), source, "-o", obj]
+
+    def host_flags(self):
+        # TF's GPU headers include CUDA's as third_party/gpus/cuda/include/...: an overlay points there
+        overlay = os.path.join(cache_dir(), "cuda-overlay-" + hashlib.sha256(self.home.encode()).hexdigest()[:8])
+        link = os.path.join(overlay, "third_party", "gpus", "cuda", "include")
+        if not os.path.islink(link):
+            os.makedirs(os.path.dirname(link), exist_ok=True)
+            tmp = f"{link}.tmp{os.getpid()}"
+            os.symlink(self.include, tmp)
+            os.replace(tmp, link)
+        return [f"-I{overlay}", f"-I{self.include}"]
+
+    def link_flags(self):
+        static = os.path.exists(os.path.join(self.lib, "libcudart_static.a"))
+        return [f"-L{self.lib}", "-lcudart_static" if static else "-lcudart", "-ldl", "-lrt", "-lpthread"]
+
+
+def deform_conv_sources(cuda=False):
+    folder = os.path.join(source_dir(), "deform_conv")
+    names = ["deform_conv_op.cc"] + (["deform_conv_gpu_op.cc", "deform_conv_gpu.cu.cc"] if cuda else [])
+    return [os.path.join(folder, n) for n in names]
+
+
+def build_deform_conv_cuda(toolkit):
+    """The deform-conv library with its CUDA kernels (CPU kernels included)."""
+    return build_library("deform_conv_cuda", deform_conv_sources(cuda=True), cuda=toolkit)
+
+
+def _deform_conv_path():
+    """With a CUDA-enabled TF and a toolkit, the library with the CUDA kernels; if that build
+    fails, one warning and the CPU-only library."""
+    import tensorflow as tf
+
+    toolkit = CudaToolkit.find() if tf.test.is_built_with_cuda() else None
+    if toolkit is not None:
+        try:
+            return build_deform_conv_cuda(toolkit)
+        except VcarError as e:
+            warnings.warn(f"CUDA deformable conv not built ({e}); the fused op runs on the CPU only",
+                          RuntimeWarning, stacklevel=4)
+    return build_library("deform_conv", deform_conv_sources())
+
+
+def load_deform_conv_emulation():
+    """Test-only: the CUDA kernels compiled by g++ as loops on the CPU, as the ops
+    VcarDeformConv2DEmulated(Grad), with tiny tiles and slices so small inputs cross several."""
+    import tensorflow as tf
+
+    folder = os.path.join(source_dir(), "deform_conv")
+    sources = [os.path.join(folder, n) for n in ("deform_conv_gpu_op.cc", "deform_conv_gpu.cu.cc")]
+    flags = ["-DVCAR_GPU_EMULATION", "-DVCAR_GPU_COLUMN_FLOATS=2048", "-DVCAR_GPU_SLICE=16"]
+    return tf.load_op_library(build_library("deform_conv_emulated", sources, flags))
 
 
 def load_deform_conv(required):
@@ -101,9 +215,7 @@ def load_deform_conv(required):
     import tensorflow as tf
 
     try:
-        folder = os.path.join(source_dir(), "deform_conv")
-        path = build_library("deform_conv", [os.path.join(folder, "deform_conv_op.cc")])
-        lib = tf.load_op_library(path)
+        lib = tf.load_op_library(_deform_conv_path())
         _register_gradient(lib)
         _LOADED["deform_conv"] = (lib, None)
     except (VcarError, tf.errors.OpError) as e:

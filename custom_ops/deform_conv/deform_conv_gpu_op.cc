@@ -1,0 +1,87 @@
+// The ops' CUDA kernels (GOOGLE_CUDA builds) or, with VCAR_GPU_EMULATION, the same kernels run on
+// the CPU as the test-only ops VcarDeformConv2DEmulated / VcarDeformConv2DEmulatedGrad.
+
+#if GOOGLE_CUDA
+#define EIGEN_USE_GPU
+#include "unsupported/Eigen/CXX11/Tensor"
+#endif
+
+#include "deform_conv_gpu.h"
+#include "op_common.h"
+
+namespace vcar {
+
+using tensorflow::OpKernelContext;
+using tensorflow::TensorShape;
+
+namespace {
+
+void* stream_of(OpKernelContext* ctx) {
+#if GOOGLE_CUDA
+  return static_cast<void*>(ctx->eigen_device<Eigen::GpuDevice>().stream());
+#else
+  (void)ctx;
+  return nullptr;
+#endif
+}
+
+absl::Status scratch(OpKernelContext* ctx, int64_t floats, Tensor* t) {
+  return ctx->allocate_temp(tensorflow::DT_FLOAT, TensorShape({std::max<int64_t>(floats, 1)}), t);
+}
+
+const float* in(const Tensor& t) { return t.flat<float>().data(); }
+float* out(Tensor* t) { return t->flat<float>().data(); }
+
+}  // namespace
+
+class DeformConv2DGpuOp : public DeformConvKernel {
+ public:
+  using DeformConvKernel::DeformConvKernel;
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor &x = ctx->input(0), &offset = ctx->input(1), &mask = ctx->input(2), &kernel = ctx->input(3),
+                 &bias = ctx->input(4);
+    Geometry g;
+    Tensor* y = nullptr;
+    OP_REQUIRES_OK(ctx, prepare_forward(ctx, &g, &y));
+    if (g.pixels == 0) return;
+    Tensor cols;
+    OP_REQUIRES_OK(ctx, scratch(ctx, gpu::tile_pixels(g) * g.col_width, &cols));
+    const char* error = gpu::forward(g, in(x), in(offset), in(mask), in(kernel), in(bias), out(y), out(&cols),
+                                     stream_of(ctx));
+    OP_REQUIRES(ctx, error == nullptr, tensorflow::errors::Internal("deform conv CUDA kernel: ", error));
+  }
+};
+
+class DeformConv2DGpuGradOp : public DeformConvKernel {
+ public:
+  using DeformConvKernel::DeformConvKernel;
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor &x = ctx->input(0), &offset = ctx->input(1), &mask = ctx->input(2), &kernel = ctx->input(3),
+                 &grad = ctx->input(4);
+    Geometry g;
+    Tensor* grads[5];
+    OP_REQUIRES_OK(ctx, prepare_backward(ctx, &g, grads));
+    Tensor *dx = grads[0], *doff = grads[1], *dmask = grads[2], *dkernel = grads[3], *dbias = grads[4];
+    Tensor cols, partial;
+    OP_REQUIRES_OK(ctx, scratch(ctx, gpu::tile_pixels(g) * g.col_width, &cols));
+    OP_REQUIRES_OK(ctx, scratch(ctx, gpu::partial_floats(g), &partial));
+    const char* error =
+        gpu::backward(g, in(x), in(offset), in(mask), in(kernel), in(grad), out(dx), out(doff), out(dmask),
+                      out(dkernel), out(dbias), out(&cols), out(&partial), stream_of(ctx));
+    OP_REQUIRES(ctx, error == nullptr, tensorflow::errors::Internal("deform conv CUDA kernel: ", error));
+  }
+};
+
+}  // namespace vcar
+
+#if GOOGLE_CUDA
+REGISTER_KERNEL_BUILDER(Name("VcarDeformConv2D").Device(tensorflow::DEVICE_GPU), vcar::DeformConv2DGpuOp);
+REGISTER_KERNEL_BUILDER(Name("VcarDeformConv2DGrad").Device(tensorflow::DEVICE_GPU), vcar::DeformConv2DGpuGradOp);
+#elif defined(VCAR_GPU_EMULATION)
+VCAR_REGISTER_DEFORM_OPS("VcarDeformConv2DEmulated", "VcarDeformConv2DEmulatedGrad");
+REGISTER_KERNEL_BUILDER(Name("VcarDeformConv2DEmulated").Device(tensorflow::DEVICE_CPU), vcar::DeformConv2DGpuOp);
+REGISTER_KERNEL_BUILDER(Name("VcarDeformConv2DEmulatedGrad").Device(tensorflow::DEVICE_CPU),
+                        vcar::DeformConv2DGpuGradOp);
+#endif

@@ -1,0 +1,126 @@
+// What the CPU and the CUDA kernels share on the TF side: shape checks and the op definitions.
+#pragma once
+
+#include "geometry.h"
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+
+namespace vcar {
+
+using tensorflow::Tensor;
+using tensorflow::errors::InvalidArgument;
+
+#define VCAR_CHECK(cond, msg) \
+  if (!(cond)) return InvalidArgument(msg)
+
+inline absl::Status geometry(const Tensor& x, const Tensor& offset, const Tensor& mask, const Tensor& kernel, int dg,
+                      int groups, Geometry* g) {
+  VCAR_CHECK(x.dims() == 4 && offset.dims() == 4 && mask.dims() == 4 && kernel.dims() == 4,
+             "x, offset, mask and kernel must be 4-D");
+  g->b = x.dim_size(0);
+  g->h = x.dim_size(1);
+  g->w = x.dim_size(2);
+  g->c = x.dim_size(3);
+  g->k = kernel.dim_size(0);
+  g->taps = g->k * g->k;
+  g->dg = dg;
+  g->groups = groups;
+  g->o = kernel.dim_size(3);
+  VCAR_CHECK(g->k % 2 == 1 && kernel.dim_size(1) == g->k, "kernel must be k x k with odd k");
+  VCAR_CHECK(dg > 0 && groups > 0 && g->c % dg == 0 && g->c % groups == 0 && g->o % groups == 0,
+             "channels must be divisible by deformable_groups and groups");
+  VCAR_CHECK(kernel.dim_size(2) * groups == g->c, "kernel input channels != C / groups");
+  for (const Tensor* t : {&offset, &mask})
+    VCAR_CHECK(t->dim_size(0) == g->b && t->dim_size(1) == g->h && t->dim_size(2) == g->w,
+               "offset and mask must have the input's B, H and W");
+  VCAR_CHECK(offset.dim_size(3) == 2 * dg * g->taps, "offset must have 2 * deformable_groups * k * k channels");
+  VCAR_CHECK(mask.dim_size(3) == dg * g->taps, "mask must have deformable_groups * k * k channels");
+  g->cd = g->c / dg;
+  g->cg = g->c / groups;
+  g->og = g->o / groups;
+  g->pad = (g->k - 1) / 2;
+  g->pixels = g->b * g->h * g->w;
+  g->col_width = g->taps * g->c;
+  VCAR_CHECK(g->k <= 7, "kernel size above 7 is not supported");
+  for (int64_t t = 0; t < g->taps; ++t) {
+    g->tap_y[t] = static_cast<float>(t / g->k - g->pad);
+    g->tap_x[t] = static_cast<float>(t % g->k - g->pad);
+  }
+  return absl::OkStatus();
+}
+
+// Base of the CPU and CUDA kernels: the two attributes, the input checks and the outputs.
+class DeformConvKernel : public tensorflow::OpKernel {
+ public:
+  explicit DeformConvKernel(tensorflow::OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("deformable_groups", &dg_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("groups", &groups_));
+  }
+
+ protected:
+  // Forward op (x, offset, mask, kernel, bias): checks them and allocates y.
+  absl::Status prepare_forward(tensorflow::OpKernelContext* ctx, Geometry* g, Tensor** y) const {
+    TF_RETURN_IF_ERROR(geometry(ctx->input(0), ctx->input(1), ctx->input(2), ctx->input(3), dg_, groups_, g));
+    VCAR_CHECK(ctx->input(4).NumElements() == g->o, "bias must have O elements");
+    return ctx->allocate_output(0, tensorflow::TensorShape({g->b, g->h, g->w, g->o}), y);
+  }
+
+  // Gradient op (x, offset, mask, kernel, grad): checks them and allocates dx, doffset, dmask,
+  // dkernel and dbias.
+  absl::Status prepare_backward(tensorflow::OpKernelContext* ctx, Geometry* g, Tensor* grads[5]) const {
+    TF_RETURN_IF_ERROR(geometry(ctx->input(0), ctx->input(1), ctx->input(2), ctx->input(3), dg_, groups_, g));
+    const Tensor& grad = ctx->input(4);
+    VCAR_CHECK(grad.dims() == 4 && grad.dim_size(0) == g->b && grad.dim_size(1) == g->h &&
+                   grad.dim_size(2) == g->w && grad.dim_size(3) == g->o,
+               "grad must be (B, H, W, O)");
+    for (int i = 0; i < 4; ++i) TF_RETURN_IF_ERROR(ctx->allocate_output(i, ctx->input(i).shape(), &grads[i]));
+    return ctx->allocate_output(4, tensorflow::TensorShape({g->o}), &grads[4]);
+  }
+
+  int dg_, groups_;
+};
+
+}  // namespace vcar
+
+// REGISTER_OP for the forward op and its gradient under the given names (the same signature for
+// the real ops and the test-only emulation of the CUDA kernels).
+#define VCAR_REGISTER_DEFORM_OPS(forward_name, grad_name) \
+REGISTER_OP(forward_name) \
+    .Input("x: float") \
+    .Input("offset: float") \
+    .Input("mask: float") \
+    .Input("kernel: float") \
+    .Input("bias: float") \
+    .Output("y: float") \
+    .Attr("deformable_groups: int = 1") \
+    .Attr("groups: int = 1") \
+    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) { \
+      tensorflow::shape_inference::ShapeHandle x, kernel, out; \
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &x)); \
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 4, &kernel)); \
+      TF_RETURN_IF_ERROR(c->ReplaceDim(x, 3, c->Dim(kernel, 3), &out)); \
+      c->set_output(0, out); \
+      return absl::OkStatus(); \
+    }); \
+ \
+REGISTER_OP(grad_name) \
+    .Input("x: float") \
+    .Input("offset: float") \
+    .Input("mask: float") \
+    .Input("kernel: float") \
+    .Input("grad: float") \
+    .Output("dx: float") \
+    .Output("doffset: float") \
+    .Output("dmask: float") \
+    .Output("dkernel: float") \
+    .Output("dbias: float") \
+    .Attr("deformable_groups: int = 1") \
+    .Attr("groups: int = 1") \
+    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) { \
+      for (int i = 0; i < 4; ++i) c->set_output(i, c->input(i)); \
+      tensorflow::shape_inference::ShapeHandle kernel; \
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 4, &kernel)); \
+      c->set_output(4, c->Vector(c->Dim(kernel, 3))); \
+      return absl::OkStatus(); \
+    })
