@@ -250,3 +250,15 @@ def test_failed_build_warns_once_and_falls_back(monkeypatch, tmp_path):
     monkeypatch.setenv("VCAR_DEFORM_IMPL", "fused")
     with pytest.raises(VcarError, match="VCAR_DEFORM_IMPL=fused but the fused op is unavailable"):
         selected_impl()
+
+
+def test_cuda_tf_without_a_toolkit_of_its_cuda_version_warns_and_uses_the_cpu_kernel(monkeypatch):
+    from vcar_tf.ops import build
+
+    _fused_or_skip()
+    monkeypatch.delenv("VCAR_CUDA_HOME", raising=False)
+    monkeypatch.setattr(tf.test, "is_built_with_cuda", lambda: True)
+    monkeypatch.setattr(tf.sysconfig, "get_build_info", lambda: {"cuda_version": "99.1"})
+    with pytest.warns(RuntimeWarning, match="no CUDA 99 toolkit for this TF .*set VCAR_CUDA_HOME"):
+        path = build._deform_conv_path()
+    assert os.path.basename(path).startswith("deform_conv-"), path

@@ -122,29 +122,46 @@ def build_library(name, sources, flags=(), cuda=None):
 
 
 class CudaToolkit:
-    """nvcc, headers and the static CUDA runtime of one toolkit: $VCAR_CUDA_HOME, else the
-    toolkit of the nvcc on PATH, else /usr/local/cuda. Use one matching TF's CUDA (12.x for
-    TF 2.21; see docs)."""
+    """nvcc, headers and CUDA runtime of one toolkit: $VCAR_CUDA_HOME, the toolkit of the nvcc on
+    PATH, /usr/local/cuda. (PyPI's nvidia-cuda-nvcc-cu12 ships ptxas but no nvcc.)"""
 
     def __init__(self, home):
         self.home = home
         self.nvcc = os.path.join(home, "bin", "nvcc")
-        self.include = os.path.join(home, "include")
-        self.lib = next((os.path.join(home, d) for d in ("lib64", "lib") if os.path.isdir(os.path.join(home, d))),
-                        os.path.join(home, "lib64"))
+        self.include_dirs = [d for d in (os.path.join(home, "include"),) if os.path.exists(os.path.join(d, "cuda_runtime.h"))]
+        self.lib = next((d for d in (os.path.join(home, "lib64"), os.path.join(home, "lib"))
+                         if any(f.startswith("libcudart") for f in (os.listdir(d) if os.path.isdir(d) else []))), None)
+
+    @property
+    def version(self):
+        """(major, minor) that nvcc reports, or None."""
+        import re
+
+        try:
+            out = subprocess.run([self.nvcc, "--version"], capture_output=True, text=True).stdout
+        except OSError:
+            return None
+        m = re.search(r"release (\d+)\.(\d+)", out)
+        return (int(m.group(1)), int(m.group(2))) if m else None
 
     @classmethod
-    def find(cls):
+    def all_found(cls):
         import shutil
 
-        candidates = [os.environ.get("VCAR_CUDA_HOME")]
+        homes = [os.environ.get("VCAR_CUDA_HOME")]
         nvcc = shutil.which("nvcc")
-        candidates += [os.path.dirname(os.path.dirname(os.path.realpath(nvcc))) if nvcc else None, "/usr/local/cuda"]
-        for home in filter(None, candidates):
-            toolkit = cls(home)
-            if os.path.exists(toolkit.nvcc) and os.path.exists(os.path.join(toolkit.include, "cuda_runtime.h")):
-                return toolkit
-        return None
+        homes += [os.path.dirname(os.path.dirname(os.path.realpath(nvcc))) if nvcc else None, "/usr/local/cuda"]
+        found = [cls(h) for h in dict.fromkeys(filter(None, homes))]
+        return [t for t in found if os.path.exists(t.nvcc) and t.include_dirs and t.lib]
+
+    @classmethod
+    def find(cls, major=None):
+        """$VCAR_CUDA_HOME's toolkit when set (whatever its version), else the first one found of
+        that CUDA major version (any when None), or None."""
+        found = cls.all_found()
+        if os.environ.get("VCAR_CUDA_HOME") and found and found[0].home == os.environ["VCAR_CUDA_HOME"]:
+            return found[0]
+        return next((t for t in found if major is None or (t.version or (0,))[0] == major), None)
 
     def compile_command(self, source, obj):
         arch = os.environ.get("VCAR_CUDA_ARCH")  # e.g. sm_90; nvcc's default otherwise (with PTX)
@@ -158,13 +175,17 @@ class CudaToolkit:
         if not os.path.islink(link):
             os.makedirs(os.path.dirname(link), exist_ok=True)
             tmp = f"{link}.tmp{os.getpid()}"
-            os.symlink(self.include, tmp)
+            os.symlink(self.include_dirs[0], tmp)
             os.replace(tmp, link)
-        return [f"-I{overlay}", f"-I{self.include}"]
+        return [f"-I{overlay}", *(f"-I{d}" for d in self.include_dirs)]
 
     def link_flags(self):
-        static = os.path.exists(os.path.join(self.lib, "libcudart_static.a"))
-        return [f"-L{self.lib}", "-lcudart_static" if static else "-lcudart", "-ldl", "-lrt", "-lpthread"]
+        """The static runtime where the toolkit has it, else the shared one (found at run time
+        through an rpath)."""
+        if os.path.exists(os.path.join(self.lib, "libcudart_static.a")):
+            return [f"-L{self.lib}", "-lcudart_static", "-ldl", "-lrt", "-lpthread"]
+        shared = sorted(f for f in os.listdir(self.lib) if f.startswith("libcudart.so"))
+        return [os.path.join(self.lib, shared[0]), f"-Wl,-rpath,{self.lib}"]
 
 
 def deform_conv_sources(cuda=False):
@@ -179,17 +200,26 @@ def build_deform_conv_cuda(toolkit):
 
 
 def _deform_conv_path():
-    """With a CUDA-enabled TF and a toolkit, the library with the CUDA kernels; if that build
-    fails, one warning and the CPU-only library."""
+    """With a CUDA-enabled TF and a toolkit of TF's CUDA major version, the library with the CUDA
+    kernels; otherwise, or if that build fails, one warning and the CPU-only library."""
     import tensorflow as tf
 
-    toolkit = CudaToolkit.find() if tf.test.is_built_with_cuda() else None
-    if toolkit is not None:
-        try:
-            return build_deform_conv_cuda(toolkit)
-        except VcarError as e:
-            warnings.warn(f"CUDA deformable conv not built ({e}); the fused op runs on the CPU only",
+    if tf.test.is_built_with_cuda():
+        tf_cuda = str(tf.sysconfig.get_build_info().get("cuda_version", ""))
+        major = int(tf_cuda.split(".")[0]) if tf_cuda[:1].isdigit() else None
+        toolkit = CudaToolkit.find(major)
+        if toolkit is None:
+            seen = ", ".join(f"{t.home} ({'.'.join(map(str, t.version or ('?',)))})" for t in CudaToolkit.all_found())
+            warnings.warn(f"CUDA deformable conv not built: no CUDA {major or ''} toolkit for this TF (CUDA "
+                          f"{tf_cuda or '?'}; found: {seen or 'none'}); set VCAR_CUDA_HOME to a CUDA {major or ''} "
+                          "toolkit. The fused op runs on the CPU only",
                           RuntimeWarning, stacklevel=4)
+        else:
+            try:
+                return build_deform_conv_cuda(toolkit)
+            except VcarError as e:
+                warnings.warn(f"CUDA deformable conv not built ({e}); the fused op runs on the CPU only",
+                              RuntimeWarning, stacklevel=4)
     return build_library("deform_conv", deform_conv_sources())
 
 
