@@ -34,7 +34,10 @@ namespace {
 
 #if defined(__CUDACC__)
 constexpr int kThreads = 256;
-unsigned blocks_for(int64_t n) { return static_cast<unsigned>(std::min<int64_t>((n + kThreads - 1) / kThreads, 1 << 20)); }
+// at least one block (a launch of none is an error), at most 2^20 (the loops stride over the rest)
+unsigned blocks_for(int64_t n) {
+  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>((n + kThreads - 1) / kThreads, 1 << 20)));
+}
 VCAR_DEVICE void add_to(float* p, float v) { atomicAdd(p, v); }
 #else
 VCAR_DEVICE void add_to(float* p, float v) { *p += v; }
