@@ -29,8 +29,7 @@ absl::Status scratch(OpKernelContext* ctx, int64_t floats, Tensor* t) {
   return ctx->allocate_temp(tensorflow::DT_FLOAT, TensorShape({std::max<int64_t>(floats, 1)}), t);
 }
 
-const float* in(const Tensor& t) { return t.flat<float>().data(); }
-float* out(Tensor* t) { return t->flat<float>().data(); }
+float* data(Tensor* t) { return t->flat<float>().data(); }
 
 }  // namespace
 
@@ -39,15 +38,12 @@ class DeformConv2DGpuOp : public DeformConvKernel {
   using DeformConvKernel::DeformConvKernel;
 
   void Compute(OpKernelContext* ctx) override {
-    const Tensor &x = ctx->input(0), &offset = ctx->input(1), &mask = ctx->input(2), &kernel = ctx->input(3),
-                 &bias = ctx->input(4);
-    Geometry g;
-    Tensor* y = nullptr;
-    OP_REQUIRES_OK(ctx, prepare_forward(ctx, &g, &y));
-    if (g.pixels == 0) return;
+    DeformIO io;
+    OP_REQUIRES_OK(ctx, prepare(ctx, false, &io));
+    if (io.g.pixels == 0) return;
     Tensor cols;
-    OP_REQUIRES_OK(ctx, scratch(ctx, gpu::tile_pixels(g) * g.col_width, &cols));
-    const char* error = gpu::forward(g, in(x), in(offset), in(mask), in(kernel), in(bias), out(y), out(&cols),
+    OP_REQUIRES_OK(ctx, scratch(ctx, gpu::tile_pixels(io.g) * io.g.col_width, &cols));
+    const char* error = gpu::forward(io.g, io.x, io.offset, io.mask, io.kernel, io.last, io.out[0], data(&cols),
                                      stream_of(ctx));
     OP_REQUIRES(ctx, error == nullptr, tensorflow::errors::Internal("deform conv CUDA kernel: ", error));
   }
@@ -58,18 +54,13 @@ class DeformConv2DGpuGradOp : public DeformConvKernel {
   using DeformConvKernel::DeformConvKernel;
 
   void Compute(OpKernelContext* ctx) override {
-    const Tensor &x = ctx->input(0), &offset = ctx->input(1), &mask = ctx->input(2), &kernel = ctx->input(3),
-                 &grad = ctx->input(4);
-    Geometry g;
-    Tensor* grads[5];
-    OP_REQUIRES_OK(ctx, prepare_backward(ctx, &g, grads));
-    Tensor *dx = grads[0], *doff = grads[1], *dmask = grads[2], *dkernel = grads[3], *dbias = grads[4];
+    DeformIO io;
+    OP_REQUIRES_OK(ctx, prepare(ctx, true, &io));
     Tensor cols, partial;
-    OP_REQUIRES_OK(ctx, scratch(ctx, gpu::tile_pixels(g) * g.col_width, &cols));
-    OP_REQUIRES_OK(ctx, scratch(ctx, gpu::partial_floats(g), &partial));
-    const char* error =
-        gpu::backward(g, in(x), in(offset), in(mask), in(kernel), in(grad), out(dx), out(doff), out(dmask),
-                      out(dkernel), out(dbias), out(&cols), out(&partial), stream_of(ctx));
+    OP_REQUIRES_OK(ctx, scratch(ctx, gpu::tile_pixels(io.g) * io.g.col_width, &cols));
+    OP_REQUIRES_OK(ctx, scratch(ctx, gpu::partial_floats(io.g), &partial));
+    const char* error = gpu::backward(io.g, io.x, io.offset, io.mask, io.kernel, io.last, io.out[0], io.out[1],
+                                      io.out[2], io.out[3], io.out[4], data(&cols), data(&partial), stream_of(ctx));
     OP_REQUIRES(ctx, error == nullptr, tensorflow::errors::Internal("deform conv CUDA kernel: ", error));
   }
 };

@@ -23,38 +23,29 @@
 
 namespace vcar {
 
-using tensorflow::OpKernel;
-using tensorflow::OpKernelConstruction;
 using tensorflow::OpKernelContext;
-using tensorflow::Tensor;
-using tensorflow::TensorShape;
-using tensorflow::errors::InvalidArgument;
 using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 using ConstMap = Eigen::Map<const RowMat, 0, Eigen::OuterStride<>>;
 using Map = Eigen::Map<RowMat, 0, Eigen::OuterStride<>>;
 
 constexpr int64_t kTile = 256;  // pixels per im2col block
 
-// Per-(deformable group, tap) constants, j = d * taps + t: the tap's offset from the centre, the
-// group's first input channel, and the im2col column of that channel at that tap.
-// im2col columns are channel-major, c * taps + t, so a group of `groups` is a contiguous block of
-// columns and, with one channel per deformable group, the column of j is j itself; the kernel's
-// rows (t, c) are permuted to match (kernel_in_column_order).
+// Per-(deformable group, tap) constants, j = d * taps + t: the tap's offset from the centre and
+// the group's first input channel. im2col columns are channel-major, c * taps + t, so a group of
+// `groups` is a contiguous block of columns and, with one channel per deformable group, the
+// column of j is j itself; the kernel's rows (t, c) are permuted to match (kernel_in_column_order).
 struct TapTable {
   std::vector<float> ty, tx;
-  std::vector<int32_t> channel, column;
+  std::vector<int32_t> channel;
 };
-
 
 TapTable tap_table(const Geometry& g) {
   const int64_t n = g.dg * g.taps;
-  TapTable tt{std::vector<float>(n), std::vector<float>(n), std::vector<int32_t>(n), std::vector<int32_t>(n)};
+  TapTable tt{std::vector<float>(n), std::vector<float>(n), std::vector<int32_t>(n)};
   for (int64_t j = 0; j < n; ++j) {
-    const int64_t d = j / g.taps, t = j % g.taps;
-    tt.ty[j] = g.tap_y[t];
-    tt.tx[j] = g.tap_x[t];
-    tt.channel[j] = static_cast<int32_t>(d * g.cd);
-    tt.column[j] = static_cast<int32_t>(d * g.cd * g.taps + t);
+    tt.ty[j] = g.tap_y[j % g.taps];
+    tt.tx[j] = g.tap_x[j % g.taps];
+    tt.channel[j] = static_cast<int32_t>(j / g.taps * g.cd);
   }
   return tt;
 }
@@ -119,8 +110,8 @@ struct Block {
   __m512i index[4];  // element index (y * W + x) * C + channel
 };
 
-__attribute__((always_inline)) inline Block sample_block(const Geometry& g, const TapTable& tt, const float* off, int64_t y, int64_t x, int64_t j,
-                          int64_t n) {
+__attribute__((always_inline)) inline Block sample_block(const Geometry& g, const TapTable& tt, const float* off,
+                                                         int64_t y, int64_t x, int64_t j, int64_t n) {
   Block blk;
   blk.k = first_lanes(n);
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
@@ -228,7 +219,7 @@ void build_columns(const Geometry& g, const TapTable& tt, const float* x, const 
   const int64_t J = s->n, C = g.c;
   const int32_t *i0 = s->index.data(), *i1 = i0 + J, *i2 = i1 + J, *i3 = i2 + J;
   const float *w0 = s->weight.data(), *w1 = w0 + J, *w2 = w1 + J, *w3 = w2 + J;
-  const int32_t *channel = tt.channel.data(), *column = tt.column.data();
+  const int32_t* channel = tt.channel.data();
   for (int64_t i = 0; i < n; ++i) {
     const int64_t p = p0 + i, hw = p % (g.h * g.w), y = hw / g.w, xx = hw % g.w;
     const float* image = x + (p - hw) * C;
@@ -247,7 +238,7 @@ void build_columns(const Geometry& g, const TapTable& tt, const float* x, const 
       const float* c2 = image + static_cast<int64_t>(i2[j]) * C + channel[j];
       const float* c3 = image + static_cast<int64_t>(i3[j]) * C + channel[j];
       for (int64_t c = 0; c < g.cd; ++c)
-        row[column[j] + c * g.taps] = m[j] * (w0[j] * c0[c] + w1[j] * c1[c] + w2[j] * c2[c] + w3[j] * c3[c]);
+        row[(channel[j] + c) * g.taps + j % g.taps] = m[j] * (w0[j] * c0[c] + w1[j] * c1[c] + w2[j] * c2[c] + w3[j] * c3[c]);
     }
   }
 }
@@ -273,14 +264,11 @@ class DeformConv2DOp : public DeformConvKernel {
   using DeformConvKernel::DeformConvKernel;
 
   void Compute(OpKernelContext* ctx) override {
-    const Tensor &x = ctx->input(0), &offset = ctx->input(1), &mask = ctx->input(2), &kernel = ctx->input(3),
-                 &bias = ctx->input(4);
-    Geometry g;
-    Tensor* out = nullptr;
-    OP_REQUIRES_OK(ctx, prepare_forward(ctx, &g, &out));
-    const float *px = x.flat<float>().data(), *poff = offset.flat<float>().data(), *pm = mask.flat<float>().data(),
-                *pk = kernel.flat<float>().data(), *pb = bias.flat<float>().data();
-    float* py = out->flat<float>().data();
+    DeformIO io;
+    OP_REQUIRES_OK(ctx, prepare(ctx, false, &io));
+    const Geometry& g = io.g;
+    const float *px = io.x, *poff = io.offset, *pm = io.mask, *pk = io.kernel, *pb = io.last;
+    float* py = io.out[0];
     const TapTable tt = tap_table(g);
     const std::vector<float> kernel_rows = kernel_in_column_order(g, pk);
     const int64_t tiles = (g.pixels + kTile - 1) / kTile;
@@ -308,14 +296,11 @@ class DeformConv2DGradOp : public DeformConvKernel {
   using DeformConvKernel::DeformConvKernel;
 
   void Compute(OpKernelContext* ctx) override {
-    const Tensor &x = ctx->input(0), &offset = ctx->input(1), &mask = ctx->input(2), &kernel = ctx->input(3),
-                 &grad = ctx->input(4);
-    Geometry g;
-    Tensor* grads[5];
-    OP_REQUIRES_OK(ctx, prepare_backward(ctx, &g, grads));
-    Tensor *dx = grads[0], *doff = grads[1], *dmask = grads[2], *dkernel = grads[3], *dbias = grads[4];
-    const float *px = x.flat<float>().data(), *poff = offset.flat<float>().data(), *pm = mask.flat<float>().data(),
-                *pk = kernel.flat<float>().data(), *pg = grad.flat<float>().data();
+    DeformIO io;
+    OP_REQUIRES_OK(ctx, prepare(ctx, true, &io));
+    const Geometry& g = io.g;
+    const float *px = io.x, *poff = io.offset, *pm = io.mask, *pk = io.kernel, *pg = io.last;
+    float *pdx = io.out[0], *pdoff = io.out[1], *pdmask = io.out[2], *pdk = io.out[3], *pdb = io.out[4];
     const TapTable tt = tap_table(g);
     const std::vector<float> kernel_rows = kernel_in_column_order(g, pk);
     const int64_t tiles = (g.pixels + kTile - 1) / kTile;
@@ -325,8 +310,7 @@ class DeformConv2DGradOp : public DeformConvKernel {
     // gradient in the output itself. Offset and mask gradients belong to one pixel each, so
     // chunks write them directly.
     const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(pool->NumThreads(), tiles));
-    const int64_t x_size = x.NumElements(), k_size = kernel.NumElements();
-    float* pdx = dx->flat<float>().data();
+    const int64_t x_size = g.pixels * g.c, k_size = g.taps * g.cg * g.o;
     std::vector<std::vector<float>> dx_part(chunks), dk_part(chunks), db_part(chunks);
     pool->ParallelFor(chunks, 1LL << 40, [&](int64_t first, int64_t last) {
       for (int64_t chunk = first; chunk < last; ++chunk) {
@@ -355,8 +339,7 @@ class DeformConv2DGradOp : public DeformConvKernel {
             dc.block(0, c0, n, width).noalias() = dy.block(0, o0, n, g.og) * wk.block(0, o0, width, g.og).transpose();
           }
           // one sampling pass: the columns (for the kernel gradient) and every sampled gradient
-          scatter(g, tt, px, poff, pm, p0, n, dcols.data(), cols.data(), dxc, doff->flat<float>().data(),
-                  dmask->flat<float>().data(), &samples);
+          scatter(g, tt, px, poff, pm, p0, n, dcols.data(), cols.data(), dxc, pdoff, pdmask, &samples);
           for (int64_t grp = 0; grp < g.groups; ++grp) {
             const int64_t c0 = grp * g.taps * g.cg, width = g.taps * g.cg, o0 = grp * g.og;
             dk.block(0, o0, width, g.og).noalias() += c.block(0, c0, n, width).transpose() * dy.block(0, o0, n, g.og);
@@ -365,7 +348,6 @@ class DeformConv2DGradOp : public DeformConvKernel {
         }
       }
     });
-    float *pdk = dkernel->flat<float>().data(), *pdb = dbias->flat<float>().data();
     std::fill(pdk, pdk + k_size, 0.f);
     std::fill(pdb, pdb + g.o, 0.f);
     const std::vector<int64_t> kernel_row = kernel_row_of_column(g);
@@ -389,7 +371,7 @@ class DeformConv2DGradOp : public DeformConvKernel {
     const float *w0 = s->weight.data(), *w1 = w0 + J, *w2 = w1 + J, *w3 = w2 + J;
     const float *v0 = s->inside.data(), *v1 = v0 + J, *v2 = v1 + J, *v3 = v2 + J;
     const float *ly = s->ly.data(), *lx = s->lx.data();
-    const int32_t *channel = tt.channel.data(), *column = tt.column.data();
+    const int32_t* channel = tt.channel.data();
     for (int64_t i = 0; i < n; ++i) {
       const int64_t p = p0 + i, hw = p % (g.h * g.w), y = hw / g.w, xx = hw % g.w;
       const float* image = x + (p - hw) * C;
@@ -416,7 +398,7 @@ class DeformConv2DGradOp : public DeformConvKernel {
         const float dwdx[4] = {-(1.f - a) * v0[j], (1.f - a) * v1[j], -a * v2[j], a * v3[j]};
         float gm_sum = 0.f, gy = 0.f, gx = 0.f;
         for (int64_t c = channel[j]; c < channel[j] + g.cd; ++c) {
-          const int64_t col = column[j] + (c - channel[j]) * g.taps;
+          const int64_t col = c * g.taps + j % g.taps;
           const float gcol = drow[col];
           float v = 0.f, vy = 0.f, vx = 0.f;
           for (int corner = 0; corner < 4; ++corner) {
@@ -437,7 +419,6 @@ class DeformConv2DGradOp : public DeformConvKernel {
       }
     }
   }
-
 };
 
 }  // namespace vcar

@@ -50,6 +50,14 @@ inline absl::Status geometry(const Tensor& x, const Tensor& offset, const Tensor
   return absl::OkStatus();
 }
 
+// One call's shapes and data: x, offset, mask, kernel, then the bias (forward) or the output
+// gradient (backward); the outputs y, or dx, doffset, dmask, dkernel, dbias.
+struct DeformIO {
+  Geometry g;
+  const float *x, *offset, *mask, *kernel, *last;
+  float* out[5];
+};
+
 // Base of the CPU and CUDA kernels: the two attributes, the input checks and the outputs.
 class DeformConvKernel : public tensorflow::OpKernel {
  public:
@@ -59,23 +67,29 @@ class DeformConvKernel : public tensorflow::OpKernel {
   }
 
  protected:
-  // Forward op (x, offset, mask, kernel, bias): checks them and allocates y.
-  absl::Status prepare_forward(tensorflow::OpKernelContext* ctx, Geometry* g, Tensor** y) const {
-    TF_RETURN_IF_ERROR(geometry(ctx->input(0), ctx->input(1), ctx->input(2), ctx->input(3), dg_, groups_, g));
-    VCAR_CHECK(ctx->input(4).NumElements() == g->o, "bias must have O elements");
-    return ctx->allocate_output(0, tensorflow::TensorShape({g->b, g->h, g->w, g->o}), y);
-  }
-
-  // Gradient op (x, offset, mask, kernel, grad): checks them and allocates dx, doffset, dmask,
-  // dkernel and dbias.
-  absl::Status prepare_backward(tensorflow::OpKernelContext* ctx, Geometry* g, Tensor* grads[5]) const {
-    TF_RETURN_IF_ERROR(geometry(ctx->input(0), ctx->input(1), ctx->input(2), ctx->input(3), dg_, groups_, g));
-    const Tensor& grad = ctx->input(4);
-    VCAR_CHECK(grad.dims() == 4 && grad.dim_size(0) == g->b && grad.dim_size(1) == g->h &&
-                   grad.dim_size(2) == g->w && grad.dim_size(3) == g->o,
-               "grad must be (B, H, W, O)");
-    for (int i = 0; i < 4; ++i) TF_RETURN_IF_ERROR(ctx->allocate_output(i, ctx->input(i).shape(), &grads[i]));
-    return ctx->allocate_output(4, tensorflow::TensorShape({g->o}), &grads[4]);
+  // Checks the inputs and allocates the outputs: y for the forward op, the five gradients for
+  // the gradient op.
+  absl::Status prepare(tensorflow::OpKernelContext* ctx, bool backward, DeformIO* io) const {
+    Geometry& g = io->g;
+    TF_RETURN_IF_ERROR(geometry(ctx->input(0), ctx->input(1), ctx->input(2), ctx->input(3), dg_, groups_, &g));
+    const Tensor& last = ctx->input(4);
+    Tensor* outputs[5] = {};
+    if (backward) {
+      VCAR_CHECK(last.dims() == 4 && last.dim_size(0) == g.b && last.dim_size(1) == g.h &&
+                     last.dim_size(2) == g.w && last.dim_size(3) == g.o,
+                 "grad must be (B, H, W, O)");
+      for (int i = 0; i < 4; ++i) TF_RETURN_IF_ERROR(ctx->allocate_output(i, ctx->input(i).shape(), &outputs[i]));
+      TF_RETURN_IF_ERROR(ctx->allocate_output(4, tensorflow::TensorShape({g.o}), &outputs[4]));
+    } else {
+      VCAR_CHECK(last.NumElements() == g.o, "bias must have O elements");
+      TF_RETURN_IF_ERROR(ctx->allocate_output(0, tensorflow::TensorShape({g.b, g.h, g.w, g.o}), &outputs[0]));
+    }
+    const float** inputs[5] = {&io->x, &io->offset, &io->mask, &io->kernel, &io->last};
+    for (int i = 0; i < 5; ++i) {
+      *inputs[i] = ctx->input(i).flat<float>().data();
+      io->out[i] = outputs[i] ? outputs[i]->flat<float>().data() : nullptr;
+    }
+    return absl::OkStatus();
   }
 
   int dg_, groups_;

@@ -7,6 +7,7 @@ fails, `auto` callers get one warning and the composite.
 """
 
 import fcntl
+import functools
 import hashlib
 import os
 import platform
@@ -128,11 +129,11 @@ class CudaToolkit:
     def __init__(self, home):
         self.home = home
         self.nvcc = os.path.join(home, "bin", "nvcc")
-        self.include_dirs = [d for d in (os.path.join(home, "include"),) if os.path.exists(os.path.join(d, "cuda_runtime.h"))]
+        self.include = os.path.join(home, "include")
         self.lib = next((d for d in (os.path.join(home, "lib64"), os.path.join(home, "lib"))
                          if any(f.startswith("libcudart") for f in (os.listdir(d) if os.path.isdir(d) else []))), None)
 
-    @property
+    @functools.cached_property
     def version(self):
         """(major, minor) that nvcc reports, or None."""
         import re
@@ -152,7 +153,8 @@ class CudaToolkit:
         nvcc = shutil.which("nvcc")
         homes += [os.path.dirname(os.path.dirname(os.path.realpath(nvcc))) if nvcc else None, "/usr/local/cuda"]
         found = [cls(h) for h in dict.fromkeys(filter(None, homes))]
-        return [t for t in found if os.path.exists(t.nvcc) and t.include_dirs and t.lib]
+        return [t for t in found if os.path.exists(t.nvcc) and t.lib
+                and os.path.exists(os.path.join(t.include, "cuda_runtime.h"))]
 
     @classmethod
     def find(cls, major=None):
@@ -175,9 +177,9 @@ class CudaToolkit:
         if not os.path.islink(link):
             os.makedirs(os.path.dirname(link), exist_ok=True)
             tmp = f"{link}.tmp{os.getpid()}"
-            os.symlink(self.include_dirs[0], tmp)
+            os.symlink(self.include, tmp)
             os.replace(tmp, link)
-        return [f"-I{overlay}", *(f"-I{d}" for d in self.include_dirs)]
+        return [f"-I{overlay}", f"-I{self.include}"]
 
     def link_flags(self):
         """The static runtime where the toolkit has it, else the shared one (found at run time
@@ -188,15 +190,17 @@ class CudaToolkit:
         return [os.path.join(self.lib, shared[0]), f"-Wl,-rpath,{self.lib}"]
 
 
-def deform_conv_sources(cuda=False):
-    folder = os.path.join(source_dir(), "deform_conv")
-    names = ["deform_conv_op.cc"] + (["deform_conv_gpu_op.cc", "deform_conv_gpu.cu.cc"] if cuda else [])
-    return [os.path.join(folder, n) for n in names]
+CPU_SOURCES = ("deform_conv_op.cc",)
+CUDA_SOURCES = ("deform_conv_gpu_op.cc", "deform_conv_gpu.cu.cc")
+
+
+def deform_conv_sources(*names):
+    return [os.path.join(source_dir(), "deform_conv", n) for n in names]
 
 
 def build_deform_conv_cuda(toolkit):
     """The deform-conv library with its CUDA kernels (CPU kernels included)."""
-    return build_library("deform_conv_cuda", deform_conv_sources(cuda=True), cuda=toolkit)
+    return build_library("deform_conv_cuda", deform_conv_sources(*CPU_SOURCES, *CUDA_SOURCES), cuda=toolkit)
 
 
 def _deform_conv_path():
@@ -220,7 +224,7 @@ def _deform_conv_path():
             except VcarError as e:
                 warnings.warn(f"CUDA deformable conv not built ({e}); the fused op runs on the CPU only",
                               RuntimeWarning, stacklevel=4)
-    return build_library("deform_conv", deform_conv_sources())
+    return build_library("deform_conv", deform_conv_sources(*CPU_SOURCES))
 
 
 def load_deform_conv_emulation():
@@ -228,10 +232,8 @@ def load_deform_conv_emulation():
     VcarDeformConv2DEmulated(Grad), with tiny tiles and slices so small inputs cross several."""
     import tensorflow as tf
 
-    folder = os.path.join(source_dir(), "deform_conv")
-    sources = [os.path.join(folder, n) for n in ("deform_conv_gpu_op.cc", "deform_conv_gpu.cu.cc")]
     flags = ["-DVCAR_GPU_EMULATION", "-DVCAR_GPU_COLUMN_FLOATS=2048", "-DVCAR_GPU_SLICE=16"]
-    return tf.load_op_library(build_library("deform_conv_emulated", sources, flags))
+    return tf.load_op_library(build_library("deform_conv_emulated", deform_conv_sources(*CUDA_SOURCES), flags))
 
 
 def load_deform_conv(required):
