@@ -1,0 +1,43 @@
+"""Files written by main at 2aac3d0, before the package was reorganised, still load and compute the
+same: checkpoints and .keras files of every registered model (tests/legacy/make_legacy_fixtures.py
+made them), and a train_main.py run folder through load_run."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.legacy.make_legacy_fixtures import KERAS_FILES, SMALL
+from vcar_tf import models
+
+LEGACY = os.path.join(os.path.dirname(__file__), "legacy")
+
+
+@pytest.fixture(scope="module")
+def expected():
+    return np.load(os.path.join(LEGACY, "expected.npz"))
+
+
+def test_every_registered_model_has_a_legacy_checkpoint():
+    assert sorted(SMALL) == models.names()
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_legacy_checkpoint_restores_every_variable_and_the_output(name, expected):
+    model = models.build(name, **SMALL[name][0])
+    x = expected[f"{name}/input"]
+    before = np.asarray(model(x, training=False))
+    status = tf.train.Checkpoint(model=model).read(os.path.join(LEGACY, "checkpoints", name, "ckpt"))
+    status.assert_consumed()  # every saved value has a variable, every variable a value
+    out = np.asarray(model(x, training=False))
+    assert not np.allclose(before, expected[f"{name}/output"], atol=1e-3)  # the restore changed something
+    np.testing.assert_allclose(out, expected[f"{name}/output"], atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", KERAS_FILES)
+def test_legacy_keras_file_loads_and_computes_the_same(name, expected):
+    model = keras.saving.load_model(os.path.join(LEGACY, "keras", f"{name}.keras"))
+    out = np.asarray(model(expected[f"{name}/input"], training=False))
+    np.testing.assert_allclose(out, expected[f"{name}/output"], atol=2e-5, rtol=1e-5)
