@@ -41,3 +41,16 @@ def test_legacy_keras_file_loads_and_computes_the_same(name, expected):
     model = keras.saving.load_model(os.path.join(LEGACY, "keras", f"{name}.keras"))
     out = np.asarray(model(expected[f"{name}/input"], training=False))
     np.testing.assert_allclose(out, expected[f"{name}/output"], atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["arcnn", "rfda"])
+def test_saved_model_signatures_keep_their_names_dtypes_and_shapes(name, tmp_path):
+    import json
+
+    from tests.legacy.make_legacy_fixtures import describe_signatures
+    from vcar_tf.export import export_saved_model
+
+    with open(os.path.join(LEGACY, "signatures.json")) as f:
+        recorded = json.load(f)[name]
+    path = export_saved_model(models.build(name, **SMALL[name][0]), models.spec(name).radius, str(tmp_path / name))
+    assert describe_signatures(path) == recorded

@@ -30,6 +30,19 @@ SMALL = {
     "stdf_rf": ({"nf": 8, "out_nc": 8, "nf_qe": 8, "nb_qe": 3}, (1, 4, 20, 24, 1)),
 }
 KERAS_FILES = ("arcnn", "stdf_r3", "nl_convlstm", "rfda")
+SIGNATURE_MODELS = ("arcnn", "rfda")  # a window model and a recurrent one
+
+
+def describe_signatures(path):
+    """{signature: {"inputs": {name: [dtype, shape]}, "outputs": {...}}} of a SavedModel."""
+    import tensorflow as tf
+
+    spec = lambda t: [t.dtype.name, t.shape.as_list() if t.shape.rank is not None else None]  # noqa: E731
+    out = {}
+    for key, fn in tf.saved_model.load(path).signatures.items():
+        out[key] = {"inputs": {k: spec(v) for k, v in sorted(fn.structured_input_signature[1].items())},
+                    "outputs": {k: spec(v) for k, v in sorted(fn.structured_outputs.items())}}
+    return out
 
 
 def randomise(model, rng):
@@ -65,6 +78,18 @@ def main():
             os.makedirs(os.path.join(args.out, "keras"), exist_ok=True)
             model.save(os.path.join(args.out, "keras", f"{name}.keras"))
     np.savez_compressed(os.path.join(args.out, "expected.npz"), **expected)
+
+    from vcar_tf.export import export_saved_model
+    import tempfile
+
+    signatures = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in SIGNATURE_MODELS:
+            path = export_saved_model(models.build(name, **SMALL[name][0]), models.spec(name).radius,
+                                      os.path.join(tmp, name))
+            signatures[name] = describe_signatures(path)
+    with open(os.path.join(args.out, "signatures.json"), "w") as f:
+        json.dump(signatures, f, indent=1, sort_keys=True)
 
     run = os.path.join(args.out, "run_arcnn")
     cfg = TrainConfig(model="arcnn", steps=3, model_dir=run)
