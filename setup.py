@@ -30,11 +30,12 @@ setup(
     extras_require={"test": ["pytest==9.0.3"]},
     entry_points={
         "console_scripts": [
-            "vcar-prepare=vcar_tf.data.prepare:main",
-            "vcar-report=vcar_tf.report:main",
-            "vcar-evaluate=vcar_tf.evaluate:main",
-            "vcar-export=vcar_tf.export:main",
-            "vcar-enhance=vcar_tf.enhance:main",
+            "vcar-prepare=vcar_tf.cli.prepare:main",
+            "vcar-report=vcar_tf.cli.report:main",
+            "vcar-evaluate=vcar_tf.cli.evaluate:main",
+            "vcar-export=vcar_tf.cli.export:main",
+            "vcar-enhance=vcar_tf.cli.enhance:main",
+            "vcar-compare=vcar_tf.cli.compare:main",
         ]
     },
 )

@@ -11,7 +11,10 @@ import sys
 from absl import app, flags
 
 from vcar_tf.errors import VcarError
+from vcar_tf.export.saved_model import export_saved_model
 from vcar_tf.train.config import TrainConfig
+from vcar_tf.train.run import RunFolder
+from vcar_tf.train.trainer import Trainer
 
 _D = TrainConfig()
 flags.DEFINE_string("model", _D.model, "registered model name (python -m vcar_tf.models lists them)")
@@ -57,14 +60,10 @@ def main(argv):
     del argv
     try:
         cfg = config_from_flags()
-        from vcar_tf.train.trainer import Trainer
-
         trainer = Trainer(cfg)
         result = trainer.run()
         if result is not None and cfg.export:
-            from vcar_tf.export import export_saved_model
-
-            export_dir = cfg.export_dir or os.path.join(cfg.model_dir, "serving")
+            export_dir = cfg.export_dir or RunFolder(cfg.model_dir).serving
             exported = export_saved_model(trainer.model, trainer.radius, os.path.join(export_dir, trainer.spec.name))
     except VcarError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -58,7 +58,7 @@ def child_stdf(impl, width, height, repeats):
     import numpy as np
 
     from vcar_tf import models
-    from vcar_tf.evaluation import inference_fn
+    from vcar_tf.inference.streaming import inference_fn
 
     run = inference_fn(models.build("stdf_r3"))
     x = np.random.default_rng(0).random((1, 7, height, width, 1), dtype=np.float32)
@@ -95,7 +95,7 @@ def main():
     publish("Deformable convolution: fused op against the composite",
             "STDF fusion layer: 7 -> 64 channels, 3x3, 7 deformable groups, batch 1, float32, "
             f"mean of {args.repeats} after a warm-up.\n\n" + "\n".join(lines) + "\n\n" + "\n".join(ratios)
-            + "\n\nSTDF-R3 inference of one frame (7-frame window) through `vcar_tf.evaluation.inference_fn`.\n\n"
+            + "\n\nSTDF-R3 inference of one frame (7-frame window) through `vcar_tf.inference.streaming.inference_fn`.\n\n"
             + "\n".join(stdf) + "\n", args.out)
 
 

@@ -48,7 +48,7 @@ def child_inference(name, width, height, repeats):
     import numpy as np
 
     from vcar_tf import models
-    from vcar_tf.streaming import frame_step
+    from vcar_tf.inference.streaming import frame_step
 
     run = frame_step(models.build(name))
     radius = models.spec(name).radius
@@ -124,7 +124,7 @@ def main():
         print(lines[-1], flush=True)
     publish("Models on CPU",
             f"Training at patch {args.patch}, batch {args.batch} (fp32, Adam, synthetic data); inference of "
-            f"one frame (batch 1) through `vcar_tf.streaming.frame_step` (a tf.function, as evaluation and "
+            f"one frame (batch 1) through `vcar_tf.inference.streaming.frame_step` (a tf.function, as evaluation and "
             f"vcar-enhance run it), mean of {args.repeats} after a warm-up; RSS is the peak of that process. "
             f"The pipeline column is tf.data on the embedded sample train split at the same patch, batch "
             f"and radius; 'pipeline / training' is how many times faster it feeds than training eats. "

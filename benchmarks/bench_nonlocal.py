@@ -40,7 +40,7 @@ def child_model(kind, width, height, repeats):
     import numpy as np
 
     from vcar_tf import models
-    from vcar_tf.evaluation import inference_fn
+    from vcar_tf.inference.streaming import inference_fn
 
     run = inference_fn(models.build("nl_convlstm", warp=kind))
     x = np.random.default_rng(0).random((1, 7, height, width, 1), dtype=np.float32)
@@ -86,7 +86,7 @@ def main():
             + "\n\nScaling of the approximation (linear in the pixel count means a constant ms per 100K pixels):\n\n"
             + "\n".join(scaling)
             + "\n\nNL-ConvLSTM inference of the centre frame of a 7-frame window through "
-              "`vcar_tf.evaluation.inference_fn`; `none` is the same network with the warp switched off, "
+              "`vcar_tf.inference.streaming.inference_fn`; `none` is the same network with the warp switched off, "
               "to show the warp's share.\n\n" + "\n".join(model) + "\n", args.out)
 
 

@@ -6,7 +6,7 @@ and the streaming memory over a long video.
 One frame of RFDA is one `step` of the stream (window + carried state), the way evaluation,
 vcar-enhance and the TF Serving step signature run it; STDF-R3 is one window. Each (model, size)
 runs in its own process. The paper's GPU ratio RFDA / STDF-R3 is 10.5 / 25.1 = 0.42 FPS at 480p.
-The streaming row feeds --frames frames of 416x240 through vcar_tf.streaming and reports the RSS
+The streaming row feeds --frames frames of 416x240 through vcar_tf.inference.streaming and reports the RSS
 after the first 10 frames and after the last: constant memory means they match.
 """
 
@@ -25,7 +25,7 @@ def child_fps(name, width, height, repeats):
     import numpy as np
 
     from vcar_tf import models
-    from vcar_tf.streaming import frame_step
+    from vcar_tf.inference.streaming import frame_step
 
     run = frame_step(models.build(name))
     x = np.random.default_rng(0).random((1, 7, height, width, 1), dtype=np.float32)
@@ -37,7 +37,7 @@ def child_stream(frames):
     import numpy as np
 
     from vcar_tf import models
-    from vcar_tf.streaming import enhance_frames
+    from vcar_tf.inference.streaming import enhance_frames
 
     rng = np.random.default_rng(0)
     rss = {}

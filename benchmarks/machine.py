@@ -28,13 +28,22 @@ def describe():
     return f"{cpu}, {cores} cores{mem}, {platform.system()} {platform.machine()}, Python {platform.python_version()}"
 
 
-def publish(title, body, out=None):
-    """Print a benchmark result headed by the machine and the exact command; also write it to `out`."""
-    import sys
+def revision():
+    """'DATE at commit HASH' of this run (with '+ uncommitted changes' when the tree differs)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    git = lambda *a: subprocess.run(["git", *a], cwd=here, capture_output=True, text=True).stdout.strip()  # noqa: E731
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = " + uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else ""
+    return f"{time.strftime('%Y-%m-%d')} at commit {commit}{dirty}"
 
+
+def publish(title, body, out=None):
+    """Print a benchmark result headed by the machine, the date and commit, and the exact command;
+    also write it to `out`."""
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     text = (f"# {title}\n\nMachine: {describe()}; 1-minute load average at the end: {load:.1f} "
-            f"(above the core count means other jobs shared the CPU)\n\nCommand: `python {' '.join(sys.argv)}`\n\n{body}")
+            f"(above the core count means other jobs shared the CPU)\n\nRun: {revision()}\n\n"
+            f"Command: `python {' '.join(sys.argv)}`\n\n{body}")
     print(text)
     if out:
         from vcar_tf.fileutil import write_text_atomic

@@ -5,9 +5,11 @@ import json
 import numpy as np
 import pytest
 
-from vcar_tf.compare import main, read_table
+from vcar_tf.cli.compare import main
+from vcar_tf.reporting import read_table
 from vcar_tf.errors import VcarError
-from vcar_tf.report import average_rows, sequence_row, to_csv
+from vcar_tf.metrics.sequence import sequence_row
+from vcar_tf.reporting import average_rows, to_csv
 
 
 def _run(tmp_path, model, shift):

@@ -111,10 +111,10 @@ def test_bad_offset_and_mask_shapes_name_the_expected_shape():
 # --- the fused C++ op against the composite ---------------------------------------------------
 
 def _fused_or_skip():
-    from vcar_tf.ops import build
+    from vcar_tf.ops import build, deform_conv_op
 
     try:
-        return build.load_deform_conv(required=True)
+        return deform_conv_op.load_deform_conv(required=True)
     except VcarError as e:  # no compiler here: the composite is all there is
         pytest.skip(str(e))
 
@@ -161,10 +161,10 @@ def test_fused_matches_composite_forward_and_every_gradient(seed, shape):
 def test_cuda_kernels_emulated_on_the_cpu_match_composite(seed, shape):
     """The CUDA kernels' bodies (deform_conv_gpu.cu.cc) compiled by g++ as loops, with tiles of a
     few pixels and kernel-gradient slices of 16 so that every case crosses several of each."""
-    from vcar_tf.ops import build
+    from vcar_tf.ops import build, deform_conv_op
 
     _fused_or_skip()  # a compiler is there
-    lib = build.load_deform_conv_emulation()
+    lib = deform_conv_op.load_deform_conv_emulation()
     assert_matches_composite(lib.vcar_deform_conv2d_emulated, lib.vcar_deform_conv2d_emulated_grad, seed, shape)
 
 
@@ -172,13 +172,13 @@ def test_cuda_library_builds_with_nvcc_and_loads():
     """Where a CUDA toolkit is installed: nvcc compiles the kernels, g++ the GPU op with TF's GPU
     headers (through the include overlay), and TF loads the library (in a fresh process: it
     registers the same ops as the CPU-only library). The kernels themselves run only on a GPU."""
-    from vcar_tf.ops import build
+    from vcar_tf.ops import build, deform_conv_op
 
     _fused_or_skip()
     if build.CudaToolkit.find() is None:
         pytest.skip("no CUDA toolkit (nvcc) on this machine")
-    code = ("import tensorflow as tf; from vcar_tf.ops import build; "
-            "lib = tf.load_op_library(build.build_deform_conv_cuda(build.CudaToolkit.find())); "
+    code = ("import tensorflow as tf; from vcar_tf.ops import build, deform_conv_op; "
+            "lib = tf.load_op_library(deform_conv_op.build_deform_conv_cuda(build.CudaToolkit.find())); "
             "print('ops', hasattr(lib, 'vcar_deform_conv2d'), hasattr(lib, 'vcar_deform_conv2d_grad'))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0 and "ops True True" in r.stdout, r.stderr[-2000:]
@@ -187,7 +187,7 @@ def test_cuda_library_builds_with_nvcc_and_loads():
 @pytest.mark.skipif(not tf.config.list_physical_devices("GPU"), reason="no GPU visible to TF")
 @pytest.mark.parametrize("seed,shape", FUSED_CASES)
 def test_cuda_kernels_on_the_gpu_match_composite(seed, shape):
-    from vcar_tf.ops import build
+    from vcar_tf.ops import build, deform_conv_op
 
     assert build.CudaToolkit.find() is not None, "a GPU but no CUDA toolkit: set VCAR_CUDA_HOME"
     lib = _fused_or_skip()
@@ -209,7 +209,7 @@ def test_fused_portable_build_without_avx512_matches_too(tmp_path):
 
 def test_impl_selection_and_gradient_through_the_layer(monkeypatch):
     _fused_or_skip()
-    from vcar_tf.models.deform import DeformConv2D
+    from vcar_tf.models.blocks import DeformConv2D
     from vcar_tf.ops.deform_conv import composite_only, selected_impl
 
     x, offset, mask, _, _ = (tf.constant(a, tf.float32) for a in random_case(5, dg=2))
@@ -235,13 +235,13 @@ def test_impl_selection_and_gradient_through_the_layer(monkeypatch):
 
 
 def test_failed_build_warns_once_and_falls_back(monkeypatch, tmp_path):
-    from vcar_tf.ops import build
+    from vcar_tf.ops import build, deform_conv_op
     from vcar_tf.ops.deform_conv import selected_impl
 
     (tmp_path / "deform_conv").mkdir()
     (tmp_path / "deform_conv" / "deform_conv_op.cc").write_text("this is not C++\n")
     monkeypatch.setattr(build, "source_dir", lambda: str(tmp_path))
-    monkeypatch.setattr(build, "_LOADED", {})
+    monkeypatch.setattr(deform_conv_op, "_LOADED", {})
     monkeypatch.setenv("VCAR_TF_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("VCAR_DEFORM_IMPL", "auto")
     with pytest.warns(RuntimeWarning, match="fused deformable conv unavailable .*building deform_conv failed"):
@@ -253,12 +253,12 @@ def test_failed_build_warns_once_and_falls_back(monkeypatch, tmp_path):
 
 
 def test_cuda_tf_without_a_toolkit_of_its_cuda_version_warns_and_uses_the_cpu_kernel(monkeypatch):
-    from vcar_tf.ops import build
+    from vcar_tf.ops import build, deform_conv_op
 
     _fused_or_skip()
     monkeypatch.delenv("VCAR_CUDA_HOME", raising=False)
     monkeypatch.setattr(tf.test, "is_built_with_cuda", lambda: True)
     monkeypatch.setattr(tf.sysconfig, "get_build_info", lambda: {"cuda_version": "99.1"})
     with pytest.warns(RuntimeWarning, match="no CUDA 99 toolkit for this TF .*set VCAR_CUDA_HOME"):
-        path = build._deform_conv_path()
+        path = deform_conv_op._deform_conv_path()
     assert os.path.basename(path).startswith("deform_conv-"), path

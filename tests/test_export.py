@@ -34,10 +34,10 @@ def _fresh_env():
 def test_saved_model_matches_keras_in_fresh_process(name, radius, tmp_path, monkeypatch):
     if name.startswith("stdf"):  # the Keras side runs the fused op where it builds; the export never does
         from vcar_tf.errors import VcarError
-        from vcar_tf.ops import build as op_build
+        from vcar_tf.ops.deform_conv_op import load_deform_conv
 
         try:
-            op_build.load_deform_conv(required=True)
+            load_deform_conv(required=True)
             monkeypatch.setenv("VCAR_DEFORM_IMPL", "fused")
         except VcarError:
             pass

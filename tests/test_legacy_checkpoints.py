@@ -54,3 +54,13 @@ def test_saved_model_signatures_keep_their_names_dtypes_and_shapes(name, tmp_pat
         recorded = json.load(f)[name]
     path = export_saved_model(models.build(name, **SMALL[name][0]), models.spec(name).radius, str(tmp_path / name))
     assert describe_signatures(path) == recorded
+
+
+def test_legacy_run_folder_loads_through_load_run():
+    from vcar_tf.train.run import load_run
+
+    run = os.path.join(LEGACY, "run_arcnn")
+    model, cfg, radius = load_run(run)
+    assert (cfg.model, cfg.steps, radius) == ("arcnn", 3, 0)
+    expected = np.load(os.path.join(run, "expected.npz"))
+    np.testing.assert_allclose(np.asarray(model(expected["input"], training=False)), expected["output"], atol=1e-5)

@@ -16,7 +16,7 @@ def _files(folder):
 def test_prepare_cli_layout_sidecar_and_cache(tmp_path):
     out = tmp_path / "ds"
     srcs = [shared_file("ciscovt2people"), shared_file("vimeo-00002-0007")]
-    r = run_cli("-m", "vcar_tf.data.prepare", "--raw", *srcs, "--out", str(out), "--qp", "32", "37")
+    r = run_cli("-m", "vcar_tf.cli.prepare", "--raw", *srcs, "--out", str(out), "--qp", "32", "37")
     assert r.returncode == 0, r.stderr
     assert "2 raw written, 4 encoded, 0 already done" in r.stdout
     files = _files(out)
@@ -30,7 +30,7 @@ def test_prepare_cli_layout_sidecar_and_cache(tmp_path):
     assert "raw/ciscovt2people_320x192_9.yuv" in files
     assert not [f for f in files if ".tmp-" in f]
     stamps = {f: os.stat(out / f).st_mtime_ns for f in files}
-    r = run_cli("-m", "vcar_tf.data.prepare", "--raw", *srcs, "--out", str(out), "--qp", "32", "37")
+    r = run_cli("-m", "vcar_tf.cli.prepare", "--raw", *srcs, "--out", str(out), "--qp", "32", "37")
     assert r.returncode == 0 and "0 raw written, 0 encoded, 4 already done" in r.stdout
     assert {f: os.stat(out / f).st_mtime_ns for f in _files(out)} == stamps  # no work redone
     pairs = find_pairs(str(out), 37)
@@ -48,7 +48,7 @@ def test_prepare_reads_mfqe_layout_as_distributed(tmp_path):
     np.testing.assert_array_equal(comp.y(0), frames[4][0])
     assert resolve_datasets(str(tmp_path)) == {"train_108": str(root)}
     # and the raw folder is a valid prepare input
-    r = run_cli("-m", "vcar_tf.data.prepare", "--raw", str(root / "raw"), "--out", str(tmp_path / "o"),
+    r = run_cli("-m", "vcar_tf.cli.prepare", "--raw", str(root / "raw"), "--out", str(tmp_path / "o"),
                 "--qp", "37", "--codec", "x264")
     assert r.returncode == 0, r.stderr
     assert YuvSequence(str(tmp_path / "o" / "x264_LDP" / "QP37" / "Kimono_64x48_5.yuv")).num_frames == 5
@@ -97,7 +97,7 @@ def test_bad_input_one_line_error_no_partial_output(tmp_path):
     cases, blocker = _bad_input_cases(tmp_path)
     for i, (args, pattern) in enumerate(cases):
         out = tmp_path / f"out{i}"
-        r = run_cli("-m", "vcar_tf.data.prepare", *args, "--out", str(out))
+        r = run_cli("-m", "vcar_tf.cli.prepare", *args, "--out", str(out))
         assert r.returncode != 0, args
         lines = r.stderr.strip().splitlines()
         assert "Traceback" not in r.stderr, r.stderr
@@ -106,14 +106,15 @@ def test_bad_input_one_line_error_no_partial_output(tmp_path):
         assert not [f for f in (_files(out) if out.exists() else []) if not f.endswith(".json")], args
         assert not [f for f in (_files(out) if out.exists() else []) if f.endswith(".yuv") or ".tmp-" in f]
     # an output folder that cannot be written (its parent is a file)
-    r = run_cli("-m", "vcar_tf.data.prepare", "--raw", shared_file("ciscovt2people"),
+    r = run_cli("-m", "vcar_tf.cli.prepare", "--raw", shared_file("ciscovt2people"),
                 "--out", str(blocker / "sub"))
     assert r.returncode == 2 and r.stderr.strip().startswith("error: cannot create output folder")
     assert len(r.stderr.strip().splitlines()) == 1
 
 
 def test_missing_codec_in_ffmpeg_build(monkeypatch, capsys, tmp_path):
-    from vcar_tf.data import codec, prepare
+    from vcar_tf.cli import prepare
+    from vcar_tf.data import codec
 
     monkeypatch.setattr(codec.av, "codecs_available", {"hevc", "h264"})
     with pytest.raises(SystemExit) as e:

@@ -6,7 +6,7 @@ import tensorflow as tf
 
 import keras
 from vcar_tf.models import build
-from vcar_tf.streaming import StreamingEnhancer, enhance_frames
+from vcar_tf.inference.streaming import StreamingEnhancer, enhance_frames
 from tests.conftest import perturb_weights
 
 R = 3

@@ -39,7 +39,7 @@ def test_sample_is_real_content_deterministic_and_cached(sample_cache, tmp_path)
 def test_report_cli_main_job_on_sample(sample_cache, tmp_path):
     cache, _ = sample_cache
     out = tmp_path / "rep"
-    r = run_cli("-m", "vcar_tf.report", "--out", str(out), env={"VCAR_TF_CACHE": cache})
+    r = run_cli("-m", "vcar_tf.cli.report", "--out", str(out), env={"VCAR_TF_CACHE": cache})
     assert r.returncode == 0, r.stderr
     rows = list(csv.DictReader(open(out / "report.csv")))
     assert [r_["sequence"] for r_ in rows if r_["split"] == "test"] == ["motorcycle-pan_416x240_32", "average"]
@@ -51,5 +51,5 @@ def test_report_cli_main_job_on_sample(sample_cache, tmp_path):
 
 
 def test_report_errors(tmp_path):
-    r = run_cli("-m", "vcar_tf.report", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o"))
+    r = run_cli("-m", "vcar_tf.cli.report", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and r.stderr.strip() == f"error: dataset not found: {tmp_path / 'nope'}"

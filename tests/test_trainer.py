@@ -106,7 +106,7 @@ def test_evaluate_cli_reports_the_trained_run(tiny_dataset, tmp_path):
     r = run_cli("-m", "vcar_tf.evaluate", "--model_dir", str(tmp_path / "nothing"))
     assert r.returncode == 2 and "is not a training run" in r.stderr
     # the same report through the exported SavedModel (serve_float signature)
-    from vcar_tf.evaluate import load_run
+    from vcar_tf.train.run import load_run
     from vcar_tf.export import export_saved_model
 
     saved = export_saved_model(load_run(str(tmp_path / "run"))[0], 0, str(tmp_path / "serving" / "arcnn"))
@@ -125,32 +125,32 @@ def test_train_main_exports_and_vcar_export(tiny_dataset, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "validation ΔPSNR" in r.stdout
     assert os.path.exists(tmp_path / "serving" / "arcnn" / "1" / "saved_model.pb")
-    r = run_cli("-m", "vcar_tf.export", "--model_dir", f"{tmp_path}/run", "--out", f"{tmp_path}/serving")
+    r = run_cli("-m", "vcar_tf.cli.export", "--model_dir", f"{tmp_path}/run", "--out", f"{tmp_path}/serving")
     assert r.returncode == 0, r.stderr[-2000:]
     assert os.path.exists(tmp_path / "serving" / "arcnn" / "2" / "saved_model.pb")
 
 
 def test_vcar_enhance_yuv_and_video(tiny_dataset, tmp_path):
-    from vcar_tf.evaluate import load_run
-    from vcar_tf.evaluation import enhance_luma
+    from vcar_tf.train.run import load_run
+    from vcar_tf.inference.sequence import enhance_luma
     from vcar_tf.train.trainer import Trainer
     from vcar_tf.video import open_sequence
 
     Trainer(_config(tiny_dataset, tmp_path / "run", 2, lr=1e-2)).run()  # far enough from the identity
     src = os.path.join(tiny_dataset, "test", "x265_LDP", "QP37", "s0_40x32_6.yuv")
     for out in ("out_40x32.yuv", "out.mkv"):
-        r = run_cli("-m", "vcar_tf.enhance", "--model_dir", str(tmp_path / "run"), "--input", src,
+        r = run_cli("-m", "vcar_tf.cli.enhance", "--model_dir", str(tmp_path / "run"), "--input", src,
                     "--output", str(tmp_path / out))
         assert r.returncode == 0, r.stderr[-2000:]
         got, inp = open_sequence(str(tmp_path / out)), open_sequence(src)
         assert got.num_frames == 6
-        model, _ = load_run(str(tmp_path / "run"))
+        model, _, _ = load_run(str(tmp_path / "run"))
         want = [np.round(y * 255).astype(np.uint8) for y in enhance_luma(model, inp, 0)]
         assert any(not np.array_equal(want[t], inp.y(t)) for t in range(6))  # trained: not the identity
         for t in range(6):
             np.testing.assert_array_equal(got.y(t), want[t])  # lossless output (qp 0 for video)
             np.testing.assert_array_equal(got.frame(t)[1], inp.frame(t)[1])  # chroma unchanged
-    r = run_cli("-m", "vcar_tf.enhance", "--model_dir", str(tmp_path / "run"), "--input", src, "--output", src)
+    r = run_cli("-m", "vcar_tf.cli.enhance", "--model_dir", str(tmp_path / "run"), "--input", src, "--output", src)
     assert r.returncode == 2 and "must differ" in r.stderr
 
 
@@ -204,10 +204,32 @@ def test_clip_models_train_with_the_loss_summed_over_frames(tiny_dataset, tmp_pa
     want = sum(charbonnier(y[:, t], pred[:, t]) for t in range(4))
     np.testing.assert_allclose(per_example_loss(charbonnier, y, pred), want, rtol=1e-6)
 
-    def build_clip_model():
-        clip = keras.Input((None, None, None, 1))
-        residual = keras.layers.Conv3D(1, 3, padding="same")(clip)
-        return keras.Model(clip, keras.layers.Add()([clip, residual]))
+    class ClipToy(keras.Model):
+        """The smallest model of the recurrent protocol (vcar_tf.models.recurrent), R = 0."""
+
+        recurrent = True
+        state_channels = 1
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.conv = keras.layers.Conv2D(1, 3, padding="same")
+            self.conv.build((None, None, None, 2))
+
+        def initial_state(self, window):
+            return tf.zeros_like(window[:, 0])
+
+        def step(self, window, hidden):
+            y = window[:, 0] + self.conv(tf.concat([window[:, 0], hidden], axis=-1))
+            return y, y
+
+        def call(self, clip):
+            hidden, outputs = self.initial_state(clip), []
+            for t in range(clip.shape[1]):
+                y, hidden = self.step(clip[:, t:t + 1], hidden)
+                outputs.append(y)
+            return tf.stack(outputs, axis=1)
+
+    build_clip_model = ClipToy
 
     monkeypatch.setitem(registry._BUILDERS, "clip_toy",
                         registry.ModelSpec("clip_toy", build_clip_model, 0, "test only", clip_length=3))

@@ -3,7 +3,9 @@
     python tools/import_graph.py [--root .] [--check]
 
 Reads every module under vcar_tf/ with `ast` (nothing is imported or run) and prints: the floors
-(floor 0 imports nothing of the package; floor n imports something of floor n-1), the import
+of the package's parts (errors, video, models, ...: its top-level modules and folders) and of its
+modules (floor 0 imports nothing of the package; floor n imports something of floor n-1; the
+members of a circle share a floor), the import
 circles, the imports that go up the declared layers, the imports of command modules from
 outside cli/, and the function-level imports that exist only to dodge a circle (moving them to
 module level would close one). With --check it exits 1 when any rule is broken.
@@ -179,7 +181,8 @@ def analyse(root):
         for t, line, lazy in e:
             where = f"{modules[m][0]}:{line}"
             lm, lt = layer_of(m), layer_of(t)
-            if lm is not None and lt is not None and lt > lm:
+            shim = m in commands and t in commands  # python -m entry points forwarding to cli/
+            if lm is not None and lt is not None and lt > lm and not shim:
                 upward.append(f"{where}: {m} -> {t} (layer {lm} imports layer {lt})")
             if (part(m), part(t)) in FORBIDDEN:
                 forbidden.append(f"{where}: {m} -> {t} ({part(m)}/ must not import {part(t)}/)")
@@ -188,6 +191,22 @@ def analyse(root):
                 command_imports = list(dict.fromkeys(command_imports))
             if lazy and reaches(eager, t, m):
                 dodges.append(f"{where}: {m} -> {t} is inside a function; at module level it would close a circle")
+    parts = {}
+    for m, targets in graph.items():
+        parts.setdefault(part(m) or PACKAGE, set()).update(part(t) or PACKAGE for t in targets if part(t) != part(m))
+    part_component = {p: i for i, c in enumerate(strongly_connected(parts)) for p in c}
+    part_floors = {}
+
+    def part_floor(p):
+        if p not in part_floors:
+            part_floors[p] = -1
+            deps = [t for t in parts[p] if part_component[t] != part_component[p]]
+            part_floors[p] = 1 + max((part_floor(t) for t in deps), default=-1)
+        return part_floors[p]
+
+    for p in parts:
+        part_floor(p)
+    floors = {"modules": floors, "parts": part_floors}
     outside = [f"{modules[m][0]}: part {part(m)!r} is in no declared layer" for m in sorted(modules)
                if layer_of(m) is None and m not in commands]
     return modules, floors, circles, upward + outside, forbidden, command_imports, dodges, commands
@@ -199,10 +218,14 @@ def main(argv=None):
     p.add_argument("--check", action="store_true", help="exit 1 when a rule is broken")
     args = p.parse_args(argv)
     modules, floors, circles, upward, forbidden, command_imports, dodges, commands = analyse(args.root)
-    print(f"{len(modules)} modules, {max(floors.values()) + 1} floors, {len(circles)} circles")
+    parts, floors = floors["parts"], floors["modules"]
+    print(f"{len(modules)} modules in {len(parts)} parts; {max(parts.values()) + 1} floors of parts, "
+          f"{max(floors.values()) + 1} floors of modules; {len(circles)} circles")
+    for n in range(max(parts.values()) + 1):
+        print(f"part floor {n}: {', '.join(sorted(p for p, f in parts.items() if f == n))}")
     for n in range(max(floors.values()) + 1):
         names = sorted(m[len(PACKAGE) + 1:] or PACKAGE for m, f in floors.items() if f == n)
-        print(f"floor {n}: {', '.join(names)}")
+        print(f"module floor {n}: {', '.join(names)}")
     print(f"command modules: {', '.join(sorted(commands)) or 'none'}")
     problems = 0
     for title, items in (("import circles", [" <-> ".join(c) for c in circles]),

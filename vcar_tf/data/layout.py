@@ -5,6 +5,8 @@ import dataclasses
 import glob
 import os
 
+from vcar_tf.data.codec import CodecSettings
+from vcar_tf.data.sample import ensure_sample_dataset
 from vcar_tf.errors import VcarError
 from vcar_tf.video.yuv import YuvSequence
 
@@ -37,7 +39,7 @@ def find_pairs(root, qp=37, codec_folder=None):
     if codec_folder is None:
         found = compressed_folders(root, qp)
         if not found:
-            raise VcarError(f"{root} has no compressed QP{qp} folder; run vcar_tf.data.prepare with --qp {qp}")
+            raise VcarError(f"{root} has no compressed QP{qp} folder; run vcar-prepare with --qp {qp}")
         if len(found) > 1:
             raise VcarError(f"{root} has several QP{qp} codec folders ({', '.join(found)}); choose one")
         codec_folder = found[0]
@@ -59,9 +61,6 @@ def resolve_datasets(data, settings=None):
     """Dataset roots by name: the embedded sample (data None or 'sample') builds itself;
     a folder with raw/ is one dataset; a folder of such folders (e.g. train/, test/) is several."""
     if data in (None, "", "sample"):
-        from vcar_tf.data.codec import CodecSettings
-        from vcar_tf.data.sample import ensure_sample_dataset
-
         root = ensure_sample_dataset([settings or CodecSettings()])
         return {split: os.path.join(root, split) for split in ("train", "test")}
     if not os.path.isdir(data):
@@ -73,3 +72,17 @@ def resolve_datasets(data, settings=None):
     if not found:
         raise VcarError(f"dataset not found: {data} has no raw/ folder (nor subfolders with one)")
     return found
+
+
+VALIDATION_SPLITS = ("test", "val", "valid", "validation")
+
+
+def split_datasets(data, settings=None):
+    """(train roots, validation roots) of resolve_datasets(data, settings): folders named
+    test/val/valid/validation validate, the rest train."""
+    roots = resolve_datasets(data, settings)
+    val = {k: v for k, v in roots.items() if k in VALIDATION_SPLITS}
+    train = {k: v for k, v in roots.items() if k not in val}
+    if not train:
+        raise VcarError(f"{data}: no training split found (expected e.g. train/ beside test/)")
+    return train, val

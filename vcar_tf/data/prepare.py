@@ -1,12 +1,10 @@
-"""Make an MFQE-2.0-style dataset from source video: raw YUV plus compressed versions per QP.
+"""Make an MFQE-2.0-style dataset from source video: raw YUV plus compressed versions per QP
+(the command is vcar-prepare, vcar_tf/cli/prepare.py).
 
-    python -m vcar_tf.data.prepare --raw FILES_OR_DIR --out DIR --codec x265 --qp 22 27 32 37 42
-
-Writes DIR/raw/NAME_WxH_N.yuv, DIR/<codec>_LDP[_hmqp][_dbk][_sao]/QP<qp>/NAME_WxH_N.yuv and, in
+It writes DIR/raw/NAME_WxH_N.yuv, DIR/<codec>_LDP[_hmqp][_dbk][_sao]/QP<qp>/NAME_WxH_N.yuv and, in
 its bitstreams/ folder, each bitstream with a JSON sidecar. A finished output is never redone.
 """
 
-import argparse
 import concurrent.futures as cf
 import csv
 import json
@@ -17,8 +15,8 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
-from vcar_tf.data.codec import CODECS, CodecSettings, check_codec_available, dumps, encode, sidecar
-from vcar_tf.errors import VcarError, cli_main
+from vcar_tf.data.codec import CODECS, check_codec_available, dumps, encode, sidecar
+from vcar_tf.errors import VcarError
 from vcar_tf.fileutil import atomic_path, ensure_writable_dir, write_text_atomic
 from vcar_tf.metrics import psnr_y
 from vcar_tf.video import VIDEO_EXTENSIONS, decode_frames, write_yuv, yuv_name
@@ -165,46 +163,3 @@ def compress_all(raw_paths, out_dir, settings_list, workers=None):
     comps = _run_parallel(compress, jobs, workers or os.cpu_count() or 1, "encode")
     return {"raw": list(raw_paths), "encoded": sum(w for _, w in comps),
             "cached": sum(not w for _, w in comps), "sidecars": [c for c, _ in comps]}
-
-
-def add_codec_args(parser):
-    parser.add_argument("--codec", default="x265", choices=sorted(CODECS))
-    parser.add_argument("--qp", type=int, nargs="+", default=[37])
-    parser.add_argument("--deblock", action="store_true", help="turn the deblocking filter on")
-    parser.add_argument("--sao", action="store_true", help="turn SAO on (x265)")
-    parser.add_argument("--hm-ldp-offsets", action="store_true",
-                        help="HM16.5 low-delay-P QP offsets per GOP position (+3, +2, +3, +1)")
-    parser.add_argument("--preset", default="medium")
-
-
-def settings_from_args(args):
-    return [CodecSettings(codec=args.codec, qp=qp, deblock=args.deblock, sao=args.sao,
-                          hm_ldp_offsets=args.hm_ldp_offsets, preset=args.preset) for qp in args.qp]
-
-
-@cli_main
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m vcar_tf.data.prepare", description=__doc__.split("\n")[0])
-    parser.add_argument("--raw", nargs="+", required=True, help="source files or folders")
-    parser.add_argument("--out", required=True, help="dataset folder to write")
-    parser.add_argument("--split", choices=["train", "test"],
-                        help="with a folder holding MANIFEST.tsv: only this split")
-    parser.add_argument("--width", type=int, help="width of .yuv sources without WxH in the name")
-    parser.add_argument("--height", type=int)
-    parser.add_argument("--workers", type=int, default=None, help="parallel sequences (default: cores)")
-    add_codec_args(parser)
-    args = parser.parse_args(argv)
-    settings = settings_from_args(args)
-    sources = find_sources(args.raw, args.split)
-    summary = prepare_dataset(sources, args.out, settings, args.workers, args.width, args.height)
-    print(f"{len(sources)} sequences: {summary['raw_written']} raw written, {summary['encoded']} encoded, "
-          f"{summary['cached']} already done")
-    for s in settings:
-        rows = [c for c in summary["sidecars"] if c["settings"] == s.to_json()]
-        mean = np.mean([c["psnr_y"] for c in rows])
-        print(f"{os.path.join(args.out, s.folder)}: mean Y-PSNR {mean:.2f} dB over {len(rows)} sequences")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

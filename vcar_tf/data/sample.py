@@ -13,6 +13,7 @@ import numpy as np
 from scipy import ndimage
 
 from vcar_tf.data.codec import CodecSettings
+from vcar_tf.data.prepare import compress_all
 from vcar_tf.fileutil import ensure_writable_dir
 from vcar_tf.video.yuv import write_yuv, yuv_name
 
@@ -105,8 +106,6 @@ def rgb_to_yuv420(rgb):
 
 def ensure_sample_dataset(settings_list=(CodecSettings(),), cache_dir=None, workers=None):
     """Build (once) and return the root of the embedded sample dataset for these codec settings."""
-    from vcar_tf.data.prepare import compress_all
-
     root = os.path.join(cache_dir or default_cache_dir(), SAMPLE_VERSION)
     ensure_writable_dir(root)
     raw_paths = {}

@@ -18,10 +18,4 @@ def summary():
     return rows
 
 
-def main():
-    """`python -m vcar_tf.models`: list the registry with parameter counts."""
-    for n, r, p, d in summary():
-        print(f"{n:12s} R={r}  {p:>10,d} params  {d}")
-
-
-__all__ = ["build", "main", "names", "spec", "summary"]
+__all__ = ["build", "names", "spec", "summary"]

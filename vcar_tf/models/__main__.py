@@ -1,3 +1,7 @@
-from vcar_tf.models import main
+"""`python -m vcar_tf.models`: the registry with parameter counts (vcar_tf/cli/models.py)."""
 
-main()
+import sys
+
+from vcar_tf.cli.models import main
+
+sys.exit(main())

@@ -17,13 +17,18 @@ class ModelSpec:
     description: str
     clip_length: Optional[int] = None  # recurrent models: trained on clips of this many frames
 
+    @property
+    def recurrent(self):
+        """Registered with a clip length: its models follow vcar_tf.models.recurrent's protocol."""
+        return self.clip_length is not None
+
 
 def register(name, radius, description, aliases=(), clip_length=None):
     """Decorator: register `builder(**overrides) -> keras.Model` under `name` (and aliases).
 
     Window models map (B, 2R+1, H, W, 1) to the centre frame (B, H, W, 1). Recurrent models
-    (clip_length set) map a clip (B, L, H, W, 1) to every enhanced frame (B, L, H, W, 1); the
-    trainer feeds them clips and sums the loss over the frames."""
+    (clip_length set) follow the protocol of vcar_tf.models.recurrent; the trainer feeds them
+    clips and sums the loss over the frames."""
 
     def wrap(builder):
         if name in _BUILDERS or name in _ALIASES:

@@ -21,6 +21,7 @@ import os
 import tensorflow as tf
 
 from vcar_tf.errors import VcarError
+from vcar_tf.ops.deform_conv_op import load_deform_conv
 
 IMPLS = ("auto", "fused", "composite")
 
@@ -124,21 +125,17 @@ def selected_impl():
     impl = deform_impl()
     if _FORCE_COMPOSITE or impl == "composite":
         return "composite"
-    from vcar_tf.ops import build
-
     if impl == "fused":
-        build.load_deform_conv(required=True)
+        load_deform_conv(required=True)
         return "fused"
-    return "fused" if build.load_deform_conv(required=False) is not None else "composite"
+    return "fused" if load_deform_conv(required=False) is not None else "composite"
 
 
 def deform_conv2d(x, offset, mask, kernel, bias=None, deformable_groups=1, groups=1):
     """DCNv2 through the fused op or the composite (VCAR_DEFORM_IMPL=fused|composite|auto)."""
     if selected_impl() == "composite" or x.dtype != tf.float32:
         return deform_conv2d_composite(x, offset, mask, kernel, bias, deformable_groups, groups)
-    from vcar_tf.ops import build
-
-    lib = build.load_deform_conv(required=True)
+    lib = load_deform_conv(required=True)
     if bias is None:
         bias = tf.zeros([kernel.shape[-1]], tf.float32)
     return lib.vcar_deform_conv2d(x, offset, mask, kernel, bias, deformable_groups=deformable_groups, groups=groups)

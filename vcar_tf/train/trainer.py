@@ -6,7 +6,6 @@ position and every random draw. SIGINT/SIGTERM save a checkpoint before exiting.
 """
 
 import dataclasses
-import json
 import os
 import signal
 import sys
@@ -19,11 +18,13 @@ from tqdm import tqdm
 
 from vcar_tf import models
 from vcar_tf.data.codec import CodecSettings
-from vcar_tf.data.layout import find_pairs, resolve_datasets
+from vcar_tf.data.layout import find_pairs, split_datasets
 from vcar_tf.data.pipeline import PipelineConfig, make_dataset
 from vcar_tf.errors import VcarError
-from vcar_tf.fileutil import write_text_atomic
+from vcar_tf.inference.sequence import enhance_sequence, evaluate_pairs
+from vcar_tf.reporting import write_report
 from vcar_tf.train.losses import get_loss, per_example_loss
+from vcar_tf.train.run import RunFolder, build_model, initialise_from, read_config_dict, run_radius, write_config
 from vcar_tf.train.strategy import make_strategy
 
 
@@ -43,57 +44,26 @@ def learning_rate_schedule(cfg):
         warmup_target=cfg.lr if warmup else None, warmup_steps=warmup)
 
 
-def split_datasets(cfg):
-    """(train roots, validation roots): folders named test/val/valid validate, the rest train."""
-    roots = resolve_datasets(cfg.data, CodecSettings(codec=cfg.codec, qp=cfg.qp))
-    val = {k: v for k, v in roots.items() if k in ("test", "val", "valid", "validation")}
-    train = {k: v for k, v in roots.items() if k not in val}
-    if not train:
-        raise VcarError(f"{cfg.data}: no training split found (expected e.g. train/ beside test/)")
-    return train, val
-
-
-def initialise_from(model, run_dir):
-    """Copy into `model` every variable of run_dir's latest checkpoint with the same path and shape;
-    returns the copied variables of `model`."""
-    from vcar_tf.evaluate import load_run
-
-    source, _ = load_run(run_dir)
-    by_path = {v.path: v for v in source.variables}
-    copied = []
-    for v in model.variables:
-        w = by_path.get(v.path)
-        if w is not None and tuple(w.shape) == tuple(v.shape):
-            v.assign(w)
-            copied.append(v)
-    if not copied:
-        raise VcarError(f"--init_from {run_dir}: no variable of {source.name} matches {model.name}")
-    print(f"initialised {len(copied)} of {len(model.variables)} variables from {run_dir} ({source.name})",
-          file=sys.stderr)
-    return copied
-
-
 class Trainer:
     def __init__(self, cfg):
         self.cfg = cfg
         self.spec = models.spec(cfg.model)
         if cfg.model_dir is None:
             cfg.model_dir = os.path.join("runs", self.spec.name)
-        self.radius = self.spec.radius if cfg.radius is None else cfg.radius
+        self.radius = run_radius(cfg)
         self.loss_fn = get_loss(cfg.loss)
         self.strategy = make_strategy(cfg.strategy)
         keras.utils.set_random_seed(cfg.seed)
         replicas = self.strategy.num_replicas_in_sync
         if cfg.batch % replicas:
             raise VcarError(f"global batch {cfg.batch} is not divisible by the {replicas} replicas")
-        train_roots, val_roots = split_datasets(cfg)
+        train_roots, val_roots = split_datasets(cfg.data, CodecSettings(codec=cfg.codec, qp=cfg.qp))
         self.train_pairs = [p for r in train_roots.values() for p in find_pairs(r, cfg.qp)]
         self.val_pairs = [p for r in val_roots.values() for p in find_pairs(r, cfg.qp)]
         if cfg.mixed_precision:
             keras.mixed_precision.set_global_policy("mixed_bfloat16")
         with self.strategy.scope():
-            overrides = {} if cfg.radius is None else {"radius": cfg.radius}
-            self.model = models.build(cfg.model, **overrides)
+            self.model = build_model(cfg)
             self.initialised = initialise_from(self.model, cfg.init_from) if cfg.init_from else []
             self.lr_schedule = learning_rate_schedule(cfg)
             self.groups = self._optimizer_groups()
@@ -104,9 +74,9 @@ class Trainer:
         # Every worker saves (saving may run collectives); only the chief's files are kept.
         self.work_dir = cfg.model_dir if self.is_chief else os.path.join(
             cfg.model_dir, f".worker-{self.strategy.cluster_resolver.task_id}")
-        self.manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(self.work_dir, "checkpoints"),
-                                                  max_to_keep=3)
-        self.writer = tf.summary.create_file_writer(os.path.join(self.work_dir, "logs"))
+        self.folder = RunFolder(self.work_dir)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, self.folder.checkpoints, max_to_keep=3)
+        self.writer = tf.summary.create_file_writer(self.folder.logs)
         self.losses = []
         self._stop = False
 
@@ -150,11 +120,9 @@ class Trainer:
 
     def _check_same_run(self):
         """Resuming needs the same model and optimizer structure as the run that wrote the checkpoints."""
-        path = os.path.join(self.work_dir, "config.json")
-        if not os.path.exists(path):
+        saved = read_config_dict(self.work_dir)
+        if saved is None:
             return
-        with open(path) as f:
-            saved = json.load(f)
         current = dataclasses.asdict(self.cfg)
         for key in ("model", "radius", "lr_schedule", "lr_milestones", "init_lr"):
             was, now = saved.get(key), current[key]
@@ -189,8 +157,6 @@ class Trainer:
         self._stop = True
 
     def validate(self):
-        from vcar_tf.evaluation import evaluate_pairs
-
         rows, curves = evaluate_pairs(self.model, self.val_pairs, self.radius)
         dpsnr = float(np.mean([r["delta_psnr"] for r in rows]))
         dssim = float(np.mean([r["delta_ssim_x100"] for r in rows]))
@@ -199,12 +165,11 @@ class Trainer:
     def run(self):
         cfg = self.cfg
         resumed = self.restore()
-        write_text_atomic(os.path.join(self.work_dir, "config.json"),
-                          json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+        write_config(self.work_dir, cfg)
         start = int(self.step.numpy())
         if resumed:
             print(f"resumed from {self.manager.latest_checkpoint} at step {start}", file=sys.stderr)
-        clips = {"mode": "clip", "clip_length": cfg.clip_length or self.spec.clip_length} if self.spec.clip_length else {}
+        clips = {"mode": "clip", "clip_length": cfg.clip_length or self.spec.clip_length} if self.spec.recurrent else {}
         pipeline = PipelineConfig(radius=self.radius, patch=cfg.patch, batch=cfg.batch, seed=cfg.seed, **clips)
         ds = make_dataset(self.train_pairs, pipeline, start_sample=start * cfg.batch)
         it = iter(self.strategy.experimental_distribute_dataset(ds))
@@ -240,9 +205,7 @@ class Trainer:
             step = int(self.step.numpy())
             result = self._log_validation(step) if self.val_pairs else {"step": step, "rows": []}
             if result["rows"]:
-                from vcar_tf.report import write_report
-
-                write_report(os.path.join(self.work_dir, "eval"), result["rows"], result["curves"],
+                write_report(self.folder.eval, result["rows"], result["curves"],
                              f"{self.spec.name} at QP{cfg.qp} after {step} steps")
         finally:
             del it
@@ -260,8 +223,6 @@ class Trainer:
             tf.summary.scalar("val/delta_ssim_x100", dssim)
             pair = self.val_pairs[0]
             raw, comp = pair.open()
-            from vcar_tf.evaluation import enhance_sequence
-
             enhanced = next(enhance_sequence(self.model, pair, self.radius))
             triplet = np.concatenate([comp.y(0) / 255.0, enhanced, raw.y(0) / 255.0], axis=1)
             tf.summary.image("val/compressed_enhanced_raw", triplet[None, ..., None].astype(np.float32), step=step)

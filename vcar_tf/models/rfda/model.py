@@ -1,6 +1,6 @@
 """RFDA (Zhao et al., ACM MM 2021): STDF + Recursive Fusion + Deformable Spatio-Temporal Attention.
 
-Built as ../shared/docs/architectures.md describes it, from three functional sub-models:
+Built as the authors' published network (RFDA-PyTorch) is laid out, from three functional sub-models:
 1. `frontend`: STDF-R3's U-Net offset predictor and deformable fusion of the 2R+1 frames -> h_t
    (64 channels, ReLU). The window is replicate-padded to a multiple of 8 and cropped back.
 2. `recursive_fusion` (RF): h'_t = h_t + 0.2 · F_fe([h_t, F_sf(h_t, h'_{t-1})]). F_sf is a second
@@ -38,10 +38,9 @@ import tensorflow as tf
 from keras import ops
 
 from vcar_tf.errors import VcarError
-from vcar_tf.models.deform import DeformConv2D
+from vcar_tf.models.blocks import DeformConv2D, FramesToChannels, PadToMultiple, SplitOffsetMask, conv3x3, offset_unet
 from vcar_tf.models.layers import residual_head
 from vcar_tf.models.registry import register
-from vcar_tf.models.stdf.model import FramesToChannels, PadToMultiple, SplitOffsetMask, conv3x3, offset_unet
 
 UNET_LEVELS = 3  # the U-Nets halve the size 3 times: pad to a multiple of 8
 RF_BETA = 0.2
@@ -165,7 +164,12 @@ class DeformableEnhancer(keras.Model):
 
     @property
     def recurrent(self):
+        """The recurrent protocol (vcar_tf.models.recurrent) holds when RF is on."""
         return self.recursive_fusion
+
+    @property
+    def state_channels(self):
+        return self.out_nc
 
     def build(self, input_shape=None):
         pass  # built in __init__

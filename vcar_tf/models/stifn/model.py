@@ -27,15 +27,9 @@ stride 1, so any H and W work without padding.
 
 import keras
 
+from vcar_tf.models.blocks import conv3x3, he_init
 from vcar_tf.models.layers import SelectFrame, frames_input, residual_head, residual_output
 from vcar_tf.models.registry import register
-
-
-def conv2d(channels, name, activation="relu", init_scale=1.0):
-    """3x3 conv with He initialisation, scaled by init_scale (0.1 on residual branches, as in BasicSR)."""
-    init = keras.initializers.VarianceScaling(2.0 * init_scale ** 2, "fan_in", "truncated_normal")
-    return keras.layers.Conv2D(channels, 3, padding="same", activation=activation, kernel_initializer=init,
-                               name=name)
 
 
 def build_stifn(radius=3, nf3d=24, n3d=3, nf_fuse=64, nf_qe=64, n_res=4, name="stifn_r3"):
@@ -47,10 +41,10 @@ def build_stifn(radius=3, nf3d=24, n3d=3, nf_fuse=64, nf_qe=64, n_res=4, name="s
     x = keras.layers.Conv3D(nf_fuse, (2 * radius + 1, 1, 1), padding="valid", activation="relu",
                             kernel_initializer="he_normal", name="temporal_fusion")(x)
     x = SelectFrame(0, name="fused")(x)
-    x = conv2d(nf_qe, "qe_in")(x)
+    x = conv3x3(nf_qe, "qe_in", kernel_initializer=he_init())(x)
     for i in range(n_res):
-        y = conv2d(nf_qe, f"qe_res{i + 1}_a")(x)
-        y = conv2d(nf_qe, f"qe_res{i + 1}_b", activation=None, init_scale=0.1)(y)
+        y = conv3x3(nf_qe, f"qe_res{i + 1}_a", kernel_initializer=he_init())(x)
+        y = conv3x3(nf_qe, f"qe_res{i + 1}_b", activation=None, kernel_initializer=he_init(0.1))(y)
         x = keras.layers.Add(name=f"qe_res{i + 1}")([x, y])
     x = residual_head(name="qe_out")(x)
     return residual_output(frames, radius, x, name)

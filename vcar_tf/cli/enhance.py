@@ -14,12 +14,13 @@ import numpy as np
 from tqdm import tqdm
 
 from vcar_tf.errors import VcarError, cli_main
+from vcar_tf.inference.sequence import enhance_luma
+from vcar_tf.train.run import load_run
+from vcar_tf.video import open_sequence, write_frames
 
 
 def enhanced_frames(model, seq, radius, progress=True):
     """Yield (y, u, v) uint8 planes: the enhanced luma with the input's chroma."""
-    from vcar_tf.evaluation import enhance_luma
-
     frames = enhance_luma(model, seq, radius)
     for t, y in enumerate(tqdm(frames, total=seq.num_frames, desc="enhance", unit="frame",
                                file=sys.stderr, disable=not progress)):
@@ -38,15 +39,10 @@ def main(argv=None):
     p.add_argument("--codec", default="libx264", help="encoder for video outputs")
     p.add_argument("--qp", type=int, default=0, help="QP for video outputs (0: lossless)")
     args = p.parse_args(argv)
-    from vcar_tf import models
-    from vcar_tf.evaluate import load_run
-    from vcar_tf.video import open_sequence, write_frames
-
     if os.path.abspath(args.input) == os.path.abspath(args.output):
         raise VcarError("--output must differ from --input")
     seq = open_sequence(args.input, args.width, args.height)
-    model, cfg = load_run(args.model_dir)
-    radius = models.spec(cfg.model).radius if cfg.radius is None else cfg.radius
+    model, _, radius = load_run(args.model_dir)
     kwargs = {} if args.output.lower().endswith(".yuv") else {
         "codec": args.codec, "options": {"qp": str(args.qp)}}
     n = write_frames(args.output, enhanced_frames(model, seq, radius), **kwargs)

@@ -10,7 +10,7 @@ set -euo pipefail
 STEPS=${STEPS:-500}
 MODELS=${MODELS:-"stifn_r3 arcnn dncnn stdf_r3 stdf_dsta rfda nl_convlstm"}
 for split in train test; do
-  python -m vcar_tf.data.prepare --raw ../shared/data --split "$split" --out "data/shared/$split" --qp 37
+  vcar-prepare --raw ../shared/data --split "$split" --out "data/shared/$split" --qp 37
 done
 for model in $MODELS; do
   extra=()
@@ -24,5 +24,5 @@ runs=()
 for model in arcnn dncnn stifn_r3 stdf_r3 stdf_dsta rfda nl_convlstm; do
   [ -d "runs/shared-qp37/$model/eval" ] && runs+=("runs/shared-qp37/$model")
 done
-python -m vcar_tf.compare "${runs[@]}" \
+vcar-compare "${runs[@]}" \
   --title "First results: shared test split, x265 LDP QP37" --notes docs/results-notes.md --out docs/results.md

@@ -13,19 +13,29 @@ state from frame to frame; the first frame starts from the zero state.
 import collections
 
 import numpy as np
+import tensorflow as tf
+
+from vcar_tf.models.recurrent import is_recurrent
+
+
+def inference_fn(model):
+    """`model(x, training=False)` as one tf.function traced for any H and W.
+
+    Eager Keras inference keeps per-call buffers: DnCNN on one 1920x1080 frame went past 24 GB
+    and was killed, while this graph peaks at 1.7 GB (benchmarks/bench_models.py measures it)."""
+    if not hasattr(model, "layers"):  # already a graph (an export's runner)
+        return model
+    return tf.function(lambda x: model(x, training=False), reduce_retracing=True)
 
 
 def frame_step(model):
     """(window (1, 2R+1, H, W, 1) float32, hidden or None) -> (enhanced (1, H, W, 1), hidden or None).
 
-    `model` is a Keras model (window or recurrent) or a vcar_tf.evaluate.SavedModelEnhancer."""
-    import tensorflow as tf
-
-    if getattr(model, "recurrent", False):
+    `model` is a Keras model (window or recurrent, vcar_tf.models.recurrent) or an export's runner
+    (vcar_tf.inference.saved_model.SavedModelEnhancer)."""
+    if is_recurrent(model):
         step = tf.function(lambda w, h: model.step(w, h), reduce_retracing=True)
         return lambda w, h: step(w, model.initial_state(w) if h is None else h)
-    from vcar_tf.evaluation import inference_fn
-
     run = inference_fn(model)
     return lambda w, h: (run(w), None)
 

@@ -1,0 +1,1 @@
+"""Commands: thin argparse mains over the library (installed as the vcar-* entry points)."""

@@ -1,0 +1,52 @@
+"""Side-by-side ΔPSNR / ΔSSIM per sequence of several evaluated runs (their eval/report.csv).
+
+    vcar-compare RUN [RUN ...] --out docs/results.md [--title T] [--notes FILE]
+    vcar-compare NEW_RUN --merge docs/results.md --out docs/results.md
+
+A run is a train_main.py model_dir (or any folder holding a report.csv, or the CSV itself).
+--merge keeps the columns of a table this tool wrote before (at its printed precision); a run
+with the same label replaces its column.
+"""
+
+import argparse
+import os
+import sys
+
+from vcar_tf.errors import cli_main
+from vcar_tf.fileutil import write_text_atomic
+from vcar_tf.reporting import REPORT_CSV, comparison_table, merge_reports, read_report, read_table
+from vcar_tf.train.run import RunFolder, run_label
+
+
+def run_report(run):
+    """(label, rows) of a run folder's evaluation (its eval/), or of any folder or CSV holding a report."""
+    evaluated = RunFolder(run).eval
+    source = evaluated if os.path.isfile(os.path.join(evaluated, REPORT_CSV)) else run
+    return read_report(source, run_label(run) or os.path.basename(os.path.normpath(run)))
+
+
+@cli_main
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="vcar-compare", description=__doc__.split("\n")[0])
+    p.add_argument("runs", nargs="+")
+    p.add_argument("--out", default=None, help="write Markdown here (default: print only)")
+    p.add_argument("--title", default="Results")
+    p.add_argument("--notes", default=None, help="Markdown file inserted under the title")
+    p.add_argument("--merge", default=None, help="keep the columns of this earlier comparison")
+    args = p.parse_args(argv)
+    reports = [run_report(run) for run in args.runs]
+    if args.merge:
+        reports = merge_reports(read_table(args.merge), reports)
+    notes = ""
+    if args.notes:
+        with open(args.notes) as f:
+            notes = f.read().strip() + "\n\n"
+    text = f"# {args.title}\n\n{notes}{comparison_table(reports)}"
+    print(text)
+    if args.out:
+        write_text_atomic(args.out, text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

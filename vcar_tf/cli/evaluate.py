@@ -1,0 +1,64 @@
+"""Evaluate a trained run on whole sequences: PSNR/SSIM before and after, Δ, SD and PVD.
+
+    vcar-evaluate --model_dir RUN [--data DIR] [--qp 37] [--out RUN/eval]
+    vcar-evaluate --saved_model DIR/NAME/VERSION [--data DIR] [--qp 37] --out DIR
+
+(also `python -m vcar_tf.evaluate`). Writes the same report as vcar-report (CSV, Markdown,
+per-frame PSNR curves) with the enhanced columns. With no --data it evaluates on the held-out
+split of the run's own dataset (for a SavedModel: of the embedded sample dataset).
+"""
+
+import argparse
+import os
+import sys
+
+from vcar_tf.data.codec import CodecSettings
+from vcar_tf.data.layout import find_pairs, split_datasets
+from vcar_tf.errors import VcarError, cli_main
+from vcar_tf.inference.saved_model import SavedModelEnhancer
+from vcar_tf.inference.sequence import evaluate_pairs
+from vcar_tf.reporting import write_report
+from vcar_tf.train.config import TrainConfig
+from vcar_tf.train.run import RunFolder, load_run
+
+
+def load_model_and_config(args):
+    """(model or SavedModelEnhancer, TrainConfig giving data/qp, radius) from --model_dir or --saved_model."""
+    if (args.model_dir is None) == (args.saved_model is None):
+        raise VcarError("pass exactly one of --model_dir and --saved_model")
+    if args.saved_model is not None:
+        if args.out is None:
+            raise VcarError("--saved_model needs --out")
+        model = SavedModelEnhancer(args.saved_model)
+        return model, TrainConfig(model=os.path.basename(os.path.dirname(args.saved_model))), model.radius
+    return load_run(args.model_dir)
+
+
+@cli_main
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="vcar-evaluate", description=__doc__.split("\n")[0])
+    p.add_argument("--model_dir", default=None, help="a train_main.py run (latest checkpoint)")
+    p.add_argument("--saved_model", default=None, help="a vcar-export SavedModel version folder")
+    p.add_argument("--data", default=None, help="dataset folder (default: the run's own, held-out split)")
+    p.add_argument("--qp", type=int, default=None, help="default: the run's QP")
+    p.add_argument("--out", default=None, help="default: MODEL_DIR/eval")
+    args = p.parse_args(argv)
+    model, cfg, radius = load_model_and_config(args)
+    if args.data is not None:
+        cfg.data = args.data
+    cfg.qp = args.qp if args.qp is not None else cfg.qp
+    train_roots, val_roots = split_datasets(cfg.data, CodecSettings(codec=cfg.codec, qp=cfg.qp))
+    roots = val_roots or train_roots
+    rows, curves = [], {}
+    for split, root in roots.items():
+        r, c = evaluate_pairs(model, find_pairs(root, cfg.qp), radius, split)
+        rows += r
+        curves.update(c)
+    out = args.out or RunFolder(args.model_dir).eval
+    print(write_report(out, rows, curves, f"{cfg.model} at QP{cfg.qp}"))
+    print(f"wrote {out}/report.csv, report.md and curves/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

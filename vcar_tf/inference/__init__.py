@@ -1,0 +1,1 @@
+"""Inference: streaming over frames, whole sequences with their metrics, and runners of exports."""

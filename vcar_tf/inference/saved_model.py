@@ -1,0 +1,39 @@
+"""Run a vcar-export SavedModel in place of the Keras model (evaluation, enhancement)."""
+
+import os
+
+import tensorflow as tf
+
+from vcar_tf.errors import VcarError
+from vcar_tf.export.signatures import ENHANCED, FRAMES, HIDDEN, INITIAL_STATE, SERVE_FLOAT, STEP_FLOAT
+
+
+class SavedModelEnhancer:
+    """A vcar-export SavedModel used like a Keras model: `enhancer(x)` runs its serve_float
+    signature; a recurrent export's step_float and initial_state serve `step` and `initial_state`
+    (the protocol of vcar_tf.models.recurrent)."""
+
+    def __init__(self, path):
+        if not os.path.exists(os.path.join(path, "saved_model.pb")):
+            raise VcarError(f"{path} is not a SavedModel (no saved_model.pb); pass DIR/NAME/VERSION")
+        signatures = tf.saved_model.load(path).signatures
+        self.recurrent = STEP_FLOAT in signatures
+        name = STEP_FLOAT if self.recurrent else SERVE_FLOAT
+        if name not in signatures:
+            raise VcarError(f"{path} has no {SERVE_FLOAT} or {STEP_FLOAT} signature (not a vcar-export SavedModel)")
+        self._fn = signatures[name]
+        self._initial = signatures.get(INITIAL_STATE)
+        inputs = self._fn.structured_input_signature[1]
+        self.radius = (inputs[FRAMES].shape[1] - 1) // 2
+        if self.recurrent:
+            self.state_channels = inputs[HIDDEN].shape[-1]
+
+    def __call__(self, x, training=False):
+        return self._fn(**{FRAMES: tf.convert_to_tensor(x, tf.float32)})[ENHANCED]
+
+    def initial_state(self, window):
+        return self._initial(**{FRAMES: tf.convert_to_tensor(window, tf.float32)})[HIDDEN]
+
+    def step(self, window, hidden):
+        out = self._fn(**{FRAMES: tf.convert_to_tensor(window, tf.float32), HIDDEN: tf.convert_to_tensor(hidden)})
+        return out[ENHANCED], out[HIDDEN]

@@ -1,0 +1,149 @@
+"""Building blocks shared by the models: the STDF family's framing, padding and offset U-Net, the
+3x3 conv with its initialisation, and the modulated deformable convolution (DeformConv2D, over
+vcar_tf.ops.deform_conv). Every layer serialises through get_config."""
+
+import keras
+from keras import ops
+
+from vcar_tf.errors import VcarError
+from vcar_tf.ops.deform_conv import check_shapes, deform_conv2d
+
+
+@keras.saving.register_keras_serializable(package="vcar_tf")
+class DeformConv2D(keras.layers.Layer):
+    """Modulated deformable 3x3 (or k x k) conv, stride 1, 'same' padding.
+
+    Called on [x (B, H, W, C), offset (B, H, W, 2·D·k²), mask (B, H, W, D·k²) in [0, 1]];
+    layout in vcar_tf/ops/deform_conv.py. The kernel is (k, k, C / groups, filters)."""
+
+    def __init__(self, filters, kernel_size=3, groups=1, deformable_groups=1, use_bias=True,
+                 kernel_initializer="glorot_uniform", **kwargs):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.kernel_size = int(kernel_size)
+        self.groups = int(groups)
+        self.deformable_groups = int(deformable_groups)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        if self.kernel_size % 2 == 0:
+            raise VcarError(f"DeformConv2D kernel_size must be odd ('same' padding); got {kernel_size}")
+
+    def build(self, input_shape):
+        channels = input_shape[0][-1]
+        for what, n in (("groups", self.groups), ("deformable_groups", self.deformable_groups)):
+            if channels % n:
+                raise VcarError(f"DeformConv2D: {channels} input channels are not divisible by {what}={n}")
+        if self.filters % self.groups:
+            raise VcarError(f"DeformConv2D: filters={self.filters} is not divisible by groups={self.groups}")
+        k = self.kernel_size
+        self.kernel = self.add_weight(name="kernel", shape=(k, k, channels // self.groups, self.filters),
+                                      initializer=self.kernel_initializer)
+        self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros") if self.use_bias else None
+
+    def call(self, inputs):
+        x, offset, mask = inputs
+        check_shapes(x, offset, mask, self.kernel_size, self.deformable_groups)
+        return deform_conv2d(x, offset, mask, self.kernel, self.bias, self.deformable_groups, self.groups)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[0][:-1]) + (self.filters,)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
+                "groups": self.groups, "deformable_groups": self.deformable_groups, "use_bias": self.use_bias,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer)}
+
+
+@keras.saving.register_keras_serializable(package="vcar_tf")
+class PadToMultiple(keras.layers.Layer):
+    """(B, H, W, C) -> (B, H', W', C) with H', W' the next multiples of `multiple`, by repeating
+    the last row and column (a gather, so any size works, even smaller than the padding)."""
+
+    def __init__(self, multiple, **kwargs):
+        super().__init__(**kwargs)
+        self.multiple = int(multiple)
+
+    def call(self, x):
+        for axis in (1, 2):
+            size = ops.shape(x)[axis]
+            padded = (size + self.multiple - 1) // self.multiple * self.multiple
+            x = ops.take(x, ops.minimum(ops.arange(padded), size - 1), axis=axis)
+        return x
+
+    def get_config(self):
+        return {**super().get_config(), "multiple": self.multiple}
+
+
+@keras.saving.register_keras_serializable(package="vcar_tf")
+class CropLike(keras.layers.Layer):
+    """Crop x (B, H', W', C) to the H and W of a reference (B, H, W, ...)."""
+
+    def call(self, inputs):
+        x, reference = inputs
+        return x[:, :ops.shape(reference)[1], :ops.shape(reference)[2], :]
+
+
+@keras.saving.register_keras_serializable(package="vcar_tf")
+class FramesToChannels(keras.layers.Layer):
+    """(B, T, H, W, 1) -> (B, H, W, T)."""
+
+    def call(self, frames):
+        return ops.transpose(ops.squeeze(frames, axis=-1), (0, 2, 3, 1))
+
+
+@keras.saving.register_keras_serializable(package="vcar_tf")
+class SplitOffsetMask(keras.layers.Layer):
+    """(B, H, W, 3n/2) -> [offsets (the first `offset_channels`), sigmoid(the rest)]."""
+
+    def __init__(self, offset_channels, **kwargs):
+        super().__init__(**kwargs)
+        self.offset_channels = int(offset_channels)
+
+    def call(self, x):
+        return [x[..., :self.offset_channels], ops.sigmoid(x[..., self.offset_channels:])]
+
+    def compute_output_shape(self, input_shape):
+        head = tuple(input_shape[:-1])
+        return [head + (self.offset_channels,), head + (input_shape[-1] - self.offset_channels,)]
+
+    def get_config(self):
+        return {**super().get_config(), "offset_channels": self.offset_channels}
+
+
+def he_init(scale=1.0):
+    """He (truncated normal, fan-in) initialisation scaled by `scale` (0.1 on residual branches, as
+    in BasicSR); scale 1 is Keras's he_normal."""
+    return keras.initializers.VarianceScaling(2.0 * scale ** 2, "fan_in", "truncated_normal")
+
+
+def conv3x3(filters, name, strides=1, activation="relu", **kw):
+    """3x3 'same' conv; He-initialised when ReLU follows (Glorot halves the signal's variance per
+    ReLU layer: STDF's QE went dead in training, see docs/models.md)."""
+    if activation == "relu":
+        kw.setdefault("kernel_initializer", "he_normal")
+    return keras.layers.Conv2D(filters, 3, strides=strides, padding="same", activation=activation, name=name, **kw)
+
+
+def upconv4x4(filters, name):
+    """4x4 stride-2 transposed conv, ReLU: the U-Net's upsampling."""
+    return keras.layers.Conv2DTranspose(filters, 4, strides=2, padding="same", activation="relu",
+                                        kernel_initializer="he_normal", name=name)
+
+
+def offset_unet(x, groups, nf, nb, taps, prefix="offset"):
+    """The STDF offset/mask predictor on (B, H, W, C) for `groups` deformable groups of `taps`
+    taps; returns (offsets, masks). Layer names start with `prefix`."""
+    skips = [conv3x3(nf, f"{prefix}_in_conv")(x)]
+    for i in range(1, nb):
+        y = conv3x3(nf, f"{prefix}_dn{i}_a", strides=2)(skips[-1])
+        skips.append(conv3x3(nf, f"{prefix}_dn{i}_b")(y))
+    y = conv3x3(nf, f"{prefix}_tr_a", strides=2)(skips[-1])
+    y = conv3x3(nf, f"{prefix}_tr_b")(y)
+    y = upconv4x4(nf, f"{prefix}_tr_up")(y)
+    for i in range(nb - 1, 0, -1):
+        y = keras.layers.Concatenate(name=f"{prefix}_cat{i}")([y, skips[i]])
+        y = conv3x3(nf, f"{prefix}_up{i}_a")(y)
+        y = upconv4x4(nf, f"{prefix}_up{i}_b")(y)
+    y = conv3x3(nf, f"{prefix}_out_conv")(y)
+    off_msk = conv3x3(groups * 3 * taps, f"{prefix}_mask", activation=None, kernel_initializer="zeros")(y)
+    return SplitOffsetMask(groups * 2 * taps, name=f"split_{prefix}_mask")(off_msk)

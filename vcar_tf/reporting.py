@@ -1,0 +1,164 @@
+"""Reports and tables: per-sequence rows as CSV and Markdown, per-frame PSNR curves (PNG), and the
+side-by-side comparison of several evaluated runs (the commands are vcar-report and vcar-compare)."""
+
+import csv
+import io
+import os
+import sys
+
+import numpy as np
+from tqdm import tqdm
+
+from vcar_tf.data.layout import find_pairs
+from vcar_tf.errors import VcarError
+from vcar_tf.fileutil import atomic_path, ensure_writable_dir, write_text_atomic
+from vcar_tf.metrics.sequence import frame_metrics, sequence_row
+
+
+REPORT_CSV = "report.csv"
+
+
+def average_rows(rows):
+    """A mean row per split (sequences weighted equally, as the papers average)."""
+    out = []
+    for split in dict.fromkeys(r["split"] for r in rows):
+        group = [r for r in rows if r["split"] == split]
+        avg = {"split": split, "sequence": "average", "size": "", "frames": sum(r["frames"] for r in group)}
+        for key, value in group[0].items():
+            if isinstance(value, float):
+                avg[key] = float(np.mean([r[key] for r in group]))
+        out.append(avg)
+    return out
+
+
+_HEADERS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "sd": "SD (dB)", "pvd": "PVD (dB)",
+            "psnr_enh": "PSNR enh.", "ssim_enh": "SSIM enh.", "delta_psnr": "ΔPSNR (dB)",
+            "delta_ssim_x100": "ΔSSIM (×10⁻²)", "sd_enh": "SD enh.", "pvd_enh": "PVD enh."}
+
+
+def _fmt(v):
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def to_markdown(rows, title):
+    keys = list(rows[0])
+    lines = [f"# {title}", "", "| " + " | ".join(_HEADERS.get(k, k) for k in keys) + " |",
+             "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(_fmt(r[k]) for k in keys) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(rows):
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows({k: _fmt(v) for k, v in r.items()} for r in rows)
+    return buf.getvalue()
+
+
+def plot_curves(path, name, curves):
+    """Per-frame PSNR curves {label: array} of one sequence, written atomically as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    for label, curve in curves.items():
+        ax.plot(np.arange(len(curve)), curve, marker=".", label=label)
+    ax.set(xlabel="frame", ylabel="Y-PSNR (dB)", title=name)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def write_report(out_dir, rows, curves, title):
+    """Write report.csv, report.md and curves/<split>-<name>.png; returns the Markdown text."""
+    ensure_writable_dir(os.path.join(out_dir, "curves"))
+    table = rows + average_rows(rows)
+    md = to_markdown(table, title)
+    write_text_atomic(os.path.join(out_dir, REPORT_CSV), to_csv(table))
+    write_text_atomic(os.path.join(out_dir, "report.md"), md)
+    for (split, name), c in curves.items():
+        plot_curves(os.path.join(out_dir, "curves", f"{split}-{name}.png"), name, c)
+    return md
+
+
+def baseline_report(datasets, qp, out_dir, codec_folder=None, gaussian_ssim=False):
+    """Compressed-versus-raw report for every sequence of the given dataset roots."""
+    ensure_writable_dir(out_dir)
+    jobs = [(split, pair) for split, root in datasets.items() for pair in find_pairs(root, qp, codec_folder)]
+    rows, curves = [], {}
+    for split, pair in tqdm(jobs, desc="metrics", unit="seq", file=sys.stderr):
+        raw, comp = pair.open()
+        psnr_c, ssim_c = frame_metrics(iter(raw.luma()), iter(comp.luma()), gaussian_ssim)
+        rows.append(sequence_row(split, pair.name, raw.width, raw.height, psnr_c, ssim_c))
+        curves[(split, pair.name)] = {"compressed": psnr_c}
+    return write_report(out_dir, rows, curves, f"Compressed baseline, QP{qp}")
+
+
+def read_report(source, label=None):
+    """(label, rows) of an evaluation report: `source` is the CSV or a folder holding REPORT_CSV;
+    the label defaults to the folder's name."""
+    path = source if os.path.isfile(source) else os.path.join(source, REPORT_CSV)
+    if not os.path.isfile(path):
+        raise VcarError(f"{source}: no {REPORT_CSV} (train it to the end or run vcar-evaluate)")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "delta_psnr" not in rows[0]:
+        raise VcarError(f"{path}: not an evaluation report (no delta_psnr column)")
+    return label or os.path.basename(os.path.normpath(source)), rows
+
+
+def read_table(path):
+    """[(label, rows)] from a Markdown table written by comparison_table (its printed precision)."""
+    with open(path) as f:
+        lines = [l.strip() for l in f if l.strip().startswith("|")]
+    if len(lines) < 3:
+        raise VcarError(f"{path}: no comparison table to merge")
+    cell = lambda line: [c.strip() for c in line.strip("|").split("|")]
+    head = cell(lines[0])
+    if head[:5] != ["split", "sequence", "size", "PSNR QP (dB)", "SSIM QP"] or (len(head) - 5) % 2:
+        raise VcarError(f"{path}: not a table written by vcar-compare")
+    labels = [h[: -len(" ΔPSNR (dB)")] for h in head[5::2]]
+    reports = [(label, []) for label in labels]
+    for line in lines[2:]:
+        cells = cell(line)
+        base = {"split": cells[0], "sequence": cells[1].strip("*"), "size": cells[2],
+                "psnr": cells[3], "ssim": cells[4]}
+        for i, (_, rows) in enumerate(reports):
+            dpsnr, dssim = cells[5 + 2 * i], cells[6 + 2 * i]
+            if dpsnr:
+                rows.append(dict(base, delta_psnr=dpsnr, delta_ssim_x100=dssim))
+    return reports
+
+
+def merge_reports(old, new):
+    """old's columns in order, those with a label in new replaced, then new's other columns."""
+    fresh = dict(new)
+    merged = [(label, fresh.pop(label, rows)) for label, rows in old]
+    return merged + [(label, rows) for label, rows in new if label in fresh]
+
+
+def comparison_table(reports):
+    """Markdown: one row per (split, sequence), a ΔPSNR and a ΔSSIM column per run."""
+    first = {}
+    for _, rows in reports:
+        for r in rows:
+            first.setdefault((r["split"], r["sequence"]), r)
+    keys = [(split, seq, r["size"], r["psnr"], r["ssim"]) for (split, seq), r in first.items()]
+    index = [{(r["split"], r["sequence"]): r for r in rows} for _, rows in reports]
+    head = ["split", "sequence", "size", "PSNR QP (dB)", "SSIM QP"]
+    for label, _ in reports:
+        head += [f"{label} ΔPSNR (dB)", f"{label} ΔSSIM (×10⁻²)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for split, seq, size, psnr, ssim in keys:
+        cells = [split, f"**{seq}**" if seq == "average" else seq, size, f"{float(psnr):.2f}", f"{float(ssim):.4f}"]
+        for rows in index:
+            r = rows.get((split, seq))
+            cells += [f"{float(r['delta_psnr']):+.3f}", f"{float(r['delta_ssim_x100']):+.3f}"] if r else ["", ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
