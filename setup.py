@@ -26,6 +26,7 @@ setup(
         "absl-py==2.5.1",  # train_main.py flags
         "tensorboard==2.21.0",  # tf.summary needs it; tensorflow-cpu does not pull it in
         "scikit-image==0.26.0",  # ships the photographs of the embedded sample set; SSIM reference in tests
+        "safetensors==0.8.0",  # reads released weights converted to safetensors (vcar-import)
     ],
     extras_require={"test": ["pytest==9.0.3"]},
     entry_points={
@@ -36,6 +37,7 @@ setup(
             "vcar-export=vcar_tf.cli.export:main",
             "vcar-enhance=vcar_tf.cli.enhance:main",
             "vcar-compare=vcar_tf.cli.compare:main",
+            "vcar-import=vcar_tf.cli.import_weights:main",
         ]
     },
 )

@@ -47,3 +47,12 @@ def test_merge_rejects_a_table_it_did_not_write(tmp_path):
     other.write_text("| a | b |\n|---|---|\n| 1 | 2 |\n")
     with pytest.raises(VcarError, match="not a table written by"):
         read_table(other)
+
+
+def test_labels_name_the_columns_one_per_run(tmp_path, capsys):
+    run = _run(tmp_path, "arcnn", 0.25)
+    assert main([run, "--label", "AR-CNN, imported"]) == 0
+    assert "AR-CNN, imported ΔPSNR (dB)" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        main([run, run, "--label", "only one"])
+    assert e.value.code == 2 and "1 --label for 2 runs" in capsys.readouterr().err

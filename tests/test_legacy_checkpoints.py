@@ -13,6 +13,10 @@ from tests.legacy.make_legacy_fixtures import KERAS_FILES, SMALL
 from vcar_tf import models
 
 LEGACY = os.path.join(os.path.dirname(__file__), "legacy")
+# Since the exact STDF-PyTorch import, stride-2 convs pad like PyTorch (1 on every side, not TF's
+# 'same'): these models' old checkpoints restore every variable but compute the published network,
+# so their outputs differ from the recorded ones (README: "Checkpoints from before ...").
+PADDING_CHANGED = {"stdf_r3", "stdf_r3l", "stdf_dsta", "rfda", "stdf_rf"}
 
 
 @pytest.fixture(scope="module")
@@ -33,12 +37,23 @@ def test_legacy_checkpoint_restores_every_variable_and_the_output(name, expected
     status.assert_consumed()  # every saved value has a variable, every variable a value
     out = np.asarray(model(x, training=False))
     assert not np.allclose(before, expected[f"{name}/output"], atol=1e-3)  # the restore changed something
+    if name in PADDING_CHANGED:
+        assert not np.allclose(out, expected[f"{name}/output"], atol=1e-3)
+        return
     np.testing.assert_allclose(out, expected[f"{name}/output"], atol=2e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", KERAS_FILES)
 def test_legacy_keras_file_loads_and_computes_the_same(name, expected):
-    model = keras.saving.load_model(os.path.join(LEGACY, "keras", f"{name}.keras"))
+    path = os.path.join(LEGACY, "keras", f"{name}.keras")
+    if name == "rfda":
+        # A subclassed model is rebuilt from its arguments, now with SymmetricPadConv2D, whose
+        # weights a .keras file keys by class: such files from before the exact import do not load
+        # (README); their tf.train checkpoints do (above).
+        with pytest.raises(ValueError, match="could not be loaded"):
+            keras.saving.load_model(path)
+        return
+    model = keras.saving.load_model(path)  # a functional model keeps its saved layers and padding
     out = np.asarray(model(expected[f"{name}/input"], training=False))
     np.testing.assert_allclose(out, expected[f"{name}/output"], atol=2e-5, rtol=1e-5)
 

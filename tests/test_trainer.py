@@ -115,6 +115,12 @@ def test_evaluate_cli_reports_the_trained_run(tiny_dataset, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     rows_saved = list(csv.DictReader(open(tmp_path / "eval_saved" / "report.csv")))
     assert abs(float(rows_saved[0]["delta_psnr"]) - float(rows[0]["delta_psnr"])) < 1e-3
+    # a dataset with a test split only: evaluation needs no training split
+    (tmp_path / "only_test").mkdir()
+    os.symlink(os.path.join(tiny_dataset, "test"), tmp_path / "only_test" / "test")
+    r = run_cli("-m", "vcar_tf.evaluate", "--model_dir", str(tmp_path / "run"), "--data", str(tmp_path / "only_test"),
+                "--out", str(tmp_path / "eval_only_test"))
+    assert r.returncode == 0, r.stderr[-2000:]
     r = run_cli("-m", "vcar_tf.evaluate", "--saved_model", str(tmp_path), "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and "is not a SavedModel" in r.stderr
 

@@ -22,7 +22,7 @@ PACKAGE = "vcar_tf"
 LAYERS = [
     ("errors", ""),
     ("fileutil",),
-    ("video", "metrics"),
+    ("video", "metrics", "weights"),
     ("data", "ops"),
     ("models",),
     ("export", "reporting"),

@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 
-from vcar_tf.errors import cli_main
+from vcar_tf.errors import VcarError, cli_main
 from vcar_tf.fileutil import write_text_atomic
 from vcar_tf.reporting import REPORT_CSV, comparison_table, merge_reports, read_report, read_table
 from vcar_tf.train.run import RunFolder, run_label
@@ -33,8 +33,14 @@ def main(argv=None):
     p.add_argument("--title", default="Results")
     p.add_argument("--notes", default=None, help="Markdown file inserted under the title")
     p.add_argument("--merge", default=None, help="keep the columns of this earlier comparison")
+    p.add_argument("--label", action="append", default=None,
+                   help="column label of a run, once per run in order (default: 'MODEL (N steps)')")
     args = p.parse_args(argv)
+    if args.label is not None and len(args.label) != len(args.runs):
+        raise VcarError(f"{len(args.label)} --label for {len(args.runs)} runs: give one per run")
     reports = [run_report(run) for run in args.runs]
+    if args.label:
+        reports = [(label, rows) for label, (_, rows) in zip(args.label, reports)]
     if args.merge:
         reports = merge_reports(read_table(args.merge), reports)
     notes = ""

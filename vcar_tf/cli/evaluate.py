@@ -47,7 +47,7 @@ def main(argv=None):
     if args.data is not None:
         cfg.data = args.data
     cfg.qp = args.qp if args.qp is not None else cfg.qp
-    train_roots, val_roots = split_datasets(cfg.data, CodecSettings(codec=cfg.codec, qp=cfg.qp))
+    train_roots, val_roots = split_datasets(cfg.data, CodecSettings(codec=cfg.codec, qp=cfg.qp), need_train=False)
     roots = val_roots or train_roots
     rows, curves = [], {}
     for split, root in roots.items():

@@ -77,12 +77,12 @@ def resolve_datasets(data, settings=None):
 VALIDATION_SPLITS = ("test", "val", "valid", "validation")
 
 
-def split_datasets(data, settings=None):
+def split_datasets(data, settings=None, need_train=True):
     """(train roots, validation roots) of resolve_datasets(data, settings): folders named
-    test/val/valid/validation validate, the rest train."""
+    test/val/valid/validation validate, the rest train (evaluation passes need_train=False)."""
     roots = resolve_datasets(data, settings)
     val = {k: v for k, v in roots.items() if k in VALIDATION_SPLITS}
     train = {k: v for k, v in roots.items() if k not in val}
-    if not train:
+    if not train and need_train:
         raise VcarError(f"{data}: no training split found (expected e.g. train/ beside test/)")
     return train, val

@@ -117,11 +117,39 @@ def he_init(scale=1.0):
 
 
 def conv3x3(filters, name, strides=1, activation="relu", **kw):
-    """3x3 'same' conv; He-initialised when ReLU follows (Glorot halves the signal's variance per
-    ReLU layer: STDF's QE went dead in training, see docs/models.md)."""
+    """3x3 conv with PyTorch's padding=1 (output ceil(H / strides)); He-initialised when ReLU follows
+    (Glorot halves the signal's variance per ReLU layer: STDF's QE went dead in training, see
+    docs/models.md). Returns a callable on a tensor.
+
+    With stride 2, TF's 'same' pads 0 before and 1 after (for even sizes) where PyTorch's
+    Conv2d(padding=1) pads 1 on every side: the published networks' stride-2 convs are
+    SymmetricPadConv2D."""
     if activation == "relu":
         kw.setdefault("kernel_initializer", "he_normal")
-    return keras.layers.Conv2D(filters, 3, strides=strides, padding="same", activation=activation, name=name, **kw)
+    layer = keras.layers.Conv2D if strides == 1 else SymmetricPadConv2D
+    return layer(filters, 3, strides=strides, padding="same", activation=activation, name=name, **kw)
+
+
+@keras.saving.register_keras_serializable(package="vcar_tf")
+class SymmetricPadConv2D(keras.layers.Conv2D):
+    """Conv2D with PyTorch's padding: (k - 1) / 2 zeros on every side, then a 'valid' conv. One layer
+    with Conv2D's variables, so checkpoints of the 'same'-padded model still restore."""
+
+    def __init__(self, filters, kernel_size, **kwargs):
+        kwargs["padding"] = "valid"
+        super().__init__(filters, kernel_size, **kwargs)
+
+    def _pad(self, x):
+        p = [(k - 1) // 2 for k in self.kernel_size]
+        return ops.pad(x, [[0, 0], [p[0], p[0]], [p[1], p[1]], [0, 0]])
+
+    def call(self, x):
+        return super().call(self._pad(x))
+
+    def compute_output_shape(self, input_shape):
+        p = [k - 1 for k in self.kernel_size]
+        padded = [None if n is None else n + q for n, q in zip(input_shape[1:3], p)]
+        return super().compute_output_shape((input_shape[0], *padded, input_shape[3]))
 
 
 def upconv4x4(filters, name):

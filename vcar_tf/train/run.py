@@ -10,13 +10,15 @@
 import dataclasses
 import json
 import os
+import shutil
 import sys
+import tempfile
 
 import tensorflow as tf
 
 from vcar_tf import models
 from vcar_tf.errors import VcarError
-from vcar_tf.fileutil import write_text_atomic
+from vcar_tf.fileutil import ensure_writable_dir, write_text_atomic
 from vcar_tf.train.config import TrainConfig
 
 
@@ -51,6 +53,26 @@ def read_config(model_dir):
 
 def write_config(model_dir, cfg):
     write_text_atomic(RunFolder(model_dir).config, json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+
+
+def write_run(model_dir, model, cfg, step=0):
+    """A run folder holding `model` as its latest checkpoint, that load_run, --init_from and every
+    command read; written beside model_dir and renamed, so it is never half there."""
+    parent = os.path.dirname(os.path.abspath(model_dir))
+    if os.path.exists(model_dir) and os.listdir(model_dir):
+        raise VcarError(f"{model_dir} exists and is not empty")
+    ensure_writable_dir(parent)
+    tmp = tempfile.mkdtemp(prefix=".tmp-run-", dir=parent)
+    try:
+        write_config(tmp, cfg)
+        checkpoint = tf.train.Checkpoint(model=model, step=tf.Variable(step, dtype=tf.int64, trainable=False))
+        tf.train.CheckpointManager(checkpoint, RunFolder(tmp).checkpoints, max_to_keep=1).save(checkpoint_number=step)
+        if os.path.isdir(model_dir):
+            os.rmdir(model_dir)
+        os.replace(tmp, model_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return model_dir
 
 
 def run_label(run):

@@ -5,7 +5,7 @@ Built as the authors' published network (STDF-PyTorch) is laid out:
    right to a multiple of 2^nb (the U-Net halves the size nb times); the output is cropped back.
 2. Offset predictor, a U-Net of `nf` channels, ReLU after every conv: in_conv 3x3 (T -> nf);
    nb-1 down levels (3x3 stride-2 conv, 3x3 conv); a bottom level (3x3 stride-2 conv, 3x3 conv,
-   4x4 stride-2 transposed conv); nb-1 up levels (3x3 conv on the concatenation with the down
+   4x4 stride-2 transposed conv); the stride-2 convs pad 1 on every side as PyTorch does; nb-1 up levels (3x3 conv on the concatenation with the down
    level's output, 4x4 stride-2 transposed conv); out_conv 3x3 (nf -> nf); then offset_mask 3x3
    (nf -> T·3·k², no ReLU): the first T·2·k² channels are the offsets (dy, dx per tap, frame by
    frame), the last T·k² pass a sigmoid and are the masks. offset_mask starts at zero, so the
@@ -14,7 +14,8 @@ Built as the authors' published network (STDF-PyTorch) is laid out:
 4. QE: 3x3 convs 64 -> nf_qe, (nb_qe - 2) x nf_qe -> nf_qe, nf_qe -> 1, ReLU between; the last
    (zero-initialised) is the residual added to the centre frame.
 
-Parameters: stdf_r3 364,510 (paper 365K), stdf_r3l 1,274,622 (paper 1275K).
+Parameters: stdf_r3 364,510 (paper 365K), stdf_r3l 1,274,622 (paper 1275K). The release's weights
+import exactly (vcar_tf/models/stdf/pytorch.py, tests/test_import_weights.py).
 """
 
 import keras

@@ -1,0 +1,56 @@
+"""Import a released PyTorch checkpoint as a vcar_tf run (or a .weights.h5 file).
+
+    vcar-import stdf-pytorch CHECKPOINT --out DIR|FILE.weights.h5
+
+CHECKPOINT is the STDF-PyTorch release's .pt (read without PyTorch and without running code from
+the file) or a .safetensors conversion of it. DIR becomes a run folder that vcar-evaluate,
+vcar-enhance, vcar-export (--model_dir) and train_main.py --init_from take.
+"""
+
+import argparse
+import os
+import sys
+
+from vcar_tf.errors import VcarError, cli_main
+from vcar_tf.fileutil import ensure_writable_dir
+from vcar_tf.models.stdf.pytorch import load_release
+from vcar_tf.train.config import TrainConfig
+from vcar_tf.train.run import write_run
+
+SOURCES = {"stdf-pytorch": load_release}
+
+
+def write_weights_h5(path, model):
+    """model.save_weights to a temp name beside `path`, then renamed."""
+    folder = os.path.dirname(os.path.abspath(path))
+    ensure_writable_dir(folder)
+    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(path)}")
+    try:
+        model.save_weights(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+@cli_main
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="vcar-import", description=__doc__.split("\n")[0])
+    p.add_argument("source", choices=sorted(SOURCES), help="which release the checkpoint comes from")
+    p.add_argument("checkpoint", help=".pt/.pth or .safetensors file")
+    p.add_argument("--out", required=True, help="a new run folder, or a file ending in .weights.h5")
+    args = p.parse_args(argv)
+    if os.path.abspath(args.out) == os.path.abspath(args.checkpoint):
+        raise VcarError("--out must differ from the checkpoint")
+    name, model = SOURCES[args.source](args.checkpoint)
+    if args.out.endswith(".weights.h5"):
+        write_weights_h5(args.out, model)
+    else:
+        write_run(args.out, model, TrainConfig(model=name, steps=0, model_dir=args.out))
+    print(f"imported {args.checkpoint} as {name} ({model.count_params():,d} parameters) -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

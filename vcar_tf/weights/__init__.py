@@ -1,0 +1,1 @@
+"""Weight files of other frameworks, read as NumPy (no code from the file is run)."""
