@@ -123,3 +123,13 @@ def test_missing_codec_in_ffmpeg_build(monkeypatch, capsys, tmp_path):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: codec libx264 is missing from this FFmpeg build"]
     assert not (tmp_path / "o" / "raw").exists()
+
+
+def test_split_val_selects_the_manifest_val_rows():
+    from vcar_tf.data.prepare import find_sources
+
+    rows = shared_rows("val")
+    assert rows, "the shared manifest has a val split"
+    sources = find_sources([SHARED_DATA], "val")
+    assert sorted(os.path.basename(s) for s in sources) == sorted(os.path.basename(r["file"]) for r in rows)
+    assert not set(sources) & set(find_sources([SHARED_DATA], "train"))

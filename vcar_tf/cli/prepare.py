@@ -37,7 +37,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="vcar-prepare", description=__doc__.split("\n")[0])
     parser.add_argument("--raw", nargs="+", required=True, help="source files or folders")
     parser.add_argument("--out", required=True, help="dataset folder to write")
-    parser.add_argument("--split", choices=["train", "test"],
+    parser.add_argument("--split", choices=["train", "val", "test"],
                         help="with a folder holding MANIFEST.tsv: only this split")
     parser.add_argument("--width", type=int, help="width of .yuv sources without WxH in the name")
     parser.add_argument("--height", type=int)
