@@ -33,7 +33,9 @@ def revision():
     here = os.path.dirname(os.path.abspath(__file__))
     git = lambda *a: subprocess.run(["git", *a], cwd=here, capture_output=True, text=True).stdout.strip()  # noqa: E731
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    dirty = " + uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else ""
+    # result files written by earlier benchmarks of the same session do not count
+    dirty = " + uncommitted changes" if git("status", "--porcelain", "--untracked-files=no", "--", ":/",
+                                            ":(exclude,top)benchmarks/results") else ""
     return f"{time.strftime('%Y-%m-%d')} at commit {commit}{dirty}"
 
 
