@@ -29,13 +29,13 @@ def describe():
 
 
 def revision():
-    """'DATE at commit HASH' of this run (with '+ uncommitted changes' when the tree differs)."""
+    """'DATE at commit HASH' of this run (with '+ uncommitted code changes' when the package, the
+ops or the benchmarks differ from it)."""
     here = os.path.dirname(os.path.abspath(__file__))
     git = lambda *a: subprocess.run(["git", *a], cwd=here, capture_output=True, text=True).stdout.strip()  # noqa: E731
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    # result files written by earlier benchmarks of the same session do not count
-    dirty = " + uncommitted changes" if git("status", "--porcelain", "--untracked-files=no", "--", ":/",
-                                            ":(exclude,top)benchmarks/results") else ""
+    code = [":(top)vcar_tf", ":(top)custom_ops", ":(top)benchmarks/*.py", ":(top)setup.py"]
+    dirty = " + uncommitted code changes" if git("status", "--porcelain", "--untracked-files=no", "--", *code) else ""
     return f"{time.strftime('%Y-%m-%d')} at commit {commit}{dirty}"
 
 
