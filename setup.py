@@ -14,7 +14,8 @@ setup(
     packages=find_packages(include=["vcar_tf", "vcar_tf.*"]) + ["vcar_tf._custom_ops"],
     # the C++ sources travel with the package; vcar_tf.ops.build compiles them on first use
     package_dir={"vcar_tf._custom_ops": "custom_ops"},
-    package_data={"vcar_tf._custom_ops": ["*/*.cc", "*/*.h", "README.md"]},
+    package_data={"vcar_tf._custom_ops": ["*/*.cc", "*/*.h", "README.md"],
+                  "vcar_tf": ["presets/*/card.json", "presets/*/model.weights.h5"]},
     install_requires=[
         "tensorflow-cpu==2.21.0",  # one TF wheel only; tensorflow-serving-api would pull `tensorflow`
         "keras==3.15.1",

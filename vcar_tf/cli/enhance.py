@@ -1,6 +1,6 @@
 """Enhance a whole YUV or video file frame by frame with a trained run; chroma passes through.
 
-    vcar-enhance --model_dir RUN --input IN.yuv|IN.mp4 --output OUT.yuv|OUT.mkv
+    vcar-enhance --model_dir RUN|--preset NAME --input IN.yuv|IN.mp4 --output OUT.yuv|OUT.mkv
 
 .yuv inputs need NAME_WxH[_N].yuv names or --width/--height. Video outputs are encoded with
 --codec (default libx264) at --qp (default 0: lossless, so the enhancement is kept as is).
@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from vcar_tf.errors import VcarError, cli_main
 from vcar_tf.inference.sequence import enhance_luma
-from vcar_tf.train.run import load_run
+from vcar_tf.cli.common import add_model_flags, load_model
 from vcar_tf.video import open_sequence, write_frames
 
 
@@ -31,7 +31,7 @@ def enhanced_frames(model, seq, radius, progress=True):
 @cli_main
 def main(argv=None):
     p = argparse.ArgumentParser(prog="vcar-enhance", description=__doc__.split("\n")[0])
-    p.add_argument("--model_dir", required=True, help="a train_main.py run")
+    add_model_flags(p)
     p.add_argument("--input", required=True)
     p.add_argument("--output", required=True)
     p.add_argument("--width", type=int)
@@ -42,7 +42,7 @@ def main(argv=None):
     if os.path.abspath(args.input) == os.path.abspath(args.output):
         raise VcarError("--output must differ from --input")
     seq = open_sequence(args.input, args.width, args.height)
-    model, _, radius = load_run(args.model_dir)
+    model, _, radius = load_model(args)
     kwargs = {} if args.output.lower().endswith(".yuv") else {
         "codec": args.codec, "options": {"qp": str(args.qp)}}
     n = write_frames(args.output, enhanced_frames(model, seq, radius), **kwargs)

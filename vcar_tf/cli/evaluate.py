@@ -2,6 +2,7 @@
 
     vcar-evaluate --model_dir RUN [--data DIR] [--qp 37] [--out RUN/eval]
     vcar-evaluate --saved_model DIR/NAME/VERSION [--data DIR] [--qp 37] --out DIR
+    vcar-evaluate --preset NAME [--data DIR] [--qp 37] --out DIR
 
 (also `python -m vcar_tf.evaluate`). Writes the same report as vcar-report (CSV, Markdown,
 per-frame PSNR curves) with the enhanced columns. With no --data it evaluates on the held-out
@@ -12,6 +13,7 @@ import argparse
 import os
 import sys
 
+from vcar_tf.cli.common import add_model_flags, load_model
 from vcar_tf.data.codec import CodecSettings
 from vcar_tf.data.layout import find_pairs, split_datasets
 from vcar_tf.errors import VcarError, cli_main
@@ -19,25 +21,25 @@ from vcar_tf.inference.saved_model import SavedModelEnhancer
 from vcar_tf.inference.sequence import evaluate_pairs
 from vcar_tf.reporting import write_report
 from vcar_tf.train.config import TrainConfig
-from vcar_tf.train.run import RunFolder, load_run
+from vcar_tf.train.run import RunFolder
 
 
 def load_model_and_config(args):
-    """(model or SavedModelEnhancer, TrainConfig giving data/qp, radius) from --model_dir or --saved_model."""
-    if (args.model_dir is None) == (args.saved_model is None):
-        raise VcarError("pass exactly one of --model_dir and --saved_model")
-    if args.saved_model is not None:
-        if args.out is None:
-            raise VcarError("--saved_model needs --out")
-        model = SavedModelEnhancer(args.saved_model)
-        return model, TrainConfig(model=os.path.basename(os.path.dirname(args.saved_model))), model.radius
-    return load_run(args.model_dir)
+    """(model or SavedModelEnhancer, TrainConfig giving data/qp, radius) from --model_dir, --preset
+    or --saved_model."""
+    loaded = load_model(args, others=("saved_model",))
+    if args.out is None and args.model_dir is None:
+        raise VcarError("--preset and --saved_model need --out")
+    if loaded is not None:
+        return loaded
+    model = SavedModelEnhancer(args.saved_model)
+    return model, TrainConfig(model=os.path.basename(os.path.dirname(args.saved_model))), model.radius
 
 
 @cli_main
 def main(argv=None):
     p = argparse.ArgumentParser(prog="vcar-evaluate", description=__doc__.split("\n")[0])
-    p.add_argument("--model_dir", default=None, help="a train_main.py run (latest checkpoint)")
+    add_model_flags(p)
     p.add_argument("--saved_model", default=None, help="a vcar-export SavedModel version folder")
     p.add_argument("--data", default=None, help="dataset folder (default: the run's own, held-out split)")
     p.add_argument("--qp", type=int, default=None, help="default: the run's QP")

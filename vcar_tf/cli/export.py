@@ -1,6 +1,6 @@
 """Export a trained run as a SavedModel that a stock TF Serving loads (stock ops only).
 
-    vcar-export --model_dir RUN --format saved_model --out DIR [--name NAME] [--version N]
+    vcar-export --model_dir RUN|--preset NAME --format saved_model --out DIR [--name NAME] [--version N]
 
 Writes DIR/NAME/VERSION/ (TF Serving's layout; VERSION defaults to one more than the largest
 there), with the signatures of vcar_tf/export/signatures.py.
@@ -13,19 +13,19 @@ import sys
 from vcar_tf import models
 from vcar_tf.errors import cli_main
 from vcar_tf.export.saved_model import export_saved_model
-from vcar_tf.train.run import load_run
+from vcar_tf.cli.common import add_model_flags, load_model
 
 
 @cli_main
 def main(argv=None):
     p = argparse.ArgumentParser(prog="vcar-export", description=__doc__.split("\n")[0])
-    p.add_argument("--model_dir", required=True, help="a train_main.py run")
+    add_model_flags(p)
     p.add_argument("--format", default="saved_model", choices=["saved_model"])
     p.add_argument("--out", required=True, help="TF Serving model base folder")
     p.add_argument("--name", default=None, help="default: the model's registry name")
     p.add_argument("--version", type=int, default=None)
     args = p.parse_args(argv)
-    model, cfg, radius = load_run(args.model_dir)
+    model, cfg, radius = load_model(args)
     path = export_saved_model(model, radius, os.path.join(args.out, args.name or models.spec(cfg.model).name),
                               args.version)
     print(f"exported {path}")

@@ -1,15 +1,30 @@
 """List the model registry with parameter counts: python -m vcar_tf.models."""
 
+import argparse
 import sys
 
 from vcar_tf.errors import cli_main
 from vcar_tf.models import summary
+from vcar_tf.models.presets import preset_card, preset_names
 
 
 @cli_main
 def main(argv=None):
-    for n, r, p, d in summary():
-        print(f"{n:12s} R={r}  {p:>10,d} params  {d}")
+    p = argparse.ArgumentParser(prog="python -m vcar_tf.models", description=__doc__.split("\n")[0])
+    p.add_argument("--presets", action="store_true", help="list the trained presets instead")
+    args = p.parse_args(argv)
+    if args.presets:
+        names = preset_names()
+        for name in names:
+            card = preset_card(name)
+            test = card.get("test", {})
+            print(f"{name:28s} {card['model']:12s} QP{card['qp']}  test ΔPSNR {test.get('delta_psnr', float('nan')):+.3f} dB"
+                  f"  ΔSSIM {test.get('delta_ssim_x100', float('nan')):+.3f}x1e-2")
+        if not names:
+            print("no preset ships with this version")
+        return 0
+    for n, r, params, d in summary():
+        print(f"{n:12s} R={r}  {params:>10,d} params  {d}")
     return 0
 
 

@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from vcar_tf import models
 from vcar_tf.errors import VcarError
+from vcar_tf.models.presets import from_preset
 from vcar_tf.fileutil import ensure_writable_dir, write_text_atomic
 from vcar_tf.train.config import TrainConfig
 
@@ -105,10 +106,16 @@ def load_run(model_dir):
     return model, cfg, run_radius(cfg)
 
 
+PRESET_PREFIX = "preset:"
+
+
 def initialise_from(model, run_dir):
-    """Copy into `model` every variable of run_dir's latest checkpoint with the same path and shape;
-    returns the copied variables of `model`."""
-    source, _, _ = load_run(run_dir)
+    """Copy into `model` every variable of run_dir's latest checkpoint (or of the preset named by
+    'preset:NAME') with the same path and shape; returns the copied variables of `model`."""
+    if run_dir.startswith(PRESET_PREFIX):
+        source = from_preset(run_dir[len(PRESET_PREFIX):])
+    else:
+        source, _, _ = load_run(run_dir)
     by_path = {v.path: v for v in source.variables}
     copied = []
     for v in model.variables:

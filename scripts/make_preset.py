@@ -1,0 +1,71 @@
+"""Make a preset (vcar_tf/presets/NAME/: model.weights.h5 + card.json) from a training run.
+
+    python scripts/make_preset.py RUN --name stdf_r3_x265_qp37 --val RUN/eval-val --test RUN/eval-test
+        [--recipe "..."] [--wall "..."] [--out vcar_tf/presets]
+
+The card records the model, the codec settings and QP of the run, its data and recipe, the steps,
+wall time and machine, the val and test averages (from their report.csv) and the weights' sha256.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+
+from vcar_tf.errors import VcarError, cli_main
+from vcar_tf.fileutil import ensure_writable_dir, write_text_atomic
+from vcar_tf.models.presets import CARD, WEIGHTS, file_sha256
+from vcar_tf.reporting import read_report
+from vcar_tf.train.run import load_run, read_config_dict
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def report_average(path):
+    """{'delta_psnr', 'delta_ssim_x100', 'sequences'} of a report's average row."""
+    _, rows = read_report(path)
+    average = [r for r in rows if r["sequence"] == "average"]
+    if not average:
+        raise VcarError(f"{path}: no average row")
+    return {"delta_psnr": float(average[0]["delta_psnr"]), "delta_ssim_x100": float(average[0]["delta_ssim_x100"]),
+            "sequences": len(rows) - len(average)}
+
+
+@cli_main
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("run")
+    p.add_argument("--name", required=True)
+    p.add_argument("--val", required=True, help="the run's evaluation on the val split (folder or report.csv)")
+    p.add_argument("--test", required=True, help="its evaluation on the test split")
+    p.add_argument("--recipe", default="", help="free text: how it was trained")
+    p.add_argument("--wall", default="", help="training wall time")
+    p.add_argument("--out", default=os.path.join(REPO, "vcar_tf", "presets"))
+    args = p.parse_args(argv)
+    model, cfg, _ = load_run(args.run)
+    config = read_config_dict(args.run)
+    target = os.path.join(args.out, args.name)
+    ensure_writable_dir(args.out)
+    tmp = tempfile.mkdtemp(prefix=".tmp-preset-", dir=args.out)
+    try:
+        model.save_weights(os.path.join(tmp, WEIGHTS))
+        card = {"name": args.name, "model": cfg.model, "codec": cfg.codec, "qp": cfg.qp,
+                "data": cfg.data, "train_config": config, "recipe": args.recipe, "wall_time": args.wall,
+                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+                "val": report_average(args.val), "test": report_average(args.test),
+                "sha256": file_sha256(os.path.join(tmp, WEIGHTS))}
+        write_text_atomic(os.path.join(tmp, CARD), json.dumps(card, indent=2) + "\n")
+        if os.path.exists(target):
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"preset {args.name}: {target} (test ΔPSNR {card['test']['delta_psnr']:+.3f} dB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

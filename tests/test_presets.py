@@ -1,0 +1,73 @@
+"""Presets: from_preset with its sha256 check, the listing, --preset in the commands and
+--init_from=preset:NAME. The preset here is made by scripts/make_preset.py from the legacy AR-CNN
+run (tests/legacy/run_arcnn) into a private folder (VCAR_TF_PRESETS)."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO, run_cli
+from tests.test_compare import _run
+from vcar_tf.errors import VcarError
+
+RUN = os.path.join(REPO, "tests", "legacy", "run_arcnn")
+
+
+@pytest.fixture()
+def presets(tmp_path, monkeypatch):
+    root = tmp_path / "presets"
+    reports = [_run(tmp_path / split, "arcnn", shift) for split, shift in (("val", 0.25), ("test", 0.125))]
+    r = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "make_preset.py"), RUN, "--name", "arcnn_toy",
+                        "--val", os.path.join(reports[0], "eval"), "--test", os.path.join(reports[1], "eval"),
+                        "--out", str(root)], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr[-2000:]
+    monkeypatch.setenv("VCAR_TF_PRESETS", str(root))
+    return root
+
+
+def test_from_preset_loads_the_run_and_its_card(presets):
+    from vcar_tf.models.presets import from_preset, preset_card, preset_names
+    from vcar_tf.train.run import load_run
+
+    assert preset_names() == ["arcnn_toy"]
+    card = preset_card("arcnn_toy")
+    assert (card["model"], card["qp"], card["test"]["delta_psnr"], card["val"]["delta_psnr"]) == ("arcnn", 37, 0.125, 0.25)
+    x = np.random.default_rng(0).uniform(size=(1, 1, 20, 24, 1)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(from_preset("arcnn_toy")(x)), np.asarray(load_run(RUN)[0](x)), atol=1e-6)
+
+
+def test_unknown_and_corrupt_presets_are_one_line_errors(presets):
+    from vcar_tf.models.presets import from_preset
+
+    with pytest.raises(VcarError, match="unknown preset 'nope'; the package has: arcnn_toy"):
+        from_preset("nope")
+    weights = presets / "arcnn_toy" / "model.weights.h5"
+    data = bytearray(weights.read_bytes())
+    data[-100] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(VcarError, match="missing or corrupt"):
+        from_preset("arcnn_toy")
+
+
+def test_presets_in_the_commands_and_as_init_from(presets, tmp_path):
+    r = run_cli("-m", "vcar_tf.models", "--presets", env={"VCAR_TF_PRESETS": str(presets)})
+    assert r.returncode == 0 and "arcnn_toy" in r.stdout and "test ΔPSNR +0.125 dB" in r.stdout
+    r = run_cli("-m", "vcar_tf.cli.export", "--preset", "arcnn_toy", "--out", str(tmp_path / "serving"),
+                env={"VCAR_TF_PRESETS": str(presets)})
+    assert r.returncode == 0 and os.path.exists(tmp_path / "serving" / "arcnn" / "1" / "saved_model.pb"), r.stderr[-2000:]
+    r = run_cli("-m", "vcar_tf.cli.export", "--preset", "arcnn_toy", "--model_dir", RUN, "--out", str(tmp_path / "s2"),
+                env={"VCAR_TF_PRESETS": str(presets)})
+    assert r.returncode == 2 and "pass exactly one of --model_dir, --preset" in r.stderr
+
+    from vcar_tf.models import build
+    from vcar_tf.train.run import initialise_from
+
+    model = build("arcnn")
+    assert len(initialise_from(model, "preset:arcnn_toy")) == len(model.variables)
+    shutil.rmtree(presets / "arcnn_toy")
+    with pytest.raises(VcarError, match="unknown preset 'arcnn_toy'"):
+        initialise_from(build("arcnn"), "preset:arcnn_toy")

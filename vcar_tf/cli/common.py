@@ -1,0 +1,28 @@
+"""What the commands share: where the model comes from (--model_dir RUN or --preset NAME)."""
+
+from vcar_tf.errors import VcarError
+from vcar_tf.models import spec
+from vcar_tf.models.presets import from_preset, preset_card
+from vcar_tf.train.config import TrainConfig
+from vcar_tf.train.run import load_run
+
+
+def add_model_flags(parser):
+    parser.add_argument("--model_dir", default=None, help="a train_main.py (or vcar-import) run")
+    parser.add_argument("--preset", default=None, help="a trained model shipped with the package "
+                        "(python -m vcar_tf.models --presets lists them)")
+
+
+def load_model(args, others=()):
+    """(model, TrainConfig with its data/qp/codec, radius) from --model_dir or --preset; `others`
+    names further flags that may stand in for both (e.g. --saved_model)."""
+    given = [f for f in ("model_dir", "preset", *others) if getattr(args, f, None) is not None]
+    if len(given) != 1:
+        raise VcarError(f"pass exactly one of {', '.join('--' + f for f in ('model_dir', 'preset', *others))}")
+    if args.preset is not None:
+        card = preset_card(args.preset)
+        cfg = TrainConfig(model=card["model"], qp=card["qp"], codec=card.get("codec", "x265"))
+        return from_preset(args.preset), cfg, spec(card["model"]).radius
+    if args.model_dir is not None:
+        return load_run(args.model_dir)
+    return None
