@@ -10,7 +10,7 @@ import sys
 
 from absl import app, flags
 
-from vcar_tf.errors import VcarError
+from vcar_tf.errors import VcarError, cli_main
 from vcar_tf.export.saved_model import export_saved_model
 from vcar_tf.train.config import TrainConfig
 from vcar_tf.train.run import RunFolder
@@ -52,24 +52,33 @@ FLAGS = flags.FLAGS
 
 def config_from_flags():
     values = {f.name: getattr(FLAGS, f.name) for f in dataclasses.fields(TrainConfig)}
-    values["lr_milestones"] = tuple(int(m) for m in FLAGS.lr_milestones)
-    return TrainConfig(**values)
+    try:
+        values["lr_milestones"] = tuple(int(m) for m in FLAGS.lr_milestones)
+    except ValueError:
+        raise VcarError(f"--lr_milestones takes step numbers, not {','.join(FLAGS.lr_milestones)}") from None
+    return TrainConfig(**values).validate()
 
 
+def parse_flags(argv):
+    """absl's parser, but a bad flag ends like every other bad input: one error line, exit code 2."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+@cli_main
 def main(argv):
     del argv
-    try:
-        cfg = config_from_flags()
-        trainer = Trainer(cfg)
-        result = trainer.run()
-        if result is not None and cfg.export:
-            export_dir = cfg.export_dir or RunFolder(cfg.model_dir).serving
-            exported = export_saved_model(trainer.model, trainer.radius, os.path.join(export_dir, trainer.spec.name))
-    except VcarError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if result is None:
-        return 0
+    cfg = config_from_flags()
+    trainer = Trainer(cfg)
+    result = trainer.run()
+    if "stopped_by" in result:
+        return 128 + result["stopped_by"]  # the shell's convention for a signal, so schedulers see it
+    if cfg.export:
+        export_dir = cfg.export_dir or RunFolder(cfg.model_dir).serving
+        exported = export_saved_model(trainer.model, trainer.radius, os.path.join(export_dir, trainer.spec.name))
     if result["rows"]:
         for row in result["rows"]:
             print(f"{row['sequence']}: PSNR {row['psnr']:.3f} -> {row['psnr_enh']:.3f} dB "
@@ -83,4 +92,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -53,7 +53,7 @@ def test_saved_model_matches_keras_in_fresh_process(name, radius, tmp_path, monk
         frames = rng.integers(0, 256, (2 * radius + 1, h, w), dtype=np.uint8)
         x = (frames.astype(np.float32) / 255.0)[None, ..., None]
         y = np.asarray(model(x, training=False))
-        expected[key + "_float"] = y
+        expected[key + "_float"] = np.clip(y, 0, 1)  # the signatures clip their float output
         expected[key + "_uint8"] = np.round(np.clip(y[0, ..., 0], 0, 1) * 255).astype(np.uint8)
         np.savez(base / f"in_{key}.npz", frames=frames, float=x)
     r = subprocess.run([sys.executable, "-c", _FRESH, str(base / "1")], capture_output=True, text=True,
@@ -104,7 +104,7 @@ def test_recurrent_saved_model_step_and_clip_signatures(tmp_path):
     assert b"VcarDeformConv2D" not in (base / "1" / "saved_model.pb").read_bytes()
     rng = np.random.default_rng(2)
     clip = rng.random((1, 4, 19, 26, 1), dtype=np.float32)  # H, W not multiples of 8
-    expected = np.asarray(model(clip))
+    expected = np.clip(np.asarray(model(clip)), 0, 1)
     windows = np.stack([clip[0, np.clip(np.arange(t - 3, t + 4), 0, 3)] for t in range(4)])
     np.savez(base / "in.npz", windows=windows, clip=clip)
     r = subprocess.run([sys.executable, "-c", _FRESH_RECURRENT, path], capture_output=True, text=True,
@@ -142,3 +142,33 @@ def test_recurrent_saved_model_rejects_a_state_of_the_wrong_shape(tmp_path):
     with pytest.raises(tf.errors.InvalidArgumentError,
                        match=r"hidden state must be \(B, ceil\(H/8\)\*8, ceil\(W/8\)\*8, 64\) for a window of H x W"):
         step(frames=tf.zeros([1, 7, 19, 26, 1]), hidden=tf.zeros([1, 19, 26, 64]))
+
+
+def test_signatures_check_their_inputs_in_the_graph(tmp_path):
+    """A wrong frame count or rank, a too large frame, NaN, or a wrong dtype is an error naming the
+    expected shape (the declared signature shape is not enforced on every path); float inputs and
+    outputs are clipped to [0, 1]."""
+    import tensorflow as tf
+
+    from vcar_tf.export.signatures import MAX_FRAME_PIXELS
+
+    path = export_saved_model(perturb_weights(build("dncnn")), 0, str(tmp_path / "dncnn"))
+    sig = tf.saved_model.load(path).signatures
+    u8, f32 = sig["serving_default"], sig["serve_float"]
+    side = int(MAX_FRAME_PIXELS ** 0.5) + 2
+    for fn, x, message in (
+            (u8, np.zeros((2, 9, 11), np.uint8), r"wrong number of frames; expected uint8 \[1, height, width\]"),
+            (u8, np.zeros((9, 11), np.uint8), r"expected uint8 \[1, height, width\]"),
+            (u8, np.zeros((1, side, side), np.uint8), f"more than {MAX_FRAME_PIXELS} pixels"),
+            (u8, np.zeros((1, 0, 11), np.uint8), "empty frame"),
+            (f32, np.zeros((1, 3, 9, 11, 1), np.float32), r"wrong number of frames; expected float32 \[batch, 1,"),
+            (f32, np.zeros((1, 1, 9, 11), np.float32), r"expected float32 \[batch, 1, height, width, 1\]"),
+            (f32, np.full((1, 1, 9, 11, 1), np.nan, np.float32), "NaN or Inf"),
+            (f32, np.full((1, 1, 9, 11, 1), np.inf, np.float32), "NaN or Inf")):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+            fn(frames=tf.constant(x))
+    with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError)):
+        f32(frames=tf.zeros((1, 1, 9, 11, 1), tf.int32))
+    out = f32(frames=tf.constant(np.full((1, 1, 9, 11, 1), 5.0, np.float32)))["enhanced"].numpy()
+    inside = f32(frames=tf.constant(np.ones((1, 1, 9, 11, 1), np.float32)))["enhanced"].numpy()
+    assert out.min() >= 0 and out.max() <= 1 and np.array_equal(out, inside)  # 5.0 is read as 1.0

@@ -10,7 +10,9 @@ from vcar_tf.video import YuvSequence, write_yuv
 
 
 def _files(folder):
-    return sorted(os.path.relpath(os.path.join(d, f), folder) for d, _, fs in os.walk(folder) for f in fs)
+    """The files of a dataset folder, but its lock (vcar_tf.fileutil.hold_folder_lock)."""
+    return sorted(os.path.relpath(os.path.join(d, f), folder) for d, _, fs in os.walk(folder) for f in fs
+                  if f != ".lock")
 
 
 def test_prepare_cli_layout_sidecar_and_cache(tmp_path):
@@ -69,7 +71,9 @@ def test_prepare_turns_shared_sets_into_qp37_dataset(shared_qp37):
 
 
 def _bad_input_cases(tmp_path):
-    ok_src = shared_file("ciscovt2people") if os.path.isdir(SHARED_DATA) else None
+    ok_src = str(tmp_path / "good_32x16.yuv")  # valid: the bad part of each case is elsewhere
+    with open(ok_src, "wb") as f:
+        f.write(b"\x80" * (32 * 16 * 3 // 2 * 2))
     trunc = tmp_path / "trunc_32x16.yuv"
     trunc.write_bytes(b"\1" * (32 * 16 * 3 // 2 * 3 - 5))
     odd = tmp_path / "odd_33x17.yuv"
@@ -95,6 +99,7 @@ def _bad_input_cases(tmp_path):
 
 def test_bad_input_one_line_error_no_partial_output(tmp_path):
     cases, blocker = _bad_input_cases(tmp_path)
+    ok_src = cases[4][0][1]
     for i, (args, pattern) in enumerate(cases):
         out = tmp_path / f"out{i}"
         r = run_cli("-m", "vcar_tf.cli.prepare", *args, "--out", str(out))
@@ -106,8 +111,7 @@ def test_bad_input_one_line_error_no_partial_output(tmp_path):
         assert not [f for f in (_files(out) if out.exists() else []) if not f.endswith(".json")], args
         assert not [f for f in (_files(out) if out.exists() else []) if f.endswith(".yuv") or ".tmp-" in f]
     # an output folder that cannot be written (its parent is a file)
-    r = run_cli("-m", "vcar_tf.cli.prepare", "--raw", shared_file("ciscovt2people"),
-                "--out", str(blocker / "sub"))
+    r = run_cli("-m", "vcar_tf.cli.prepare", "--raw", ok_src, "--out", str(blocker / "sub"))
     assert r.returncode == 2 and r.stderr.strip().startswith("error: cannot create output folder")
     assert len(r.stderr.strip().splitlines()) == 1
 

@@ -1,5 +1,6 @@
 """User-facing errors: one line on stderr and a non-zero exit, never a traceback."""
 
+import argparse
 import functools
 import sys
 
@@ -26,3 +27,11 @@ def cli_main(fn):
             sys.exit(130)
 
     return wrapper
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors end like every other bad input: one `error:` line, exit code 2."""
+
+    def error(self, message):
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)

@@ -1,7 +1,10 @@
 """Atomic file writes and writable-folder checks."""
 
 import contextlib
+import fcntl
+import fnmatch
 import os
+import shutil
 import tempfile
 
 from vcar_tf.errors import VcarError
@@ -45,3 +48,43 @@ def write_bytes_atomic(path, data):
 
 def write_text_atomic(path, text):
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+LOCK_NAME = ".lock"
+
+
+@contextlib.contextmanager
+def hold_folder_lock(folder, what, wait=False):
+    """Hold `folder`'s lock (flock on folder/.lock, released by the kernel however the process
+    ends) so that two processes never write the folder at once; fails at once if another holds
+    it (or, with `wait`, waits for it). `what` names the writer in the message (e.g. "training")."""
+    ensure_writable_dir(folder)
+    fd = os.open(os.path.join(folder, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise VcarError(f"{folder} is in use by another {what} (pid {holder}); wait for it to end") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def sweep_temps(folder, patterns=(".tmp-*",)):
+    """Remove what killed writers left in `folder` (names matching `patterns`); call it only while
+    holding the folder's lock. Returns the names removed."""
+    removed = []
+    if os.path.isdir(folder):
+        for name in os.listdir(folder):
+            if any(fnmatch.fnmatch(name, p) for p in patterns):
+                path = os.path.join(folder, name)
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(path)
+                removed.append(name)
+    return removed

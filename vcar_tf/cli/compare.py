@@ -8,11 +8,10 @@ A run is a train_main.py model_dir (or any folder holding a report.csv, or the C
 with the same label replaces its column.
 """
 
-import argparse
 import os
 import sys
 
-from vcar_tf.errors import VcarError, cli_main
+from vcar_tf.errors import ArgumentParser, VcarError, cli_main
 from vcar_tf.fileutil import write_text_atomic
 from vcar_tf.reporting import REPORT_CSV, comparison_table, merge_reports, read_report, read_table
 from vcar_tf.train.run import RunFolder, run_label
@@ -27,7 +26,7 @@ def run_report(run):
 
 @cli_main
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="vcar-compare", description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="vcar-compare", description=__doc__.split("\n")[0])
     p.add_argument("runs", nargs="+")
     p.add_argument("--out", default=None, help="write Markdown here (default: print only)")
     p.add_argument("--title", default="Results")

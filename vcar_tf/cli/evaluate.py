@@ -9,14 +9,14 @@ per-frame PSNR curves) with the enhanced columns. With no --data it evaluates on
 split of the run's own dataset (for a SavedModel: of the embedded sample dataset).
 """
 
-import argparse
 import os
 import sys
 
 from vcar_tf.cli.common import add_model_flags, load_model
 from vcar_tf.data.codec import CodecSettings
 from vcar_tf.data.layout import find_pairs, split_datasets
-from vcar_tf.errors import VcarError, cli_main
+from vcar_tf.errors import ArgumentParser, VcarError, cli_main
+from vcar_tf.fileutil import ensure_writable_dir
 from vcar_tf.inference.saved_model import SavedModelEnhancer
 from vcar_tf.inference.sequence import evaluate_pairs
 from vcar_tf.reporting import write_report
@@ -38,14 +38,17 @@ def load_model_and_config(args):
 
 @cli_main
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="vcar-evaluate", description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="vcar-evaluate", description=__doc__.split("\n")[0])
     add_model_flags(p)
     p.add_argument("--saved_model", default=None, help="a vcar-export SavedModel version folder")
     p.add_argument("--data", default=None, help="dataset folder (default: the run's own, held-out split)")
     p.add_argument("--qp", type=int, default=None, help="default: the run's QP")
     p.add_argument("--out", default=None, help="default: MODEL_DIR/eval")
     args = p.parse_args(argv)
+    if args.qp is not None and not 0 <= args.qp <= 51:
+        raise VcarError(f"--qp must be in 0..51, not {args.qp}")
     model, cfg, radius = load_model_and_config(args)
+    out = ensure_writable_dir(args.out or RunFolder(args.model_dir).eval)  # before the evaluation, not after
     if args.data is not None:
         cfg.data = args.data
     cfg.qp = args.qp if args.qp is not None else cfg.qp
@@ -56,7 +59,6 @@ def main(argv=None):
         r, c = evaluate_pairs(model, find_pairs(root, cfg.qp), radius, split)
         rows += r
         curves.update(c)
-    out = args.out or RunFolder(args.model_dir).eval
     print(write_report(out, rows, curves, f"{cfg.model} at QP{cfg.qp}"))
     print(f"wrote {out}/report.csv, report.md and curves/")
     return 0

@@ -7,11 +7,10 @@ the file) or a .safetensors conversion of it. DIR becomes a run folder that vcar
 vcar-enhance, vcar-export (--model_dir) and train_main.py --init_from take.
 """
 
-import argparse
 import os
 import sys
 
-from vcar_tf.errors import VcarError, cli_main
+from vcar_tf.errors import ArgumentParser, VcarError, cli_main
 from vcar_tf.fileutil import ensure_writable_dir
 from vcar_tf.models.stdf.pytorch import load_release
 from vcar_tf.train.config import TrainConfig
@@ -36,7 +35,7 @@ def write_weights_h5(path, model):
 
 @cli_main
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="vcar-import", description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="vcar-import", description=__doc__.split("\n")[0])
     p.add_argument("source", choices=sorted(SOURCES), help="which release the checkpoint comes from")
     p.add_argument("checkpoint", help=".pt/.pth or .safetensors file")
     p.add_argument("--out", required=True, help="a new run folder, or a file ending in .weights.h5")

@@ -1,16 +1,15 @@
 """List the model registry with parameter counts: python -m vcar_tf.models."""
 
-import argparse
 import sys
 
-from vcar_tf.errors import cli_main
+from vcar_tf.errors import ArgumentParser, cli_main
 from vcar_tf.models import summary
 from vcar_tf.models.presets import preset_card, preset_names
 
 
 @cli_main
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m vcar_tf.models", description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="python -m vcar_tf.models", description=__doc__.split("\n")[0])
     p.add_argument("--presets", action="store_true", help="list the trained presets instead")
     args = p.parse_args(argv)
     if args.presets:

@@ -6,7 +6,6 @@ Writes DIR/raw/NAME_WxH_N.yuv, DIR/<codec>_LDP[_hmqp][_dbk][_sao]/QP<qp>/NAME_Wx
 its bitstreams/ folder, each bitstream with a JSON sidecar. A finished output is never redone.
 """
 
-import argparse
 import os
 import sys
 
@@ -14,7 +13,7 @@ import numpy as np
 
 from vcar_tf.data.codec import CODECS, CodecSettings
 from vcar_tf.data.prepare import find_sources, prepare_dataset
-from vcar_tf.errors import cli_main
+from vcar_tf.errors import ArgumentParser, cli_main
 
 
 def add_codec_args(parser):
@@ -34,7 +33,7 @@ def settings_from_args(args):
 
 @cli_main
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="vcar-prepare", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="vcar-prepare", description=__doc__.split("\n")[0])
     parser.add_argument("--raw", nargs="+", required=True, help="source files or folders")
     parser.add_argument("--out", required=True, help="dataset folder to write")
     parser.add_argument("--split", choices=["train", "val", "test"],

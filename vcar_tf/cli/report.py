@@ -6,18 +6,17 @@ and per-frame PSNR curves.
 With no --data it reports the compressed baseline of the embedded sample dataset.
 """
 
-import argparse
 import sys
 
 from vcar_tf.data.codec import CodecSettings
 from vcar_tf.data.layout import resolve_datasets
-from vcar_tf.errors import cli_main
+from vcar_tf.errors import ArgumentParser, cli_main
 from vcar_tf.reporting import baseline_report
 
 
 @cli_main
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="vcar-report", description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="vcar-report", description=__doc__.split("\n")[0])
     p.add_argument("--data", default=None, help="dataset folder (default: the embedded sample set)")
     p.add_argument("--qp", type=int, default=37)
     p.add_argument("--codec", default="x265", help="codec of the embedded sample set")

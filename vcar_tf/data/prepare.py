@@ -6,10 +6,14 @@ its bitstreams/ folder, each bitstream with a JSON sidecar. A finished output is
 """
 
 import concurrent.futures as cf
+import contextlib
 import csv
+import ctypes
+import ctypes.util
 import json
 import os
 import shutil
+import signal
 import sys
 
 import numpy as np
@@ -17,7 +21,7 @@ from tqdm import tqdm
 
 from vcar_tf.data.codec import CODECS, check_codec_available, dumps, encode, sidecar
 from vcar_tf.errors import VcarError
-from vcar_tf.fileutil import atomic_path, ensure_writable_dir, write_text_atomic
+from vcar_tf.fileutil import atomic_path, ensure_writable_dir, hold_folder_lock, sweep_temps, write_text_atomic
 from vcar_tf.metrics import psnr_y
 from vcar_tf.video import VIDEO_EXTENSIONS, decode_frames, write_yuv, yuv_name
 from vcar_tf.video.yuv import YuvSequence, parse_yuv_name
@@ -41,7 +45,7 @@ def find_sources(inputs, split=None):
                 raise VcarError(f"--split needs a folder with a MANIFEST.tsv; {item} has none")
             else:
                 sources += [os.path.join(item, n) for n in sorted(os.listdir(item))
-                            if n.lower().endswith(VIDEO_EXTENSIONS)]
+                            if n.lower().endswith(VIDEO_EXTENSIONS) and not n.startswith(".")]
         elif os.path.isfile(item):
             sources.append(item)
         else:
@@ -94,9 +98,20 @@ def prepare_raw(source, out_dir, width=None, height=None):
         height, width = shapes[0]
         path = os.path.join(raw_dir, yuv_name(stem, width, height, n))
         os.replace(partial, path)
+    remove_other_cuts(raw_dir, os.path.basename(path))
     write_text_atomic(record_path, dumps({"source_info": src, "file": os.path.basename(path),
                                           "bytes": os.path.getsize(path)}))
     return path, True
+
+
+def remove_other_cuts(folder, keep):
+    """Remove the sequences of `folder` with the same NAME as `keep` (NAME_WxH_N.yuv) but another
+    size or frame count, left by an earlier cut of the same source, so nothing reads both."""
+    name = parse_yuv_name(keep)[0]
+    for other in os.listdir(folder):
+        parsed = parse_yuv_name(other) if other.endswith(".yuv") and not other.startswith(".") else None
+        if parsed and parsed[0] == name and other != keep:
+            os.remove(os.path.join(folder, other))
 
 
 def compress(raw_path, out_dir, settings):
@@ -121,6 +136,7 @@ def compress(raw_path, out_dir, settings):
         if len(decoded) != n:
             raise VcarError(f"{base}: encoded {n} frames but decoded {len(decoded)}")
         write_yuv(yuv_path, decoded)
+        remove_other_cuts(comp_dir, base)
         with open(tmp_bits, "rb") as f:
             bits = f.read()
     info = sidecar(settings, bits, n, raw.width, raw.height)
@@ -130,6 +146,21 @@ def compress(raw_path, out_dir, settings):
     return info, True
 
 
+def die_with_parent():
+    """Pool initializer: on Linux, a worker gets SIGKILL when the process that started it dies
+    (even by kill -9), instead of encoding on into the output and never exiting."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before prctl
+        os._exit(1)
+
+
+PR_SET_PDEATHSIG = 1
+
+
 def _run_parallel(fn, jobs, workers, desc):
     """Run fn(*job) over jobs in a process pool with a progress bar; results in job order."""
     results = [None] * len(jobs)
@@ -137,7 +168,7 @@ def _run_parallel(fn, jobs, workers, desc):
         for i, job in enumerate(tqdm(jobs, desc=desc, unit="seq", file=sys.stderr)):
             results[i] = fn(*job)
         return results
-    with cf.ProcessPoolExecutor(max_workers=workers) as pool:
+    with cf.ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent) as pool:
         futures = {pool.submit(fn, *job): i for i, job in enumerate(jobs)}
         for fut in tqdm(cf.as_completed(futures), total=len(jobs), desc=desc, unit="seq",
                         file=sys.stderr):
@@ -147,18 +178,37 @@ def _run_parallel(fn, jobs, workers, desc):
 
 def prepare_dataset(sources, out_dir, settings_list, workers=None, width=None, height=None):
     """Raw + compressed dataset for every source and every settings; returns a summary dict."""
-    ensure_writable_dir(out_dir)
     for s in settings_list:
         check_codec_available(s)
     workers = workers or os.cpu_count() or 1
-    raws = _run_parallel(prepare_raw, [(s, out_dir, width, height) for s in sources], workers, "raw")
-    summary = compress_all([p for p, _ in raws], out_dir, settings_list, workers)
+    with hold_dataset_lock(out_dir, settings_list):
+        raws = _run_parallel(prepare_raw, [(s, out_dir, width, height) for s in sources], workers, "raw")
+        summary = _compress_all([p for p, _ in raws], out_dir, settings_list, workers)
     summary["raw_written"] = sum(w for _, w in raws)
     return summary
 
 
+@contextlib.contextmanager
+def hold_dataset_lock(out_dir, settings_list, wait=False):
+    """One prepare at a time writes a dataset; what killed ones left (temp files, partial
+    decodes) is swept once the lock is held."""
+    with hold_folder_lock(out_dir, "vcar-prepare", wait):
+        folders = [os.path.join(out_dir, "raw")]
+        for s in settings_list:
+            folders += [os.path.join(out_dir, s.folder), os.path.join(out_dir, s.folder, "bitstreams")]
+        for folder in folders:
+            sweep_temps(folder, (".tmp-*", ".*.decoded.yuv"))
+        yield
+
+
 def compress_all(raw_paths, out_dir, settings_list, workers=None):
-    """Compress raw sequences already in out_dir/raw with every settings, in parallel."""
+    """Compress raw sequences already in out_dir/raw with every settings, in parallel (after any
+    other process compressing into out_dir has finished)."""
+    with hold_dataset_lock(out_dir, settings_list, wait=True):
+        return _compress_all(raw_paths, out_dir, settings_list, workers)
+
+
+def _compress_all(raw_paths, out_dir, settings_list, workers):
     jobs = [(path, out_dir, s) for s in settings_list for path in raw_paths]
     comps = _run_parallel(compress, jobs, workers or os.cpu_count() or 1, "encode")
     return {"raw": list(raw_paths), "encoded": sum(w for _, w in comps),

@@ -10,7 +10,7 @@ import tempfile
 
 from vcar_tf.errors import VcarError
 from vcar_tf.export.signatures import endpoints
-from vcar_tf.fileutil import ensure_writable_dir
+from vcar_tf.fileutil import hold_folder_lock, sweep_temps
 from vcar_tf.ops.deform_conv import composite_only
 
 
@@ -20,11 +20,17 @@ def next_version(base):
 
 
 def export_saved_model(model, radius, base_dir, version=None):
-    """Write `model` to base_dir/VERSION atomically; returns the version folder."""
+    """Write `model` to base_dir/VERSION atomically; returns the version folder. A TF Serving
+    base is written by one export at a time (its .lock); what killed exports left is swept."""
+    with hold_folder_lock(base_dir, "vcar-export"):
+        sweep_temps(base_dir, (".tmp-export-*",))
+        return _export_saved_model(model, radius, base_dir, version)
+
+
+def _export_saved_model(model, radius, base_dir, version):
     import keras
 
-    ensure_writable_dir(base_dir)
-    version = version or next_version(base_dir)
+    version = next_version(base_dir) if version is None else version
     target = os.path.join(base_dir, str(version))
     if os.path.exists(target):
         raise VcarError(f"{target} already exists")

@@ -15,11 +15,19 @@ a stream:
 - initial_state: frames float32 [B, 2R+1, H, W, 1] -> hidden zeros;
 - serve_clip: clip float32 [B, L, H, W, 1] -> enhanced [B, L, H, W, 1], every frame's window
   clipped inside the clip, the state carried from the first frame to the last.
+
+Every endpoint checks its input inside the graph (a bad request is an InvalidArgument error naming
+the expected shape, never a crash or a silent answer): the rank and the frame count, a frame of at
+most MAX_FRAME_PIXELS pixels (2560x1600, the largest size of the field's test sets; a larger frame
+is refused rather than risking the server's memory: tile it), finite float inputs (NaN or Inf are
+refused); float inputs are clipped to [0, 1] and so are float outputs.
 """
 
 import tensorflow as tf
 
 from vcar_tf.models.recurrent import is_recurrent, state_channels
+
+MAX_FRAME_PIXELS = 2560 * 1600
 
 SERVING_DEFAULT = "serving_default"
 SERVE_FLOAT = "serve_float"
@@ -33,14 +41,55 @@ CLIP = "clip"
 ENHANCED = "enhanced"
 
 
-def uint8_window_to_float(y_frames):
-    """uint8 [2R+1, H, W] -> float32 [1, 2R+1, H, W, 1] in [0, 1]."""
+def _check_frames(x, rank, frames, layout):
+    """Assert x's rank, its frame count (axis 1 of rank 5, axis 0 of rank 3; None: any) and its
+    frame size in the graph, naming the expected layout in the message."""
+    expected = f"expected {layout}"
+    # A declared rank is not enforced on every path (a session feed, TF Serving), and a check of
+    # it would be folded away at graph build: the shape is padded with zeros instead, so that a
+    # tensor of another rank fails the size checks below with this message, not an index error.
+    shape = tf.pad(tf.shape(x), [[0, rank]])
+    frame_axis = 1 if rank == 5 else 0
+    height, width = shape[frame_axis + 1], shape[frame_axis + 2]
+    checks = [tf.debugging.assert_positive(tf.stack([height, width]), message=f"{FRAMES}: empty frame; {expected}"),
+              tf.debugging.assert_less_equal(tf.cast(height, tf.int64) * tf.cast(width, tf.int64),
+                                             tf.constant(MAX_FRAME_PIXELS, tf.int64),
+                                             message=f"{FRAMES}: a frame has more than {MAX_FRAME_PIXELS} pixels; "
+                                                     f"tile it")]
+    if frames is not None:
+        checks.append(tf.debugging.assert_equal(shape[frame_axis], frames,
+                                                message=f"{FRAMES}: wrong number of frames; {expected}"))
+    if rank == 5:
+        checks.append(tf.debugging.assert_equal(shape[4], 1, message=f"{FRAMES}: not one channel; {expected}"))
+    with tf.control_dependencies(checks):
+        return tf.identity(x)
+
+
+def checked_float(x, frames, name=FRAMES):
+    """A float32 [B, frames, H, W, 1] input checked (see the module docstring), finite, clipped to [0, 1]."""
+    x = _check_frames(x, 5, frames, f"float32 [batch, {frames or 'frames'}, height, width, 1] in [0, 1]")
+    x = tf.debugging.assert_all_finite(x, f"{name}: NaN or Inf in the input")
+    return tf.clip_by_value(x, 0.0, 1.0)
+
+
+def checked_state(hidden):
+    return tf.debugging.assert_all_finite(tf.cast(hidden, tf.float32), f"{HIDDEN}: NaN or Inf in the state")
+
+
+def float_output(y):
+    """A model's output as the signatures return it: float32 in [0, 1]."""
+    return tf.clip_by_value(tf.cast(y, tf.float32), 0.0, 1.0)
+
+
+def uint8_window_to_float(y_frames, frames=None):
+    """uint8 [2R+1, H, W] (checked) -> float32 [1, 2R+1, H, W, 1] in [0, 1]."""
+    y_frames = _check_frames(y_frames, 3, frames, f"uint8 [{frames or 'frames'}, height, width]")
     return tf.expand_dims(tf.expand_dims(tf.cast(y_frames, tf.float32) / 255.0, 0), -1)
 
 
 def float_frame_to_uint8(y):
     """float32 [1, H, W, 1] -> uint8 [H, W], clipped to [0, 1] and rounded."""
-    y = tf.squeeze(y, axis=[0, 3])
+    y = tf.squeeze(tf.cast(y, tf.float32), axis=[0, 3])
     return tf.cast(tf.round(tf.clip_by_value(y, 0.0, 1.0) * 255.0), tf.uint8)
 
 
@@ -54,11 +103,11 @@ def window_endpoints(model, radius):
 
     @tf.function(input_signature=[tf.TensorSpec([frames, None, None], tf.uint8, name=FRAMES)])
     def serve_uint8(y_frames):
-        return {ENHANCED: float_frame_to_uint8(model(uint8_window_to_float(y_frames), training=False))}
+        return {ENHANCED: float_frame_to_uint8(model(uint8_window_to_float(y_frames, frames), training=False))}
 
     @tf.function(input_signature=[tf.TensorSpec([None, frames, None, None, 1], tf.float32, name=FRAMES)])
     def serve_float(x):
-        return {ENHANCED: model(x, training=False)}
+        return {ENHANCED: float_output(model(checked_float(x, frames), training=False))}
 
     return {SERVING_DEFAULT: serve_uint8, SERVE_FLOAT: serve_float}
 
@@ -72,21 +121,21 @@ def recurrent_endpoints(model, radius):
     @tf.function(input_signature=[tf.TensorSpec([frames, None, None], tf.uint8, name=FRAMES),
                                   tf.TensorSpec([1, None, None, channels], tf.float32, name=HIDDEN)])
     def step_uint8(y_frames, hidden):
-        y, hidden = model.step(uint8_window_to_float(y_frames), hidden)
-        return {ENHANCED: float_frame_to_uint8(y), HIDDEN: hidden}
+        y, hidden = model.step(uint8_window_to_float(y_frames, frames), checked_state(hidden))
+        return {ENHANCED: float_frame_to_uint8(y), HIDDEN: tf.cast(hidden, tf.float32)}
 
     @tf.function(input_signature=[window, state])
     def step_float(x, hidden):
-        y, hidden = model.step(x, hidden)
-        return {ENHANCED: y, HIDDEN: hidden}
+        y, hidden = model.step(checked_float(x, frames), checked_state(hidden))
+        return {ENHANCED: float_output(y), HIDDEN: tf.cast(hidden, tf.float32)}
 
     @tf.function(input_signature=[window])
     def initial_state(x):
-        return {HIDDEN: model.initial_state(x)}
+        return {HIDDEN: tf.cast(model.initial_state(checked_float(x, frames)), tf.float32)}
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, None, 1], tf.float32, name=CLIP)])
     def serve_clip(clip):
-        return {ENHANCED: model(clip, training=False)}
+        return {ENHANCED: float_output(model(checked_float(clip, None, CLIP), training=False))}
 
     return {SERVING_DEFAULT: step_uint8, STEP_FLOAT: step_float, INITIAL_STATE: initial_state,
             SERVE_CLIP: serve_clip}

@@ -75,15 +75,37 @@ def _run(cmd, what):
         raise VcarError(f"building {what} failed: {(errors or r.stderr.splitlines() or ['?'])[0]}")
 
 
+def check_private(path):
+    """Refuse to load code from `path` (a file or folder) when someone else could have written it:
+    it must belong to this user (or root) and not be writable by group or others."""
+    st = os.stat(path)
+    if st.st_uid not in (os.getuid(), 0):
+        raise VcarError(f"{path} belongs to uid {st.st_uid}, not to this user: not loading a library from it")
+    if st.st_mode & 0o022:
+        raise VcarError(f"{path} is writable by group or others (mode {st.st_mode & 0o777:o}): "
+                        f"not loading a library from it")
+
+
 def build_library(name, sources, flags=(), cuda=None):
     """Compile sources into a cached shared library; returns its path (builds at most once).
     `flags` go to g++; `cuda` (a CudaToolkit) also compiles the sources ending in .cu.cc with
-    nvcc and links them (with GOOGLE_CUDA=1 everywhere)."""
+    nvcc and links them (with GOOGLE_CUDA=1 everywhere). A cache that cannot be written or that
+    others could have written is a VcarError (callers in `auto` mode warn and use the composite)."""
+    out_dir = cache_dir()
+    try:
+        os.makedirs(out_dir, mode=0o700, exist_ok=True)
+        check_private(out_dir)
+        target = _build_library(out_dir, name, sources, flags, cuda)
+        check_private(target)
+    except OSError as e:
+        raise VcarError(f"op cache {out_dir} cannot be used: {e.strerror or e}") from None
+    return target
+
+
+def _build_library(out_dir, name, sources, flags, cuda):
     import tensorflow as tf
 
     flags = list(flags) + (["-DGOOGLE_CUDA=1"] if cuda else [])
-    out_dir = cache_dir()
-    os.makedirs(out_dir, exist_ok=True)
     target = os.path.join(out_dir, f"{name}-tf{tf.__version__}-{_digest(sources, flags)}.so")
     if os.path.exists(target):
         return target

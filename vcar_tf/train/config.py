@@ -1,7 +1,10 @@
 """The typed training config; train_main.py's absl flags mirror it one to one."""
 
 import dataclasses
+import math
 from typing import Optional
+
+from vcar_tf.errors import VcarError
 
 
 @dataclasses.dataclass
@@ -30,3 +33,28 @@ class TrainConfig:
     seed: int = 0
     init_from: Optional[str] = None  # a run whose weights start this one (matched by layer/variable path)
     init_lr: Optional[float] = None  # constant learning rate of the weights taken from init_from
+
+    def validate(self, min_steps=1):
+        """Raise VcarError for a setting that has no meaning (the flag named as on the command line).
+        A run read back may have 0 steps (vcar-import writes untrained runs): min_steps=0."""
+        if self.steps < min_steps:
+            raise VcarError(f"--steps must be at least {min_steps}, not {self.steps}")
+        for name, value in {"batch": self.batch, "patch": self.patch, "checkpoint_every": self.checkpoint_every}.items():
+            if value < 1:
+                raise VcarError(f"--{name} must be at least 1, not {value}")
+        for name in ("eval_every", "warmup_steps"):
+            if getattr(self, name) < 0:
+                raise VcarError(f"--{name} must be 0 or more, not {getattr(self, name)}")
+        if self.radius is not None and self.radius < 0:
+            raise VcarError(f"--radius must be 0 or more, not {self.radius}")
+        if self.clip_length is not None and self.clip_length < 1:
+            raise VcarError(f"--clip_length must be at least 1, not {self.clip_length}")
+        if not 0 <= self.qp <= 51:
+            raise VcarError(f"--qp must be in 0..51, not {self.qp}")
+        for name in ("lr", "init_lr"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise VcarError(f"--{name} must be a positive number, not {value}")
+        if any(m < 1 for m in self.lr_milestones):
+            raise VcarError(f"--lr_milestones must be steps of 1 or more, not {list(self.lr_milestones)}")
+        return self

@@ -7,6 +7,7 @@
     MODEL_DIR/serving/NAME/N/   TF Serving SavedModels
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -19,8 +20,12 @@ import tensorflow as tf
 from vcar_tf import models
 from vcar_tf.errors import VcarError
 from vcar_tf.models.presets import from_preset
-from vcar_tf.fileutil import ensure_writable_dir, write_text_atomic
+from vcar_tf.fileutil import ensure_writable_dir, hold_folder_lock, sweep_temps, write_text_atomic
 from vcar_tf.train.config import TrainConfig
+
+
+# What a missing, truncated or foreign checkpoint raises when it is restored.
+CHECKPOINT_ERRORS = (tf.errors.OpError, AssertionError, ValueError, IndexError)
 
 
 class RunFolder:
@@ -35,13 +40,28 @@ class RunFolder:
         self.serving = os.path.join(root, "serving")
 
 
+@contextlib.contextmanager
+def hold_run_lock(model_dir):
+    """The run folder's lock, held while training (two trainings never write one folder); what
+    killed checkpoint writes left (tf.train's `ckpt-N_temp/` folders) is swept once it is held."""
+    with hold_folder_lock(model_dir, "training"):
+        sweep_temps(RunFolder(model_dir).checkpoints, ("*_temp",))
+        yield
+
+
 def read_config_dict(model_dir):
     """The raw config.json of a run, or None when there is none."""
     path = RunFolder(model_dir).config
     if not os.path.exists(path):
         return None
     with open(path) as f:
-        return json.load(f)
+        try:
+            values = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise VcarError(f"{path} is not valid JSON ({e}); it is not a config.json that train_main.py wrote") from None
+    if not isinstance(values, dict):
+        raise VcarError(f"{path} is not a JSON object; it is not a config.json that train_main.py wrote")
+    return values
 
 
 def read_config(model_dir):
@@ -49,7 +69,17 @@ def read_config(model_dir):
     values = read_config_dict(model_dir)
     if values is None:
         raise VcarError(f"{model_dir} is not a training run (no config.json)")
-    return TrainConfig(**values)
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise VcarError(f"{RunFolder(model_dir).config}: unknown setting(s) {', '.join(unknown)}")
+    if "model" not in values:
+        raise VcarError(f"{RunFolder(model_dir).config} names no model")
+    values["lr_milestones"] = tuple(values.get("lr_milestones", ()))
+    try:
+        return TrainConfig(**values).validate(min_steps=0)
+    except (TypeError, ValueError) as e:
+        raise VcarError(f"{RunFolder(model_dir).config}: {e}") from None
 
 
 def write_config(model_dir, cfg):
@@ -101,7 +131,7 @@ def load_run(model_dir):
         raise VcarError(f"{model_dir} has no checkpoint")
     try:
         tf.train.Checkpoint(model=model).restore(latest).expect_partial().assert_existing_objects_matched()
-    except (tf.errors.OpError, AssertionError, ValueError) as e:
+    except CHECKPOINT_ERRORS as e:
         raise VcarError(f"cannot load {latest}: {str(e).splitlines()[0]}") from None
     return model, cfg, run_radius(cfg)
 

@@ -5,6 +5,7 @@ stream is a pure function of (seed, sample index), so restoring the step restore
 position and every random draw. SIGINT/SIGTERM save a checkpoint before exiting.
 """
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -21,10 +22,12 @@ from vcar_tf.data.codec import CodecSettings
 from vcar_tf.data.layout import find_pairs, split_datasets
 from vcar_tf.data.pipeline import PipelineConfig, make_dataset
 from vcar_tf.errors import VcarError
+from vcar_tf.fileutil import ensure_writable_dir
 from vcar_tf.inference.sequence import enhance_sequence, evaluate_pairs
 from vcar_tf.reporting import write_report
 from vcar_tf.train.losses import get_loss, per_example_loss
-from vcar_tf.train.run import RunFolder, build_model, initialise_from, read_config_dict, run_radius, write_config
+from vcar_tf.train.run import (CHECKPOINT_ERRORS, RunFolder, build_model, hold_run_lock, initialise_from,
+                               read_config_dict, run_radius, write_config)
 from vcar_tf.train.strategy import make_strategy
 
 
@@ -46,8 +49,9 @@ def learning_rate_schedule(cfg):
 
 class Trainer:
     def __init__(self, cfg):
-        self.cfg = cfg
+        self.cfg = cfg.validate()
         self.spec = models.spec(cfg.model)
+        cfg.model = self.spec.name  # an alias resumes the run of its model
         if cfg.model_dir is None:
             cfg.model_dir = os.path.join("runs", self.spec.name)
         self.radius = run_radius(cfg)
@@ -74,7 +78,7 @@ class Trainer:
         # Every worker saves (saving may run collectives); only the chief's files are kept.
         self.work_dir = cfg.model_dir if self.is_chief else os.path.join(
             cfg.model_dir, f".worker-{self.strategy.cluster_resolver.task_id}")
-        self.folder = RunFolder(self.work_dir)
+        self.folder = RunFolder(ensure_writable_dir(self.work_dir))
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.folder.checkpoints, max_to_keep=3)
         self.writer = tf.summary.create_file_writer(self.folder.logs)
         self.losses = []
@@ -114,7 +118,7 @@ class Trainer:
             return False
         try:
             self.checkpoint.restore(latest).assert_existing_objects_matched()
-        except (tf.errors.OpError, AssertionError, ValueError) as e:
+        except CHECKPOINT_ERRORS as e:
             raise VcarError(f"cannot resume from {latest}: {str(e).splitlines()[0]}") from None
         return True
 
@@ -124,6 +128,9 @@ class Trainer:
         if saved is None:
             return
         current = dataclasses.asdict(self.cfg)
+        if "model" in saved:
+            with contextlib.suppress(VcarError):
+                saved["model"] = models.spec(saved["model"]).name
         for key in ("model", "radius", "lr_schedule", "lr_milestones", "init_lr"):
             was, now = saved.get(key), current[key]
             if key in ("lr_milestones", "init_lr"):
@@ -154,7 +161,7 @@ class Trainer:
         return step
 
     def _on_signal(self, signum, frame):
-        self._stop = True
+        self._stop = signum
 
     def validate(self):
         rows, curves = evaluate_pairs(self.model, self.val_pairs, self.radius)
@@ -163,6 +170,10 @@ class Trainer:
         return rows, curves, dpsnr, dssim
 
     def run(self):
+        with hold_run_lock(self.work_dir):
+            return self._run()
+
+    def _run(self):
         cfg = self.cfg
         resumed = self.restore()
         write_config(self.work_dir, cfg)
@@ -182,6 +193,9 @@ class Trainer:
             while int(self.step.numpy()) < cfg.steps and not self._stop:
                 x, y = next(it)
                 loss = float(train_step(x, y))
+                if not np.isfinite(loss):
+                    raise VcarError(f"the loss became {loss} at step {int(self.step.numpy())}: training stopped "
+                                    f"without saving it (the last checkpoint is kept); lower --lr")
                 self.losses.append(loss)
                 step = int(self.step.numpy())
                 bar.update(1)
@@ -200,8 +214,9 @@ class Trainer:
             bar.close()
             self.manager.save(checkpoint_number=int(self.step.numpy()))
             if self._stop:
-                print(f"stopped at step {int(self.step.numpy())}; checkpoint saved", file=sys.stderr)
-                return None
+                print(f"stopped by signal {self._stop} at step {int(self.step.numpy())}; checkpoint saved",
+                      file=sys.stderr)
+                return {"stopped_by": self._stop}
             step = int(self.step.numpy())
             result = self._log_validation(step) if self.val_pairs else {"step": step, "rows": []}
             if result["rows"]:

@@ -184,10 +184,11 @@ class DeformableEnhancer(keras.Model):
 
     def step(self, window, hidden=None):
         """One frame: (window (B, 2R+1, H, W, 1), h'_{t-1}) -> (enhanced (B, H, W, 1), h'_t)."""
+        window = tf.cast(window, self.compute_dtype)  # called directly, not through __call__'s autocast
         stacked = self.stack(window)
         h = self.frontend(self.pad(stacked))
         if self.rf is not None:
-            hidden = tf.zeros_like(h) if hidden is None else tf.convert_to_tensor(hidden, h.dtype)
+            hidden = tf.zeros_like(h) if hidden is None else tf.cast(hidden, h.dtype)  # bf16 under mixed precision
             check = tf.debugging.assert_equal(
                 tf.shape(hidden), tf.shape(h),
                 message=f"hidden state must be (B, ceil(H/{2 ** self.nb})*{2 ** self.nb}, "
