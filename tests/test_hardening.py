@@ -131,3 +131,15 @@ def test_an_unusable_or_open_op_cache_warns_once_and_uses_the_composite(tmp_path
     r = run_cli("-c", _LOAD, env={"VCAR_TF_CACHE": str(open_cache.parent)})
     assert r.returncode == 0 and r.stdout.split() == ["True"], r.stderr[-2000:]
     assert "writable by group or others" in r.stderr and not list(open_cache.glob("*.so"))
+
+
+def test_training_validates_on_val_and_never_on_test_when_both_exist(tiny_dataset, tmp_path):  # noqa: F811
+    import shutil
+
+    from vcar_tf.train.trainer import Trainer
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data)
+    shutil.copytree(data / "test", data / "val")
+    result = Trainer(_config(str(data), tmp_path / "run", 1)).run()
+    assert [row["split"] for row in result["rows"]] == ["val"]

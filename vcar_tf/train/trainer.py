@@ -63,7 +63,10 @@ class Trainer:
             raise VcarError(f"global batch {cfg.batch} is not divisible by the {replicas} replicas")
         train_roots, val_roots = split_datasets(cfg.data, CodecSettings(codec=cfg.codec, qp=cfg.qp))
         self.train_pairs = [p for r in train_roots.values() for p in find_pairs(r, cfg.qp)]
-        self.val_pairs = [p for r in val_roots.values() for p in find_pairs(r, cfg.qp)]
+        # every choice is made on val/ where the dataset has one; test/ is then never seen in training
+        val_roots = {k: v for k, v in val_roots.items() if k != "test"} or val_roots
+        self.val_sets = {split: find_pairs(root, cfg.qp) for split, root in val_roots.items()}
+        self.val_pairs = [p for pairs in self.val_sets.values() for p in pairs]
         if cfg.mixed_precision:
             keras.mixed_precision.set_global_policy("mixed_bfloat16")
         with self.strategy.scope():
@@ -164,7 +167,11 @@ class Trainer:
         self._stop = signum
 
     def validate(self):
-        rows, curves = evaluate_pairs(self.model, self.val_pairs, self.radius)
+        rows, curves = [], {}
+        for split, pairs in self.val_sets.items():
+            r, c = evaluate_pairs(self.model, pairs, self.radius, split)
+            rows += r
+            curves.update(c)
         dpsnr = float(np.mean([r["delta_psnr"] for r in rows]))
         dssim = float(np.mean([r["delta_ssim_x100"] for r in rows]))
         return rows, curves, dpsnr, dssim
