@@ -143,3 +143,17 @@ def test_training_validates_on_val_and_never_on_test_when_both_exist(tiny_datase
     shutil.copytree(data / "test", data / "val")
     result = Trainer(_config(str(data), tmp_path / "run", 1)).run()
     assert [row["split"] for row in result["rows"]] == ["val"]
+
+
+def test_evaluation_refuses_frames_beyond_the_documented_maximum(tmp_path):
+    from vcar_tf.data.layout import find_pairs
+    from vcar_tf.export.signatures import MAX_FRAME_PIXELS
+    from vcar_tf.inference.sequence import evaluate_pairs
+
+    w, h = 2576, 1600
+    assert w * h > MAX_FRAME_PIXELS
+    for folder in ("raw", "x265_LDP/QP37"):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / f"big_{w}x{h}_1.yuv").write_bytes(bytes(w * h * 3 // 2))
+    with pytest.raises(VcarError, match=f"larger than the {MAX_FRAME_PIXELS} pixels"):
+        evaluate_pairs(None, find_pairs(str(tmp_path), 37), 0)

@@ -5,6 +5,8 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
+from vcar_tf.errors import VcarError
+from vcar_tf.export.signatures import MAX_FRAME_PIXELS
 from vcar_tf.inference.streaming import enhance_frames
 from vcar_tf.metrics.sequence import frame_metrics, sequence_row
 
@@ -26,6 +28,10 @@ def evaluate_pairs(model, pairs, radius, split="test"):
     """Report rows (with Δ columns) and per-frame curves for every pair."""
     rows, curves = [], {}
     opened = [(pair, *pair.open()) for pair in pairs]
+    for pair, raw, _ in opened:
+        if raw.width * raw.height > MAX_FRAME_PIXELS:
+            raise VcarError(f"{pair.name}: {raw.width}x{raw.height} frames are larger than the {MAX_FRAME_PIXELS} "
+                            f"pixels evaluation takes whole (vcar-enhance --tile enhances larger ones)")
     bar = tqdm(total=sum(raw.num_frames for _, raw, _ in opened), desc=f"evaluate {split}", unit="frame",
                file=sys.stderr, leave=False)
     for pair, raw, comp in opened:
