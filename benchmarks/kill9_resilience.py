@@ -48,9 +48,12 @@ def tiny_dataset(root):
     return root
 
 
+CHECKPOINT_EVERY = 20
+
+
 def train_command(data, model_dir, steps):
     return [sys.executable, "train_main.py", "--model=arcnn", f"--data={data}", "--patch=16", "--batch=2",
-            f"--steps={steps}", "--checkpoint_every=5", "--lr_schedule=constant", "--noexport",
+            f"--steps={steps}", f"--checkpoint_every={CHECKPOINT_EVERY}", "--lr_schedule=constant", "--noexport",
             f"--model_dir={model_dir}"]
 
 
@@ -62,10 +65,16 @@ def final_weights(model_dir):
     return {n: reader.get_tensor(n) for n in names}
 
 
-def kill_at_random(cmd, low, high, rng):
-    """Start cmd, SIGKILL it after a random time in [low, high] s; returns (stderr, killed)."""
+def kill_at_random(cmd, low, high, rng, after=None):
+    """Start cmd, SIGKILL it after a random time in [low, high] s (counted from when its stderr
+    first shows `after`, if given); returns (stderr, killed)."""
     with tempfile.TemporaryFile("w+") as err:
         p = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=err, text=True)
+        while after is not None and p.poll() is None:
+            err.seek(0)
+            if after in err.read():
+                break
+            time.sleep(0.05)
         try:
             p.wait(timeout=rng.uniform(low, high))
             killed = False
@@ -83,16 +92,19 @@ def last_step(stderr):
     return max(steps, default=0)
 
 
-def trainer(work, kills, rng, steps=60):
+def trainer(work, kills, rng, steps=400):
     data = tiny_dataset(os.path.join(work, "data"))
     reference = os.path.join(work, "reference")
     t0 = time.perf_counter()
     subprocess.run(train_command(data, reference, steps), cwd=REPO, env=ENV, check=True, capture_output=True)
     one_run = time.perf_counter() - t0
     killed_dir = os.path.join(work, "killed")
-    resumed, lost, reached = 0, [], 0
-    for _ in range(kills):
-        stderr, killed = kill_at_random(train_command(data, killed_dir, steps), 1.0, one_run, rng)
+    resumed, lost, reached, done_kills = 0, [], 0, 0
+    for i in range(kills):
+        # the first kill lands anywhere (start-up included); later ones inside the training loop,
+        # within about a tenth of the run each, so that the run ends after all of them
+        low, high, after = (0.5, one_run, None) if i == 0 else (0.0, one_run / 20, "train arcnn")
+        stderr, killed = kill_at_random(train_command(data, killed_dir, steps), low, high, rng, after)
         start = re.search(r"resumed from \S+ at step (\d+)", stderr)
         if start:
             resumed += 1
@@ -100,11 +112,13 @@ def trainer(work, kills, rng, steps=60):
         reached = max(last_step(stderr), int(start.group(1)) if start else 0)
         if not killed:
             break
+        done_kills += 1
     done = subprocess.run(train_command(data, killed_dir, steps), cwd=REPO, env=ENV, capture_output=True, text=True)
     ref, got = final_weights(reference), final_weights(killed_dir)
     equal = ref.keys() == got.keys() and all(np.array_equal(ref[k], got[k]) for k in ref)
-    print(f"trainer: {kills} kills over a {one_run:.1f} s run of {steps} steps: {resumed} reruns resumed from a "
-          f"checkpoint, at most {max(lost, default=0)} steps lost by one kill; final run exit {done.returncode}; "
+    print(f"trainer: {done_kills} kills over a {one_run:.1f} s run of {steps} steps (checkpoint every {CHECKPOINT_EVERY}): "
+          f"{resumed} reruns resumed from a checkpoint, at most {max(lost, default=0)} steps lost by one kill, "
+          f"{reached} steps done before the last rerun; final run exit {done.returncode}; "
           f"final weights {'equal' if equal else 'DIFFER from'} the uninterrupted run's bit for bit")
     return data, reference
 
