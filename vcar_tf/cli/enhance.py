@@ -17,6 +17,8 @@ import re
 import sys
 import time
 
+import av
+
 from vcar_tf.cli.common import add_model_flags, load_model
 from vcar_tf.errors import VcarError, cli_main
 from vcar_tf.inference.tiling import default_overlap, tile_for_memory
@@ -31,6 +33,8 @@ LOSSLESS = {"libx264": {"qp": "0"}, "libx265": {"x265-params": "lossless=1"}, "l
 
 def encoder_options(args):
     """FFmpeg encoder options for --lossless / --crf / --qp (lossless when none is given)."""
+    if args.codec not in av.codecs_available:
+        raise VcarError(f"unknown codec {args.codec!r} (not in this FFmpeg build)")
     chosen = [f for f in ("lossless", "crf", "qp") if getattr(args, f) not in (None, False)]
     if len(chosen) > 1:
         raise VcarError(f"pass at most one of --lossless, --crf, --qp (got {', '.join('--' + f for f in chosen)})")

@@ -121,8 +121,21 @@ class VideoInput:
         self.colour = {k: getattr(ctx, k) for k in COLOUR}
         self.copied = [s for s in self._container.streams if s.type in COPIED]
         self.dropped = [s for s in self._container.streams if s.index != self.stream.index and s.type not in COPIED]
-        self.rotation = 0  # from the first decoded frame's display matrix
+        self.rotation = self._first_frame_rotation(fmt, options)
         self._read = False
+
+    def _first_frame_rotation(self, fmt, options):
+        """The display rotation FFmpeg gives the first frame (from the stream's display matrix),
+        read through a second opening so that the main pass starts at the beginning."""
+        if fmt is not None:  # raw streams carry none
+            return 0
+        try:
+            with av.open(self.path, options=options) as probe:
+                for frame in probe.decode(video=0):
+                    return int(frame.rotation or 0)
+        except (av.error.FFmpegError, ValueError):
+            pass  # the main pass reports the decode error
+        return 0
 
     def enable_qp_export(self):
         """Ask the decoder for FFmpeg's per-frame video_enc_params side data (H.264, not HEVC)."""
@@ -145,8 +158,6 @@ class VideoInput:
                         yield packet
                     continue
                 for frame in packet.decode():
-                    if count == 0:
-                        self.rotation = int(frame.rotation or 0)
                     yield self._frame(frame, count, step)
                     count += 1
         except av.error.FFmpegError as e:
@@ -183,13 +194,18 @@ def frame_qp(frame):
 def read_stream_qp(path, max_frames=32):
     """(QP, how it was read) of a video file's first frames, or (None, why not).
 
-    FFmpeg exports per-frame QP (video_enc_params side data) from its H.264 decoder (and MPEG-2,
-    VP9), not from HEVC; for HEVC and H.264 made by x265/x264 at a constant QP the encoder's
-    settings, which it writes into the stream (an unregistered SEI), give it instead."""
+    Only H.264 and HEVC (the codecs presets are trained for) are read. FFmpeg 8.0's H.264 decoder
+    exports per-frame QP (video_enc_params side data, through PyAV's VideoEncParams); its HEVC
+    decoder does not, so for HEVC (and H.264 without it) the settings x265/x264 write into the
+    stream (an unregistered SEI) give the QP when they encoded at a constant QP."""
     try:
         src = VideoInput(path)
     except VcarError as e:
         return None, str(e)
+    if src.stream.codec_context.name not in ("h264", "hevc"):
+        name = src.stream.codec_context.name
+        src.close()
+        return None, f"FFmpeg exports no QP for {name} streams"
     codec = src.stream.codec_context.name
     src.enable_qp_export()
     qps, settings, seen = [], None, 0
@@ -198,7 +214,7 @@ def read_stream_qp(path, max_frames=32):
             for frame in packet.decode():
                 qp = frame_qp(frame)
                 if qp is not None:
-                    qps.append(qp)
+                    qps.append((int(frame.pict_type), qp))
                 settings = settings or _encoder_settings(frame)
                 seen += 1
             if seen >= max_frames:
@@ -208,7 +224,10 @@ def read_stream_qp(path, max_frames=32):
     finally:
         src.close()
     if qps:
-        return float(np.median(qps)), f"median frame QP of the first {len(qps)} frames ({codec} video_enc_params)"
+        # the QP a stream is "made at" is its P frames' (I frames get less, B frames more)
+        p_frames = [qp for kind, qp in qps if kind == 2]  # AV_PICTURE_TYPE_P
+        chosen, kind = (p_frames, "P frames") if p_frames else ([qp for _, qp in qps], "frames")
+        return float(np.median(chosen)), f"median QP of {len(chosen)} {kind} in the first {seen} ({codec} video_enc_params)"
     if settings is not None:
         qp = _constant_qp(settings)
         if qp is not None:
@@ -325,7 +344,8 @@ class VideoOutput:
             self._copies[s.index] = out
         for s in self.like.dropped:
             self._note(f"the input's {s.type} stream #{s.index} is not copied")
-        self._rotation_set = False
+        if self.like.rotation and not self.raw:
+            self._video.set_display_rotation(self.like.rotation)
         return self
 
     def _note(self, text):
@@ -334,10 +354,6 @@ class VideoOutput:
 
     def write(self, frame):
         """Encode one Frame (planes of the input's size and dtype) at its pts."""
-        if not self._rotation_set:
-            self._rotation_set = True
-            if self.like.rotation and not self.raw:
-                self._video.set_display_rotation(self.like.rotation)
         out = av.VideoFrame(self.like.width, self.like.height, self.like.pix_fmt)
         for plane, array in zip(out.planes, (frame.y, frame.u, frame.v)):
             fill_plane(plane, array.astype(self.like.dtype, copy=False))
