@@ -21,7 +21,7 @@ import av
 
 from vcar_tf.cli.common import add_model_flags, load_model
 from vcar_tf.errors import VcarError, cli_main
-from vcar_tf.inference.tiling import default_overlap, tile_for_memory
+from vcar_tf.inference.tiling import default_overlap, plan_for_memory
 from vcar_tf.inference.video import QUEUE, enhance_video
 from vcar_tf.video.stream import VideoInput, VideoOutput, output_format, read_stream_qp
 
@@ -62,11 +62,6 @@ def parse_bytes(text):
     if not m:
         raise VcarError(f"--max_memory {text!r}: give a size such as 4G or 512M")
     return int(float(m.group(1)) * 1024 ** " KMGT".index(m.group(2) or " "))
-
-
-def rss_bytes():
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) * 1024
 
 
 def check_paths(args):
@@ -134,15 +129,12 @@ def plan_tiles(args, src, name, radius):
     if args.max_memory is None:
         return None, overlap
     budget = parse_bytes(args.max_memory)
-    frame = src.width * src.height
-    # what stays beside a tile's working memory: the process now (TF, the model), the float32
-    # window of 2R+1 frames and the output, and the frames queued between the stages
-    fixed = rss_bytes() + 4 * frame * (2 * radius + 3) + 2 * QUEUE * frame * 1.5 * (src.bit_depth // 8 + 1)
-    tile = tile_for_memory(budget, name, fixed, overlap)
-    if tile is None:
+    tile, fixed = plan_for_memory(budget, name, src.width, src.height, radius, 2 * QUEUE + radius + 1,
+                                  src.bit_depth // 8 + 1, overlap)
+    if tile == 0:
         raise VcarError(f"--max_memory {args.max_memory} is below what the model and the frame buffers "
                         f"already hold ({fixed / 2**30:.2f} GiB)")
-    if tile >= max(src.width, src.height):
+    if tile is None:
         print(f"--max_memory {args.max_memory}: whole frames fit, no tiling")
         return None, overlap
     print(f"--max_memory {args.max_memory}: tiles of {tile}x{tile} with {overlap} px overlap")

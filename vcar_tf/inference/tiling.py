@@ -8,11 +8,12 @@ whole frame. A recurrent model keeps one hidden state per tile.
 
 RECEPTIVE_RADIUS is how far (in pixels, Chebyshev) a change of one input pixel reaches the output,
 measured with `receptive_radius` on weights made non-trivial (tests/test_enhance.py re-measures
-it for the small models). Deformable convolutions sample at learned offsets, so for STDF and
-RFDA it is what the measured weights gave, and the default overlap adds a margin. NL-ConvLSTM's
-non-local warp searches the whole frame: no overlap makes it exact, and the difference is measured
-(benchmarks/bench_enhance.py). RFDA's state carries context from frame to frame, so its reach
-grows with time: tiled output drifts from the untiled one near tile edges (also measured).
+it for the small models). Deformable convolutions sample at learned offsets, so for STDF it is
+what the measured weights gave, and the default overlap adds a margin. Some models see the whole
+frame, and no overlap makes their tiles exact: the DSTA blocks of RFDA (stdf_dsta, stdf_rf, rfda)
+weight channels by a global average, NL-ConvLSTM's non-local warp searches every block of the
+frame; RFDA's state also carries context from frame to frame. Their tiled output differs from the
+untiled one by what benchmarks/bench_enhance.py measures.
 """
 
 import math
@@ -20,22 +21,27 @@ import math
 import numpy as np
 
 ALIGN = 8
-RECEPTIVE_RADIUS = {"arcnn": 9, "dncnn": 17, "stifn_r3": 13, "stifn_r3l": 20, "stdf_r3": 46, "stdf_r3l": 54,
-                    "stdf_dsta": 60, "stdf_rf": 60, "rfda": 60, "nl_convlstm": 64}
+RECEPTIVE_RADIUS = {"arcnn": 9, "dncnn": 17, "stifn_r3": 13, "stifn_r3l": 20, "stdf_r3": 46, "stdf_r3l": 54}
+WHOLE_FRAME = ("stdf_dsta", "stdf_rf", "rfda", "nl_convlstm")  # reach the whole frame (see above)
+WHOLE_FRAME_OVERLAP = 64
 DEFORM_MARGIN = 16  # extra context for models whose deformable offsets are learned
 _DEFORMABLE = ("stdf", "rfda")
 
-# Peak bytes of working memory per pixel of a tile (one frame step, float32) and the fixed part
-# (TF, the model, the frame buffers of a 1080p stream), used by tile_for_memory: measured with
-# `python benchmarks/bench_enhance.py --calibrate` (see benchmarks/results/enhance.md).
-BYTES_PER_PIXEL = {"arcnn": 560, "dncnn": 560, "stifn_r3": 2200, "stifn_r3l": 2200, "stdf_r3": 2300,
-                   "stdf_r3l": 2400, "stdf_dsta": 2300, "stdf_rf": 5800, "rfda": 5800, "nl_convlstm": 9000}
-DEFAULT_BYTES_PER_PIXEL = 9000
+# Working memory per pixel of a tile in one frame step (float32, batch 1), from the peak RSS of
+# one inference at two sizes on the same machine: (RSS at 1920x1080 - RSS at 832x480) / pixels in
+# benchmarks/results/models.md, and (832x480 - 416x240) in benchmarks/results/nonlocal.md for
+# NL-ConvLSTM (2026-12-01). tile_for_memory uses them; bench_enhance.py checks the result.
+BYTES_PER_PIXEL = {"arcnn": 520, "dncnn": 520, "stifn_r3": 2070, "stifn_r3l": 1830, "stdf_r3": 2100,
+                   "stdf_r3l": 2190, "stdf_dsta": 2080, "stdf_rf": 5370, "rfda": 5370, "nl_convlstm": 21600}
+DEFAULT_BYTES_PER_PIXEL = 21600
 
 
 def default_overlap(name):
-    """The overlap that covers a registered model's receptive field, rounded up to ALIGN."""
-    reach = RECEPTIVE_RADIUS.get(name, 64) + (DEFORM_MARGIN if name.startswith(_DEFORMABLE) else 0)
+    """The overlap that covers a registered model's receptive field, rounded up to ALIGN
+    (WHOLE_FRAME_OVERLAP for models that see the whole frame, and for unknown ones)."""
+    if name not in RECEPTIVE_RADIUS:
+        return WHOLE_FRAME_OVERLAP
+    reach = RECEPTIVE_RADIUS[name] + (DEFORM_MARGIN if name.startswith(_DEFORMABLE) else 0)
     return ALIGN * math.ceil(reach / ALIGN)
 
 
@@ -52,6 +58,28 @@ def tile_for_memory(budget_bytes, name, fixed_bytes, overlap):
         return None
     side = int(math.sqrt(free / per_pixel)) - 2 * overlap  # the core of a tile with its context
     return round_tile(side) if side >= ALIGN else None
+
+
+def process_rss_bytes():
+    """This process's resident memory now (Linux /proc), 0 where it cannot be read."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) * 1024
+    except (OSError, StopIteration):
+        return 0
+
+
+def plan_for_memory(budget_bytes, name, width, height, radius, queued_frames, bytes_per_sample=1, overlap=None):
+    """(tile, fixed bytes): the tile (0 when even one does not fit, None when whole frames do) for a width x height stream within
+    `budget_bytes`: beside a tile's working memory stay the process now (TF, the model), the
+    float32 window of 2R+1 frames and its output, and the YUV frames queued between stages."""
+    frame = width * height
+    fixed = process_rss_bytes() + 4 * frame * (2 * radius + 3) + queued_frames * frame * 1.5 * bytes_per_sample
+    overlap = default_overlap(name) if overlap is None else overlap
+    tile = tile_for_memory(budget_bytes, name, fixed, overlap)
+    if tile is not None and tile >= max(width, height):
+        return None, fixed
+    return (tile if tile is not None else 0), fixed
 
 
 def tile_boxes(height, width, tile, overlap):
