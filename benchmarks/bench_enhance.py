@@ -32,40 +32,10 @@ SLOW = {"nl_convlstm": (1, ((1920, 1080),))}
 
 
 def make_clip(path, width, height, frames, fps=25):
-    """Smooth moving content at x264 QP 37 with an AAC track, written frame by frame."""
-    from fractions import Fraction
+    """Smooth moving content with noise at x264 QP 37 and an AAC track (tests/test_enhance.py's)."""
+    from tests.test_enhance import make_video
 
-    import av
-    import numpy as np
-
-    from vcar_tf.video.stream import fill_plane
-
-    out = av.open(path, "w")
-    video = out.add_stream("libx264", rate=fps)
-    video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-    video.options = {"qp": "37", "preset": "ultrafast"}
-    sound = out.add_stream("aac", rate=48000)
-    sound.layout = "stereo"
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    for t in range(frames):
-        frame = av.VideoFrame(width, height, "yuv420p")
-        y = 128 + 60 * np.sin((xx + 3 * t) / 23.0) * np.cos((yy - t) / 17.0) + 30 * np.sin((xx * yy) / 4000.0 + t / 5)
-        fill_plane(frame.planes[0], np.clip(y, 0, 255).astype(np.uint8))
-        for p in frame.planes[1:]:
-            fill_plane(p, np.full((p.height, p.width), 128, np.uint8))
-        frame.pts, frame.time_base = t, Fraction(1, fps)
-        for pkt in video.encode(frame):
-            out.mux(pkt)
-    for pkt in video.encode():
-        out.mux(pkt)
-    for i in range(0, 48000 * frames // fps, 1024):
-        block = av.AudioFrame.from_ndarray(np.zeros((2, 1024), np.float32), format="fltp", layout="stereo")
-        block.sample_rate, block.pts, block.time_base = 48000, i, Fraction(1, 48000)
-        for pkt in sound.encode(block):
-            out.mux(pkt)
-    for pkt in sound.encode():
-        out.mux(pkt)
-    out.close()
+    make_video(path, width, height, frames, fps, options={"qp": "37", "preset": "ultrafast"})
 
 
 def _model_run(name, folder, checkpoint):
