@@ -238,3 +238,50 @@ def test_bad_input_is_one_error_line_and_leaves_no_file(tmp_path, capsys):
         assert message in _error(capsys, [*argv, "--model_dir", RUN, "--no_progress"]), argv
     assert open(good, "rb").read() == before and os.path.islink(link)
     assert sorted(os.listdir(tmp_path)) == ["c444.mkv", "empty_40x32.yuv", "good.mp4", "junk.mp4", "link.mp4", "odd.mkv"]
+
+
+def test_raw_10_bit_yuv_of_odd_size_in_and_out(tmp_path, arcnn_run):
+    rng = np.random.default_rng(1)
+    w, h, n = 33, 21, 3
+    planes = [[rng.integers(0, 1024, shape).astype("<u2") for shape in ((h, w), (11, 17), (11, 17))] for _ in range(n)]
+    src, out = tmp_path / "in_33x21.yuv", tmp_path / "out.yuv"
+    src.write_bytes(b"".join(p.tobytes() for frame in planes for p in frame))
+    assert main([str(src), str(out), "--model_dir", RUN, "--pix_fmt", "yuv420p10le", "--no_progress",
+                 "--width", "33", "--height", "21"]) == 0
+    got = np.frombuffer(out.read_bytes(), "<u2").reshape(n, -1)
+    want = expected_luma(arcnn_run, 0, [f[0] for f in planes], 1023)
+    for t in range(n):
+        np.testing.assert_array_equal(got[t, : w * h].reshape(h, w), want[t])
+        np.testing.assert_array_equal(got[t, w * h:], np.concatenate([planes[t][1].ravel(), planes[t][2].ravel()]))
+
+
+def test_each_tile_keeps_its_own_recurrent_state():
+    from vcar_tf.inference.tiling import tiled_step
+
+    def step(window, state):  # output: the tile's width plus how many frames this tile has seen
+        seen = 0 if state is None else state
+        return np.full(window.shape[:1] + window.shape[2:], window.shape[3] + seen, np.float32), seen + 1
+
+    run, state = tiled_step(step, 16, 8), None
+    for t in range(3):
+        out, state = run(np.zeros((1, 1, 20, 40, 1), np.float32), state)
+        assert state == [t + 1] * 6  # 2 x 3 tiles, each counted on its own
+    # the tiles' widths with context: 24, 32 and 16 (cut at the frame's right edge)
+    assert [out[0, 0, x, 0] for x in (0, 16, 32)] == [24 + 2, 32 + 2, 16 + 2]
+
+
+def test_max_memory_picks_a_tile_or_refuses(tmp_path, capsys, monkeypatch):
+    from vcar_tf.inference import tiling
+
+    monkeypatch.setattr(tiling, "process_rss_bytes", lambda: 2**30)
+    assert tiling.plan_for_memory(64 * 2**30, "stdf_r3", 1920, 1080, 3, 20)[0] is None  # whole frames fit
+    tile, _ = tiling.plan_for_memory(4 * 2**30, "stdf_r3", 2560, 1600, 3, 20)
+    assert 8 <= tile < 1600 and tile % 8 == 0
+    assert tiling.plan_for_memory(4 * 2**30, "nl_convlstm", 1920, 1080, 3, 20)[0] < tile  # the hungrier model
+    assert tiling.plan_for_memory(2**30, "stdf_r3", 1920, 1080, 3, 20)[0] == 0
+    src = str(tmp_path / "in.mp4")
+    make_video(src, frames=2, audio=False)
+    assert "is below what the model" in _error(capsys, [src, str(tmp_path / "o.mp4"), "--model_dir", RUN,
+                                                        "--max_memory", "1M"])
+    assert "give a size" in _error(capsys, [src, str(tmp_path / "o.mp4"), "--model_dir", RUN, "--max_memory", "lots"])
+    assert sorted(os.listdir(tmp_path)) == ["in.mp4"]

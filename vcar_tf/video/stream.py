@@ -59,11 +59,16 @@ def fill_plane(plane, array):
     plane.update(buf)
 
 
+def raw_frame_bytes(width, height, bit_depth):
+    """Bytes of one planar 4:2:0 frame (chroma ceil(W/2) x ceil(H/2)), 8 or 10-bit (two bytes)."""
+    return (width * height + 2 * ((width + 1) // 2) * ((height + 1) // 2)) * (1 if bit_depth == 8 else 2)
+
+
 def check_raw_size(path, width, height, bit_depth):
     """A raw 4:2:0 file must hold a whole number of width x height frames (and at least one)."""
     if width <= 0 or height <= 0:
         raise VcarError(f"{path}: invalid size {width}x{height}")
-    frame = (width * height + 2 * ((width + 1) // 2) * ((height + 1) // 2)) * (1 if bit_depth == 8 else 2)
+    frame = raw_frame_bytes(width, height, bit_depth)
     size = os.path.getsize(path)
     if size == 0:
         raise VcarError(f"{path}: the file holds zero frames")
@@ -117,12 +122,25 @@ class VideoInput:
         self.dtype = np.uint8 if self.bit_depth == 8 else np.uint16
         self.rate = self.stream.average_rate or self.stream.guessed_rate or Fraction(fps or 25)
         self.time_base = self.stream.time_base or 1 / Fraction(self.rate)
-        self.num_frames = self.stream.frames or None  # from the container's index; may be absent
+        self.num_frames = self.stream.frames or self._estimated_frames(fmt)  # for the progress bar's ETA
         self.colour = {k: getattr(ctx, k) for k in COLOUR}
         self.copied = [s for s in self._container.streams if s.type in COPIED]
         self.dropped = [s for s in self._container.streams if s.index != self.stream.index and s.type not in COPIED]
         self.rotation = self._first_frame_rotation(fmt, options)
         self._read = False
+
+    def _estimated_frames(self, fmt):
+        """Frames from the duration and rate where the container keeps no count (mkv, webm), None
+        where it gives no duration either; raw .yuv: from the file size."""
+        if fmt == "rawvideo":
+            return os.path.getsize(self.path) // raw_frame_bytes(self.width, self.height, self.bit_depth)
+        if self.stream.duration:
+            seconds = float(self.stream.duration * self.time_base)
+        elif self._container.duration:
+            seconds = self._container.duration / 1e6
+        else:
+            return None
+        return max(1, round(seconds * float(self.rate)))
 
     def _first_frame_rotation(self, fmt, options):
         """The display rotation FFmpeg gives the first frame (from the stream's display matrix),
