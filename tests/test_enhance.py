@@ -16,9 +16,10 @@ RUN = os.path.join(REPO, "tests", "legacy", "run_arcnn")
 
 
 def make_video(path, width=40, height=32, frames=12, fps=50, codec="libx264", pix_fmt="yuv420p",
-               options=None, audio=True, rotation=0, seed=0):
+               options=None, audio=True, rotation=0, seed=0, subtitles=False):
     """A video of smooth moving content (so codecs and models have something real to do) with,
-    optionally, a stereo AAC track as long as the video; returns the luma planes written."""
+    optionally, a stereo AAC track as long as the video and two SubRip subtitles; returns the luma
+    planes written."""
     out = av.open(path, "w")
     video = out.add_stream(codec, rate=fps)
     video.width, video.height, video.pix_fmt = width, height, pix_fmt
@@ -30,6 +31,9 @@ def make_video(path, width=40, height=32, frames=12, fps=50, codec="libx264", pi
     if audio:
         sound = out.add_stream("aac", rate=48000)
         sound.layout = "stereo"
+    if subtitles:
+        subs = out.add_mux_stream("subrip")
+        subs.time_base = Fraction(1, 1000)
     deep = pix_fmt.endswith("10le")
     dtype, top = (np.uint16, 1023) if deep else (np.uint8, 255)
     rng = np.random.default_rng(seed)
@@ -48,6 +52,10 @@ def make_video(path, width=40, height=32, frames=12, fps=50, codec="libx264", pi
             out.mux(pkt)
     for pkt in video.encode():
         out.mux(pkt)
+    for i, text in enumerate((b"first", b"second") if subtitles else ()):
+        pkt = av.Packet(text)
+        pkt.stream, pkt.time_base, pkt.pts, pkt.dts, pkt.duration = subs, Fraction(1, 1000), 40 * i, 40 * i, 40
+        out.mux(pkt)
     if audio:
         samples = 48000 * frames // fps
         for i in range(0, samples, 1024):
@@ -60,6 +68,11 @@ def make_video(path, width=40, height=32, frames=12, fps=50, codec="libx264", pi
             out.mux(pkt)
     out.close()
     return lumas
+
+
+def packets(path, kind):
+    with av.open(path) as c:
+        return [(p.pts, p.duration, bytes(p)) for p in c.demux(**{kind: 0}) if p.size]
 
 
 def decode(path):
@@ -108,6 +121,16 @@ def test_50fps_mp4_keeps_time_stamps_audio_colour_rotation(tmp_path, arcnn_run):
         np.testing.assert_array_equal(u, u_in)  # chroma passes through
         np.testing.assert_array_equal(v, v_in)
     assert sorted(os.listdir(tmp_path)) == ["in.mp4", "out.mp4"]  # no temp file left
+
+
+def test_mkv_keeps_subtitles_and_audio_and_mp4_refuses_srt(tmp_path, capsys):
+    src = str(tmp_path / "in.mkv")
+    make_video(src, frames=4, fps=30, codec="ffv1", options={}, subtitles=True)
+    assert main([src, str(tmp_path / "out.mkv"), "--model_dir", RUN, "--no_progress", "--codec", "ffv1"]) == 0
+    for kind in ("subtitles", "audio"):
+        assert packets(str(tmp_path / "out.mkv"), kind) == packets(src, kind) != []
+    assert decode(str(tmp_path / "out.mkv"))[0]["streams"] == decode(src)[0]["streams"] == ["video", "audio", "subtitle"]
+    assert "cannot hold the input's subtitle stream #2" in _error(capsys, [src, str(tmp_path / "o.mp4"), "--model_dir", RUN])
 
 
 def test_10_bit_odd_size_round_trip(tmp_path, arcnn_run):
@@ -231,6 +254,7 @@ def test_bad_input_is_one_error_line_and_leaves_no_file(tmp_path, capsys):
              ([str(tmp_path / "odd.mkv"), out], "odd sizes"),
              ([good, str(tmp_path / "o.xyz")], "unknown output extension"),
              ([good, out, "--codec", "nope264"], "unknown codec"),
+             ([good, str(tmp_path / "o.webm")], "webm cannot hold libx264"),
              ([good, out, "--qp", "60"], "--qp must be in 0..51"),
              ([good, out, "--crf", "20", "--qp", "20"], "at most one of"),
              ([good, str(junk)], "exists; pass --overwrite")]

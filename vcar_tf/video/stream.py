@@ -14,6 +14,7 @@ renamed only when complete.
 """
 
 import contextlib
+import io
 import os
 import sys
 from fractions import Fraction
@@ -321,6 +322,14 @@ class VideoOutput:
         formats = [f.name for f in (codec.video_formats or [])]
         if formats and self.like.pix_fmt not in formats:
             raise VcarError(f"{self.codec} cannot encode {self.like.pix_fmt} (it takes {', '.join(formats)})")
+        with av.open(io.BytesIO(), "w", format=self.format) as probe:
+            holds = probe.supported_codecs
+        if holds and self.codec not in holds:  # an empty set: FFmpeg cannot tell, muxing will
+            raise VcarError(f"{self.format} cannot hold {self.codec} video; pick another --codec or extension")
+        for s in self.like.copied:
+            if holds and not self.raw and s.codec_context.name not in holds:
+                raise VcarError(f"{self.format} cannot hold the input's {s.type} stream #{s.index} "
+                                f"({s.codec_context.name}) without re-encoding it; write .mkv")
         ctx = av.CodecContext.create(self.codec, "w")
         ctx.width, ctx.height, ctx.pix_fmt = self.like.width, self.like.height, self.like.pix_fmt
         ctx.time_base = self.like.time_base
@@ -336,6 +345,13 @@ class VideoOutput:
 
     def __enter__(self):
         self.check()
+        try:
+            return self._open()
+        except BaseException:
+            self._stack.__exit__(*sys.exc_info())
+            raise
+
+    def _open(self):
         tmp = self._stack.enter_context(atomic_path(self.path))
         self._out = av.open(tmp, "w", format=self.format)
         self._stack.callback(self._out.close)
@@ -353,10 +369,6 @@ class VideoOutput:
             if self.raw:
                 self._note(f"{os.path.basename(self.path)} holds video only: the input's {s.type} stream #{s.index} is not copied")
                 continue
-            name = s.codec_context.name
-            if name not in self._out.supported_codecs:
-                raise VcarError(f"{self.format} cannot hold the input's {s.type} stream #{s.index} ({name}) "
-                                f"without re-encoding it; write .mkv")
             out = self._out.add_stream_from_template(s)
             out.metadata.update(s.metadata)
             self._copies[s.index] = out
