@@ -309,3 +309,17 @@ def test_max_memory_picks_a_tile_or_refuses(tmp_path, capsys, monkeypatch):
                                                         "--max_memory", "1M"])
     assert "give a size" in _error(capsys, [src, str(tmp_path / "o.mp4"), "--model_dir", RUN, "--max_memory", "lots"])
     assert sorted(os.listdir(tmp_path)) == ["in.mp4"]
+
+
+def test_a_real_clip_keeps_its_frames_and_rate(tmp_path):
+    from tests.conftest import shared_file
+
+    src = shared_file("ciscovt2people")  # skips without ../shared
+    out = str(tmp_path / "out.mp4")
+    assert main([src, out, "--model_dir", RUN, "--no_progress", "--crf", "18"]) == 0
+    facts_in, frames_in, _ = decode(src)
+    facts_out, frames_out, _ = decode(out)
+    assert facts_out["rate"] == facts_in["rate"] and facts_out["size"] == facts_in["size"]
+    assert len(frames_out) == len(frames_in) > 1
+    assert [float(f[0] * facts_out["time_base"]) for f in frames_out] == \
+        pytest.approx([float(f[0] * facts_in["time_base"]) for f in frames_in], abs=1e-3)
