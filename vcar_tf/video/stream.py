@@ -112,6 +112,7 @@ class VideoInput:
             self._container.close()
             raise VcarError(f"{path}: no video stream")
         self.stream = self._container.streams.video[0]
+        self.stream.thread_type = "AUTO"  # FFmpeg's frame and slice threads for decoding
         ctx = self.stream.codec_context
         self.width, self.height = ctx.width, ctx.height
         self.pix_fmt = ctx.format.name if ctx.format is not None else None
@@ -281,10 +282,8 @@ def _rate_control(settings):
 
 
 def _constant_qp(settings):
+    """x264 and x265 both write rc=cqp and qp=N for a constant-QP encode."""
     s = _settings_dict(settings)
-    if settings.startswith("x264"):
-        return int(float(s["qp"])) if s.get("rc") == "cqp" and "qp" in s else None
-    # x265 writes rc=cqp with qp=N, or rc=crf / abr
     return int(float(s["qp"])) if s.get("rc") == "cqp" and "qp" in s else None
 
 
