@@ -34,6 +34,10 @@ _DEFORMABLE = ("stdf", "rfda")
 BYTES_PER_PIXEL = {"arcnn": 520, "dncnn": 520, "stifn_r3": 2070, "stifn_r3l": 1830, "stdf_r3": 2100,
                    "stdf_r3l": 2190, "stdf_dsta": 2080, "stdf_rf": 5370, "rfda": 5370, "nl_convlstm": 21600}
 DEFAULT_BYTES_PER_PIXEL = 21600
+# the share of --max_memory planned for: the rest covers what the estimate misses (tracing, TF's
+# per-thread buffers); without it NL-ConvLSTM at 1080p peaked at 4204 MB under --max_memory 4G
+# (benchmarks/bench_enhance.py at commit bcc722d, 2026-12-01)
+HEADROOM = 0.9
 
 
 def default_overlap(name):
@@ -53,7 +57,7 @@ def tile_for_memory(budget_bytes, name, fixed_bytes, overlap):
     """The largest tile (a multiple of ALIGN) whose step fits `budget_bytes` beside `fixed_bytes`
     (what the process already holds); None when the budget does not even cover that."""
     per_pixel = BYTES_PER_PIXEL.get(name, DEFAULT_BYTES_PER_PIXEL)
-    free = budget_bytes - fixed_bytes
+    free = HEADROOM * budget_bytes - fixed_bytes
     if free <= 0:
         return None
     side = int(math.sqrt(free / per_pixel)) - 2 * overlap  # the core of a tile with its context
