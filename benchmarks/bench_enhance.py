@@ -142,6 +142,7 @@ def main():
     p.add_argument("--tile_frames", type=int, default=10)
     p.add_argument("--models", nargs="+", default=list(MODELS))
     p.add_argument("--skip", nargs="*", default=[], help="parts to leave out: long, large, tiles")
+    p.add_argument("--memory", nargs="+", default=["none", "4G"], help="large clips: none (untiled) and --max_memory values")
     args = p.parse_args()
     if run_as_child(args, {"enhance": child_enhance, "tiles": child_tiles}):
         return
@@ -170,7 +171,7 @@ def main():
                     clip = os.path.join(tmp, f"clip_{width}x{height}_{frames}.mp4")
                     if not os.path.exists(clip):
                         make_clip(clip, width, height, frames)
-                    for memory in ("none", "4G"):
+                    for memory in args.memory:
                         need = BYTES_PER_PIXEL[name] * width * height / 2**20 + 1000
                         if memory == "none" and need > available_mb() / 2:
                             rows.append(f"| {name} | {width}x{height} | untiled | - | skipped: needs about "
