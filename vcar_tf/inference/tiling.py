@@ -34,10 +34,15 @@ _DEFORMABLE = ("stdf", "rfda")
 BYTES_PER_PIXEL = {"arcnn": 520, "dncnn": 520, "stifn_r3": 2070, "stifn_r3l": 1830, "stdf_r3": 2100,
                    "stdf_r3l": 2190, "stdf_dsta": 2080, "stdf_rf": 5370, "rfda": 5370, "nl_convlstm": 21600}
 DEFAULT_BYTES_PER_PIXEL = 21600
-# the share of --max_memory planned for: the rest covers what the estimate misses (tracing, TF's
-# per-thread buffers); without it NL-ConvLSTM at 1080p peaked at 4204 MB under --max_memory 4G
-# (benchmarks/bench_enhance.py at commit bcc722d, 2026-12-01)
-HEADROOM = 0.9
+# Memory that grows with the frame, not the tile, per frame pixel: the decoder's and encoder's
+# frames (x264 looks 40 frames ahead), the float32 window of 2R+1 frames, the float64 output and
+# its rounding. Fitted to the peak RSS of STDF-R3 at 1920x1080 and 2560x1600, whole and tiled
+# (benchmarks/bench_enhance.py at commit bcc722d, 2026-12-01).
+FRAME_BYTES_PER_PIXEL = 160
+# The share of --max_memory planned for; the rest covers what the estimate misses (the allocator
+# keeps memory freed by tiles of other shapes). At 100% STDF-R3 at 2560x1600 peaked at 4887 MB
+# and NL-ConvLSTM at 1080p at 4204 MB under --max_memory 4G (same run).
+HEADROOM = 0.8
 
 
 def default_overlap(name):
@@ -74,11 +79,13 @@ def process_rss_bytes():
 
 
 def plan_for_memory(budget_bytes, name, width, height, radius, queued_frames, bytes_per_sample=1, overlap=None):
-    """(tile, fixed bytes): the tile (0 when even one does not fit, None when whole frames do) for a width x height stream within
-    `budget_bytes`: beside a tile's working memory stay the process now (TF, the model), the
-    float32 window of 2R+1 frames and its output, and the YUV frames queued between stages."""
+    """(tile, fixed bytes) for a width x height stream within `budget_bytes`; the tile is 0 when not
+    even the smallest fits, None when whole frames do. Beside a tile's working memory stay the
+    process now (TF, the model), the float32 window of 2R+1 frames, the YUV frames queued between
+    the stages, and what else grows with the frame (FRAME_BYTES_PER_PIXEL)."""
     frame = width * height
-    fixed = process_rss_bytes() + 4 * frame * (2 * radius + 3) + queued_frames * frame * 1.5 * bytes_per_sample
+    fixed = (process_rss_bytes() + 4 * frame * (2 * radius + 1) + queued_frames * frame * 1.5 * bytes_per_sample
+             + FRAME_BYTES_PER_PIXEL * frame)
     overlap = default_overlap(name) if overlap is None else overlap
     tile = tile_for_memory(budget_bytes, name, fixed, overlap)
     if tile is not None and tile >= max(width, height):
