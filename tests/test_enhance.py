@@ -146,6 +146,11 @@ def test_10_bit_odd_size_round_trip(tmp_path, arcnn_run):
         assert y.shape == (21, 33) and u.shape == (11, 17)
         np.testing.assert_array_equal(y, w)
         np.testing.assert_array_equal(u, u_in)
+    y4m = str(tmp_path / "out.y4m")  # raw frames: no time stamps, the rate in the header
+    assert main([src, y4m, "--model_dir", RUN, "--no_progress"]) == 0
+    facts_y4m, frames_y4m, _ = decode(y4m)
+    assert (facts_y4m["rate"], facts_y4m["pix_fmt"]) == (24, "yuv420p10le")
+    np.testing.assert_array_equal(np.stack([f[1] for f in frames_y4m]), np.stack(want))
 
 
 def test_stream_qp_is_read_from_x264_and_x265_at_a_known_qp(tmp_path):

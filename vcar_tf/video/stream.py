@@ -303,6 +303,8 @@ class VideoOutput:
         self.format = output_format(path)
         self.raw = self.format in RAW_OUTPUTS
         self.codec = RAW_OUTPUTS.get(self.format, codec)
+        # raw outputs have no time stamps: their frames are 1/rate apart
+        self.time_base = 1 / Fraction(like.rate) if self.raw else like.time_base
         self.options = dict(options or {})
         self._warn = warn
         self._stack = contextlib.ExitStack()
@@ -331,7 +333,7 @@ class VideoOutput:
                                 f"({s.codec_context.name}) without re-encoding it; write .mkv")
         ctx = av.CodecContext.create(self.codec, "w")
         ctx.width, ctx.height, ctx.pix_fmt = self.like.width, self.like.height, self.like.pix_fmt
-        ctx.time_base = self.like.time_base
+        ctx.time_base = self.time_base
         ctx.options = dict(self.options)
         try:
             ctx.open()
@@ -352,13 +354,14 @@ class VideoOutput:
 
     def _open(self):
         tmp = self._stack.enter_context(atomic_path(self.path))
-        self._out = av.open(tmp, "w", format=self.format)
+        # y4m's 10-bit tags (C420p10) are outside its original spec: FFmpeg wants strict -1 for them
+        options = {"strict": "-1"} if self.format == "yuv4mpegpipe" else {}
+        self._out = av.open(tmp, "w", format=self.format, options=options)
         self._stack.callback(self._out.close)
         self._video = self._out.add_stream(self.codec, rate=self.like.rate)
         ctx = self._video.codec_context
         ctx.width, ctx.height, ctx.pix_fmt = self.like.width, self.like.height, self.like.pix_fmt
-        ctx.time_base = self.like.time_base
-        self._video.time_base = self.like.time_base
+        ctx.time_base = self._video.time_base = self.time_base
         for key, value in self.like.colour.items():
             with contextlib.suppress(AttributeError, ValueError, TypeError):
                 setattr(ctx, key, value)
@@ -389,7 +392,10 @@ class VideoOutput:
         for key, value in self.like.colour.items():
             with contextlib.suppress(AttributeError, ValueError, TypeError):
                 setattr(out, key, value)
-        out.pts, out.time_base = frame.pts, frame.time_base
+        if self.raw:  # frame after frame at the frame rate: y4m writes its rate from the time base
+            out.pts, out.time_base = self.count, self.time_base
+        else:
+            out.pts, out.time_base = frame.pts, frame.time_base
         self._mux(self._video.encode(out))
         self.count += 1
 
