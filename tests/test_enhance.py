@@ -185,6 +185,13 @@ def test_the_preset_nearest_to_the_stream_qp_is_chosen(tmp_path, monkeypatch, ca
     assert choose_preset(SimpleNamespace(input_qp=40), src) == "b_qp37"
 
 
+def test_every_model_has_a_reach_or_is_known_to_see_the_whole_frame():
+    from vcar_tf import models
+    from vcar_tf.inference.tiling import BYTES_PER_PIXEL, RECEPTIVE_RADIUS, WHOLE_FRAME
+
+    assert sorted([*RECEPTIVE_RADIUS, *WHOLE_FRAME]) == sorted(models.names()) == sorted(BYTES_PER_PIXEL)
+
+
 @pytest.mark.parametrize("name", ["arcnn", "dncnn", "stifn_r3"])
 def test_receptive_radius_table_covers_the_measured_reach(name):
     from vcar_tf import models
