@@ -1,52 +1,201 @@
-"""Enhance a whole YUV or video file frame by frame with a trained run; chroma passes through.
+"""Enhance a video: any FFmpeg-decodable file (or raw .yuv) in, the same video with its luma enhanced out.
 
-    vcar-enhance --model_dir RUN|--preset NAME --input IN.yuv|IN.mp4 --output OUT.yuv|OUT.mkv
+    vcar-enhance INPUT OUTPUT [--preset NAME | --model_dir RUN | --saved_model DIR]
+                 [--codec libx264] [--lossless | --crf N | --qp N] [--tile N | --max_memory 4G]
 
-.yuv inputs need NAME_WxH[_N].yuv names or --width/--height. Video outputs are encoded with
---codec (default libx264) at --qp (default 0: lossless, so the enhancement is kept as is).
+Streamed end to end (decode, enhance and encode overlap in threads; memory stays flat). The output
+keeps the input's frame rate and time stamps, audio and subtitle streams (copied, not re-encoded),
+colour metadata, rotation and bit depth (8 or 10); chroma passes through unchanged. Default
+encoding: --lossless (libx264 at QP 0), which keeps the enhancement exactly. With no model flag,
+the preset nearest to the stream's QP is used (read from the stream where FFmpeg allows).
 """
 
 import argparse
+import math
 import os
+import re
 import sys
+import time
 
-import numpy as np
-from tqdm import tqdm
+import av
 
-from vcar_tf.errors import VcarError, cli_main
-from vcar_tf.inference.sequence import enhance_luma
 from vcar_tf.cli.common import add_model_flags, load_model
-from vcar_tf.video import open_sequence, write_frames
+from vcar_tf.errors import VcarError, cli_main
+from vcar_tf.inference.tiling import default_overlap, plan_for_memory
+from vcar_tf.inference.video import QUEUE, enhance_video
+from vcar_tf.video.stream import VideoInput, VideoOutput, output_format, read_stream_qp
+
+DEFAULT_QP = 37  # the QP presets are trained for, assumed when the stream's cannot be read
+# encoder options for --lossless, per codec (codecs not listed have no lossless mode here)
+LOSSLESS = {"libx264": {"qp": "0"}, "libx265": {"x265-params": "lossless=1"}, "libvpx-vp9": {"lossless": "1"},
+            "ffv1": {}, "rawvideo": {}, "wrapped_avframe": {}}
 
 
-def enhanced_frames(model, seq, radius, progress=True):
-    """Yield (y, u, v) uint8 planes: the enhanced luma with the input's chroma."""
-    frames = enhance_luma(model, seq, radius)
-    for t, y in enumerate(tqdm(frames, total=seq.num_frames, desc="enhance", unit="frame",
-                               file=sys.stderr, disable=not progress)):
-        _, u, v = seq.frame(t)
-        yield np.round(y * 255.0).astype(np.uint8), u, v
+def encoder_options(args):
+    """FFmpeg encoder options for --lossless / --crf / --qp (lossless when none is given)."""
+    if args.codec not in av.codecs_available:
+        raise VcarError(f"unknown codec {args.codec!r} (not in this FFmpeg build)")
+    chosen = [f for f in ("lossless", "crf", "qp") if getattr(args, f) not in (None, False)]
+    if len(chosen) > 1:
+        raise VcarError(f"pass at most one of --lossless, --crf, --qp (got {', '.join('--' + f for f in chosen)})")
+    for flag in ("crf", "qp"):
+        value = getattr(args, flag)
+        if value is not None and not 0 <= value <= 51:
+            raise VcarError(f"--{flag} must be in 0..51, got {value}")
+    options = {}
+    if args.crf is not None:
+        options = {"crf": str(args.crf)}
+    elif args.qp is not None:
+        options = {"x265-params": f"qp={args.qp}"} if args.codec == "libx265" else {"qp": str(args.qp)}
+    elif args.codec not in LOSSLESS:
+        raise VcarError(f"{args.codec} has no lossless mode here; pass --crf or --qp "
+                        f"(lossless: {', '.join(c for c in LOSSLESS if c.startswith(('lib', 'ffv')))})")
+    else:
+        options = dict(LOSSLESS[args.codec])
+    if args.codec == "libx265":
+        options["x265-params"] = ":".join(filter(None, [options.get("x265-params"), "log-level=error"]))
+    return options
+
+
+def parse_bytes(text):
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*", text.upper())
+    if not m:
+        raise VcarError(f"--max_memory {text!r}: give a size such as 4G or 512M")
+    return int(float(m.group(1)) * 1024 ** " KMGT".index(m.group(2) or " "))
+
+
+def check_paths(args):
+    if not os.path.isfile(args.input):
+        raise VcarError(f"{args.input}: no such file")
+    output_format(args.output)
+    if os.path.exists(args.output):
+        if os.path.samefile(args.input, args.output):
+            raise VcarError(f"the output {args.output} is the input file (through a link or another name): "
+                            "the output must differ from the input")
+        if not args.overwrite:
+            raise VcarError(f"{args.output} exists; pass --overwrite to replace it")
+    elif os.path.realpath(args.input) == os.path.realpath(args.output):
+        raise VcarError("--output must differ from --input")
+
+
+def load_enhancer(args, src):
+    """(model, radius, registered name or None) from --preset, --model_dir or --saved_model, or the
+    preset nearest to the stream's QP when none is given. The one place that knows the kinds of
+    model file: runners of other exports (TFLite, ONNX) plug in here, like --saved_model."""
+    if args.saved_model is not None:
+        if args.preset is not None or args.model_dir is not None:
+            raise VcarError("pass exactly one of --model_dir, --preset, --saved_model")
+        from vcar_tf.inference.saved_model import SavedModelEnhancer
+
+        runner = SavedModelEnhancer(args.saved_model)
+        name = os.path.basename(os.path.dirname(os.path.abspath(args.saved_model)))
+        return runner, runner.radius, name
+    if args.preset is None and args.model_dir is None:
+        args.preset = choose_preset(args, src)
+    model, cfg, radius = load_model(args, others=("saved_model",))
+    return model, radius, cfg.model
+
+
+def choose_preset(args, src):
+    """The shipped preset trained at the QP nearest to the stream's (or --input_qp's)."""
+    from vcar_tf.models.presets import preset_card, preset_names
+
+    names = preset_names()
+    if not names:
+        raise VcarError("no preset ships yet: pass --model_dir RUN or --saved_model DIR")
+    if args.input_qp is not None:
+        qp, how = args.input_qp, "given by --input_qp"
+    else:
+        qp, how = read_stream_qp(src.path)
+        if qp is None:
+            print(f"the stream's QP cannot be read: {how}; assuming QP {DEFAULT_QP} (--input_qp sets it)")
+            qp, how = DEFAULT_QP, "assumed"
+    cards = {n: preset_card(n) for n in names}
+    best = min(names, key=lambda n: (abs(cards[n]["qp"] - qp), n))
+    print(f"preset {best} ({cards[best]['model']}, trained at QP {cards[best]['qp']}): the nearest to "
+          f"QP {qp:g} ({how})")
+    return best
+
+
+def plan_tiles(args, src, name, radius):
+    """(tile or None, overlap) from --tile / --tile_overlap / --max_memory."""
+    overlap = args.tile_overlap if args.tile_overlap is not None else default_overlap(name or "")
+    if args.tile is not None and args.max_memory is not None:
+        raise VcarError("pass --tile or --max_memory, not both")
+    if args.tile is not None:
+        if args.tile < 8:
+            raise VcarError(f"--tile must be at least 8 pixels, got {args.tile}")
+        return args.tile, overlap
+    if args.max_memory is None:
+        return None, overlap
+    budget = parse_bytes(args.max_memory)
+    tile, fixed = plan_for_memory(budget, name, src.width, src.height, radius, 2 * QUEUE + radius + 1,
+                                  src.bit_depth // 8 + 1, overlap)
+    if tile == 0:
+        raise VcarError(f"--max_memory {args.max_memory} is below what the model and the frame buffers "
+                        f"already hold ({fixed / 2**30:.2f} GiB)")
+    if tile is None:
+        print(f"--max_memory {args.max_memory}: whole frames fit, no tiling")
+        return None, overlap
+    print(f"--max_memory {args.max_memory}: tiles of {tile}x{tile} with {overlap} px overlap")
+    return tile, overlap
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="vcar-enhance", description=__doc__.split("\n")[0])
+    p.add_argument("input_pos", nargs="?", metavar="INPUT", help="a video file (mp4, mkv, webm, y4m, .yuv...)")
+    p.add_argument("output_pos", nargs="?", metavar="OUTPUT", help="the enhanced video; its extension picks the container")
+    p.add_argument("--input", help="the same as INPUT")
+    p.add_argument("--output", help="the same as OUTPUT")
+    add_model_flags(p)
+    p.add_argument("--saved_model", default=None, help="a vcar-export SavedModel (DIR/NAME/VERSION)")
+    p.add_argument("--input_qp", type=int, default=None,
+                   help="with no model flag: pick the preset for this QP instead of the stream's")
+    p.add_argument("--codec", default="libx264", help="video encoder (default libx264)")
+    p.add_argument("--lossless", action="store_true", help="lossless encoding (the default)")
+    p.add_argument("--crf", type=int, default=None, help="constant-quality encoding at this CRF (0..51)")
+    p.add_argument("--qp", type=int, default=None, help="constant-QP encoding (0..51)")
+    p.add_argument("--tile", type=int, default=None, help="enhance in tiles of N x N pixels")
+    p.add_argument("--tile_overlap", type=int, default=None,
+                   help="context around each tile (default: the model's receptive field)")
+    p.add_argument("--max_memory", default=None, help="pick the tile size for this memory (e.g. 4G)")
+    p.add_argument("--width", type=int, help="raw .yuv: frame width")
+    p.add_argument("--height", type=int, help="raw .yuv: frame height")
+    p.add_argument("--fps", default=None, help="raw .yuv, .h264, .hevc: frame rate (default 25)")
+    p.add_argument("--pix_fmt", default=None, help="raw .yuv: yuv420p (default) or yuv420p10le")
+    p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    p.add_argument("--no_progress", action="store_true")
+    args = p.parse_args(argv)
+    for flag in ("input", "output"):
+        given = [v for v in (getattr(args, flag), getattr(args, flag + "_pos")) if v is not None]
+        if len(given) != 1:
+            raise VcarError(f"give {flag.upper()} once (as an argument or --{flag})")
+        setattr(args, flag, given[0])
+    if args.input_qp is not None and not 0 <= args.input_qp <= 51:
+        raise VcarError(f"--input_qp must be in 0..51, got {args.input_qp}")
+    return args
 
 
 @cli_main
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="vcar-enhance", description=__doc__.split("\n")[0])
-    add_model_flags(p)
-    p.add_argument("--input", required=True)
-    p.add_argument("--output", required=True)
-    p.add_argument("--width", type=int)
-    p.add_argument("--height", type=int)
-    p.add_argument("--codec", default="libx264", help="encoder for video outputs")
-    p.add_argument("--qp", type=int, default=0, help="QP for video outputs (0: lossless)")
-    args = p.parse_args(argv)
-    if os.path.abspath(args.input) == os.path.abspath(args.output):
-        raise VcarError("--output must differ from --input")
-    seq = open_sequence(args.input, args.width, args.height)
-    model, _, radius = load_model(args)
-    kwargs = {} if args.output.lower().endswith(".yuv") else {
-        "codec": args.codec, "options": {"qp": str(args.qp)}}
-    n = write_frames(args.output, enhanced_frames(model, seq, radius), **kwargs)
-    print(f"enhanced {n} frames -> {args.output}")
+    args = parse_args(argv)
+    check_paths(args)
+    options = encoder_options(args)
+    src = VideoInput(args.input, args.width, args.height, args.fps, args.pix_fmt)
+    try:
+        dst = VideoOutput(args.output, src, codec=args.codec, options=options)
+        dst.check()
+        model, radius, name = load_enhancer(args, src)
+        tile, overlap = plan_tiles(args, src, name, radius)
+        start = time.perf_counter()
+        with dst:
+            n = enhance_video(model, radius, src, dst, tile, overlap, progress=not args.no_progress)
+        seconds = time.perf_counter() - start
+    finally:
+        src.close()
+    rate = f"{math.floor(n / seconds * 100) / 100:g} fps" if seconds > 0 else ""
+    print(f"enhanced {n} frames ({src.width}x{src.height} {src.pix_fmt}, {float(src.rate):g} fps) -> "
+          f"{args.output} in {seconds:.1f} s ({rate})")
     return 0
 
 

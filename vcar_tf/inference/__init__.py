@@ -1,1 +1,2 @@
-"""Inference: streaming over frames, whole sequences with their metrics, and runners of exports."""
+"""Inference: streaming over frames, tiles, the decode-enhance-encode pipeline, whole sequences with
+their metrics, and runners of exports."""

@@ -15,6 +15,7 @@ import collections
 import numpy as np
 import tensorflow as tf
 
+from vcar_tf.inference.tiling import tiled_step
 from vcar_tf.models.recurrent import is_recurrent
 
 
@@ -41,9 +42,14 @@ def frame_step(model):
 
 
 class StreamingEnhancer:
-    def __init__(self, model, radius):
+    """`tile`: enhance each frame in tiles of that many pixels with `overlap` pixels of context
+    (vcar_tf.inference.tiling); a recurrent model then keeps one state per tile."""
+
+    def __init__(self, model, radius, tile=None, overlap=0):
         self.radius = int(radius)
         self._step = frame_step(model)
+        if tile:
+            self._step = tiled_step(self._step, tile, overlap)
         self._frames = collections.deque(maxlen=2 * self.radius + 1)  # the newest frames received
         self._received = 0
         self._next = 0  # the next frame to enhance
@@ -77,9 +83,9 @@ class StreamingEnhancer:
         return t, np.clip(np.asarray(out, np.float64)[0, ..., 0], 0.0, 1.0)
 
 
-def enhance_frames(model, frames, radius):
+def enhance_frames(model, frames, radius, tile=None, overlap=0):
     """Yield the enhanced (H, W) planes of an iterable of (H, W) float frames, in order."""
-    enhancer = StreamingEnhancer(model, radius)
+    enhancer = StreamingEnhancer(model, radius, tile, overlap)
     for y in frames:
         for _, out in enhancer.push(y):
             yield out

@@ -4,6 +4,7 @@ import os
 
 from vcar_tf.errors import VcarError
 from vcar_tf.video.container import DecodedSequence, decode_frames, write_video
+from vcar_tf.video.stream import Frame, VideoInput, VideoOutput, read_stream_qp
 from vcar_tf.video.yuv import (YuvSequence, parse_yuv_name, split_planes, write_yuv,
                                yuv_name)
 
@@ -27,5 +28,5 @@ def write_frames(path, frames, **kwargs):
     return write_video(path, frames, **kwargs)
 
 
-__all__ = ["VIDEO_EXTENSIONS", "DecodedSequence", "YuvSequence", "decode_frames", "open_sequence",
+__all__ = ["VIDEO_EXTENSIONS", "DecodedSequence", "Frame", "VideoInput", "VideoOutput", "read_stream_qp", "YuvSequence", "decode_frames", "open_sequence",
            "parse_yuv_name", "split_planes", "write_frames", "write_video", "write_yuv", "yuv_name"]

@@ -1,0 +1,139 @@
+"""Tiles: enhance a frame piece by piece so that memory is bounded by the tile, not the frame.
+
+Each tile is enhanced with `overlap` pixels of context on every side (cut at the frame's border)
+and only its core is kept. When the overlap covers the model's receptive field the result equals
+the untiled one: the core's outputs never see where the tile ends. Tile corners sit on multiples
+of ALIGN so that strided models (STDF's U-Net, RFDA's padding to 8) sample the same grid as on the
+whole frame. A recurrent model keeps one hidden state per tile.
+
+RECEPTIVE_RADIUS is how far (in pixels, Chebyshev) a change of one input pixel reaches the output,
+measured with `receptive_radius` on weights made non-trivial (tests/test_enhance.py re-measures
+it for the small models). Deformable convolutions sample at learned offsets, so for STDF it is
+what the measured weights gave, and the default overlap adds a margin. Some models see the whole
+frame, and no overlap makes their tiles exact: the DSTA blocks of RFDA (stdf_dsta, stdf_rf, rfda)
+weight channels by a global average, NL-ConvLSTM's non-local warp searches every block of the
+frame; RFDA's state also carries context from frame to frame. Their tiled output differs from the
+untiled one by what benchmarks/bench_enhance.py measures.
+"""
+
+import math
+
+import numpy as np
+
+ALIGN = 8
+RECEPTIVE_RADIUS = {"arcnn": 9, "dncnn": 17, "stifn_r3": 13, "stifn_r3l": 20, "stdf_r3": 46, "stdf_r3l": 54}
+WHOLE_FRAME = ("stdf_dsta", "stdf_rf", "rfda", "nl_convlstm")  # reach the whole frame (see above)
+WHOLE_FRAME_OVERLAP = 64
+DEFORM_MARGIN = 16  # extra context for models whose deformable offsets are learned
+_DEFORMABLE = ("stdf", "rfda")
+
+# Working memory per pixel of a tile in one frame step (float32, batch 1), from the peak RSS of
+# one inference at two sizes on the same machine: (RSS at 1920x1080 - RSS at 832x480) / pixels in
+# benchmarks/results/models.md, and (832x480 - 416x240) in benchmarks/results/nonlocal.md for
+# NL-ConvLSTM (2026-12-01). tile_for_memory uses them; bench_enhance.py checks the result.
+BYTES_PER_PIXEL = {"arcnn": 520, "dncnn": 520, "stifn_r3": 2070, "stifn_r3l": 1830, "stdf_r3": 2100,
+                   "stdf_r3l": 2190, "stdf_dsta": 2080, "stdf_rf": 5370, "rfda": 5370, "nl_convlstm": 21600}
+DEFAULT_BYTES_PER_PIXEL = 21600
+# Memory that grows with the frame, not the tile, per frame pixel: the decoder's and encoder's
+# frames (x264 looks 40 frames ahead), the float32 window of 2R+1 frames, the float64 output and
+# its rounding. Fitted to the peak RSS of STDF-R3 at 1920x1080 and 2560x1600, whole and tiled
+# (benchmarks/bench_enhance.py at commit bcc722d, 2026-12-01).
+FRAME_BYTES_PER_PIXEL = 160
+# The share of --max_memory planned for; the rest covers what the estimate misses (the allocator
+# keeps memory freed by tiles of other shapes). At 100% STDF-R3 at 2560x1600 peaked at 4887 MB
+# and NL-ConvLSTM at 1080p at 4204 MB under --max_memory 4G (same run).
+HEADROOM = 0.8
+
+
+def default_overlap(name):
+    """The overlap that covers a registered model's receptive field, rounded up to ALIGN
+    (WHOLE_FRAME_OVERLAP for models that see the whole frame, and for unknown ones)."""
+    if name not in RECEPTIVE_RADIUS:
+        return WHOLE_FRAME_OVERLAP
+    reach = RECEPTIVE_RADIUS[name] + (DEFORM_MARGIN if name.startswith(_DEFORMABLE) else 0)
+    return ALIGN * math.ceil(reach / ALIGN)
+
+
+def round_tile(tile):
+    return max(ALIGN, ALIGN * (int(tile) // ALIGN))
+
+
+def tile_for_memory(budget_bytes, name, fixed_bytes, overlap):
+    """The largest tile (a multiple of ALIGN) whose step fits `budget_bytes` beside `fixed_bytes`
+    (what the process already holds); None when the budget does not even cover that."""
+    per_pixel = BYTES_PER_PIXEL.get(name, DEFAULT_BYTES_PER_PIXEL)
+    free = HEADROOM * budget_bytes - fixed_bytes
+    if free <= 0:
+        return None
+    side = int(math.sqrt(free / per_pixel)) - 2 * overlap  # the core of a tile with its context
+    return round_tile(side) if side >= ALIGN else None
+
+
+def process_rss_bytes():
+    """This process's resident memory now (Linux /proc), 0 where it cannot be read."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) * 1024
+    except (OSError, StopIteration):
+        return 0
+
+
+def plan_for_memory(budget_bytes, name, width, height, radius, queued_frames, bytes_per_sample=1, overlap=None):
+    """(tile, fixed bytes) for a width x height stream within `budget_bytes`; the tile is 0 when not
+    even the smallest fits, None when whole frames do. Beside a tile's working memory stay the
+    process now (TF, the model), the float32 window of 2R+1 frames, the YUV frames queued between
+    the stages, and what else grows with the frame (FRAME_BYTES_PER_PIXEL)."""
+    frame = width * height
+    fixed = (process_rss_bytes() + 4 * frame * (2 * radius + 1) + queued_frames * frame * 1.5 * bytes_per_sample
+             + FRAME_BYTES_PER_PIXEL * frame)
+    overlap = default_overlap(name) if overlap is None else overlap
+    tile = tile_for_memory(budget_bytes, name, fixed, overlap)
+    if tile is not None and tile >= max(width, height):
+        return None, fixed
+    return (tile if tile is not None else 0), fixed
+
+
+def tile_boxes(height, width, tile, overlap):
+    """[((y0, y1, x0, x1) core, (y0, y1, x0, x1) with context)] covering a height x width frame."""
+    boxes = []
+    for y0 in range(0, height, tile):
+        for x0 in range(0, width, tile):
+            y1, x1 = min(y0 + tile, height), min(x0 + tile, width)
+            boxes.append(((y0, y1, x0, x1), (max(0, y0 - overlap), min(height, y1 + overlap),
+                                             max(0, x0 - overlap), min(width, x1 + overlap))))
+    return boxes
+
+
+def tiled_step(step, tile, overlap):
+    """A frame step (window (1, 2R+1, H, W, 1), state) -> (enhanced (1, H, W, 1), state) run tile by
+    tile; the state is the list of every tile's own state."""
+    tile, overlap = round_tile(tile), ALIGN * math.ceil(int(overlap) / ALIGN)
+
+    def run(window, states):
+        window = np.asarray(window)
+        height, width = window.shape[2:4]
+        boxes = tile_boxes(height, width, tile, overlap)
+        states = list(states) if states is not None else [None] * len(boxes)
+        out = np.empty((1, height, width, 1), np.float32)
+        for i, ((y0, y1, x0, x1), (py0, py1, px0, px1)) in enumerate(boxes):
+            part, states[i] = step(window[:, :, py0:py1, px0:px1], states[i])
+            out[:, y0:y1, x0:x1] = np.asarray(part)[:, y0 - py0:y1 - py0, x0 - px0:x1 - px0]
+        return out, states
+
+    return run
+
+
+def receptive_radius(step, frames, size=144, seed=0):
+    """How far a change of one pixel (at the centre of any of the `frames` input frames of a
+    size x size window) reaches the output of `step`, in pixels."""
+    rng = np.random.default_rng(seed)
+    x = rng.random((1, frames, size, size, 1), dtype=np.float32)
+    base = np.asarray(step(x, None)[0])[0, ..., 0]
+    reach, c = 0, size // 2
+    for f in range(frames):
+        y = x.copy()
+        y[0, f, c, c, 0] += 0.5
+        rows, cols = np.nonzero(np.asarray(step(y, None)[0])[0, ..., 0] != base)
+        if len(rows):
+            reach = max(reach, int(np.abs(rows - c).max()), int(np.abs(cols - c).max()))
+    return reach
