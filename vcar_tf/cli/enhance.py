@@ -10,7 +10,6 @@ encoding: --lossless (libx264 at QP 0), which keeps the enhancement exactly. Wit
 the preset nearest to the stream's QP is used (read from the stream where FFmpeg allows).
 """
 
-import argparse
 import math
 import os
 import re
@@ -20,7 +19,7 @@ import time
 import av
 
 from vcar_tf.cli.common import add_model_flags, load_model
-from vcar_tf.errors import VcarError, cli_main
+from vcar_tf.errors import ArgumentParser, VcarError, cli_main
 from vcar_tf.inference.tiling import default_overlap, plan_for_memory
 from vcar_tf.inference.video import QUEUE, enhance_video
 from vcar_tf.video.stream import VideoInput, VideoOutput, output_format, read_stream_qp
@@ -142,7 +141,7 @@ def plan_tiles(args, src, name, radius):
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="vcar-enhance", description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="vcar-enhance", description=__doc__.split("\n")[0])
     p.add_argument("input_pos", nargs="?", metavar="INPUT", help="a video file (mp4, mkv, webm, y4m, .yuv...)")
     p.add_argument("output_pos", nargs="?", metavar="OUTPUT", help="the enhanced video; its extension picks the container")
     p.add_argument("--input", help="the same as INPUT")
