@@ -99,16 +99,17 @@ def trainer(work, kills, rng, steps=400):
     subprocess.run(train_command(data, reference, steps), cwd=REPO, env=ENV, check=True, capture_output=True)
     one_run = time.perf_counter() - t0
     killed_dir = os.path.join(work, "killed")
-    resumed, lost, reached, done_kills = 0, [], 0, 0
+    resumed, lost, reached, done_kills, history = 0, [], 0, 0, []
     for i in range(kills):
         # the first kill lands anywhere (start-up included); later ones inside the training loop,
-        # within about a tenth of the run each, so that the run ends after all of them
-        low, high, after = (0.5, one_run, None) if i == 0 else (0.0, one_run / 20, "train arcnn")
+        # within an eighth of the run each, so that the run ends after all of them
+        low, high, after = (0.5, one_run / 2, None) if i == 0 else (0.0, one_run / 8, "train arcnn")
         stderr, killed = kill_at_random(train_command(data, killed_dir, steps), low, high, rng, after)
         start = re.search(r"resumed from \S+ at step (\d+)", stderr)
         if start:
             resumed += 1
             lost.append(max(reached - int(start.group(1)), 0))
+        history.append(f"{int(start.group(1)) if start else 0}->{last_step(stderr)}{'' if killed else ' (ended)'}")
         reached = max(last_step(stderr), int(start.group(1)) if start else 0)
         if not killed:
             break
@@ -119,7 +120,8 @@ def trainer(work, kills, rng, steps=400):
     print(f"trainer: {done_kills} kills over a {one_run:.1f} s run of {steps} steps (checkpoint every {CHECKPOINT_EVERY}): "
           f"{resumed} reruns resumed from a checkpoint, at most {max(lost, default=0)} steps lost by one kill, "
           f"{reached} steps done before the last rerun; final run exit {done.returncode}; "
-          f"final weights {'equal' if equal else 'DIFFER from'} the uninterrupted run's bit for bit")
+          f"final weights {'equal' if equal else 'DIFFER from'} the uninterrupted run's bit for bit\n"
+          f"  steps of each killed run (resumed at -> last shown): {', '.join(history)}")
     return data, reference
 
 
@@ -193,12 +195,15 @@ def main():
     p.add_argument("--kills", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", default=None)
+    p.add_argument("--only", choices=["trainer"], default=None, help="measure the trainer only")
     args = p.parse_args()
     print(f"# kill -9 resilience, {revision()}\n# {describe()}")
     rng = random.Random(args.seed)
     work = args.work or tempfile.mkdtemp(prefix="vcar-kill9-")
     try:
         data, reference = trainer(work, args.kills, rng)
+        if args.only == "trainer":
+            return
         exporter(work, reference, max(args.kills // 2, 1), rng)
         sources = os.path.join(work, "sources")
         os.makedirs(sources)
