@@ -61,14 +61,16 @@ def deform_conv2d_composite(x, offset, mask, kernel, bias=None, deformable_group
     hw = h * w
 
     # sampling positions (B, H, W, D, k², 2)
-    off = tf.reshape(offset, tf.stack([b, h, w, dg, taps, 2]))
+    # dy and dx as (B, H, W, D, k²), sliced on a 5-D view: TFLite's StridedSlice takes at most 5-D
+    off = tf.reshape(offset, tf.stack([b, h, w, dg * taps, 2]))
+    off_y, off_x = (tf.reshape(off[..., i], tf.stack([b, h, w, dg, taps])) for i in (0, 1))
     ti, tj = tf.meshgrid(tf.range(k), tf.range(k), indexing="ij")
     tap_y = tf.cast(tf.reshape(ti, [-1]) - pad, x.dtype)
     tap_x = tf.cast(tf.reshape(tj, [-1]) - pad, x.dtype)
     gy = tf.reshape(tf.cast(tf.range(h), x.dtype), [1, -1, 1, 1, 1])
     gx = tf.reshape(tf.cast(tf.range(w), x.dtype), [1, 1, -1, 1, 1])
-    py = gy + tf.reshape(tap_y, [1, 1, 1, 1, taps]) + off[..., 0]
-    px = gx + tf.reshape(tap_x, [1, 1, 1, 1, taps]) + off[..., 1]
+    py = gy + tf.reshape(tap_y, [1, 1, 1, 1, taps]) + off_y
+    px = gx + tf.reshape(tap_x, [1, 1, 1, 1, taps]) + off_x
     y0 = tf.floor(py)
     x0 = tf.floor(px)
     ly, lx = py - y0, px - x0
