@@ -15,6 +15,11 @@ a stream:
 - initial_state: frames float32 [B, 2R+1, H, W, 1] -> hidden zeros;
 - serve_clip: clip float32 [B, L, H, W, 1] -> enhanced [B, L, H, W, 1], every frame's window
   clipped inside the clip, the state carried from the first frame to the last.
+
+TFLite and ONNX files hold one function, float_function: serve_float for a window model, step_float
+for a recurrent one (frames, hidden -> enhanced, hidden), with the same tensor names; batch, H and
+W fixed or free as the exporter asks. A recurrent model's first state is zeros of the hidden
+input's shape (TFLite: static; ONNX: H, W rounded up to the multiple in its metadata).
 """
 
 import tensorflow as tf
@@ -44,6 +49,34 @@ def float_frame_to_uint8(y):
     return tf.cast(tf.round(tf.clip_by_value(y, 0.0, 1.0) * 255.0), tf.uint8)
 
 
+def float_function(model, radius, batch=None, height=None, width=None):
+    """serve_float (window models) or step_float (recurrent) as one tf.function whose input
+    signature fixes batch, height and width where given (None: free)."""
+    frames = tf.TensorSpec([batch, 2 * radius + 1, height, width, 1], tf.float32, name=FRAMES)
+    if not is_recurrent(model):
+        @tf.function(input_signature=[frames])
+        def serve_float(x):
+            return {ENHANCED: model(x, training=False)}
+
+        return serve_float
+    size = [None, None]
+    if height is not None and width is not None:
+        size = model.initial_state(tf.zeros([1, 2 * radius + 1, height, width, 1])).shape[1:3]
+    state = tf.TensorSpec([batch, *size, state_channels(model)], tf.float32, name=HIDDEN)
+
+    @tf.function(input_signature=[frames, state])
+    def step_float(x, hidden):
+        y, hidden = model.step(x, hidden)
+        return {ENHANCED: y, HIDDEN: hidden}
+
+    return step_float
+
+
+def state_multiple(model, radius):
+    """The multiple a recurrent model rounds H and W of its state up to (1 when it does not pad)."""
+    return int(model.initial_state(tf.zeros([1, 2 * radius + 1, 1, 1, 1])).shape[1])
+
+
 def endpoints(model, radius):
     """{signature name: tf.function} of a model's export (see the module docstring)."""
     return recurrent_endpoints(model, radius) if is_recurrent(model) else window_endpoints(model, radius)
@@ -56,29 +89,19 @@ def window_endpoints(model, radius):
     def serve_uint8(y_frames):
         return {ENHANCED: float_frame_to_uint8(model(uint8_window_to_float(y_frames), training=False))}
 
-    @tf.function(input_signature=[tf.TensorSpec([None, frames, None, None, 1], tf.float32, name=FRAMES)])
-    def serve_float(x):
-        return {ENHANCED: model(x, training=False)}
-
-    return {SERVING_DEFAULT: serve_uint8, SERVE_FLOAT: serve_float}
+    return {SERVING_DEFAULT: serve_uint8, SERVE_FLOAT: float_function(model, radius)}
 
 
 def recurrent_endpoints(model, radius):
     frames = 2 * radius + 1
     channels = state_channels(model)
     window = tf.TensorSpec([None, frames, None, None, 1], tf.float32, name=FRAMES)
-    state = tf.TensorSpec([None, None, None, channels], tf.float32, name=HIDDEN)
 
     @tf.function(input_signature=[tf.TensorSpec([frames, None, None], tf.uint8, name=FRAMES),
                                   tf.TensorSpec([1, None, None, channels], tf.float32, name=HIDDEN)])
     def step_uint8(y_frames, hidden):
         y, hidden = model.step(uint8_window_to_float(y_frames), hidden)
         return {ENHANCED: float_frame_to_uint8(y), HIDDEN: hidden}
-
-    @tf.function(input_signature=[window, state])
-    def step_float(x, hidden):
-        y, hidden = model.step(x, hidden)
-        return {ENHANCED: y, HIDDEN: hidden}
 
     @tf.function(input_signature=[window])
     def initial_state(x):
@@ -88,5 +111,5 @@ def recurrent_endpoints(model, radius):
     def serve_clip(clip):
         return {ENHANCED: model(clip, training=False)}
 
-    return {SERVING_DEFAULT: step_uint8, STEP_FLOAT: step_float, INITIAL_STATE: initial_state,
+    return {SERVING_DEFAULT: step_uint8, STEP_FLOAT: float_function(model, radius), INITIAL_STATE: initial_state,
             SERVE_CLIP: serve_clip}
