@@ -92,3 +92,16 @@ def test_recurrent_onnx_over_a_stream_equals_keras_clip_and_runner_checks_input(
         load_exported(str(tmp_path / "bad.onnx"))
     with pytest.raises(VcarError, match="not an export vcar_tf runs"):
         load_exported(str(tmp_path / "model.pt"))
+
+
+def test_tflite_and_onnx_runners_load_without_tensorflow():
+    """The runners of .tflite and .onnx files, and load_exported, do not import TensorFlow."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    code = ("import sys, vcar_tf.inference.exported, vcar_tf.inference.tflite, vcar_tf.inference.onnx\n"
+            "bad = [k for k in sys.modules if k.split('.')[0] in ('tensorflow', 'keras')]\nassert not bad, bad[:3]")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]

@@ -15,17 +15,14 @@ composite (ONNX's DeformConv is opset 19, beyond tf2onnx). The command is vcar-e
 import tensorflow as tf
 
 from vcar_tf.errors import VcarError
-from vcar_tf.export.signatures import ENHANCED, HIDDEN, float_function, state_multiple
+from vcar_tf.export.names import (ENHANCED, HIDDEN, META_RADIUS, META_RECURRENT, META_STATE_CHANNELS,
+                                  META_STATE_MULTIPLE, NEXT_HIDDEN)
+from vcar_tf.export.signatures import float_function, state_multiple
 from vcar_tf.fileutil import write_bytes_atomic
 from vcar_tf.models.recurrent import is_recurrent, state_channels
 from vcar_tf.ops.deform_conv import composite_only
 
 OPSET = 18
-NEXT_HIDDEN = "next_hidden"
-META_RADIUS = "vcar_tf.radius"
-META_RECURRENT = "vcar_tf.recurrent"
-META_STATE_CHANNELS = "vcar_tf.state_channels"
-META_STATE_MULTIPLE = "vcar_tf.state_multiple"
 
 
 def onnx_model(model, radius, opset=OPSET):

@@ -26,16 +26,8 @@ import tensorflow as tf
 
 from vcar_tf.models.recurrent import is_recurrent, state_channels
 
-SERVING_DEFAULT = "serving_default"
-SERVE_FLOAT = "serve_float"
-STEP_FLOAT = "step_float"
-INITIAL_STATE = "initial_state"
-SERVE_CLIP = "serve_clip"
-
-FRAMES = "frames"
-HIDDEN = "hidden"
-CLIP = "clip"
-ENHANCED = "enhanced"
+from vcar_tf.export.names import (  # noqa: F401  (the contract's names, re-exported)
+    CLIP, ENHANCED, FRAMES, HIDDEN, INITIAL_STATE, SERVE_CLIP, SERVE_FLOAT, SERVING_DEFAULT, STEP_FLOAT)
 
 
 def uint8_window_to_float(y_frames):

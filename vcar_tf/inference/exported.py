@@ -1,9 +1,9 @@
-"""One entry point for every export: load_exported(path) returns the runner its kind needs."""
+"""One entry point for every export: load_exported(path) returns the runner its kind needs (the
+TFLite and ONNX runners load without TensorFlow)."""
 
 import os
 
 from vcar_tf.errors import VcarError
-from vcar_tf.inference.saved_model import SavedModelEnhancer
 
 
 def load_exported(path, num_threads=None):
@@ -19,5 +19,7 @@ def load_exported(path, num_threads=None):
 
         return OnnxEnhancer(path, num_threads)
     if os.path.isdir(path):
+        from vcar_tf.inference.saved_model import SavedModelEnhancer
+
         return SavedModelEnhancer(path)
     raise VcarError(f"{path}: not an export vcar_tf runs (a .tflite or .onnx file, or a SavedModel version folder)")

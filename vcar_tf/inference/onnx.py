@@ -10,8 +10,7 @@ import os
 import numpy as np
 
 from vcar_tf.errors import VcarError
-from vcar_tf.export.onnx import META_RADIUS, META_STATE_CHANNELS, META_STATE_MULTIPLE, NEXT_HIDDEN
-from vcar_tf.export.signatures import ENHANCED, FRAMES, HIDDEN
+from vcar_tf.export.names import ENHANCED, FRAMES, HIDDEN, META_RADIUS, META_STATE_CHANNELS, META_STATE_MULTIPLE, NEXT_HIDDEN
 
 
 class OnnxEnhancer:

@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from vcar_tf.errors import VcarError
-from vcar_tf.export.signatures import FRAMES, HIDDEN
+from vcar_tf.export.names import FRAMES, HIDDEN
 
 
 class TFLiteEnhancer:
