@@ -28,12 +28,12 @@ def evaluate_pairs(model, pairs, radius, split="test"):
     opened = [(pair, *pair.open()) for pair in pairs]
     bar = tqdm(total=sum(raw.num_frames for _, raw, _ in opened), desc=f"evaluate {split}", unit="frame",
                file=sys.stderr, leave=False)
-    for pair, raw, comp in opened:
-        psnr_c, ssim_c = frame_metrics(iter(raw.luma()), iter(comp.luma()))
-        psnr_e, ssim_e = frame_metrics(iter(raw.luma()), _counted(enhance_luma(model, comp, radius), bar))
-        rows.append(sequence_row(split, pair.name, raw.width, raw.height, psnr_c, ssim_c, psnr_e, ssim_e))
-        curves[(split, pair.name)] = {"compressed": psnr_c, "enhanced": psnr_e}
-    bar.close()
+    with bar:  # closed on an error too, so an error line starts a line of its own
+        for pair, raw, comp in opened:
+            psnr_c, ssim_c = frame_metrics(iter(raw.luma()), iter(comp.luma()))
+            psnr_e, ssim_e = frame_metrics(iter(raw.luma()), _counted(enhance_luma(model, comp, radius), bar))
+            rows.append(sequence_row(split, pair.name, raw.width, raw.height, psnr_c, ssim_c, psnr_e, ssim_e))
+            curves[(split, pair.name)] = {"compressed": psnr_c, "enhanced": psnr_e}
     return rows, curves
 
 
