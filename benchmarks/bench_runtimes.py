@@ -7,11 +7,13 @@ int8 TFLite files) and ONNX Runtime, and, with --checkpoint (the STDF-PyTorch re
         [--out benchmarks/results/runtimes.md]
 
 Each (model, size) is exported once (vcar_tf.export: SavedModel, TFLite fp32/fp16/int8 at that
-size, int8 calibrated on 8 windows of the embedded sample's training frames, ONNX); then every
+size, int8 calibrated on 8 windows of the embedded sample's training frames, ONNX with the
+composite and ONNX with native DeformConv nodes, the same graph for models without one); then every
 runtime runs in its own process, so its peak RSS is its own: one frame (batch 1) through
 vcar_tf.inference.streaming.frame_step, as vcar-evaluate runs it (a recurrent model: one step of
 the stream), mean of --repeats after a warm-up. Keras runs the fused deformable conv where it
-builds; every export runs the stock-op composite. LiteRT and ONNX Runtime get --threads threads.
+builds; every export runs the stock-op composite but onnx_deformconv (onnxruntime's DeformConv
+kernel). LiteRT and ONNX Runtime get --threads threads.
 
 Quality (--checkpoint): STDF-R3 with the release weights exported at 416x240, every runtime over
 the embedded sample's held-out sequence (motorcycle-pan, 416x240, 32 frames, x265 QP37): ΔPSNR
@@ -27,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from machine import arg_parser, peak_rss_mb, publish, run_as_child, run_child, timed  # noqa: E402
 
-RUNTIMES = ("keras", "saved_model", "tflite_fp32", "tflite_fp16", "tflite_int8", "onnx")
+RUNTIMES = ("keras", "saved_model", "tflite_fp32", "tflite_fp16", "tflite_int8", "onnx", "onnx_deformconv")
 
 
 def _build(name, checkpoint):
@@ -41,7 +43,8 @@ def _build(name, checkpoint):
 
 
 def _paths(folder, name):
-    paths = {"saved_model": os.path.join(folder, name, "1"), "onnx": os.path.join(folder, f"{name}.onnx")}
+    paths = {"saved_model": os.path.join(folder, name, "1"), "onnx": os.path.join(folder, f"{name}.onnx"),
+             "onnx_deformconv": os.path.join(folder, f"{name}_deformconv.onnx")}
     paths.update({f"tflite_{q}": os.path.join(folder, f"{name}_{q}.tflite") for q in ("fp32", "fp16", "int8")})
     return paths
 
@@ -56,6 +59,7 @@ def child_export(name, width, height, folder, checkpoint):
     model, radius, paths = _build(name, checkpoint), models.spec(name).radius, _paths(folder, name)
     export_saved_model(model, radius, os.path.dirname(paths["saved_model"]), 1)
     export_onnx(model, radius, paths["onnx"])
+    export_onnx(model, radius, paths["onnx_deformconv"], deform="native")
     windows = calibration_windows(model, radius, height, width, 8)
     for q in ("fp32", "fp16", "int8"):
         export_tflite(model, radius, paths[f"tflite_{q}"], height, width, q, windows if q == "int8" else None)

@@ -31,7 +31,8 @@ def test_export_and_evaluate_commands_with_tflite_and_onnx(sample_cache, tmp_pat
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp")] == []
     capsys.readouterr()
     for flags, message in ((["--format", "tflite", "--height", "0", "--width", "64"], "both be positive, or both 0"),
-                           (["--format", "onnx", "--quantization", "int8"], "--quantization is for --format tflite")):
+                           (["--format", "onnx", "--quantization", "int8"], "--quantization is for --format tflite"),
+                           (["--format", "tflite", "--onnx_deform", "native"], "--onnx_deform is for --format onnx")):
         with pytest.raises(SystemExit) as e:
             export.main(["--model_dir", run, "--out", str(tmp_path / "bad"), *flags])
         err = capsys.readouterr().err

@@ -105,3 +105,21 @@ def test_tflite_and_onnx_runners_load_without_tensorflow():
             "bad = [k for k in sys.modules if k.split('.')[0] in ('tensorflow', 'keras')]\nassert not bad, bad[:3]")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_native_deformconv_onnx_matches_keras_in_fresh_process(sample_root, tmp_path):
+    """deform="native": STDF-R3's deformable convs as ONNX DeformConv nodes (opset 19), run by
+    onnxruntime alone at two sizes that are not multiples of 8, within 1e-4 of the Keras model."""
+    from vcar_tf.ops.deform_conv_op import load_deform_conv
+
+    if load_deform_conv(required=False) is None:
+        pytest.skip("the fused deformable conv op does not build here")
+    model = perturb_weights(build("stdf_r3"), scale=0.02)
+    path = export_onnx(model, 3, str(tmp_path / "stdf_r3_deformconv.onnx"), deform="native")
+    inputs = {k: windows(sample_clips(sample_root, s, frames=3)[0], 3) for k, s in (("a", SIZE_A), ("b", SIZE_B))}
+    out = _fresh(tmp_path, path, inputs)
+    assert "DeformConv" in set(out["ops"].tolist()) and "GatherND" not in set(out["ops"].tolist())
+    for k, ws in inputs.items():
+        assert np.abs(out[k] - np.asarray(model(ws, training=False))[..., 0]).max() <= 1e-4
+    with pytest.raises(VcarError, match="unknown deform"):
+        export_onnx(model, 3, str(tmp_path / "x.onnx"), deform="cuda")

@@ -3,12 +3,13 @@
     vcar-export --model_dir RUN|--preset NAME --out DIR [--format saved_model] [--name NAME] [--version N]
     vcar-export --model_dir RUN|--preset NAME --out DIR --format tflite [--height 480 --width 832]
                 [--quantization fp32|fp16|int8] [--calibration_frames 8]
-    vcar-export --model_dir RUN|--preset NAME --out DIR --format onnx
+    vcar-export --model_dir RUN|--preset NAME --out DIR --format onnx [--onnx_deform composite|native]
 
 saved_model writes DIR/NAME/VERSION/ (TF Serving's layout; VERSION defaults to one more than the
 largest there); tflite writes DIR/NAME_HxW_QUANT.tflite (builtin ops only; `--height 0 --width 0`
 leaves H and W free for window models but NL-ConvLSTM); onnx writes DIR/NAME.onnx (free batch, H
-and W). Every export uses stock ops only (the deformable convolution's composite); the signatures
+and W; `--onnx_deform native` maps deformable convolutions onto ONNX's DeformConv, opset 19, instead
+of the stock-op composite). Every other export uses stock ops only (the deformable convolution's composite); the signatures
 are those of vcar_tf/export/signatures.py. int8 is calibrated on windows of the embedded sample
 dataset's real frames.
 """
@@ -22,7 +23,7 @@ import numpy as np
 from vcar_tf import models
 from vcar_tf.cli.common import add_model_flags, load_model
 from vcar_tf.errors import VcarError, cli_main
-from vcar_tf.export.onnx import export_onnx
+from vcar_tf.export.onnx import DEFORMS, export_onnx
 from vcar_tf.export.saved_model import export_saved_model
 from vcar_tf.export.tflite import QUANTIZATIONS, export_tflite
 from vcar_tf.models.recurrent import is_recurrent
@@ -64,6 +65,8 @@ def main(argv=None):
     p.add_argument("--height", type=int, default=480, help="tflite: input height (0 with --width 0: free)")
     p.add_argument("--width", type=int, default=832, help="tflite: input width (0 with --height 0: free)")
     p.add_argument("--quantization", default="fp32", choices=QUANTIZATIONS, help="tflite only")
+    p.add_argument("--onnx_deform", default="composite", choices=DEFORMS,
+                   help="onnx: deformable convs as the stock-op composite (opset 18) or ONNX DeformConv (opset 19)")
     p.add_argument("--calibration_frames", type=int, default=8, help="tflite int8: sample windows to calibrate on")
     args = p.parse_args(argv)
     if args.format == "tflite":
@@ -74,12 +77,15 @@ def main(argv=None):
             raise VcarError(f"--calibration_frames must be at least 1; got {args.calibration_frames}")
     elif args.quantization != "fp32":
         raise VcarError(f"--quantization is for --format tflite (got --format {args.format})")
+    if args.onnx_deform != "composite" and args.format != "onnx":
+        raise VcarError(f"--onnx_deform is for --format onnx (got --format {args.format})")
     model, cfg, radius = load_model(args)
     name = args.name or models.spec(cfg.model).name
     if args.format == "saved_model":
         path = export_saved_model(model, radius, os.path.join(args.out, name), args.version)
     elif args.format == "onnx":
-        path = export_onnx(model, radius, os.path.join(args.out, f"{name}.onnx"))
+        suffix = "_deformconv" if args.onnx_deform == "native" else ""
+        path = export_onnx(model, radius, os.path.join(args.out, f"{name}{suffix}.onnx"), deform=args.onnx_deform)
     else:
         height, width = (args.height, args.width) if args.height else (None, None)
         representative = (calibration_windows(model, radius, height or 480, width or 832, args.calibration_frames)

@@ -109,23 +109,33 @@ def deform_conv2d_composite(x, offset, mask, kernel, bias=None, deformable_group
     return out
 
 
-_FORCE_COMPOSITE = []
+_FORCED = []  # a stack of implementations forced by composite_only / fused_only
 
 
 @contextlib.contextmanager
-def composite_only():
-    """Inside this context every DeformConv2D traces the composite (exports: stock ops only)."""
-    _FORCE_COMPOSITE.append(True)
+def _forced(impl):
+    _FORCED.append(impl)
     try:
         yield
     finally:
-        _FORCE_COMPOSITE.pop()
+        _FORCED.pop()
+
+
+def composite_only():
+    """Inside this context every DeformConv2D traces the composite (exports: stock ops only)."""
+    return _forced("composite")
+
+
+def fused_only():
+    """Inside this context every DeformConv2D traces the fused op (VcarError if it cannot build):
+    the ONNX export that maps it onto ONNX's DeformConv."""
+    return _forced("fused")
 
 
 def selected_impl():
     """'fused' or 'composite' for the next trace, following VCAR_DEFORM_IMPL and what builds."""
-    impl = deform_impl()
-    if _FORCE_COMPOSITE or impl == "composite":
+    impl = _FORCED[-1] if _FORCED else deform_impl()
+    if impl == "composite":
         return "composite"
     if impl == "fused":
         load_deform_conv(required=True)
