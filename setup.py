@@ -28,6 +28,10 @@ setup(
         "tensorboard==2.21.0",  # tf.summary needs it; tensorflow-cpu does not pull it in
         "scikit-image==0.26.0",  # ships the photographs of the embedded sample set; SSIM reference in tests
         "safetensors==0.8.0",  # reads released weights converted to safetensors (vcar-import)
+        "ai-edge-litert==2.3.0",  # the LiteRT interpreter that runs .tflite exports (tf.lite.Interpreter is deprecated)
+        "tf2onnx==1.17.0",  # ONNX export (opset 18); installs a top-level `tests` package of its own
+        "onnx==1.23.2",  # tf2onnx's model format
+        "onnxruntime==1.32.0",  # runs .onnx exports (vcar-evaluate, vcar-enhance, tests)
     ],
     extras_require={"test": ["pytest==9.0.3"]},
     entry_points={

@@ -21,6 +21,18 @@ def ensure_writable_dir(path):
     return path
 
 
+def check_writable_dir(path):
+    """Fail with one clear line now if `path` could not be created or written later; creates nothing."""
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise VcarError(f"cannot create output folder {path}: {probe} is not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise VcarError(f"output folder is not writable: {probe}")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temp path beside `path`; it is renamed onto `path` only if the block succeeds."""

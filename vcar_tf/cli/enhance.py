@@ -1,6 +1,6 @@
 """Enhance a video: any FFmpeg-decodable file (or raw .yuv) in, the same video with its luma enhanced out.
 
-    vcar-enhance INPUT OUTPUT [--preset NAME | --model_dir RUN | --saved_model DIR]
+    vcar-enhance INPUT OUTPUT [--preset NAME | --model_dir RUN | --saved_model DIR | --exported FILE]
                  [--codec libx264] [--lossless | --crf N | --qp N] [--tile N | --max_memory 4G]
 
 Streamed end to end (decode, enhance and encode overlap in threads; memory stays flat). The output
@@ -19,6 +19,7 @@ import time
 import av
 
 from vcar_tf.cli.common import add_model_flags, load_model
+from vcar_tf.inference.exported import load_exported
 from vcar_tf.errors import ArgumentParser, VcarError, cli_main
 from vcar_tf.inference.tiling import default_overlap, plan_for_memory
 from vcar_tf.inference.video import QUEUE, enhance_video
@@ -80,18 +81,19 @@ def check_paths(args):
 def load_enhancer(args, src):
     """(model, radius, registered name or None) from --preset, --model_dir or --saved_model, or the
     preset nearest to the stream's QP when none is given. The one place that knows the kinds of
-    model file: runners of other exports (TFLite, ONNX) plug in here, like --saved_model."""
-    if args.saved_model is not None:
-        if args.preset is not None or args.model_dir is not None:
-            raise VcarError("pass exactly one of --model_dir, --preset, --saved_model")
-        from vcar_tf.inference.saved_model import SavedModelEnhancer
-
-        runner = SavedModelEnhancer(args.saved_model)
-        name = os.path.basename(os.path.dirname(os.path.abspath(args.saved_model)))
+    model file (runs, presets, and through load_exported SavedModel, TFLite and ONNX exports)."""
+    exports = [p for p in (args.saved_model, args.exported) if p is not None]
+    if exports:
+        if len(exports) > 1 or args.preset is not None or args.model_dir is not None:
+            raise VcarError("pass exactly one of --model_dir, --preset, --saved_model, --exported")
+        path = os.path.normpath(exports[0])
+        runner = load_exported(path)
+        name = (os.path.basename(os.path.dirname(os.path.abspath(path))) if os.path.isdir(path)
+                else os.path.splitext(os.path.basename(path))[0])
         return runner, runner.radius, name
     if args.preset is None and args.model_dir is None:
         args.preset = choose_preset(args, src)
-    model, cfg, radius = load_model(args, others=("saved_model",))
+    model, cfg, radius = load_model(args, others=("saved_model", "exported"))
     return model, radius, cfg.model
 
 
@@ -148,6 +150,7 @@ def parse_args(argv):
     p.add_argument("--output", help="the same as OUTPUT")
     add_model_flags(p)
     p.add_argument("--saved_model", default=None, help="a vcar-export SavedModel (DIR/NAME/VERSION)")
+    p.add_argument("--exported", default=None, help="a vcar-export .tflite or .onnx file (or a SavedModel folder)")
     p.add_argument("--input_qp", type=int, default=None,
                    help="with no model flag: pick the preset for this QP instead of the stream's")
     p.add_argument("--codec", default="libx264", help="video encoder (default libx264)")

@@ -2,11 +2,13 @@
 
     vcar-evaluate --model_dir RUN [--data DIR] [--qp 37] [--out RUN/eval]
     vcar-evaluate --saved_model DIR/NAME/VERSION [--data DIR] [--qp 37] --out DIR
+    vcar-evaluate --exported FILE.tflite|FILE.onnx|DIR/NAME/VERSION [--data DIR] [--qp 37] --out DIR
     vcar-evaluate --preset NAME [--data DIR] [--qp 37] --out DIR
 
 (also `python -m vcar_tf.evaluate`). Writes the same report as vcar-report (CSV, Markdown,
 per-frame PSNR curves) with the enhanced columns. With no --data it evaluates on the held-out
-split of the run's own dataset (for a SavedModel: of the embedded sample dataset).
+split of the run's own dataset (for an export: of the embedded sample dataset). A fixed-size TFLite
+file evaluates only sequences of its size (vcar-export --height/--width).
 """
 
 import os
@@ -16,8 +18,8 @@ from vcar_tf.cli.common import add_model_flags, load_model
 from vcar_tf.data.codec import CodecSettings
 from vcar_tf.data.layout import find_pairs, split_datasets
 from vcar_tf.errors import ArgumentParser, VcarError, cli_main
-from vcar_tf.fileutil import ensure_writable_dir
-from vcar_tf.inference.saved_model import SavedModelEnhancer
+from vcar_tf.fileutil import check_writable_dir
+from vcar_tf.inference.exported import load_exported
 from vcar_tf.inference.sequence import evaluate_pairs
 from vcar_tf.reporting import write_report
 from vcar_tf.train.config import TrainConfig
@@ -25,15 +27,17 @@ from vcar_tf.train.run import RunFolder
 
 
 def load_model_and_config(args):
-    """(model or SavedModelEnhancer, TrainConfig giving data/qp, radius) from --model_dir, --preset
-    or --saved_model."""
-    loaded = load_model(args, others=("saved_model",))
+    """(model or an export's runner, TrainConfig giving data/qp, radius) from --model_dir, --preset,
+    --saved_model or --exported."""
+    loaded = load_model(args, others=("saved_model", "exported"))
     if args.out is None and args.model_dir is None:
-        raise VcarError("--preset and --saved_model need --out")
+        raise VcarError("--preset, --saved_model and --exported need --out")
     if loaded is not None:
         return loaded
-    model = SavedModelEnhancer(args.saved_model)
-    return model, TrainConfig(model=os.path.basename(os.path.dirname(args.saved_model))), model.radius
+    path = os.path.normpath(args.saved_model or args.exported)
+    model = load_exported(path)
+    name = os.path.basename(os.path.dirname(path)) if os.path.isdir(path) else os.path.splitext(os.path.basename(path))[0]
+    return model, TrainConfig(model=name), model.radius
 
 
 @cli_main
@@ -41,6 +45,7 @@ def main(argv=None):
     p = ArgumentParser(prog="vcar-evaluate", description=__doc__.split("\n")[0])
     add_model_flags(p)
     p.add_argument("--saved_model", default=None, help="a vcar-export SavedModel version folder")
+    p.add_argument("--exported", default=None, help="a vcar-export .tflite or .onnx file, or a SavedModel version folder")
     p.add_argument("--data", default=None, help="dataset folder (default: the run's own, held-out split)")
     p.add_argument("--qp", type=int, default=None, help="default: the run's QP")
     p.add_argument("--out", default=None, help="default: MODEL_DIR/eval")
@@ -48,7 +53,7 @@ def main(argv=None):
     if args.qp is not None and not 0 <= args.qp <= 51:
         raise VcarError(f"--qp must be in 0..51, not {args.qp}")
     model, cfg, radius = load_model_and_config(args)
-    out = ensure_writable_dir(args.out or RunFolder(args.model_dir).eval)  # before the evaluation, not after
+    out = check_writable_dir(args.out or RunFolder(args.model_dir).eval)  # before the evaluation, not after
     if args.data is not None:
         cfg.data = args.data
     cfg.qp = args.qp if args.qp is not None else cfg.qp

@@ -1,37 +1,102 @@
-"""Export a trained run as a SavedModel that a stock TF Serving loads (stock ops only).
+"""Export a trained run as a SavedModel (TF Serving), a TFLite file (LiteRT) or an ONNX file.
 
-    vcar-export --model_dir RUN|--preset NAME --format saved_model --out DIR [--name NAME] [--version N]
+    vcar-export --model_dir RUN|--preset NAME --out DIR [--format saved_model] [--name NAME] [--version N]
+    vcar-export --model_dir RUN|--preset NAME --out DIR --format tflite [--height 480 --width 832]
+                [--quantization fp32|fp16|int8] [--calibration_frames 8]
+    vcar-export --model_dir RUN|--preset NAME --out DIR --format onnx [--onnx_deform composite|native]
 
-Writes DIR/NAME/VERSION/ (TF Serving's layout; VERSION defaults to one more than the largest
-there), with the signatures of vcar_tf/export/signatures.py.
+saved_model writes DIR/NAME/VERSION/ (TF Serving's layout; VERSION defaults to one more than the
+largest there); tflite writes DIR/NAME_HxW_QUANT.tflite (builtin ops only; `--height 0 --width 0`
+leaves H and W free for window models but NL-ConvLSTM); onnx writes DIR/NAME.onnx (free batch, H
+and W; `--onnx_deform native` maps deformable convolutions onto ONNX's DeformConv, opset 19, instead
+of the stock-op composite). Every other export uses stock ops only (the deformable convolution's composite); the signatures
+are those of vcar_tf/export/signatures.py. int8 is calibrated on windows of the embedded sample
+dataset's real frames.
 """
 
 import os
 import sys
 
+import numpy as np
+
 from vcar_tf import models
-from vcar_tf.errors import ArgumentParser, VcarError, cli_main
-from vcar_tf.export.saved_model import export_saved_model
 from vcar_tf.cli.common import add_model_flags, load_model
+from vcar_tf.errors import ArgumentParser, VcarError, cli_main
+from vcar_tf.export.onnx import DEFORMS, export_onnx
+from vcar_tf.export.saved_model import export_saved_model
+from vcar_tf.export.tflite import QUANTIZATIONS, export_tflite
+from vcar_tf.models.recurrent import is_recurrent
+
+FORMATS = ("saved_model", "tflite", "onnx")
+
+
+def calibration_windows(model, radius, height, width, count):
+    """`count` float32 windows [1, 2R+1, H, W, 1] (with a zero state for a recurrent model) of the
+    embedded sample dataset's compressed training frames, cropped or mirrored to H x W."""
+    from tqdm import tqdm
+
+    from vcar_tf.data.layout import find_pairs
+    from vcar_tf.data.sample import ensure_sample_dataset
+
+    root = ensure_sample_dataset()
+    sequences = [pair.open()[1] for pair in find_pairs(os.path.join(root, "train"), 37)]
+    samples = []
+    for i in tqdm(range(count), desc="calibration windows", unit="window", file=sys.stderr, leave=False):
+        seq = sequences[i % len(sequences)]
+        t = (i * 7) % seq.num_frames
+        index = np.clip(np.arange(t - radius, t + radius + 1), 0, seq.num_frames - 1)
+        frames = np.stack([seq.y(int(j)) for j in index]).astype(np.float32) / 255.0
+        frames = np.pad(frames, [(0, 0), (0, max(0, height - frames.shape[1])), (0, max(0, width - frames.shape[2]))],
+                        mode="symmetric")[:, :height, :width]
+        window = frames[None, ..., None]
+        samples.append((window, np.asarray(model.initial_state(window))) if is_recurrent(model) else window)
+    return samples
 
 
 @cli_main
 def main(argv=None):
     p = ArgumentParser(prog="vcar-export", description=__doc__.split("\n")[0])
     add_model_flags(p)
-    p.add_argument("--format", default="saved_model", choices=["saved_model"])
-    p.add_argument("--out", required=True, help="TF Serving model base folder")
+    p.add_argument("--format", default="saved_model", choices=FORMATS)
+    p.add_argument("--out", required=True, help="output folder (saved_model: the TF Serving model base folder)")
     p.add_argument("--name", default=None, help="default: the model's registry name")
-    p.add_argument("--version", type=int, default=None)
+    p.add_argument("--version", type=int, default=None, help="saved_model only")
+    p.add_argument("--height", type=int, default=480, help="tflite: input height (0 with --width 0: free)")
+    p.add_argument("--width", type=int, default=832, help="tflite: input width (0 with --height 0: free)")
+    p.add_argument("--quantization", default="fp32", choices=QUANTIZATIONS, help="tflite only")
+    p.add_argument("--onnx_deform", default="composite", choices=DEFORMS,
+                   help="onnx: deformable convs as the stock-op composite (opset 18) or ONNX DeformConv (opset 19)")
+    p.add_argument("--calibration_frames", type=int, default=8, help="tflite int8: sample windows to calibrate on")
     args = p.parse_args(argv)
     if args.version is not None and args.version < 1:
         raise VcarError(f"--version must be 1 or more (TF Serving's version folders), not {args.version}")
     if args.name is not None and (not args.name or args.name in (".", "..") or os.sep in args.name
                                   or (os.altsep and os.altsep in args.name)):
         raise VcarError(f"--name must be a plain folder name, not {args.name!r}")
+    if args.format == "tflite":
+        if args.height < 0 or args.width < 0 or (args.height == 0) != (args.width == 0):
+            raise VcarError(f"--height and --width must both be positive, or both 0 (free); got "
+                            f"{args.height}x{args.width}")
+        if args.calibration_frames < 1:
+            raise VcarError(f"--calibration_frames must be at least 1; got {args.calibration_frames}")
+    elif args.quantization != "fp32":
+        raise VcarError(f"--quantization is for --format tflite (got --format {args.format})")
+    if args.onnx_deform != "composite" and args.format != "onnx":
+        raise VcarError(f"--onnx_deform is for --format onnx (got --format {args.format})")
     model, cfg, radius = load_model(args)
-    path = export_saved_model(model, radius, os.path.join(args.out, args.name or models.spec(cfg.model).name),
-                              args.version)
+    name = args.name or models.spec(cfg.model).name
+    if args.format == "saved_model":
+        path = export_saved_model(model, radius, os.path.join(args.out, name), args.version)
+    elif args.format == "onnx":
+        suffix = "_deformconv" if args.onnx_deform == "native" else ""
+        path = export_onnx(model, radius, os.path.join(args.out, f"{name}{suffix}.onnx"), deform=args.onnx_deform)
+    else:
+        height, width = (args.height, args.width) if args.height else (None, None)
+        representative = (calibration_windows(model, radius, height or 480, width or 832, args.calibration_frames)
+                          if args.quantization == "int8" else None)
+        size = f"{height}x{width}" if height else "free"
+        path = export_tflite(model, radius, os.path.join(args.out, f"{name}_{size}_{args.quantization}.tflite"),
+                             height, width, args.quantization, representative)
     print(f"exported {path}")
     return 0
 

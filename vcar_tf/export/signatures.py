@@ -21,24 +21,23 @@ the expected shape, never a crash or a silent answer): the rank and the frame co
 most MAX_FRAME_PIXELS pixels (2560x1600, the largest size of the field's test sets; a larger frame
 is refused rather than risking the server's memory: tile it), finite float inputs (NaN or Inf are
 refused); float inputs are clipped to [0, 1] and so are float outputs.
+
+TFLite and ONNX files hold one function, float_function (without the in-graph checks,
+which their runners make): serve_float for a window model, step_float
+for a recurrent one (frames, hidden -> enhanced, hidden), with the same tensor names; batch, H and
+W fixed or free as the exporter asks. A recurrent model's first state is zeros of the hidden
+input's shape (TFLite: static; ONNX: H, W rounded up to the multiple in its metadata).
 """
+
+import functools
 
 import tensorflow as tf
 
 from vcar_tf.models.recurrent import is_recurrent, state_channels
 
-MAX_FRAME_PIXELS = 2560 * 1600
-
-SERVING_DEFAULT = "serving_default"
-SERVE_FLOAT = "serve_float"
-STEP_FLOAT = "step_float"
-INITIAL_STATE = "initial_state"
-SERVE_CLIP = "serve_clip"
-
-FRAMES = "frames"
-HIDDEN = "hidden"
-CLIP = "clip"
-ENHANCED = "enhanced"
+from vcar_tf.export.names import (  # noqa: F401  (the contract's names, re-exported)
+    CLIP, ENHANCED, FRAMES, HIDDEN, INITIAL_STATE, MAX_FRAME_PIXELS, SERVE_CLIP, SERVE_FLOAT, SERVING_DEFAULT,
+    STEP_FLOAT)
 
 
 def _check_frames(x, rank, frames, layout):
@@ -93,6 +92,40 @@ def float_frame_to_uint8(y):
     return tf.cast(tf.round(tf.clip_by_value(y, 0.0, 1.0) * 255.0), tf.uint8)
 
 
+def float_function(model, radius, batch=None, height=None, width=None, checked=True):
+    """serve_float (window models) or step_float (recurrent) as one tf.function whose input
+    signature fixes batch, height and width where given (None: free). `checked`: the in-graph
+    input checks and the [0, 1] clipping of the module docstring (the SavedModel's; TFLite and
+    ONNX files leave them to their runners, as their converters have no builtin Assert)."""
+    n = 2 * radius + 1
+    frames = tf.TensorSpec([batch, n, height, width, 1], tf.float32, name=FRAMES)
+    check_in = functools.partial(checked_float, frames=n) if checked else tf.identity
+    check_state = checked_state if checked else tf.identity
+    out = float_output if checked else tf.identity
+    if not is_recurrent(model):
+        @tf.function(input_signature=[frames])
+        def serve_float(x):
+            return {ENHANCED: out(model(check_in(x), training=False))}
+
+        return serve_float
+    size = [None, None]
+    if height is not None and width is not None:
+        size = model.initial_state(tf.zeros([1, 2 * radius + 1, height, width, 1])).shape[1:3]
+    state = tf.TensorSpec([batch, *size, state_channels(model)], tf.float32, name=HIDDEN)
+
+    @tf.function(input_signature=[frames, state])
+    def step_float(x, hidden):
+        y, hidden = model.step(check_in(x), check_state(hidden))
+        return {ENHANCED: out(y), HIDDEN: tf.cast(hidden, tf.float32)}
+
+    return step_float
+
+
+def state_multiple(model, radius):
+    """The multiple a recurrent model rounds H and W of its state up to (1 when it does not pad)."""
+    return int(model.initial_state(tf.zeros([1, 2 * radius + 1, 1, 1, 1])).shape[1])
+
+
 def endpoints(model, radius):
     """{signature name: tf.function} of a model's export (see the module docstring)."""
     return recurrent_endpoints(model, radius) if is_recurrent(model) else window_endpoints(model, radius)
@@ -105,29 +138,19 @@ def window_endpoints(model, radius):
     def serve_uint8(y_frames):
         return {ENHANCED: float_frame_to_uint8(model(uint8_window_to_float(y_frames, frames), training=False))}
 
-    @tf.function(input_signature=[tf.TensorSpec([None, frames, None, None, 1], tf.float32, name=FRAMES)])
-    def serve_float(x):
-        return {ENHANCED: float_output(model(checked_float(x, frames), training=False))}
-
-    return {SERVING_DEFAULT: serve_uint8, SERVE_FLOAT: serve_float}
+    return {SERVING_DEFAULT: serve_uint8, SERVE_FLOAT: float_function(model, radius)}
 
 
 def recurrent_endpoints(model, radius):
     frames = 2 * radius + 1
     channels = state_channels(model)
     window = tf.TensorSpec([None, frames, None, None, 1], tf.float32, name=FRAMES)
-    state = tf.TensorSpec([None, None, None, channels], tf.float32, name=HIDDEN)
 
     @tf.function(input_signature=[tf.TensorSpec([frames, None, None], tf.uint8, name=FRAMES),
                                   tf.TensorSpec([1, None, None, channels], tf.float32, name=HIDDEN)])
     def step_uint8(y_frames, hidden):
         y, hidden = model.step(uint8_window_to_float(y_frames, frames), checked_state(hidden))
         return {ENHANCED: float_frame_to_uint8(y), HIDDEN: tf.cast(hidden, tf.float32)}
-
-    @tf.function(input_signature=[window, state])
-    def step_float(x, hidden):
-        y, hidden = model.step(checked_float(x, frames), checked_state(hidden))
-        return {ENHANCED: float_output(y), HIDDEN: tf.cast(hidden, tf.float32)}
 
     @tf.function(input_signature=[window])
     def initial_state(x):
@@ -137,5 +160,5 @@ def recurrent_endpoints(model, radius):
     def serve_clip(clip):
         return {ENHANCED: float_output(model(checked_float(clip, None, CLIP), training=False))}
 
-    return {SERVING_DEFAULT: step_uint8, STEP_FLOAT: step_float, INITIAL_STATE: initial_state,
+    return {SERVING_DEFAULT: step_uint8, STEP_FLOAT: float_function(model, radius), INITIAL_STATE: initial_state,
             SERVE_CLIP: serve_clip}

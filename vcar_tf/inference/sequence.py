@@ -6,7 +6,7 @@ import numpy as np
 from tqdm import tqdm
 
 from vcar_tf.errors import VcarError
-from vcar_tf.export.signatures import MAX_FRAME_PIXELS
+from vcar_tf.export.names import MAX_FRAME_PIXELS
 from vcar_tf.inference.streaming import enhance_frames
 from vcar_tf.metrics.sequence import frame_metrics, sequence_row
 
@@ -34,12 +34,12 @@ def evaluate_pairs(model, pairs, radius, split="test"):
                             f"pixels evaluation takes whole (vcar-enhance --tile enhances larger ones)")
     bar = tqdm(total=sum(raw.num_frames for _, raw, _ in opened), desc=f"evaluate {split}", unit="frame",
                file=sys.stderr, leave=False)
-    for pair, raw, comp in opened:
-        psnr_c, ssim_c = frame_metrics(iter(raw.luma()), iter(comp.luma()))
-        psnr_e, ssim_e = frame_metrics(iter(raw.luma()), _counted(enhance_luma(model, comp, radius), bar))
-        rows.append(sequence_row(split, pair.name, raw.width, raw.height, psnr_c, ssim_c, psnr_e, ssim_e))
-        curves[(split, pair.name)] = {"compressed": psnr_c, "enhanced": psnr_e}
-    bar.close()
+    with bar:  # closed on an error too, so an error line starts a line of its own
+        for pair, raw, comp in opened:
+            psnr_c, ssim_c = frame_metrics(iter(raw.luma()), iter(comp.luma()))
+            psnr_e, ssim_e = frame_metrics(iter(raw.luma()), _counted(enhance_luma(model, comp, radius), bar))
+            rows.append(sequence_row(split, pair.name, raw.width, raw.height, psnr_c, ssim_c, psnr_e, ssim_e))
+            curves[(split, pair.name)] = {"compressed": psnr_c, "enhanced": psnr_e}
     return rows, curves
 
 

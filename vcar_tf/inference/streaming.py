@@ -33,9 +33,11 @@ def frame_step(model):
     """(window (1, 2R+1, H, W, 1) float32, hidden or None) -> (enhanced (1, H, W, 1), hidden or None).
 
     `model` is a Keras model (window or recurrent, vcar_tf.models.recurrent) or an export's runner
-    (vcar_tf.inference.saved_model.SavedModelEnhancer)."""
+    (vcar_tf.inference.exported.load_exported: SavedModel, TFLite or ONNX)."""
     if is_recurrent(model):
-        step = tf.function(lambda w, h: model.step(w, h), reduce_retracing=True)
+        # a Keras model runs as one graph; a runner (SavedModel, TFLite, ONNX) runs as it is
+        step = tf.function(lambda w, h: model.step(w, h), reduce_retracing=True) if hasattr(model, "layers") \
+            else model.step
         return lambda w, h: step(w, model.initial_state(w) if h is None else h)
     run = inference_fn(model)
     return lambda w, h: (run(w), None)

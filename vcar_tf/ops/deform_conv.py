@@ -61,14 +61,16 @@ def deform_conv2d_composite(x, offset, mask, kernel, bias=None, deformable_group
     hw = h * w
 
     # sampling positions (B, H, W, D, k², 2)
-    off = tf.reshape(offset, tf.stack([b, h, w, dg, taps, 2]))
+    # dy and dx as (B, H, W, D, k²), sliced on a 5-D view: TFLite's StridedSlice takes at most 5-D
+    off = tf.reshape(offset, tf.stack([b, h, w, dg * taps, 2]))
+    off_y, off_x = (tf.reshape(off[..., i], tf.stack([b, h, w, dg, taps])) for i in (0, 1))
     ti, tj = tf.meshgrid(tf.range(k), tf.range(k), indexing="ij")
     tap_y = tf.cast(tf.reshape(ti, [-1]) - pad, x.dtype)
     tap_x = tf.cast(tf.reshape(tj, [-1]) - pad, x.dtype)
     gy = tf.reshape(tf.cast(tf.range(h), x.dtype), [1, -1, 1, 1, 1])
     gx = tf.reshape(tf.cast(tf.range(w), x.dtype), [1, 1, -1, 1, 1])
-    py = gy + tf.reshape(tap_y, [1, 1, 1, 1, taps]) + off[..., 0]
-    px = gx + tf.reshape(tap_x, [1, 1, 1, 1, taps]) + off[..., 1]
+    py = gy + tf.reshape(tap_y, [1, 1, 1, 1, taps]) + off_y
+    px = gx + tf.reshape(tap_x, [1, 1, 1, 1, taps]) + off_x
     y0 = tf.floor(py)
     x0 = tf.floor(px)
     ly, lx = py - y0, px - x0
@@ -107,23 +109,33 @@ def deform_conv2d_composite(x, offset, mask, kernel, bias=None, deformable_group
     return out
 
 
-_FORCE_COMPOSITE = []
+_FORCED = []  # a stack of implementations forced by composite_only / fused_only
 
 
 @contextlib.contextmanager
-def composite_only():
-    """Inside this context every DeformConv2D traces the composite (exports: stock ops only)."""
-    _FORCE_COMPOSITE.append(True)
+def _forced(impl):
+    _FORCED.append(impl)
     try:
         yield
     finally:
-        _FORCE_COMPOSITE.pop()
+        _FORCED.pop()
+
+
+def composite_only():
+    """Inside this context every DeformConv2D traces the composite (exports: stock ops only)."""
+    return _forced("composite")
+
+
+def fused_only():
+    """Inside this context every DeformConv2D traces the fused op (VcarError if it cannot build):
+    the ONNX export that maps it onto ONNX's DeformConv."""
+    return _forced("fused")
 
 
 def selected_impl():
     """'fused' or 'composite' for the next trace, following VCAR_DEFORM_IMPL and what builds."""
-    impl = deform_impl()
-    if _FORCE_COMPOSITE or impl == "composite":
+    impl = _FORCED[-1] if _FORCED else deform_impl()
+    if impl == "composite":
         return "composite"
     if impl == "fused":
         load_deform_conv(required=True)

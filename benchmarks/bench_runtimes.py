@@ -1,0 +1,173 @@
+"""Runtimes per model: frames/s and peak RSS of Keras/TF, the SavedModel, LiteRT (fp32, fp16 and
+int8 TFLite files) and ONNX Runtime, and, with --checkpoint (the STDF-PyTorch release, read from
+../shared/weights and never copied), the ΔPSNR each runtime gives STDF-R3 on real frames.
+
+    python benchmarks/bench_runtimes.py [--models arcnn stdf_r3 rfda] [--sizes 416x240 832x480]
+        [--checkpoint ../shared/weights/stdf-pytorch/stdf_mfqev2_r3.safetensors] [--repeats 2] [--threads 2]
+        [--out benchmarks/results/runtimes.md]
+
+Each (model, size) is exported once (vcar_tf.export: SavedModel, TFLite fp32/fp16/int8 at that
+size, int8 calibrated on 8 windows of the embedded sample's training frames, ONNX with the
+composite and ONNX with native DeformConv nodes, the same graph for models without one); then every
+runtime runs in its own process, so its peak RSS is its own: one frame (batch 1) through
+vcar_tf.inference.streaming.frame_step, as vcar-evaluate runs it (a recurrent model: one step of
+the stream), mean of --repeats after a warm-up. Keras runs the fused deformable conv where it
+builds; every export runs the stock-op composite but onnx_deformconv (onnxruntime's DeformConv
+kernel). LiteRT and ONNX Runtime get --threads threads.
+
+Quality (--checkpoint): STDF-R3 with the release weights exported at 416x240, every runtime over
+the embedded sample's held-out sequence (motorcycle-pan, 416x240, 32 frames, x265 QP37): ΔPSNR
+and its difference from Keras.
+"""
+
+import json
+import os
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from machine import arg_parser, peak_rss_mb, publish, run_as_child, run_child, timed  # noqa: E402
+
+RUNTIMES = ("keras", "saved_model", "tflite_fp32", "tflite_fp16", "tflite_int8", "onnx", "onnx_deformconv")
+
+
+def _build(name, checkpoint):
+    from vcar_tf import models
+
+    if checkpoint != "-":
+        from vcar_tf.models.stdf.pytorch import load_release
+
+        return load_release(checkpoint)[1]
+    return models.build(name)
+
+
+def _paths(folder, name):
+    paths = {"saved_model": os.path.join(folder, name, "1"), "onnx": os.path.join(folder, f"{name}.onnx"),
+             "onnx_deformconv": os.path.join(folder, f"{name}_deformconv.onnx")}
+    paths.update({f"tflite_{q}": os.path.join(folder, f"{name}_{q}.tflite") for q in ("fp32", "fp16", "int8")})
+    return paths
+
+
+def child_export(name, width, height, folder, checkpoint):
+    from vcar_tf import models
+    from vcar_tf.cli.export import calibration_windows
+    from vcar_tf.export.onnx import export_onnx
+    from vcar_tf.export.saved_model import export_saved_model
+    from vcar_tf.export.tflite import export_tflite
+
+    model, radius, paths = _build(name, checkpoint), models.spec(name).radius, _paths(folder, name)
+    export_saved_model(model, radius, os.path.dirname(paths["saved_model"]), 1)
+    export_onnx(model, radius, paths["onnx"])
+    export_onnx(model, radius, paths["onnx_deformconv"], deform="native")
+    windows = calibration_windows(model, radius, height, width, 8)
+    for q in ("fp32", "fp16", "int8"):
+        export_tflite(model, radius, paths[f"tflite_{q}"], height, width, q, windows if q == "int8" else None)
+    print(json.dumps({f"{k}_mb": _size(p) / 2**20 for k, p in paths.items()}))
+
+
+def _size(path):
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+
+
+def _runner(runtime, name, folder, checkpoint, threads):
+    if runtime == "keras":
+        return _build(name, checkpoint)
+    from vcar_tf.inference.exported import load_exported
+
+    return load_exported(_paths(folder, name)[runtime], num_threads=int(threads))
+
+
+def child_infer(runtime, name, width, height, folder, repeats, threads):
+    """Keras and the SavedModel through frame_step (one tf.function, as vcar-evaluate runs them);
+    TFLite and ONNX through their runners directly, so the process never loads TensorFlow."""
+    import numpy as np
+
+    model = _runner(runtime, name, folder, "-", threads)
+    if runtime in ("keras", "saved_model"):
+        from vcar_tf import models
+        from vcar_tf.inference.streaming import frame_step
+
+        radius, step = models.spec(name).radius, frame_step(model)
+        run = lambda x: step(x, None)[0]  # noqa: E731
+    else:
+        radius = model.radius
+        run = (lambda x: model.step(x, model.initial_state(x))[0]) if model.recurrent else model
+    x = np.random.default_rng(0).random((1, 2 * radius + 1, height, width, 1), dtype=np.float32)
+    seconds = timed(lambda: np.asarray(run(x)), repeats)
+    print(json.dumps({"fps": 1 / seconds, "rss_mb": peak_rss_mb()}))
+
+
+def child_quality(runtime, folder, checkpoint, threads):
+    import numpy as np
+
+    from vcar_tf.data.layout import find_pairs
+    from vcar_tf.data.sample import ensure_sample_dataset
+    from vcar_tf.inference.sequence import evaluate_pairs
+
+    pairs = find_pairs(os.path.join(ensure_sample_dataset(), "test"), 37)
+    row = evaluate_pairs(_runner(runtime, "stdf_r3", folder, checkpoint, threads), pairs, 3)[0][0]
+    print(json.dumps({k: float(np.float64(row[k])) for k in ("psnr", "psnr_enh", "delta_psnr")}))
+
+
+def main():
+    p = arg_parser(__doc__, repeats=2)
+    p.add_argument("--models", nargs="+", default=["arcnn", "stdf_r3", "rfda"])
+    p.add_argument("--sizes", nargs="+", default=["416x240", "832x480"])
+    p.add_argument("--checkpoint", default=None, help="STDF-PyTorch release weights for the quality table")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    if run_as_child(args, {"export": child_export, "infer": child_infer, "quality": child_quality}):
+        return
+    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes]
+    header = "| model | size | " + " | ".join(f"{r} FPS | {r} RSS MB" for r in RUNTIMES) + " | fastest |"
+    lines = [header, "|" + "---|" * (2 * len(RUNTIMES) + 3)]
+    file_lines = ["| model | size | " + " | ".join(f"{r} MB" for r in RUNTIMES[1:]) + " |",
+                  "|" + "---|" * (len(RUNTIMES) + 1)]
+    with tempfile.TemporaryDirectory(prefix="bench-runtimes-") as tmp:
+        for name in args.models:
+            for w, h in sizes:
+                folder = os.path.join(tmp, f"{name}_{w}x{h}")
+                sizes_mb = run_child(__file__, "export", name, w, h, folder, "-")
+                if "failed" in sizes_mb:
+                    lines.append(f"| {name} | {w}x{h} | export failed: {sizes_mb['failed']} |")
+                    continue
+                file_lines.append(f"| {name} | {w}x{h} | "
+                                  + " | ".join(f"{sizes_mb.get(r + '_mb', float('nan')):.1f}" for r in RUNTIMES[1:]) + " |")
+                r = {rt: run_child(__file__, "infer", rt, name, w, h, folder, args.repeats, args.threads)
+                     for rt in RUNTIMES}
+                cells = [f"{r[rt]['fps']:.3f} | {r[rt]['rss_mb']:.0f}" if "failed" not in r[rt]
+                         else f"failed: {r[rt]['failed']} | -" for rt in RUNTIMES]
+                ok = {rt: v["fps"] for rt, v in r.items() if "failed" not in v}
+                best = max(ok, key=ok.get) if ok else "-"
+                ratio = f"{best} ({ok[best] / ok['keras']:.2f}x keras)" if "keras" in ok and ok else best
+                lines.append(f"| {name} | {w}x{h} | " + " | ".join(cells) + f" | {ratio} |")
+                print(lines[-1], flush=True)
+        quality = ""
+        if args.checkpoint:
+            folder = os.path.join(tmp, "stdf_release_416x240")
+            made = run_child(__file__, "export", "stdf_r3", 416, 240, folder, args.checkpoint)
+            if "failed" in made:
+                raise SystemExit(f"exporting the release failed: {made['failed']}")
+            q = {rt: run_child(__file__, "quality", rt, folder, args.checkpoint, args.threads) for rt in RUNTIMES}
+            base = q["keras"].get("delta_psnr")
+            rows = ["| runtime | PSNR compressed dB | PSNR enhanced dB | ΔPSNR dB | ΔPSNR − Keras dB |", "|---|---|---|---|---|"]
+            for rt, v in q.items():
+                rows.append(f"| {rt} | failed: {v['failed']} | | | |" if "failed" in v else
+                            f"| {rt} | {v['psnr']:.4f} | {v['psnr_enh']:.4f} | {v['delta_psnr']:+.4f} | "
+                            f"{v['delta_psnr'] - base:+.4f} |")
+            quality = (f"\n## Quality: STDF-R3 with `{os.path.basename(args.checkpoint)}` (STDF-PyTorch release)\n\n"
+                       "The embedded sample's held-out sequence (416x240, 32 frames, x265 QP37), every file exported at "
+                       "416x240; int8 calibrated on 8 windows of the sample's training frames.\n\n" + "\n".join(rows) + "\n")
+    publish("Runtimes: Keras/TF, SavedModel, LiteRT and ONNX Runtime",
+            f"One frame, batch 1, float32 in and out, mean of {args.repeats} after a warm-up; LiteRT and ONNX Runtime "
+            f"with {args.threads} threads; RSS is the peak of the process (Keras and SavedModel load TensorFlow, "
+            "LiteRT and ONNX Runtime do not). Anchor: the PyTorch STDF-R3 peer ran 0.38 FPS at 832x480 on this "
+            "machine (torchvision deform_conv2d, 2 threads).\n\n" + "\n".join(lines) + "\n\nFile sizes:\n\n"
+            + "\n".join(file_lines) + "\n" + quality, args.out)
+
+
+if __name__ == "__main__":
+    main()

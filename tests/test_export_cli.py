@@ -1,0 +1,67 @@
+import csv
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO
+
+
+def test_export_and_evaluate_commands_with_tflite_and_onnx(sample_cache, tmp_path, monkeypatch, capsys):
+    """vcar-export --format tflite|onnx on a run, then vcar-evaluate --exported FILE: the same
+    ΔPSNR as the Keras model on the sample's held-out sequence (416x240); bad flags: exit 2."""
+    from vcar_tf.cli import evaluate, export
+    from vcar_tf.data.layout import find_pairs
+    from vcar_tf.inference.sequence import evaluate_pairs
+    from vcar_tf.train.run import load_run
+
+    cache, root = sample_cache
+    monkeypatch.setenv("VCAR_TF_CACHE", cache)
+    run = f"{REPO}/tests/legacy/run_arcnn"
+    paths = {}
+    for fmt, extra in (("tflite", ["--height", "240", "--width", "416"]), ("onnx", [])):
+        assert export.main(["--model_dir", run, "--format", fmt, "--out", str(tmp_path), *extra]) == 0
+        paths[fmt] = capsys.readouterr().out.split("exported ")[-1].strip()
+    assert paths["tflite"].endswith("arcnn_240x416_fp32.tflite") and paths["onnx"].endswith("arcnn.onnx")
+    model, _, radius = load_run(run)
+    want = evaluate_pairs(model, find_pairs(f"{root}/test", 37), radius)[0][0]
+    for fmt, path in paths.items():
+        assert evaluate.main(["--exported", path, "--out", str(tmp_path / fmt)]) == 0
+        with open(tmp_path / fmt / "report.csv") as f:
+            got = next(row for row in csv.DictReader(f) if row["sequence"] == want["sequence"])
+        assert abs(float(got["delta_psnr"]) - want["delta_psnr"]) <= 0.01, fmt
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp")] == []
+    # vcar-enhance --exported FILE.onnx gives what the run gives
+    from vcar_tf.cli import enhance
+
+    rng = np.random.default_rng(3)
+    src = tmp_path / "clip_48x32.yuv"
+    src.write_bytes(rng.integers(0, 256, 48 * 32 * 3 // 2 * 3, dtype=np.uint8).tobytes())
+    outs = {}
+    for flag, value in (("--model_dir", run), ("--exported", paths["onnx"])):
+        out = tmp_path / f"enhanced{flag}.yuv"
+        assert enhance.main([str(src), str(out), flag, value, "--no_progress"]) == 0
+        outs[flag] = np.frombuffer(out.read_bytes(), np.uint8).astype(int)
+    assert outs["--model_dir"].shape == outs["--exported"].shape == (48 * 32 * 3 // 2 * 3,)
+    assert np.abs(outs["--model_dir"] - outs["--exported"]).max() <= 1
+    capsys.readouterr()
+    for flags, message in ((["--format", "tflite", "--height", "0", "--width", "64"], "both be positive, or both 0"),
+                           (["--format", "onnx", "--quantization", "int8"], "--quantization is for --format tflite"),
+                           (["--format", "tflite", "--onnx_deform", "native"], "--onnx_deform is for --format onnx")):
+        with pytest.raises(SystemExit) as e:
+            export.main(["--model_dir", run, "--out", str(tmp_path / "bad"), *flags])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.startswith("error: ") and message in err and len(err.splitlines()) == 1
+        assert not (tmp_path / "bad").exists()
+    with pytest.raises(SystemExit) as e:  # a fixed-size file on a sequence of another size
+        evaluate.main(["--exported", export_small(export, run, tmp_path, capsys), "--out", str(tmp_path / "small")])
+    err = capsys.readouterr().err
+    errors = [line.split("\r")[-1] for line in err.splitlines() if line.split("\r")[-1].startswith("error: ")]
+    assert e.value.code == 2 and len(errors) == 1, repr(err[-400:])
+    assert "frames must be 1x1x64x64x1; got 1x1x240x416x1" in errors[0]
+    assert "Traceback" not in err and not (tmp_path / "small").exists()
+
+
+def export_small(export, run, tmp_path, capsys):
+    assert export.main(["--model_dir", run, "--format", "tflite", "--height", "64", "--width", "64",
+                        "--out", str(tmp_path)]) == 0
+    return capsys.readouterr().out.split("exported ")[-1].strip()

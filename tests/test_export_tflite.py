@@ -1,0 +1,152 @@
+import numpy as np
+import pytest
+
+from tests.conftest import perturb_weights
+from tests.export_parity import SIZE_A, SIZE_B, psnr, run_fresh, sample_clips, windows
+from vcar_tf.errors import VcarError
+from vcar_tf.export.tflite import export_tflite
+from vcar_tf.models import build, spec
+
+# Runs each window (or each step of a stream, carrying the state) with ai-edge-litert only.
+_FRESH = r'''
+import sys, numpy as np
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
+path, inp, outp = sys.argv[1:4]
+ops = sorted({o["op_name"] for o in Interpreter(
+    model_path=path, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)._get_ops_details()})
+it = Interpreter(model_path=path)
+inputs = {d["name"]: d for d in it.get_input_details()}
+data = np.load(inp)
+out = {"ops": np.array(ops)}
+for key in data.files:
+    ws = data[key]
+    if tuple(inputs["frames"]["shape"]) != (1, *ws.shape[1:]):
+        it.resize_tensor_input(inputs["frames"]["index"], (1, *ws.shape[1:]), strict=True)
+    it.allocate_tensors()
+    hidden = np.zeros(inputs["hidden"]["shape"], np.float32) if "hidden" in inputs else None
+    frames = []
+    for w in ws:
+        it.set_tensor(inputs["frames"]["index"], w[None])
+        if hidden is not None:
+            it.set_tensor(inputs["hidden"]["index"], hidden)
+        it.invoke()
+        outs = [it.get_tensor(d["index"]) for d in it.get_output_details()]
+        frames.append(next(o for o in outs if o.shape[-1] == 1)[0, ..., 0])
+        hidden = next((o for o in outs if o.shape[-1] != 1), None)
+    out[key] = np.stack(frames)
+np.savez(outp, **out)
+'''
+
+
+def _builtin_names():
+    from tensorflow.lite.python.schema_py_generated import BuiltinOperator
+
+    return {k for k in vars(BuiltinOperator) if k.isupper()} - {"CUSTOM", "DELEGATE"}
+
+
+def _keras_frames(model, ws):
+    return np.concatenate([np.asarray(model(w[None], training=False))[..., 0] for w in ws])
+
+
+def _fresh(tmp_path, path, inputs):
+    np.savez(tmp_path / "in.npz", **inputs)
+    run_fresh(_FRESH, path, tmp_path / "in.npz", tmp_path / "out.npz", cwd=tmp_path)
+    out = np.load(tmp_path / "out.npz")
+    ops = set(out["ops"].tolist())
+    assert ops and ops <= _builtin_names(), sorted(ops - _builtin_names())  # no Flex or custom op
+    return out
+
+
+@pytest.fixture(scope="module")
+def sample_root(sample_cache):
+    return sample_cache[1]
+
+
+@pytest.mark.parametrize("name", ["arcnn", "stdf_r3", "nl_convlstm"])
+def test_fp32_tflite_matches_keras_on_real_frames_in_fresh_process(name, sample_root, tmp_path):
+    """Fixed-size files at two sizes that are not multiples of 8: max |difference| <= 1e-4 and
+    ΔPSNR equal to the Keras model's within 0.01 dB, run by ai-edge-litert alone."""
+    radius = spec(name).radius
+    model = perturb_weights(build(name), scale=0.02)
+    for size in (SIZE_A, SIZE_B):
+        comp, raw = sample_clips(sample_root, size, frames=4)
+        ws = windows(comp, radius)
+        path = export_tflite(model, radius, str(tmp_path / f"{name}.tflite"), *size)
+        got = _fresh(tmp_path, path, {"x": ws})["x"]
+        want = _keras_frames(model, ws)
+        assert got.shape == want.shape == comp.shape
+        assert np.abs(got - want).max() <= 1e-4
+        assert abs(psnr(got, raw) - psnr(want, raw)) <= 0.01
+        assert abs(psnr(want, raw) - psnr(comp, raw)) > 0.01  # the model changes the frames
+
+
+def test_free_size_tflite_resizes_and_runner_rejects_bad_input(sample_root, tmp_path):
+    """A file exported without --height/--width runs at any size (resize_tensor_input), in a fresh
+    process and through the runner; a fixed-size file rejects another size with a clear error."""
+    from vcar_tf.inference.exported import load_exported
+    from vcar_tf.inference.streaming import enhance_frames
+
+    model = perturb_weights(build("stdf_r3"), scale=0.02)
+    free = export_tflite(model, 3, str(tmp_path / "free.tflite"))
+    inputs = {k: windows(sample_clips(sample_root, s, frames=3)[0], 3) for k, s in (("a", SIZE_A), ("b", SIZE_B))}
+    out = _fresh(tmp_path, free, inputs)
+    for k, ws in inputs.items():
+        assert np.abs(out[k] - _keras_frames(model, ws)).max() <= 1e-4
+    runner = load_exported(free)
+    assert (runner.radius, runner.recurrent, runner.input_size) == (3, False, None)
+    comp = sample_clips(sample_root, SIZE_B, frames=3)[0]
+    streamed = np.stack(list(enhance_frames(runner, comp, 3)))
+    assert np.abs(streamed - np.clip(_keras_frames(model, windows(comp, 3)), 0, 1)).max() <= 1e-4
+
+    fixed = load_exported(export_tflite(build("arcnn"), 0, str(tmp_path / "fixed.tflite"), *SIZE_A))
+    assert fixed.input_size == SIZE_A
+    with pytest.raises(VcarError, match=r"frames must be 1x1x37x53x1; got 1x1x30x45x1"):
+        fixed(np.zeros((1, 1, *SIZE_B, 1), np.float32))
+    with pytest.raises(VcarError, match="must be float32"):
+        fixed(np.zeros((1, 1, *SIZE_A, 1), np.uint8))
+    with pytest.raises(VcarError, match="not a TFLite model"):
+        (tmp_path / "bad.tflite").write_bytes(b"not a flatbuffer")
+        load_exported(str(tmp_path / "bad.tflite"))
+
+
+def test_recurrent_step_tflite_over_a_stream_equals_keras_clip(sample_root, tmp_path):
+    """RFDA's step file (window, state) -> (frame, next state): a 10-frame stream carried by the
+    fresh process and by the runner equals the Keras model's whole-clip output."""
+    from vcar_tf.inference.exported import load_exported
+    from vcar_tf.inference.streaming import enhance_frames
+
+    model = perturb_weights(build("rfda"), scale=0.02)
+    comp, _ = sample_clips(sample_root, SIZE_A, frames=10)
+    want = np.asarray(model(comp[None, ..., None]))[0, ..., 0]
+    path = export_tflite(model, 3, str(tmp_path / "rfda.tflite"), *SIZE_A)
+    got = _fresh(tmp_path, path, {"x": windows(comp, 3)})["x"]
+    assert np.abs(got - want).max() <= 1e-4
+    runner = load_exported(path)
+    assert runner.recurrent and runner.initial_state(None).shape == (1, 40, 56, runner.state_channels)
+    streamed = np.stack(list(enhance_frames(runner, comp, 3)))
+    assert np.abs(streamed - np.clip(want, 0, 1)).max() <= 1e-4
+    with pytest.raises(VcarError, match="hidden must be 1x40x56x64"):
+        runner.step(windows(comp, 3)[:1], np.zeros((1, 37, 53, 64), np.float32))
+    with pytest.raises(VcarError, match="fixed size"):
+        export_tflite(model, 3, str(tmp_path / "free_rfda.tflite"))
+
+
+def test_fp16_and_int8_variants_are_builtin_and_close_to_fp32(sample_root, tmp_path):
+    """fp16 weights: ΔPSNR within 0.05 dB of fp32; int8 (calibrated on real frames): builtin ops,
+    float in and out, finite frames of the right shape (its loss is measured by the benchmark)."""
+    model = perturb_weights(build("stdf_r3"), scale=0.02)
+    comp, raw = sample_clips(sample_root, SIZE_A, frames=4)
+    ws = windows(comp, 3)
+    fp32 = export_tflite(model, 3, str(tmp_path / "fp32.tflite"), *SIZE_A)
+    fp16 = export_tflite(model, 3, str(tmp_path / "fp16.tflite"), *SIZE_A, quantization="fp16")
+    calibration, _ = sample_clips(sample_root, SIZE_A, frames=4, offset=(100, 120))
+    int8 = export_tflite(model, 3, str(tmp_path / "int8.tflite"), *SIZE_A, quantization="int8",
+                         representative=[w[None] for w in windows(calibration, 3)])
+    sizes = [(tmp_path / f).stat().st_size for f in ("fp32.tflite", "fp16.tflite", "int8.tflite")]
+    assert sizes[1] < sizes[0] and sizes[2] < sizes[1]
+    out = {q: _fresh(tmp_path, p, {"x": ws})["x"] for q, p in (("fp32", fp32), ("fp16", fp16), ("int8", int8))}
+    assert abs(psnr(out["fp16"], raw) - psnr(out["fp32"], raw)) <= 0.05
+    assert out["int8"].shape == out["fp32"].shape and np.isfinite(out["int8"]).all()
+    with pytest.raises(VcarError, match="representative"):
+        export_tflite(model, 3, str(tmp_path / "x.tflite"), *SIZE_A, quantization="int8")
+

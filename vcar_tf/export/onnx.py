@@ -1,0 +1,91 @@
+"""ONNX export through tf2onnx (opset 18, the highest tf2onnx 1.17 writes), for onnxruntime.
+
+export_onnx(model, radius, path) writes one .onnx file holding signatures.float_function with a
+free batch, height and width:
+- a window model: input `frames` float32 [B, 2R+1, H, W, 1] -> output `enhanced` [B, H, W, 1];
+- a recurrent model: inputs `frames` and `hidden` [B, H', W', C] -> outputs `enhanced` and
+  `next_hidden` (ONNX names are unique in a graph, so the next state cannot also be `hidden`).
+  Its first state is zeros [B, H', W', C] with H', W' = H, W rounded up to the metadata's
+  `vcar_tf.state_multiple`.
+Metadata (model.metadata_props): vcar_tf.radius, vcar_tf.recurrent and, for a recurrent model,
+vcar_tf.state_channels and vcar_tf.state_multiple.
+
+Deformable convolutions: `deform="composite"` (the default) traces the stock-op composite, opset
+18. `deform="native"` traces the fused op and maps each onto ONNX's DeformConv (opset 19, which
+tf2onnx does not write itself: the model is converted at 18 and declared 19, whose changes to the
+other ops used here only add types); onnxruntime has a CPU kernel for it. It needs the fused op to
+build here (vcar_tf.ops.build). The command is vcar-export --format onnx [--onnx_deform native].
+"""
+
+import tensorflow as tf
+
+from vcar_tf.errors import VcarError
+from vcar_tf.export.names import (ENHANCED, HIDDEN, META_RADIUS, META_RECURRENT, META_STATE_CHANNELS,
+                                  META_STATE_MULTIPLE, NEXT_HIDDEN)
+from vcar_tf.export.signatures import float_function, state_multiple
+from vcar_tf.fileutil import write_bytes_atomic
+from vcar_tf.models.recurrent import is_recurrent, state_channels
+from vcar_tf.ops.deform_conv import composite_only, fused_only
+
+OPSET = 18
+DEFORMS = ("composite", "native")
+FUSED_OP = "VcarDeformConv2D"
+
+
+def _deform_conv_handler(ctx, node, name, args):
+    """tf2onnx handler: VcarDeformConv2D (NHWC; kernel k, k, C/groups, O) -> ONNX DeformConv (NCHW;
+    kernel O, C/groups, k, k), the same offset (dy, dx per tap and group) and mask channel order."""
+    x, offset, mask, kernel, bias = node.input
+    k = ctx.get_shape(kernel)[0]
+    attr = {"kernel_shape": [k, k], "pads": [(k - 1) // 2] * 4, "group": node.get_attr_value("groups"),
+            "offset_group": node.get_attr_value("deformable_groups")}
+    shapes, dtypes = [ctx.get_shape(node.output[0])], [ctx.get_dtype(node.output[0])]
+    ctx.remove_node(node.name)
+    nchw = lambda t: ctx.make_node("Transpose", [t], attr={"perm": [0, 3, 1, 2]}).output[0]  # noqa: E731
+    weight = ctx.make_node("Transpose", [kernel], attr={"perm": [3, 2, 0, 1]}).output[0]
+    conv = ctx.make_node("DeformConv", [nchw(x), weight, nchw(offset), bias, nchw(mask)], attr=attr)
+    ctx.make_node("Transpose", [conv.output[0]], attr={"perm": [0, 2, 3, 1]}, outputs=[node.output[0]],
+                  shapes=shapes, dtypes=dtypes, name=name)
+
+
+def onnx_model(model, radius, opset=OPSET, deform="composite"):
+    """The onnx.ModelProto of `model` (see the module docstring)."""
+    import tf2onnx
+
+    if deform not in DEFORMS:
+        raise VcarError(f"unknown deform {deform!r}; use one of {', '.join(DEFORMS)}")
+
+    fn = float_function(model, radius, checked=False)
+    recurrent = is_recurrent(model)
+    if recurrent:  # rename the next state: an ONNX output may not share the input's name
+        step = fn
+
+        @tf.function(input_signature=fn.input_signature)
+        def fn(x, hidden):
+            out = step(x, hidden)
+            return {ENHANCED: out[ENHANCED], NEXT_HIDDEN: out[HIDDEN]}
+
+    with composite_only() if deform == "composite" else fused_only():
+        try:
+            proto, _ = tf2onnx.convert.from_function(fn, input_signature=fn.input_signature, opset=opset,
+                                                     custom_op_handlers={FUSED_OP: (_deform_conv_handler, [])})
+        except Exception as e:
+            raise VcarError(f"ONNX conversion failed: {str(e).strip().splitlines()[0] if str(e).strip() else e!r}") from e
+    if any(n.op_type == "DeformConv" for n in proto.graph.node):
+        for entry in proto.opset_import:
+            if entry.domain in ("", "ai.onnx"):
+                entry.version = max(entry.version, 19)
+    meta = {META_RADIUS: str(radius), META_RECURRENT: str(int(recurrent))}
+    if recurrent:
+        meta[META_STATE_CHANNELS] = str(state_channels(model))
+        meta[META_STATE_MULTIPLE] = str(state_multiple(model, radius))
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    return proto
+
+
+def export_onnx(model, radius, path, opset=OPSET, deform="composite"):
+    """Write the .onnx file to `path` atomically (temp name in its folder, then rename); returns path."""
+    write_bytes_atomic(path, onnx_model(model, radius, opset, deform).SerializeToString())
+    return path

@@ -1,0 +1,81 @@
+"""TFLite (LiteRT) export: builtin ops only, fp32, fp16 weights or int8.
+
+export_tflite(model, radius, path, height, width) writes one .tflite file holding
+signatures.float_function: serve_float for a window model (frames float32 [1, 2R+1, H, W, 1] ->
+enhanced [1, H, W, 1]), step_float for a recurrent one (frames, hidden [1, H', W', C] -> enhanced,
+hidden). H and W are fixed (TFLite plans its memory for static shapes); `height=None, width=None`
+leaves them free for the interpreter's resize_tensor_input (window models but NL-ConvLSTM, whose
+non-local warp needs static shapes in TFLite; a recurrent step model is always fixed, so its first
+state is zeros of its hidden input's shape).
+
+The converter may use only TFLITE_BUILTINS (no Flex/SELECT_TF_OPS), so a graph that needs a TF op
+fails at conversion rather than on the phone. Deformable convolutions trace the stock-op composite.
+
+Quantization:
+- "fp32": none;
+- "fp16": weights stored as float16 (half the file), computed in float32;
+- "int8": full-integer weights and activations, calibrated on `representative` (an iterable of
+  float32 windows [1, 2R+1, H, W, 1], real frames, and for a recurrent model (window, hidden)
+  pairs); the inputs and outputs stay float32, so runners treat every variant alike. Ops without
+  an int8 kernel (the composite's index arithmetic) stay float32.
+The command is vcar-export --format tflite (vcar_tf/cli/export.py).
+"""
+
+import tensorflow as tf
+
+from vcar_tf.errors import VcarError
+from vcar_tf.export.signatures import float_function
+from vcar_tf.fileutil import write_bytes_atomic
+from vcar_tf.models.recurrent import is_recurrent
+from vcar_tf.ops.deform_conv import composite_only
+
+QUANTIZATIONS = ("fp32", "fp16", "int8")
+
+
+def frozen_function(model, radius, batch=1, height=None, width=None):
+    """float_function traced with the composite and its variables folded into constants."""
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    with composite_only():  # stock ops only: no custom op in an exported graph
+        concrete = float_function(model, radius, batch, height, width, checked=False).get_concrete_function()
+        return convert_variables_to_constants_v2(concrete)
+
+
+def tflite_bytes(model, radius, height=None, width=None, quantization="fp32", representative=None):
+    """The .tflite flatbuffer of `model` (see the module docstring)."""
+    if quantization not in QUANTIZATIONS:
+        raise VcarError(f"unknown TFLite quantization {quantization!r}; use one of {', '.join(QUANTIZATIONS)}")
+    if (height is None) != (width is None):
+        raise VcarError("give both height and width, or neither")
+    if height is None and is_recurrent(model):
+        raise VcarError("a recurrent model exports to TFLite at a fixed size: give height and width")
+    if quantization == "int8" and representative is None:
+        raise VcarError("int8 needs a representative dataset of real frames")
+    concrete = frozen_function(model, radius, 1, height, width)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete])
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantization == "fp16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantization == "int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        recurrent = is_recurrent(model)
+        samples = list(representative)
+
+        def dataset():
+            for sample in samples:
+                yield [tf.constant(s, tf.float32) for s in (sample if recurrent else (sample,))]
+
+        converter.representative_dataset = dataset
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+    try:
+        return converter.convert()
+    except Exception as e:  # the converter raises ConverterError and friends with MLIR dumps
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise VcarError(f"TFLite conversion failed (builtin ops only): {first}") from e
+
+
+def export_tflite(model, radius, path, height=None, width=None, quantization="fp32", representative=None):
+    """Write the .tflite file to `path` atomically (temp name in its folder, then rename); returns path."""
+    write_bytes_atomic(path, tflite_bytes(model, radius, height, width, quantization, representative))
+    return path
