@@ -112,9 +112,13 @@ def trainer(work, kills, rng, steps=400):
         history.append(f"{int(start.group(1)) if start else 0}->{last_step(stderr)}{'' if killed else ' (ended)'}")
         reached = max(last_step(stderr), int(start.group(1)) if start else 0)
         if not killed:
+            if "error" in stderr.lower() or "Traceback" in stderr:
+                history.append("ended with: " + stderr.strip().splitlines()[-1][-300:])
             break
         done_kills += 1
     done = subprocess.run(train_command(data, killed_dir, steps), cwd=REPO, env=ENV, capture_output=True, text=True)
+    if done.returncode:
+        history.append("final run: " + done.stderr.strip().splitlines()[-1][-300:])
     ref, got = final_weights(reference), final_weights(killed_dir)
     equal = ref.keys() == got.keys() and all(np.array_equal(ref[k], got[k]) for k in ref)
     print(f"trainer: {done_kills} kills over a {one_run:.1f} s run of {steps} steps (checkpoint every {CHECKPOINT_EVERY}): "
