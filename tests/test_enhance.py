@@ -168,6 +168,16 @@ def test_stream_qp_is_read_from_x264_and_x265_at_a_known_qp(tmp_path):
     assert got is None and "crf" in how
 
 
+def test_stream_qp_from_h264_video_enc_params_where_no_settings_say_it(tmp_path, monkeypatch):
+    from vcar_tf.video import stream
+
+    path = str(tmp_path / "x264.mkv")
+    make_video(path, width=64, height=48, frames=4, codec="libx264", options={"qp": "32"}, audio=False)
+    monkeypatch.setattr(stream, "_constant_qp", lambda settings: None)  # as for a stream without them
+    got, how = stream.read_stream_qp(path)
+    assert got == 32 and "video_enc_params" in how, how
+
+
 def test_the_preset_nearest_to_the_stream_qp_is_chosen(tmp_path, monkeypatch, capsys):
     import json
     from types import SimpleNamespace
