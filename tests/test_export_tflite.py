@@ -104,6 +104,10 @@ def test_free_size_tflite_resizes_and_runner_rejects_bad_input(sample_root, tmp_
         fixed(np.zeros((1, 1, *SIZE_B, 1), np.float32))
     with pytest.raises(VcarError, match="must be float32"):
         fixed(np.zeros((1, 1, *SIZE_A, 1), np.uint8))
+    with pytest.raises(VcarError, match="NaN or Inf"):
+        fixed(np.full((1, 1, *SIZE_A, 1), np.inf, np.float32))
+    assert np.array_equal(fixed(np.full((1, 1, *SIZE_A, 1), 5.0, np.float32)),
+                          fixed(np.ones((1, 1, *SIZE_A, 1), np.float32)))  # clipped to [0, 1] like the SavedModel
     with pytest.raises(VcarError, match="not a TFLite model"):
         (tmp_path / "bad.tflite").write_bytes(b"not a flatbuffer")
         load_exported(str(tmp_path / "bad.tflite"))

@@ -10,6 +10,7 @@ import os
 import numpy as np
 
 from vcar_tf.errors import VcarError
+from vcar_tf.inference.input_checks import finite_input
 from vcar_tf.export.names import ENHANCED, FRAMES, HIDDEN, META_RADIUS, META_STATE_CHANNELS, META_STATE_MULTIPLE, NEXT_HIDDEN
 
 
@@ -47,7 +48,7 @@ class OnnxEnhancer:
             raise VcarError(f"{os.path.basename(self.path)}: {name} must be "
                             f"{'x'.join(str(s) if isinstance(s, int) else '?' for s in want)}; "
                             f"got {'x'.join(map(str, array.shape))}")
-        return array.astype(np.float32, copy=False)
+        return finite_input(name, array.astype(np.float32, copy=False))
 
     def __call__(self, x, training=False):
         if self.recurrent:

@@ -12,6 +12,7 @@ import os
 import numpy as np
 
 from vcar_tf.errors import VcarError
+from vcar_tf.inference.input_checks import finite_input
 from vcar_tf.export.names import FRAMES, HIDDEN
 
 
@@ -62,7 +63,7 @@ class TFLiteEnhancer:
         if current != array.shape:
             self._interpreter.resize_tensor_input(index, array.shape, strict=True)
             self._resized = True
-        return array
+        return finite_input(name, array)
 
     def _input_position(self, index):
         return [d["index"] for d in self._interpreter.get_input_details()].index(index)
