@@ -301,19 +301,33 @@ def test_raw_10_bit_yuv_of_odd_size_in_and_out(tmp_path, arcnn_run):
         np.testing.assert_array_equal(got[t, w * h:], np.concatenate([planes[t][1].ravel(), planes[t][2].ravel()]))
 
 
-def test_each_tile_keeps_its_own_recurrent_state():
-    from vcar_tf.inference.tiling import tiled_step
+def test_tiles_share_one_recurrent_state_of_the_previous_frame():
+    """A toy recurrent model whose state is the frame itself shifted by one frame (its output: the
+    previous frame's pixel, read from the state at the same place). Tiled, every tile must read the
+    previous frame's state over its whole context, neighbours' cores included, never the state of
+    the frame being enhanced: so tiled output equals untiled output exactly, padding included."""
+    from vcar_tf.inference.tiling import TiledState, tiled_step
 
-    def step(window, state):  # output: the tile's width plus how many frames this tile has seen
-        seen = 0 if state is None else state
-        return np.full(window.shape[:1] + window.shape[2:], window.shape[3] + seen, np.float32), seen + 1
+    def step(window, state):
+        frame = window[:, 0, ..., 0]  # (1, h, w)
+        h, w = frame.shape[1:]
+        padded = np.pad(frame, ((0, 0), (0, -h % 8), (0, -w % 8)), mode="edge")[..., None]
+        previous = np.zeros_like(padded) if state is None else np.asarray(state)
+        # each output pixel: the previous frame's value averaged over a 3x3 neighbourhood
+        blurred = sum(np.roll(np.roll(previous, dy, 1), dx, 2) for dy in (-1, 0, 1) for dx in (-1, 0, 1)) / 9
+        return blurred[:, :h, :w], padded
 
-    run, state = tiled_step(step, 16, 8), None
-    for t in range(3):
-        out, state = run(np.zeros((1, 1, 20, 40, 1), np.float32), state)
-        assert state == [t + 1] * 6  # 2 x 3 tiles, each counted on its own
-    # the tiles' widths with context: 24, 32 and 16 (cut at the frame's right edge)
-    assert [out[0, 0, x, 0] for x in (0, 16, 32)] == [24 + 2, 32 + 2, 16 + 2]
+    rng = np.random.default_rng(0)
+    frames = [rng.random((1, 1, 37, 45, 1), np.float32) for _ in range(4)]
+    run, state, whole = tiled_step(step, 16, 8), None, None
+    for t, x in enumerate(frames):
+        out, state = run(x, state)
+        want, whole = step(x, whole)
+        assert isinstance(state, TiledState) and state.array.shape == (1, 40, 48, 1)
+        # the cores' borders see their neighbours' state; only np.roll's wrap at the tile's context
+        # edge differs, and the 8-pixel overlap keeps it out of every core
+        np.testing.assert_array_equal(out[:, 1:-1, 1:-1], want[:, 1:-1, 1:-1])
+        np.testing.assert_array_equal(state.array, whole)
 
 
 def test_max_memory_picks_a_tile_or_refuses(tmp_path, capsys, monkeypatch):
@@ -325,6 +339,15 @@ def test_max_memory_picks_a_tile_or_refuses(tmp_path, capsys, monkeypatch):
     assert 8 <= tile < 1600 and tile % 8 == 0
     assert tiling.plan_for_memory(4 * 2**30, "nl_convlstm", 1920, 1080, 3, 20)[0] < tile  # the hungrier model
     assert tiling.plan_for_memory(2**30, "stdf_r3", 1920, 1080, 3, 20)[0] == 0
+    # a recurrent model's hidden states (one per tile, 64 float32 channels) are planned for too
+    budget = 4 * 2**30
+    stateless, fixed = tiling.plan_for_memory(budget, "rfda", 2560, 1600, 3, 20)
+    stateful, _ = tiling.plan_for_memory(budget, "rfda", 2560, 1600, 3, 20, state_channels=64)
+    overlap = tiling.default_overlap("rfda")
+    held = tiling.states_bytes(1600, 2560, stateful, overlap, 64)
+    assert held > 2560 * 1600 * 64 * 4  # one frame's state, a row of new cores and a band
+    assert 8 <= stateful < stateless
+    assert fixed + held + tiling.BYTES_PER_PIXEL["rfda"] * (stateful + 2 * overlap) ** 2 <= tiling.HEADROOM * budget
     src = str(tmp_path / "in.mp4")
     make_video(src, frames=2, audio=False)
     assert "is below what the model" in _error(capsys, [src, str(tmp_path / "o.mp4"), "--model_dir", RUN,

@@ -23,6 +23,7 @@ from vcar_tf.inference.exported import load_exported
 from vcar_tf.errors import ArgumentParser, VcarError, cli_main
 from vcar_tf.inference.tiling import default_overlap, plan_for_memory
 from vcar_tf.inference.video import QUEUE, enhance_video
+from vcar_tf.models.recurrent import is_recurrent, state_channels
 from vcar_tf.video.stream import VideoInput, VideoOutput, output_format, read_stream_qp
 
 DEFAULT_QP = 37  # the QP presets are trained for, assumed when the stream's cannot be read
@@ -118,8 +119,9 @@ def choose_preset(args, src):
     return best
 
 
-def plan_tiles(args, src, name, radius):
-    """(tile or None, overlap) from --tile / --tile_overlap / --max_memory."""
+def plan_tiles(args, src, name, radius, channels=0):
+    """(tile or None, overlap) from --tile / --tile_overlap / --max_memory; `channels` is a recurrent
+    model's state channels (0 for a window model)."""
     overlap = args.tile_overlap if args.tile_overlap is not None else default_overlap(name or "")
     if args.tile is not None and args.max_memory is not None:
         raise VcarError("pass --tile or --max_memory, not both")
@@ -131,7 +133,7 @@ def plan_tiles(args, src, name, radius):
         return None, overlap
     budget = parse_bytes(args.max_memory)
     tile, fixed = plan_for_memory(budget, name, src.width, src.height, radius, 2 * QUEUE + radius + 1,
-                                  src.bit_depth // 8 + 1, overlap)
+                                  src.bit_depth // 8 + 1, overlap, channels)
     if tile == 0:
         raise VcarError(f"--max_memory {args.max_memory} is below what the model and the frame buffers "
                         f"already hold ({fixed / 2**30:.2f} GiB)")
@@ -188,7 +190,7 @@ def main(argv=None):
         dst = VideoOutput(args.output, src, codec=args.codec, options=options)
         dst.check()
         model, radius, name = load_enhancer(args, src)
-        tile, overlap = plan_tiles(args, src, name, radius)
+        tile, overlap = plan_tiles(args, src, name, radius, state_channels(model) if is_recurrent(model) else 0)
         start = time.perf_counter()
         with dst:
             n = enhance_video(model, radius, src, dst, tile, overlap, progress=not args.no_progress)

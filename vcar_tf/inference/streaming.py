@@ -45,7 +45,7 @@ def frame_step(model):
 
 class StreamingEnhancer:
     """`tile`: enhance each frame in tiles of that many pixels with `overlap` pixels of context
-    (vcar_tf.inference.tiling); a recurrent model then keeps one state per tile."""
+    (vcar_tf.inference.tiling); a recurrent model then keeps one frame-sized state (TiledState)."""
 
     def __init__(self, model, radius, tile=None, overlap=0):
         self.radius = int(radius)

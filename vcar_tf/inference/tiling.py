@@ -4,7 +4,8 @@ Each tile is enhanced with `overlap` pixels of context on every side (cut at the
 and only its core is kept. When the overlap covers the model's receptive field the result equals
 the untiled one: the core's outputs never see where the tile ends. Tile corners sit on multiples
 of ALIGN so that strided models (STDF's U-Net, RFDA's padding to 8) sample the same grid as on the
-whole frame. A recurrent model keeps one hidden state per tile.
+whole frame. A recurrent model keeps one frame-sized hidden state that its tiles read and update
+(TiledState).
 
 RECEPTIVE_RADIUS is how far (in pixels, Chebyshev) a change of one input pixel reaches the output,
 measured with `receptive_radius` on weights made non-trivial (tests/test_enhance.py re-measures
@@ -58,15 +59,29 @@ def round_tile(tile):
     return max(ALIGN, ALIGN * (int(tile) // ALIGN))
 
 
-def tile_for_memory(budget_bytes, name, fixed_bytes, overlap):
-    """The largest tile (a multiple of ALIGN) whose step fits `budget_bytes` beside `fixed_bytes`
-    (what the process already holds); None when the budget does not even cover that."""
+def tile_for_memory(budget_bytes, name, fixed_bytes, overlap, states_bytes=lambda tile: 0):
+    """The largest tile (a multiple of ALIGN) whose step, and the hidden states of all tiles
+    (`states_bytes(tile)`, for a recurrent model), fit `budget_bytes` beside `fixed_bytes` (what the
+    process already holds); None when the budget does not even cover that."""
     per_pixel = BYTES_PER_PIXEL.get(name, DEFAULT_BYTES_PER_PIXEL)
     free = HEADROOM * budget_bytes - fixed_bytes
     if free <= 0:
         return None
     side = int(math.sqrt(free / per_pixel)) - 2 * overlap  # the core of a tile with its context
-    return round_tile(side) if side >= ALIGN else None
+    tile = round_tile(side) if side >= ALIGN else None
+    while tile is not None and per_pixel * (tile + 2 * overlap) ** 2 + states_bytes(tile) > free:
+        tile = tile - ALIGN if tile > ALIGN else None
+    return tile
+
+
+def states_bytes(height, width, tile, overlap, channels):
+    """What a recurrent model's float32 hidden state holds between frames: one frame's (padded to
+    ALIGN) and, when tiled, TiledState's row of new cores and band of context rows."""
+    if not channels:
+        return 0
+    padded_width = ALIGN * math.ceil(width / ALIGN)
+    rows = ALIGN * math.ceil(height / ALIGN) + (0 if tile is None else tile + overlap + ALIGN)
+    return 4 * channels * rows * padded_width
 
 
 def process_rss_bytes():
@@ -78,16 +93,19 @@ def process_rss_bytes():
         return 0
 
 
-def plan_for_memory(budget_bytes, name, width, height, radius, queued_frames, bytes_per_sample=1, overlap=None):
+def plan_for_memory(budget_bytes, name, width, height, radius, queued_frames, bytes_per_sample=1, overlap=None,
+                    state_channels=0):
     """(tile, fixed bytes) for a width x height stream within `budget_bytes`; the tile is 0 when not
     even the smallest fits, None when whole frames do. Beside a tile's working memory stay the
     process now (TF, the model), the float32 window of 2R+1 frames, the YUV frames queued between
-    the stages, and what else grows with the frame (FRAME_BYTES_PER_PIXEL)."""
+    the stages, what else grows with the frame (FRAME_BYTES_PER_PIXEL) and, for a recurrent model
+    (`state_channels` > 0), every tile's hidden state."""
     frame = width * height
     fixed = (process_rss_bytes() + 4 * frame * (2 * radius + 1) + queued_frames * frame * 1.5 * bytes_per_sample
              + FRAME_BYTES_PER_PIXEL * frame)
     overlap = default_overlap(name) if overlap is None else overlap
-    tile = tile_for_memory(budget_bytes, name, fixed, overlap)
+    tile = tile_for_memory(budget_bytes, name, fixed, overlap,
+                           lambda t: states_bytes(height, width, t, overlap, state_channels))
     if tile is not None and tile >= max(width, height):
         return None, fixed
     return (tile if tile is not None else 0), fixed
@@ -106,21 +124,80 @@ def tile_boxes(height, width, tile, overlap):
 
 def tiled_step(step, tile, overlap):
     """A frame step (window (1, 2R+1, H, W, 1), state) -> (enhanced (1, H, W, 1), state) run tile by
-    tile; the state is the list of every tile's own state."""
+    tile. A recurrent model's state stays one frame-sized array (TiledState): each tile starts from
+    the previous frame's state over its context and hands back its core."""
     tile, overlap = round_tile(tile), ALIGN * math.ceil(int(overlap) / ALIGN)
 
-    def run(window, states):
+    def run(window, state):
         window = np.asarray(window)
         height, width = window.shape[2:4]
-        boxes = tile_boxes(height, width, tile, overlap)
-        states = list(states) if states is not None else [None] * len(boxes)
+        state = state if state is not None else TiledState()
         out = np.empty((1, height, width, 1), np.float32)
-        for i, ((y0, y1, x0, x1), (py0, py1, px0, px1)) in enumerate(boxes):
-            part, states[i] = step(window[:, :, py0:py1, px0:px1], states[i])
-            out[:, y0:y1, x0:x1] = np.asarray(part)[:, y0 - py0:y1 - py0, x0 - px0:x1 - px0]
-        return out, states
+        rows = {}
+        for box in tile_boxes(height, width, tile, overlap):
+            rows.setdefault(box[0][:2], []).append(box)
+        for row in rows.values():
+            for i, ((y0, y1, x0, x1), (py0, py1, px0, px1)) in enumerate(row):
+                part, tile_state = step(window[:, :, py0:py1, px0:px1], state.read(py0, px0, y0))
+                out[:, y0:y1, x0:x1] = np.asarray(part)[:, y0 - py0:y1 - py0, x0 - px0:x1 - px0]
+                if tile_state is not None:
+                    state.hand_back(np.asarray(tile_state), (y0, y1, x0, x1), (py0, px0), (height, width))
+            if state.pending:
+                next_top = max(0, row[0][0][1] - overlap)  # the next row's context starts here
+                state.end_row(next_top, row[0][0][1])
+        return out, (state if state.array is not None else None)
 
     return run
+
+
+class TiledState:
+    """A recurrent model's state over the whole frame, updated tile by tile in place.
+
+    While a row of tiles runs, the frame state still holds the previous frame's values (the row's
+    new cores wait in `pending`); before they are written, the rows the next row of tiles reads as
+    context above its cores are kept aside (`band`), so every tile reads only the previous frame's
+    state. Memory: one frame's state, one row of cores and one band of `overlap` rows."""
+
+    def __init__(self):
+        self.array, self.band, self.band_top, self.pending = None, None, 0, []
+        self.shapes = {}  # a tile's state shape (its context, padded as the model pads it)
+
+    def read(self, top, left, core_top):
+        """The previous frame's state over the context starting at (top, left); None at the start."""
+        shape = self.shapes.get((top, left))
+        if self.array is None or shape is None:
+            return None
+        rows, cols = shape[1], shape[2]
+        below = self.array[:, core_top:top + rows, left:left + cols]
+        if core_top == top:
+            return below
+        return np.concatenate([self.band[:, top - self.band_top:, left:left + cols], below], axis=1)
+
+    def hand_back(self, tile_state, core, corner, frame):
+        """Keep a tile's new state over its core (and over the padding past the frame's last row or
+        column, where the tile is the frame's last)."""
+        (y0, y1, x0, x1), (top, left), (height, width) = core, corner, frame
+        self.shapes[(top, left)] = tile_state.shape
+        y1 = y1 if y1 < height else top + tile_state.shape[1]
+        x1 = x1 if x1 < width else left + tile_state.shape[2]
+        self.pending.append(((y0, y1, x0, x1), tile_state[:, y0 - top:y1 - top, x0 - left:x1 - left]))
+
+    def end_row(self, next_top, next_core_top):
+        """Write the row's new cores, keeping the previous frame's rows next_top..next_core_top."""
+        if self.array is not None:
+            self.band, self.band_top = self.array[:, next_top:next_core_top].copy(), next_top
+        rows = max(y1 for (_, y1, _, _), _ in self.pending)
+        cols = max(x1 for (_, _, _, x1), _ in self.pending)
+        channels = self.pending[0][1].shape[-1]
+        if self.array is None or self.array.shape[1] < rows or self.array.shape[2] < cols:
+            grown = np.zeros((1, max(rows, 0 if self.array is None else self.array.shape[1]),
+                              max(cols, 0 if self.array is None else self.array.shape[2]), channels), np.float32)
+            if self.array is not None:
+                grown[:, :self.array.shape[1], :self.array.shape[2]] = self.array
+            self.array = grown
+        for (y0, y1, x0, x1), values in self.pending:
+            self.array[:, y0:y1, x0:x1] = values
+        self.pending = []
 
 
 def receptive_radius(step, frames, size=144, seed=0):
