@@ -87,8 +87,10 @@ def child_enhance(clip, run, memory):
     print(json.dumps({"fps": n / seconds, "rss_mb": peak_rss_mb(), "tiles": tiles, "thirds": thirds, "frames": n}))
 
 
-def child_tiles(name, sequence, frames, tile, checkpoint):
-    """Y-PSNR of compressed, untiled and tiled output against raw, and PSNR of tiled vs untiled."""
+def child_tiles(name, sequence, frames, tile, weights):
+    """Y-PSNR of compressed, untiled and tiled output against raw, and PSNR of tiled vs untiled.
+    `weights`: "random", "release:CHECKPOINT" (STDF-R3) or "preset:NAME" (the sequence is then
+    compressed with the preset's codec settings)."""
     import numpy as np
 
     from tests.conftest import perturb_weights, shared_file
@@ -98,19 +100,26 @@ def child_tiles(name, sequence, frames, tile, checkpoint):
     from vcar_tf.inference.tiling import default_overlap
     from vcar_tf.video import open_sequence
 
+    settings = CodecSettings(qp=37)
+    if weights.startswith("preset:"):
+        from vcar_tf.models.presets import from_preset, preset_card
+
+        card = preset_card(weights[len("preset:"):])
+        settings = CodecSettings(**card["codec_settings"])
+        model = from_preset(card["name"])
+    elif weights.startswith("release:"):
+        from vcar_tf.models.stdf.pytorch import load_release
+
+        model = load_release(weights[len("release:"):])[1]
+    else:
+        model = perturb_weights(models.build(name), scale=0.02)
     raw = open_sequence(shared_file(sequence))
     planes = [raw.frame(t) for t in range(min(frames, raw.num_frames))]
     with tempfile.TemporaryDirectory() as tmp:
         bitstream = os.path.join(tmp, "c.hevc")
-        encode(iter(planes), CodecSettings(qp=37), bitstream)
+        encode(iter(planes), settings, bitstream)
         comp = [y.astype(np.float32) / 255 for y, _, _ in open_sequence(bitstream)]
     ref = [y.astype(np.float64) / 255 for y, _, _ in planes]
-    if name == "stdf_r3" and checkpoint != "none":
-        from vcar_tf.models.stdf.pytorch import load_release
-
-        model = load_release(checkpoint)[1]
-    else:
-        model = perturb_weights(models.build(name), scale=0.02)
     radius, overlap = models.spec(name).radius, default_overlap(name)
 
     def psnr(a, b):
@@ -139,7 +148,8 @@ def main():
     p.add_argument("--long", type=int, default=600, help="frames of the long 416x240 clip (RSS over time)")
     p.add_argument("--checkpoint", default="none")
     p.add_argument("--sequence", default="tabletennis-a", help="a ../shared/data sequence for tiled vs untiled")
-    p.add_argument("--tile_frames", type=int, default=10)
+    p.add_argument("--tile_frames", type=int, default=10, help="frames of the sequence (0: all)")
+    p.add_argument("--presets", nargs="*", default=[], help="tiled vs untiled: these presets' weights for their models")
     p.add_argument("--models", nargs="+", default=list(MODELS))
     p.add_argument("--skip", nargs="*", default=[], help="parts to leave out: long, large, tiles")
     p.add_argument("--memory", nargs="+", default=["none", "4G"], help="large clips: none (untiled) and --max_memory values")
@@ -191,18 +201,25 @@ def main():
     if "tiles" not in args.skip:
         rows = ["| model | weights | sequence | frames | tile | overlap | compressed dB | untiled dB | tiled dB | "
                 "tiled − untiled ΔPSNR dB | max abs diff (of 255) | on the last frame |", "|" + "---|" * 12]
-        for name in args.models + ["rfda"]:
+        from vcar_tf.models.presets import preset_card
+
+        by_model = {preset_card(n)["model"]: n for n in args.presets}
+        for name in dict.fromkeys(args.models + ["rfda"]):
             tile = 128
-            r = run_child(__file__, "tiles", name, args.sequence, args.tile_frames, tile, args.checkpoint)
+            weights = (f"preset:{by_model[name]}" if name in by_model else
+                       f"release:{args.checkpoint}" if name == "stdf_r3" and args.checkpoint != "none" else "random")
+            frames = args.tile_frames or 10**6
+            r = run_child(__file__, "tiles", name, args.sequence, frames, tile, weights)
             if "failed" in r:
                 rows.append(f"| {name} | | {args.sequence} | | {tile} | | failed: {r['failed']} |||||")
                 continue
-            weights = "released" if name == "stdf_r3" and args.checkpoint != "none" else "random"
-            rows.append(f"| {name} | {weights} | {args.sequence} {r['size']} | {r['frames']} | {tile} | {r['overlap']} | "
+            label = by_model.get(name, "released" if weights.startswith("release:") else "random")
+            rows.append(f"| {name} | {label} | {args.sequence} {r['size']} | {r['frames']} | {tile} | {r['overlap']} | "
                         f"{r['comp']:.3f} | {r['whole']:.3f} | {r['tiled']:.3f} | {r['tiled'] - r['whole']:+.4f} | "
                         f"{r['max_diff']:.0f} | {r['last_diff']:.0f} |")
             print(rows[-1], file=sys.stderr)
-        sections.append("## Tiled against untiled (x265 QP37, outputs rounded to 8 bits)\n\n" + "\n".join(rows))
+        sections.append("## Tiled against untiled (x265 QP37, a preset's codec settings for a preset; outputs rounded "
+                        "to 8 bits)\n\n" + "\n".join(rows))
     publish("vcar-enhance", "\n\n".join(sections) + "\n", args.out)
 
 

@@ -8,6 +8,7 @@ wall time and machine, the val and test averages (from their report.csv) and the
 """
 
 import argparse
+import glob
 import json
 import os
 import platform
@@ -15,6 +16,7 @@ import shutil
 import sys
 import tempfile
 
+from vcar_tf.data.codec import CodecSettings
 from vcar_tf.errors import VcarError, cli_main
 from vcar_tf.fileutil import ensure_writable_dir, write_text_atomic
 from vcar_tf.models.presets import CARD, WEIGHTS, file_sha256
@@ -32,6 +34,21 @@ def report_average(path):
         raise VcarError(f"{path}: no average row")
     return {"delta_psnr": float(average[0]["delta_psnr"]), "delta_ssim_x100": float(average[0]["delta_ssim_x100"]),
             "sequences": len(rows) - len(average)}
+
+
+def codec_settings(data, codec, qp):
+    """The codec settings (CodecSettings fields) the run's training data was compressed with, from
+    the sidecars vcar-prepare wrote beside its bitstreams (they must agree); the embedded sample's
+    defaults when the run had no --data."""
+    if data is None:
+        return CodecSettings(codec=codec, qp=qp).to_json()
+    found = set()
+    for path in glob.glob(os.path.join(data, "*", f"{codec}_*", f"QP{qp}", "bitstreams", "*.json")):
+        with open(path) as f:
+            found.add(json.dumps(json.load(f)["settings"], sort_keys=True))
+    if len(found) != 1:
+        raise VcarError(f"{data}: expected one set of {codec} QP{qp} codec settings, found {len(found)}")
+    return json.loads(found.pop())
 
 
 @cli_main
@@ -53,6 +70,7 @@ def main(argv=None):
     try:
         model.save_weights(os.path.join(tmp, WEIGHTS))
         card = {"name": args.name, "model": cfg.model, "codec": cfg.codec, "qp": cfg.qp,
+                "codec_settings": codec_settings(cfg.data, cfg.codec, cfg.qp),
                 "data": cfg.data, "train_config": config, "recipe": args.recipe, "wall_time": args.wall,
                 "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
                 "val": report_average(args.val), "test": report_average(args.test),
