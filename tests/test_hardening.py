@@ -23,6 +23,7 @@ def test_a_second_training_into_a_held_run_folder_fails_at_once(tiny_dataset, tm
     with hold_run_lock(str(run)):
         with pytest.raises(VcarError, match=f"in use by another training \\(pid {os.getpid()}\\)"):
             Trainer(_config(tiny_dataset, run, 2)).run()
+        assert not (run / "logs").exists() or not os.listdir(run / "logs")  # the refused run wrote no events
     assert Trainer(_config(tiny_dataset, run, 2)).run()["step"] == 2  # free again once released
 
 

@@ -83,7 +83,7 @@ class Trainer:
             cfg.model_dir, f".worker-{self.strategy.cluster_resolver.task_id}")
         self.folder = RunFolder(ensure_writable_dir(self.work_dir))
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.folder.checkpoints, max_to_keep=3)
-        self.writer = tf.summary.create_file_writer(self.folder.logs)
+        self.writer = None  # made once the run's lock is held: a refused second run writes nothing
         self.losses = []
         self._stop = False
 
@@ -178,6 +178,7 @@ class Trainer:
 
     def run(self):
         with hold_run_lock(self.work_dir):
+            self.writer = self.writer or tf.summary.create_file_writer(self.folder.logs)
             return self._run()
 
     def _run(self):

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# docs/results.md from the presets the package ships (issue 15): every QP37 preset, as a user gets it
+# (`vcar-evaluate --preset NAME`), on the whole test split compressed the presets' way (x265 LDP,
+# deblocking and SAO on, QP37), side by side with vcar-compare. Evaluations already made are kept
+# (delete runs/preset-eval/NAME to redo one). Run from the repository root with ../shared beside it.
+set -euo pipefail
+vcar-prepare --raw ../shared/data --split test --out data/presets-test/test --qp 37 --deblock --sao
+folders=() labels=()
+for name in $(python -m vcar_tf.models --presets | awk '$3 == "QP37" {print $1}'); do
+  out="runs/preset-eval/$name"
+  [ -f "$out/report.csv" ] || vcar-evaluate --preset "$name" --data data/presets-test --out "$out"
+  folders+=("$out") labels+=(--label "$name")
+done
+[ ${#folders[@]} -gt 0 ] || { echo "error: no QP37 preset ships" >&2; exit 2; }
+vcar-compare "${folders[@]}" "${labels[@]}" --notes docs/results-notes.md --out docs/results.md \
+  --title "Presets: the shared test split, x265 LDP with deblocking and SAO, QP37"
