@@ -1,6 +1,7 @@
 """vcar-serve in a thread: server-side streams of a recurrent export (state kept by the server,
 bounded, idle timeout, close), batching of concurrent same-shape requests, and the overload answer."""
 
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -143,3 +144,38 @@ def test_the_batcher_groups_by_key_up_to_the_max_size():
         assert batcher.run("c", 5, run_batch) == 10  # the loop goes on after an error
     finally:
         batcher.close()
+
+
+def test_a_replaced_version_is_unloaded_after_its_in_flight_requests(tmp_path):
+    """ModelStore with a stand-in loader: version 2 takes new requests at once, version 1 lives
+    until the request that holds it ends; a version failing to load leaves 2 serving."""
+    from vcar_tf.serving.model_store import ModelConfig, ModelStore
+    from vcar_tf.serving.status import ServingError
+
+    loaded = []
+
+    def loader(path):
+        if os.path.basename(path) == "3":
+            raise ValueError("corrupt")
+        loaded.append(path)
+        return object(), {}, {}
+
+    base = tmp_path / "m"
+    for version in ("1", "2", "3"):
+        (base / version).mkdir(parents=True)
+    (base / "1" / "saved_model.pb").write_bytes(b"")
+    log = []
+    store = ModelStore([ModelConfig("m", str(base))], loader=loader, log=log.append)
+    assert store.poll() == ["m"]
+    old = store.pin("m")
+    (base / "2" / "saved_model.pb").write_bytes(b"")
+    assert store.poll() == ["m"] and store.served("m").version == 2
+    assert old.signatures is not None and old.retired  # still in use
+    with pytest.raises(ServingError, match=r"Specific\(m, 1\)"):
+        store.pin("m", 1)  # a replaced version takes no new request
+    store.unpin(old)
+    assert old.signatures is None and any("unloaded m version 1" in line for line in log)
+    (base / "3" / "saved_model.pb").write_bytes(b"")
+    assert store.poll() == [] and store.served("m").version == 2
+    assert store.status("m") == [(3, "END", "UNKNOWN", "ValueError: corrupt"), (2, "AVAILABLE", "OK", "")]
+    assert store.poll() == [] and len(loaded) == 2  # an unchanged failed version is not retried
