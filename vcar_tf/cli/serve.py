@@ -55,6 +55,8 @@ def parse_args(argv):
                    help="how long a batch waits for more requests after its first (default 5000)")
     p.add_argument("--max_request_bytes", type=positive(int), default=64 << 20,
                    help="largest request body or gRPC message (default 64 MiB); larger: 413 / RESOURCE_EXHAUSTED")
+    p.add_argument("--body_timeout_seconds", type=positive(float), default=60.0,
+                   help="a REST body that takes longer to arrive is answered 408 (default 60)")
     p.add_argument("--max_frame_pixels", type=positive(int), default=MAX_FRAME_PIXELS,
                    help=f"largest frame, H*W (default {MAX_FRAME_PIXELS}, 2560x1600); larger: 400")
     p.add_argument("--max_inflight", type=positive(int), default=16,
@@ -75,7 +77,8 @@ def main(argv=None):
     options = ServerOptions(host=args.host, rest_api_port=args.rest_api_port, grpc_port=args.port,
                             poll_wait_s=args.file_system_poll_wait_seconds, enable_batching=args.enable_batching,
                             max_batch_size=args.max_batch_size, batch_timeout_s=args.batch_timeout_micros / 1e6,
-                            max_request_bytes=args.max_request_bytes, max_frame_pixels=args.max_frame_pixels,
+                            max_request_bytes=args.max_request_bytes,
+                            body_timeout_s=args.body_timeout_seconds, max_frame_pixels=args.max_frame_pixels,
                             max_inflight=args.max_inflight, max_streams=args.max_streams,
                             stream_idle_timeout_s=args.stream_idle_timeout_seconds)
     server = ModelServer(models, options)

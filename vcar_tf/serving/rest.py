@@ -11,6 +11,7 @@ vcar_tf's extension for recurrent models (streams.py):
 Every error is {"error": "one line"} with the HTTP status of its canonical code (status.py).
 """
 
+import asyncio
 import json
 import re
 import sys
@@ -46,8 +47,18 @@ def parse_json(body):
         raise invalid(f"malformed JSON: {' '.join(str(e).split())[:200]}") from None
 
 
-async def read_body(request, limit):
-    """The request body, or RESOURCE_EXHAUSTED (413) past `limit` bytes (read no further)."""
+async def read_body(request, limit, timeout_s):
+    """The request body, or RESOURCE_EXHAUSTED (413) past `limit` bytes (read no further), or
+    DEADLINE_EXCEEDED (408) when it takes more than `timeout_s` to arrive (a slow client holds an
+    in-flight slot no longer than that)."""
+    try:
+        return await asyncio.wait_for(_read_body(request, limit), timeout_s)
+    except asyncio.TimeoutError:
+        raise ServingError("DEADLINE_EXCEEDED", f"the request body did not arrive within {timeout_s:g} s "
+                                                f"(--body_timeout_seconds)") from None
+
+
+async def _read_body(request, limit):
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise ServingError("RESOURCE_EXHAUSTED", f"request of {declared} bytes is larger than {limit} "
@@ -73,9 +84,9 @@ def signature_defs_json(loaded):
 
 
 class RestApi:
-    def __init__(self, store, predictor, streams, metrics, max_request_bytes):
+    def __init__(self, store, predictor, streams, metrics, max_request_bytes, body_timeout_s=60.0):
         self.store, self.predictor, self.streams, self.metrics = store, predictor, streams, metrics
-        self.max_request_bytes = max_request_bytes
+        self.max_request_bytes, self.body_timeout_s = max_request_bytes, body_timeout_s
 
     def app(self):
         async def http_error(request, exc):
@@ -155,7 +166,7 @@ class RestApi:
 
     async def predict(self, request, name, version, label):
         with self.predictor.slot():
-            body = await read_body(request, self.max_request_bytes)
+            body = await read_body(request, self.max_request_bytes, self.body_timeout_s)
             return await run_in_threadpool(self._predict, body, name, version, label)
 
     def _predict(self, body, name, version, label):
@@ -172,7 +183,7 @@ class RestApi:
 
     async def stream_step(self, request, name, version, label, stream_id):
         with self.predictor.slot():
-            body = await read_body(request, self.max_request_bytes)
+            body = await read_body(request, self.max_request_bytes, self.body_timeout_s)
             return await run_in_threadpool(self._stream_step, body, name, stream_id)
 
     def _stream_step(self, body, name, stream_id):

@@ -28,6 +28,7 @@ class ServerOptions:
     max_batch_size: int = 8
     batch_timeout_s: float = 0.005
     max_request_bytes: int = 64 << 20
+    body_timeout_s: float = 60.0
     max_frame_pixels: int = MAX_FRAME_PIXELS
     max_inflight: int = 16
     max_streams: int = 8
@@ -67,7 +68,8 @@ class ModelServer:
                                                        workers=options.max_inflight + 4)
         sock = bind_socket(options.host, options.rest_api_port)
         self.rest_port = sock.getsockname()[1]
-        app = RestApi(self.store, self.predictor, self.streams, self.metrics, options.max_request_bytes).app()
+        app = RestApi(self.store, self.predictor, self.streams, self.metrics, options.max_request_bytes,
+                      options.body_timeout_s).app()
         config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False,
                                 timeout_graceful_shutdown=5)
         self._uvicorn = uvicorn.Server(config)
