@@ -187,3 +187,26 @@ def test_a_replaced_version_is_unloaded_after_its_in_flight_requests(tmp_path):
     assert store.poll() == [] and store.served("m").version == 2
     assert store.status("m") == [(3, "END", "UNKNOWN", "ValueError: corrupt"), (2, "AVAILABLE", "OK", "")]
     assert store.poll() == [] and len(loaded) == 2  # an unchanged failed version is not retried
+
+
+def test_command_errors_are_one_line_and_leave_nothing_running(exports, capsys):
+    import socket
+
+    from vcar_tf.cli.serve import main
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        base = exports["arcnn"].base_path
+        threads = threading.active_count()
+        for argv, message in ((["--model_base_path", "/nonexistent"], "is not a folder"),
+                              (["--port", "-3"], "invalid port value"),
+                              (["--model_config_file", base + "/1/saved_model.pb"], "not a text file"),
+                              (["--model_base_path", base, "--rest_api_port", port, "--port", "0"], "already in use"),
+                              (["--model_base_path", base, "--rest_api_port", "0", "--port", port], "cannot bind gRPC")):
+            with pytest.raises(SystemExit) as info:
+                main(argv)
+            last = capsys.readouterr().err.strip().splitlines()[-1]
+            assert info.value.code == 2 and last.startswith("error:") and message in last, last
+        assert threading.active_count() <= threads + 1  # the gRPC server's pool may linger a moment

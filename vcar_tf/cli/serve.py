@@ -85,7 +85,8 @@ def main(argv=None):
     try:
         rest_port, grpc_port = server.start()
     except OSError as e:
-        raise VcarError(f"cannot serve on {args.host}: {e.strerror or e}") from None
+        raise VcarError(f"cannot serve on {args.host}: {e.strerror or e}"
+                        + (" (is another server on that port?)" if e.strerror else "")) from None
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: server.request_stop())
     names = ", ".join(m.name for m in models)

@@ -38,8 +38,12 @@ def parse_model_config(text, where="model config"):
 
 
 def read_model_config(path):
-    with open(path) as f:
-        return parse_model_config(f.read(), path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError:
+        raise VcarError(f"{path}: not a text file (a model config is ModelServerConfig in text format)") from None
+    return parse_model_config(text, path)
 
 
 def models_from_flags(model_name, model_base_path, model_config_file):

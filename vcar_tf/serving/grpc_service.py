@@ -157,8 +157,11 @@ def start_grpc_server(store, predictor, metrics, host, port, max_request_bytes, 
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionService(store, predictor, metrics), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(store, metrics), server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError:  # grpcio raises it for an address in use
+        bound = 0
     if bound == 0:
-        raise OSError(f"cannot bind gRPC to {host}:{port}")
+        raise OSError(f"cannot bind gRPC to {host}:{port} (in use?)")
     server.start()
     return server, bound

@@ -60,8 +60,16 @@ class ModelServer:
         self._uvicorn = self._grpc = None
 
     def start(self):
-        """Load the models (first poll), then serve; returns (REST port, gRPC port)."""
+        """Load the models (first poll), then serve; returns (REST port, gRPC port). A port that
+        cannot be bound is an OSError, with nothing left running."""
         self.store.poll()
+        try:
+            return self._start_servers()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_servers(self):
         options = self.options
         self._grpc, self.grpc_port = start_grpc_server(self.store, self.predictor, self.metrics, options.host,
                                                        options.grpc_port, options.max_request_bytes,
@@ -79,7 +87,6 @@ class ModelServer:
         while not self._uvicorn.started and time.monotonic() < deadline:
             time.sleep(0.02)
         if not self._uvicorn.started:
-            self.stop()
             raise OSError(f"the REST server did not start on {options.host}:{self.rest_port}")
         return self.rest_port, self.grpc_port
 
