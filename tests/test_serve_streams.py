@@ -52,6 +52,17 @@ def test_a_stream_keeps_the_recurrent_state_on_the_server(exports):
             expected.append(out["enhanced"].numpy())
             hidden = out["hidden"]
 
+        # the stateless predict (the client carries the state), columnar as it has two inputs
+        zeros = np.zeros((1, 24, 32, 64), np.float32)  # the first state: 19 x 26 rounded up to 8
+        r = requests.post(f"{url}/v1/models/stdf_rf:predict",
+                          json={"inputs": {"frames": windows[0].tolist(), "hidden": zeros.tolist()}}, timeout=TIMEOUT)
+        assert sorted(r.json()["outputs"]) == ["enhanced", "hidden"]
+        np.testing.assert_array_equal(np.array(r.json()["outputs"]["enhanced"], np.uint8), expected[0])
+        r = requests.post(f"{url}/v1/models/stdf_rf:predict", json={"instances": [{"frames": windows[0].tolist(),
+                                                                                 "hidden": zeros[0].tolist()}]},
+                          timeout=TIMEOUT)
+        assert r.status_code == 400, r.text  # the row format adds a batch axis serving_default does not take
+
         opened = requests.post(f"{url}/v1/models/stdf_rf/streams", timeout=TIMEOUT).json()
         stream = f"{url}/v1/models/stdf_rf/streams/{opened['stream_id']}"
         assert opened["model_spec"] == {"name": "stdf_rf", "version": "1"}
