@@ -7,6 +7,7 @@
 - predictor.py: a predict with the limits, batching and metrics, shared by both protocols;
 - batching.py, streams.py (server-side state of recurrent models), metrics.py (Prometheus);
 - rest.py (Starlette app), grpc_service.py (the official tensorflow-serving-api services);
-- config.py (flags' options, TF Serving's model config file), server.py (runs both).
+- config.py (TF Serving's model config file), server.py (runs both), status.py (the errors: a
+  canonical code, its HTTP status, one line).
 The command is vcar-serve (vcar_tf/cli/serve.py).
 """

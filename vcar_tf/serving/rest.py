@@ -145,7 +145,7 @@ class RestApi:
             raise invalid(f"{rest[1:]} needs a classification or regression signature; vcar_tf models have "
                           f"predict signatures only: use :predict")
         if any(path == rest for path, _ in routes):
-            raise ServingError("INVALID_ARGUMENT", f"{http_method} is not allowed here")
+            raise invalid(f"{http_method} is not allowed here")
         raise not_found(f"no such path: /v1/models/...{rest}")
 
     async def status(self, request, name, version, label):
