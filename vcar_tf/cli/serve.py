@@ -14,8 +14,9 @@ import sys
 
 from vcar_tf.errors import ArgumentParser, VcarError, cli_main
 from vcar_tf.export.names import MAX_FRAME_PIXELS
-from vcar_tf.serving.config import models_from_flags
-from vcar_tf.serving.server import ModelServer, ServerOptions
+
+PROTOS_MISSING = ("TF Serving's protos are not installed: pip install --no-deps tensorflow-serving-api==2.21.0 "
+                  "(--no-deps: it would pull a second TensorFlow wheel)")
 
 
 def positive(kind):
@@ -73,6 +74,13 @@ def parse_args(argv):
 @cli_main
 def main(argv=None):
     args = parse_args(argv)
+    try:
+        from vcar_tf.serving.config import models_from_flags
+        from vcar_tf.serving.server import ModelServer, ServerOptions
+    except ModuleNotFoundError as e:
+        if e.name and e.name.startswith("tensorflow_serving"):
+            raise VcarError(PROTOS_MISSING) from None
+        raise
     models = models_from_flags(args.model_name, args.model_base_path, args.model_config_file)
     options = ServerOptions(host=args.host, rest_api_port=args.rest_api_port, grpc_port=args.port,
                             poll_wait_s=args.file_system_poll_wait_seconds, enable_batching=args.enable_batching,
