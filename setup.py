@@ -32,8 +32,13 @@ setup(
         "tf2onnx==1.17.0",  # ONNX export (opset 18); installs a top-level `tests` package of its own
         "onnx==1.23.2",  # tf2onnx's model format
         "onnxruntime==1.32.0",  # runs .onnx exports (vcar-evaluate, vcar-enhance, tests)
+        # vcar-serve (tensorflow-serving-api is installed apart with --no-deps: see requirements.txt)
+        "starlette==1.10.0",  # the REST app (maintained ASGI toolkit: routing, request streams, no hand parsing)
+        "uvicorn==0.54.0",  # the HTTP server that runs it (h11)
+        "grpcio==1.85.3",  # the gRPC server; the version tensorflow-cpu 2.21 already installs
+        "prometheus-client==0.26.0",  # /monitoring/prometheus/metrics
     ],
-    extras_require={"test": ["pytest==9.0.3"]},
+    extras_require={"test": ["pytest==9.0.3", "requests==2.34.2"]},  # requests: the REST client of tests/test_serve.py
     entry_points={
         "console_scripts": [
             "vcar-prepare=vcar_tf.cli.prepare:main",
@@ -43,6 +48,7 @@ setup(
             "vcar-enhance=vcar_tf.cli.enhance:main",
             "vcar-compare=vcar_tf.cli.compare:main",
             "vcar-import=vcar_tf.cli.import_weights:main",
+            "vcar-serve=vcar_tf.cli.serve:main",
         ]
     },
 )

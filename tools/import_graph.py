@@ -27,12 +27,13 @@ LAYERS = [
     ("models",),
     ("export", "reporting"),
     ("inference",),
-    ("train",),
+    ("train", "serving"),
     ("cli",),
 ]
 # Rules between parts of the same or neighbouring layers: (importer part, imported part).
 FORBIDDEN = [("export", "train"), ("inference", "train"), ("data", "models"), ("models", "data"),
-             ("ops", "models"), ("export", "inference")]
+             ("ops", "models"), ("export", "inference"),
+             ("serving", "train"), ("train", "serving")]
 
 
 def module_name(root, path):

@@ -1,0 +1,77 @@
+"""Server-side batching: concurrent requests with the same key (version, signature, input shapes)
+run as one batch of at most max_batch_size, gathered for at most timeout_s after the first."""
+
+import threading
+import time
+from concurrent.futures import Future
+
+
+class _Job:
+    def __init__(self, arrays, run_batch, deadline):
+        self.arrays, self.run_batch, self.deadline = arrays, run_batch, deadline
+        self.future = Future()
+
+
+class Batcher:
+    def __init__(self, max_batch_size, timeout_s, on_batch=None):
+        self.max_batch_size = max(1, int(max_batch_size))
+        self.timeout_s = timeout_s
+        self._on_batch = on_batch or (lambda size: None)
+        self._queues = {}  # key -> [_Job], oldest first
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="vcar-serve-batcher", daemon=True)
+        self._thread.start()
+
+    def run(self, key, arrays, run_batch):
+        """Run `arrays` in a batch with others of `key`; run_batch([arrays, ...]) -> [outputs, ...]."""
+        job = _Job(arrays, run_batch, time.monotonic() + self.timeout_s)
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the batcher is closed")
+            self._queues.setdefault(key, []).append(job)
+            self._cond.notify()
+        return job.future.result()
+
+    def close(self):
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(timeout=10)
+
+    def _take(self):
+        """The next batch: a full queue at once, else the queue whose first job waited longest."""
+        with self._cond:
+            while not self._closed:
+                if not self._queues:
+                    self._cond.wait()
+                    continue
+                full = next((k for k, q in self._queues.items() if len(q) >= self.max_batch_size), None)
+                key = full or min(self._queues, key=lambda k: self._queues[k][0].deadline)
+                wait = self._queues[key][0].deadline - time.monotonic()
+                if full is None and wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                queue = self._queues[key]
+                batch, rest = queue[:self.max_batch_size], queue[self.max_batch_size:]
+                if rest:
+                    self._queues[key] = rest
+                else:
+                    del self._queues[key]
+                return batch
+            return None
+
+    def _loop(self):
+        while True:
+            batch = self._take()
+            if batch is None:
+                return
+            self._on_batch(len(batch))
+            try:
+                outputs = batch[0].run_batch([job.arrays for job in batch])
+                for job, out in zip(batch, outputs):
+                    job.future.set_result(out)
+            except BaseException as e:  # noqa: BLE001  (every waiting request gets the error; the loop goes on)
+                for job in batch:
+                    if not job.future.done():
+                        job.future.set_exception(e)
