@@ -12,5 +12,14 @@ for name in $(python -m vcar_tf.models --presets | awk '$3 == "QP37" {print $1}'
   folders+=("$out") labels+=(--label "$name")
 done
 [ ${#folders[@]} -gt 0 ] || { echo "error: no QP37 preset ships" >&2; exit 2; }
+# The yardstick, where ../shared/weights is beside the repository (never shipped): the authors'
+# released STDF-R3 (HM16.5 LDP QP37, 290,000 iterations), imported, on the same data.
+RELEASE=../shared/weights/stdf-pytorch/stdf_mfqev2_r3.safetensors
+if [ -f "$RELEASE" ]; then
+  [ -d runs/stdf-pytorch-release ] || vcar-import stdf-pytorch "$RELEASE" --out runs/stdf-pytorch-release
+  out=runs/preset-eval/stdf-pytorch-release
+  [ -f "$out/report.csv" ] || vcar-evaluate --model_dir runs/stdf-pytorch-release --data data/presets-test --qp 37 --out "$out"
+  folders+=("$out") labels+=(--label "STDF-R3 release (reference, not shipped)")
+fi
 vcar-compare "${folders[@]}" "${labels[@]}" --notes docs/results-notes.md --out docs/results.md \
   --title "Presets: the shared test split, x265 LDP with deblocking and SAO, QP37"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The first real results (docs/results.md): every model with the same budget of 500 steps (batch 8,
+# The first real results (docs/results-500-steps.md): every model with the same budget of 500 steps (batch 8,
 # 48x48 crops, Adam 1e-3 with cosine decay) on the shared train split, x265 LDP QP37 with deblocking
 # and SAO off, evaluated on the whole test split, with the default L2 loss (docs/models.md says why).
 # RFDA: stage 1 is the STDF+DSTA run; stage 2 starts from it (--init_from), trains the stage-1
@@ -25,4 +25,4 @@ for model in arcnn dncnn stifn_r3 stdf_r3 stdf_dsta rfda nl_convlstm; do
   [ -d "runs/shared-qp37/$model/eval" ] && runs+=("runs/shared-qp37/$model")
 done
 vcar-compare "${runs[@]}" \
-  --title "First results: shared test split, x265 LDP QP37" --notes docs/results-notes.md --out docs/results.md
+  --title "First results: shared test split, x265 LDP QP37" --notes docs/results-500-steps-notes.md --out docs/results-500-steps.md
