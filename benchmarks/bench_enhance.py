@@ -150,7 +150,8 @@ def main():
     p.add_argument("--sequence", default="tabletennis-a", help="a ../shared/data sequence for tiled vs untiled")
     p.add_argument("--tile_frames", type=int, default=10, help="frames of the sequence (0: all)")
     p.add_argument("--presets", nargs="*", default=[], help="tiled vs untiled: these presets' weights for their models")
-    p.add_argument("--models", nargs="+", default=list(MODELS))
+    p.add_argument("--models", nargs="+", default=list(MODELS), help="models of the large clips")
+    p.add_argument("--tile_models", nargs="+", default=[*MODELS, "rfda"], help="models of tiled vs untiled")
     p.add_argument("--skip", nargs="*", default=[], help="parts to leave out: long, large, tiles")
     p.add_argument("--memory", nargs="+", default=["none", "4G"], help="large clips: none (untiled) and --max_memory values")
     args = p.parse_args()
@@ -204,7 +205,7 @@ def main():
         from vcar_tf.models.presets import preset_card
 
         by_model = {preset_card(n)["model"]: n for n in args.presets}
-        for name in dict.fromkeys(args.models + ["rfda"]):
+        for name in args.tile_models:
             tile = 128
             weights = (f"preset:{by_model[name]}" if name in by_model else
                        f"release:{args.checkpoint}" if name == "stdf_r3" and args.checkpoint != "none" else "random")
