@@ -1,12 +1,15 @@
-"""The non-local warp of NL-ConvLSTM: exact reference, two-stage approximation, padding, gradients."""
+"""The non-local warp of NL-ConvLSTM: exact reference, two-stage approximation, padding, gradients;
+streaming NL-ConvLSTM with per-frame features reused across windows."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from scipy.ndimage import gaussian_filter
 
+from tests.conftest import perturb_weights
 from vcar_tf.errors import VcarError
-from vcar_tf.models.nl_convlstm.model import NonLocalConvLSTM
+from vcar_tf.inference.streaming import StreamingEnhancer
+from vcar_tf.models.nl_convlstm.model import build_nl_convlstm, NonLocalConvLSTM
 from vcar_tf.ops.nonlocal_warp import approx_warp, approx_weights, exact_warp, exact_weights
 
 
@@ -94,3 +97,20 @@ def test_cell_warp_choice_and_bad_warp():
     assert np.abs(outs["approx"] - outs["none"]).max() > 1e-3
     with pytest.raises(VcarError, match="warp='flow'"):
         NonLocalConvLSTM(warp="flow")
+
+
+@pytest.mark.parametrize("frames", [9, 2])  # longer than a window (terms dropped as it slides); shorter than R
+def test_streaming_with_the_feature_cache_equals_the_model_on_each_clipped_window(frames):
+    radius = 3
+    model = perturb_weights(build_nl_convlstm(radius, nf=8), seed=1, scale=0.2)  # 23x17: 6 blocks, top 4 kept
+    video = np.random.default_rng(frames).random((frames, 23, 17), dtype=np.float32)
+    enhancer = StreamingEnhancer(model, radius)
+    assert enhancer._window_cache is not None
+    streamed = [out for y in video for _, out in enhancer.push(y)] + [out for _, out in enhancer.flush()]
+    assert len(streamed) == frames and len(enhancer._window_cache._features) <= 2 * radius + 1
+    for t, out in enumerate(streamed):
+        window = video[np.clip(np.arange(t - radius, t + radius + 1), 0, frames - 1)][None, ..., None]
+        whole = np.clip(model(window, training=False).numpy()[0, ..., 0], 0.0, 1.0)
+        assert np.abs(whole - window[0, radius, ..., 0]).max() > 1e-2  # the weights do something
+        np.testing.assert_allclose(out, whole, atol=2e-6)
+    assert StreamingEnhancer(model, radius, tile=16, overlap=8)._window_cache is None  # tiles: whole windows
