@@ -48,14 +48,16 @@ def frame_step(model):
 
 class StreamingEnhancer:
     """`tile`: enhance each frame in tiles of that many pixels with `overlap` pixels of context
-    (vcar_tf.inference.tiling); a recurrent model then keeps one frame-sized state (TiledState)."""
+    (vcar_tf.inference.tiling); a recurrent model then keeps one frame-sized state (TiledState).
+    `feature_cache=False` calls the model on every whole window even where it offers a window
+    feature cache (the reference the cache is measured against)."""
 
-    def __init__(self, model, radius, tile=None, overlap=0):
+    def __init__(self, model, radius, tile=None, overlap=0, feature_cache=True):
         self.radius = int(radius)
         self._step = frame_step(model)
         if tile:
             self._step = tiled_step(self._step, tile, overlap)
-        self._window_cache = None if tile else window_feature_cache(model)
+        self._window_cache = window_feature_cache(model) if feature_cache and not tile else None
         self._frames = collections.deque(maxlen=2 * self.radius + 1)  # the newest frames received
         self._received = 0
         self._next = 0  # the next frame to enhance
