@@ -1,6 +1,11 @@
 """Non-local warp: the two-stage approximation against the exact warp, and NL-ConvLSTM inference.
 
     python benchmarks/bench_nonlocal.py [--repeats 3] [--out benchmarks/results/nonlocal.md]
+    python benchmarks/bench_nonlocal.py --streaming [--repeats 3] [--out benchmarks/results/nonlocal.md]
+
+--streaming measures NL-ConvLSTM over a video instead (StreamingEnhancer, whole windows against
+the window feature cache, vcar_tf/models/nl_convlstm/window_cache.py) with the time of each part
+of the network, and appends its section to --out.
 
 One warp moves h and c (2 x 64 channels) of frame t-1 toward frame t with 64-channel features,
 batch 1, float32, as in the model. Each measurement runs in its own process; memory is the peak
@@ -48,10 +53,123 @@ def child_model(kind, width, height, repeats):
     print(json.dumps({"ms": 1000 * seconds, "rss_mb": peak_rss_mb()}))
 
 
+def child_stream(path, width, height, repeats):
+    """s/frame of StreamingEnhancer over R + 2 + repeats frames, from the first frame enhanced
+    (tracing, the first window's encoding) to the last enhanced before the flush."""
+    import time
+
+    import numpy as np
+
+    from vcar_tf import models
+    from vcar_tf.inference.streaming import StreamingEnhancer
+
+    model, radius = models.build("nl_convlstm"), models.spec("nl_convlstm").radius
+    enhancer = StreamingEnhancer(model, radius, feature_cache=path == "cache")
+    frames = np.random.default_rng(0).random((radius + 2 + repeats, height, width), dtype=np.float32)
+    base, done = rss_mb(), []
+    for y in frames:
+        done += [(time.perf_counter(), time.process_time()) for _ in enhancer.push(y)]
+    (wall0, cpu0), (wall1, cpu1), n = done[0], done[-1], len(done) - 1
+    print(json.dumps({"s_per_frame": (wall1 - wall0) / n, "cpu_s_per_frame": (cpu1 - cpu0) / n,
+                      "peak_growth_mb": peak_rss_mb() - base}))
+
+
+def child_parts(width, height, repeats):
+    """ms per call of each part of NL-ConvLSTM on one frame (one tf.function each)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from vcar_tf import models
+    from vcar_tf.models.nl_convlstm.window_cache import window_feature_cache
+
+    model = models.build("nl_convlstm")
+    cache, cell = window_feature_cache(model), model.get_layer("forward")
+    rng = np.random.default_rng(0)
+    frame = tf.constant(rng.random((1, height, width, 1), dtype=np.float32))
+    window = tf.expand_dims(tf.concat([frame] * 7, 0), 0)
+    maps = [tf.constant(rng.normal(size=(1, height, width, c)).astype(np.float32)) for c in (64, 64, 64, 256)]
+    prev, cur, h, gates = maps
+    parts = {
+        "encoder": (cache.encode, (frame,)),
+        "input gates": (cell.input_gates, (cur,)),
+        "full gates conv": (lambda x, h: cell.gates(tf.concat([x, h], -1)), (cur, h)),
+        "warp": (cell._warp, (prev, cur, h, h)),
+        "recurrent gates + update": (lambda g, h: cell._update(g + tf.nn.conv2d(
+            h, cell.gates.kernel[:, :, -cell.filters:], 1, "SAME"), h), (gates, h)),
+        "decoder": (cache._decoder, ([frame, h, h],)),
+        "whole window (model call)": (lambda w: model(w, training=False), (window,)),
+    }
+    out = {}
+    for name, (fn, inputs) in parts.items():
+        fn = tf.function(fn)
+        out[name] = 1000 * timed(lambda: tf.nest.map_structure(np.asarray, fn(*inputs)), repeats)
+    print(json.dumps(out))
+
+
+# Calls of each part per enhanced frame (R 3): whole windows run the encoder on 7 frames and the
+# full gates conv on 2(R+1) steps; the cache runs the encoder and both directions' input gates on
+# one new frame, the first step of each direction on its input gates alone and R steps per direction
+# with the recurrent half.
+CALLS = {"encoder": (7, 1), "input gates": (0, 2), "full gates conv": (8, 0), "warp": (6, 6),
+         "recurrent gates + update": (0, 6), "decoder": (1, 1)}
+
+
+def streaming(args):
+    sizes = ((416, 240), (832, 480))
+    rows = ["| size | path | s per frame | CPU s per frame | peak RSS growth MB |", "|---|---|---|---|---|"]
+    speed = []
+    for w, h in sizes:
+        r = {path: run_child(__file__, "stream", path, w, h, args.repeats) for path in ("window", "cache")}
+        for path, label in (("window", "whole window per frame (before)"), ("cache", "window feature cache (after)")):
+            x = r[path]
+            if "failed" in x:
+                rows.append(f"| {w}x{h} | {label} | {x['failed']} | | |")
+            else:
+                rows.append(f"| {w}x{h} | {label} | {x['s_per_frame']:.2f} | {x['cpu_s_per_frame']:.2f} | "
+                            f"{x['peak_growth_mb']:.0f} |")
+        if not any("failed" in x for x in r.values()):
+            speed.append(f"- {w}x{h}: the cache is {r['window']['s_per_frame'] / r['cache']['s_per_frame']:.2f}x "
+                         f"faster ({r['window']['cpu_s_per_frame'] / r['cache']['cpu_s_per_frame']:.2f}x in CPU time)")
+    w, h = sizes[-1]
+    parts = run_child(__file__, "parts", w, h, args.repeats)
+    table = [f"| part at {w}x{h} | ms per call | calls per frame before | after | s per frame before | after |",
+             "|---|---|---|---|---|---|"]
+    if "failed" in parts:
+        table.append(f"| {parts['failed']} | | | | | |")
+    else:
+        total = [0.0, 0.0]
+        for name, calls in CALLS.items():
+            seconds = [n * parts[name] / 1000 for n in calls]
+            total = [a + b for a, b in zip(total, seconds)]
+            table.append(f"| {name} | {parts[name]:.0f} | {calls[0]} | {calls[1]} | {seconds[0]:.2f} | {seconds[1]:.2f} |")
+        table.append(f"| sum of the parts | | | | {total[0]:.2f} | {total[1]:.2f} |")
+        table.append(f"| whole window (model call) | {parts['whole window (model call)']:.0f} | 1 | | | |")
+    body = ("NL-ConvLSTM (untrained weights, warp approx) over a video of random frames through "
+            "`vcar_tf.inference.streaming.StreamingEnhancer`: calling the model on every clipped 7-frame window "
+            "(`feature_cache=False`, today's path) against the window feature cache. Seconds per enhanced frame: "
+            f"the mean over the {args.repeats + 1} frames after the first (which traces), each process on its own; CPU "
+            "seconds are the process's (2 cores busy: about twice the wall time), less affected by other jobs "
+            "sharing the CPU than wall time.\n\n"
+            + "\n".join(rows) + "\n\n" + "\n".join(speed)
+            + "\n\nWhere the time goes (each part one tf.function, mean of "
+            f"{args.repeats} after a warm-up; the parts' sum leaves out the copies and Python between them):\n\n"
+            + "\n".join(table) + "\n")
+    text = publish("NL-ConvLSTM streaming: whole windows against the window feature cache", body).replace("# ", "## ", 1)
+    if args.out:
+        from vcar_tf.fileutil import write_text_atomic
+
+        with open(args.out) as f:
+            write_text_atomic(args.out, f.read().rstrip("\n") + "\n\n" + text)
+
+
 def main():
-    args = arg_parser(__doc__).parse_args()
-    if run_as_child(args, {"warp": child_warp, "model": child_model}):
+    parser = arg_parser(__doc__)
+    parser.add_argument("--streaming", action="store_true", help="NL-ConvLSTM over a video, appended to --out")
+    args = parser.parse_args()
+    if run_as_child(args, {"warp": child_warp, "model": child_model, "stream": child_stream, "parts": child_parts}):
         return
+    if args.streaming:
+        return streaming(args)
 
     def cell(r, key, fmt):
         return r["failed"] if "failed" in r else format(r[key], fmt)

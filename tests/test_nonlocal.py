@@ -1,12 +1,15 @@
-"""The non-local warp of NL-ConvLSTM: exact reference, two-stage approximation, padding, gradients."""
+"""The non-local warp of NL-ConvLSTM: exact reference, two-stage approximation, padding, gradients;
+streaming NL-ConvLSTM with per-frame features reused across windows."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from scipy.ndimage import gaussian_filter
 
+from tests.conftest import perturb_weights
 from vcar_tf.errors import VcarError
-from vcar_tf.models.nl_convlstm.model import NonLocalConvLSTM
+from vcar_tf.inference.streaming import StreamingEnhancer
+from vcar_tf.models.nl_convlstm.model import build_nl_convlstm, NonLocalConvLSTM
 from vcar_tf.ops.nonlocal_warp import approx_warp, approx_weights, exact_warp, exact_weights
 
 
@@ -94,3 +97,42 @@ def test_cell_warp_choice_and_bad_warp():
     assert np.abs(outs["approx"] - outs["none"]).max() > 1e-3
     with pytest.raises(VcarError, match="warp='flow'"):
         NonLocalConvLSTM(warp="flow")
+
+
+@pytest.mark.parametrize("frames", [9, 2])  # longer than a window (terms dropped as it slides); shorter than R
+def test_streaming_with_the_feature_cache_equals_the_model_on_each_clipped_window(frames):
+    radius = 3
+    model = perturb_weights(build_nl_convlstm(radius, nf=8), seed=1, scale=0.2)  # 23x17: 6 blocks, top 4 kept
+    video = np.random.default_rng(frames).random((frames, 23, 17), dtype=np.float32)
+    enhancer = StreamingEnhancer(model, radius)
+    assert enhancer._window_cache is not None
+    streamed = [out for y in video for _, out in enhancer.push(y)] + [out for _, out in enhancer.flush()]
+    assert len(streamed) == frames and len(enhancer._window_cache._features) <= 2 * radius + 1
+    for t, out in enumerate(streamed):
+        window = video[np.clip(np.arange(t - radius, t + radius + 1), 0, frames - 1)][None, ..., None]
+        whole = np.clip(model(window, training=False).numpy()[0, ..., 0], 0.0, 1.0)
+        assert np.abs(whole - window[0, radius, ..., 0]).max() > 1e-2  # the weights do something
+        np.testing.assert_allclose(out, whole, atol=2e-6)
+    assert StreamingEnhancer(model, radius, tile=16, overlap=8)._window_cache is None  # tiles: whole windows
+
+
+def test_evaluation_report_is_unchanged_by_the_feature_cache(tmp_path, monkeypatch):
+    """evaluate_pairs streams through StreamingEnhancer: the cache gives the same report values."""
+    from vcar_tf.data.layout import find_pairs
+    from vcar_tf.inference import streaming
+    from vcar_tf.inference.sequence import evaluate_pairs
+
+    rng = np.random.default_rng(5)
+    raw = rng.integers(0, 256, (6, 32 * 48 * 3 // 2), dtype=np.uint8)  # 6 frames of 48x32 YUV 4:2:0
+    comp = np.clip(raw + rng.integers(-12, 13, raw.shape), 0, 255).astype(np.uint8)
+    for folder, frames in (("raw", raw), ("codec/QP37", comp)):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "clip_48x32_6.yuv").write_bytes(frames.tobytes())
+    model = perturb_weights(build_nl_convlstm(3, nf=8), seed=2, scale=0.2)
+    cached = evaluate_pairs(model, find_pairs(str(tmp_path)), 3)[0][0]
+    monkeypatch.setattr(streaming, "window_feature_cache", lambda model: None)  # whole windows, as before
+    whole = evaluate_pairs(model, find_pairs(str(tmp_path)), 3)[0][0]
+    assert abs(whole["delta_psnr"]) > 0.01  # the weights change the frames
+    assert cached.keys() == whole.keys()
+    for key, value in whole.items():
+        assert cached[key] == value if isinstance(value, str) else abs(cached[key] - value) < 1e-4, key

@@ -7,7 +7,9 @@
 
 Frame t is enhanced once frame t+R has arrived (or at flush), from the window t-R..t+R clipped to
 the video, exactly as whole-video inference clips it. Recurrent models (RFDA) carry their hidden
-state from frame to frame; the first frame starts from the zero state.
+state from frame to frame; the first frame starts from the zero state. An untiled Keras NL-ConvLSTM
+computes each frame's encoder features once and reuses them across its 2R+1 windows
+(vcar_tf.models.nl_convlstm.window_cache); the output is the same up to float32 round-off.
 """
 
 import collections
@@ -16,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from vcar_tf.inference.tiling import tiled_step
+from vcar_tf.models.nl_convlstm.window_cache import window_feature_cache
 from vcar_tf.models.recurrent import is_recurrent
 
 
@@ -45,13 +48,16 @@ def frame_step(model):
 
 class StreamingEnhancer:
     """`tile`: enhance each frame in tiles of that many pixels with `overlap` pixels of context
-    (vcar_tf.inference.tiling); a recurrent model then keeps one frame-sized state (TiledState)."""
+    (vcar_tf.inference.tiling); a recurrent model then keeps one frame-sized state (TiledState).
+    `feature_cache=False` calls the model on every whole window even where it offers a window
+    feature cache (the reference the cache is measured against)."""
 
-    def __init__(self, model, radius, tile=None, overlap=0):
+    def __init__(self, model, radius, tile=None, overlap=0, feature_cache=True):
         self.radius = int(radius)
         self._step = frame_step(model)
         if tile:
             self._step = tiled_step(self._step, tile, overlap)
+        self._window_cache = window_feature_cache(model) if feature_cache and not tile else None
         self._frames = collections.deque(maxlen=2 * self.radius + 1)  # the newest frames received
         self._received = 0
         self._next = 0  # the next frame to enhance
@@ -78,9 +84,12 @@ class StreamingEnhancer:
 
     def _enhance_next(self):
         t, last, first_held = self._next, self._received - 1, self._received - len(self._frames)
-        index = np.clip(np.arange(t - self.radius, t + self.radius + 1), 0, last) - first_held
-        window = np.stack([self._frames[i] for i in index])[None, ..., None]
-        out, self._hidden = self._step(window, self._hidden)
+        index = np.clip(np.arange(t - self.radius, t + self.radius + 1), 0, last)
+        if self._window_cache is not None:
+            out = self._window_cache.enhance([int(i) for i in index], lambda i: self._frames[i - first_held])
+        else:
+            window = np.stack([self._frames[i - first_held] for i in index])[None, ..., None]
+            out, self._hidden = self._step(window, self._hidden)
         self._next += 1
         return t, np.clip(np.asarray(out, np.float64)[0, ..., 0], 0.0, 1.0)
 

@@ -78,11 +78,34 @@ class NonLocalConvLSTM(keras.layers.Layer):
                 h = c = tf.zeros_like(x[..., :1]) * tf.zeros([self.filters], x.dtype)
             else:
                 h, c = self._warp(prev, x, h, c)
-            i, f, g, o = tf.split(self.gates(tf.concat([x, h], axis=-1)), 4, axis=-1)
-            c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
-            h = tf.sigmoid(o) * tf.tanh(c)
+            h, c = self._update(self.gates(tf.concat([x, h], axis=-1)), c)
             prev = x
         return h
+
+    @staticmethod
+    def _update(gates, c):
+        """The LSTM update from the gates' pre-activations (i, f, g, o): (h, c)."""
+        i, f, g, o = tf.split(gates, 4, axis=-1)
+        c = tf.sigmoid(i) * tf.tanh(g) if c is None else tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
+        return tf.sigmoid(o) * tf.tanh(c), c
+
+    # The gates conv on [x, h] is a conv on x plus a conv on h (the kernel split along its input
+    # channels). Streaming (window_cache.py) computes the x part once per frame and runs the
+    # steps below; `call` keeps the one conv.
+    def input_gates(self, features):
+        """W_x * x + bias for encoder features x (B, H, W, C): the part of the gates that sees only x."""
+        kernel = tf.cast(self.gates.kernel[:, :, :-self.filters], features.dtype)
+        return tf.nn.bias_add(tf.nn.conv2d(features, kernel, 1, "SAME"), tf.cast(self.gates.bias, features.dtype))
+
+    def start(self, input_gates):
+        """The first step, from the zero state (W_h * 0 = 0, f * 0 = 0): (h, c)."""
+        return self._update(input_gates, None)
+
+    def step(self, prev_features, features, input_gates, h, c):
+        """A step after the first: warp h, c of the previous frame toward this one, then update."""
+        h, c = self._warp(prev_features, features, h, c)
+        kernel = tf.cast(self.gates.kernel[:, :, -self.filters:], h.dtype)
+        return self._update(input_gates + tf.nn.conv2d(h, kernel, 1, "SAME"), c)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:1]) + tuple(input_shape[2:-1]) + (self.filters,)
