@@ -2,9 +2,12 @@
 int8 TFLite files) and ONNX Runtime, and, with --checkpoint (the STDF-PyTorch release, read from
 ../shared/weights and never copied), the ΔPSNR each runtime gives STDF-R3 on real frames.
 
-    python benchmarks/bench_runtimes.py [--models arcnn stdf_r3 rfda] [--sizes 416x240 832x480]
+    python benchmarks/bench_runtimes.py [--models all | arcnn stdf_r3 rfda ...] [--sizes 416x240 832x480]
         [--checkpoint ../shared/weights/stdf-pytorch/stdf_mfqev2_r3.safetensors] [--repeats 2] [--threads 2]
-        [--out benchmarks/results/runtimes.md]
+        [--out benchmarks/results/runtimes.md [--append]]
+
+--models all (the default) runs every registered model; --append adds this run, with its own
+machine line, date, commit and command, after what --out holds (runs of a few models at a time).
 
 Each (model, size) is exported once (vcar_tf.export: SavedModel, TFLite fp32/fp16/int8 at that
 size, int8 calibrated on 8 windows of the embedded sample's training frames, ONNX with the
@@ -114,13 +117,19 @@ def child_quality(runtime, folder, checkpoint, threads):
 
 def main():
     p = arg_parser(__doc__, repeats=2)
-    p.add_argument("--models", nargs="+", default=["arcnn", "stdf_r3", "rfda"])
+    p.add_argument("--models", nargs="+", default=["all"], help="registered model names, or all")
     p.add_argument("--sizes", nargs="+", default=["416x240", "832x480"])
     p.add_argument("--checkpoint", default=None, help="STDF-PyTorch release weights for the quality table")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--append", action="store_true", help="add this run after what --out holds")
     args = p.parse_args()
     if run_as_child(args, {"export": child_export, "infer": child_infer, "quality": child_quality}):
         return
+    if args.models == ["all"]:
+        from vcar_tf.models import names
+
+        args.models = names()
+    load_at_start = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes]
     header = "| model | size | " + " | ".join(f"{r} FPS | {r} RSS MB" for r in RUNTIMES) + " | fastest |"
     lines = [header, "|" + "---|" * (2 * len(RUNTIMES) + 3)]
@@ -161,12 +170,16 @@ def main():
             quality = (f"\n## Quality: STDF-R3 with `{os.path.basename(args.checkpoint)}` (STDF-PyTorch release)\n\n"
                        "The embedded sample's held-out sequence (416x240, 32 frames, x265 QP37), every file exported at "
                        "416x240; int8 calibrated on 8 windows of the sample's training frames.\n\n" + "\n".join(rows) + "\n")
-    publish("Runtimes: Keras/TF, SavedModel, LiteRT and ONNX Runtime",
+    load_at_end = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    publish(f"Runtimes: Keras/TF, SavedModel, LiteRT and ONNX Runtime ({', '.join(args.models)})",
+            f"Load average (1, 5, 15 min, as `uptime` prints it) at the start: {load_at_start}; at the end: "
+            f"{load_at_end}; above the {os.cpu_count()} cores, other jobs (e.g. a training run) shared the CPU "
+            "and every FPS is lower than on an idle machine.\n\n"
             f"One frame, batch 1, float32 in and out, mean of {args.repeats} after a warm-up; LiteRT and ONNX Runtime "
             f"with {args.threads} threads; RSS is the peak of the process (Keras and SavedModel load TensorFlow, "
             "LiteRT and ONNX Runtime do not). Anchor: the PyTorch STDF-R3 peer ran 0.38 FPS at 832x480 on this "
             "machine (torchvision deform_conv2d, 2 threads).\n\n" + "\n".join(lines) + "\n\nFile sizes:\n\n"
-            + "\n".join(file_lines) + "\n" + quality, args.out)
+            + "\n".join(file_lines) + "\n" + quality, args.out, args.append)
 
 
 if __name__ == "__main__":
