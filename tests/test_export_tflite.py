@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from tests.conftest import perturb_weights
-from tests.export_parity import SIZE_A, SIZE_B, psnr, run_fresh, sample_clips, windows
+from tests.export_parity import (RECURRENT_MODELS, SIZE_A, SIZE_B, WINDOW_MODELS, parity_model, psnr, run_fresh,
+                                 sample_clips, windows)
 from vcar_tf.errors import VcarError
 from vcar_tf.export.tflite import export_tflite
 from vcar_tf.models import build, spec
@@ -62,12 +62,19 @@ def sample_root(sample_cache):
     return sample_cache[1]
 
 
-@pytest.mark.parametrize("name", ["arcnn", "stdf_r3", "nl_convlstm"])
-def test_fp32_tflite_matches_keras_on_real_frames_in_fresh_process(name, sample_root, tmp_path):
+def test_models_cover_the_registry():
+    """Every registered model has its parity tests: a new model must join one list."""
+    from vcar_tf.models import names
+
+    assert sorted(WINDOW_MODELS + RECURRENT_MODELS) == sorted(names())
+
+
+@pytest.mark.parametrize("name", WINDOW_MODELS)
+def test_fp32_tflite_matches_keras_on_real_frames_in_fresh_process(name, sample_root, tmp_path, record_property):
     """Fixed-size files at two sizes that are not multiples of 8: max |difference| <= 1e-4 and
-    ΔPSNR equal to the Keras model's within 0.01 dB, run by ai-edge-litert alone."""
+    ΔPSNR equal to the Keras model's within 0.01 dB, run by ai-edge-litert alone, builtin ops only."""
     radius = spec(name).radius
-    model = perturb_weights(build(name), scale=0.02)
+    model = parity_model(name)
     for size in (SIZE_A, SIZE_B):
         comp, raw = sample_clips(sample_root, size, frames=4)
         ws = windows(comp, radius)
@@ -75,6 +82,7 @@ def test_fp32_tflite_matches_keras_on_real_frames_in_fresh_process(name, sample_
         got = _fresh(tmp_path, path, {"x": ws})["x"]
         want = _keras_frames(model, ws)
         assert got.shape == want.shape == comp.shape
+        record_property(f"max_abs_diff_{size[0]}x{size[1]}", float(np.abs(got - want).max()))
         assert np.abs(got - want).max() <= 1e-4
         assert abs(psnr(got, raw) - psnr(want, raw)) <= 0.01
         assert abs(psnr(want, raw) - psnr(comp, raw)) > 0.01  # the model changes the frames
@@ -86,7 +94,7 @@ def test_free_size_tflite_resizes_and_runner_rejects_bad_input(sample_root, tmp_
     from vcar_tf.inference.exported import load_exported
     from vcar_tf.inference.streaming import enhance_frames
 
-    model = perturb_weights(build("stdf_r3"), scale=0.02)
+    model = parity_model("stdf_r3")
     free = export_tflite(model, 3, str(tmp_path / "free.tflite"))
     inputs = {k: windows(sample_clips(sample_root, s, frames=3)[0], 3) for k, s in (("a", SIZE_A), ("b", SIZE_B))}
     out = _fresh(tmp_path, free, inputs)
@@ -113,17 +121,19 @@ def test_free_size_tflite_resizes_and_runner_rejects_bad_input(sample_root, tmp_
         load_exported(str(tmp_path / "bad.tflite"))
 
 
-def test_recurrent_step_tflite_over_a_stream_equals_keras_clip(sample_root, tmp_path):
-    """RFDA's step file (window, state) -> (frame, next state): a 10-frame stream carried by the
-    fresh process and by the runner equals the Keras model's whole-clip output."""
+@pytest.mark.parametrize("name", RECURRENT_MODELS)
+def test_recurrent_step_tflite_over_a_stream_equals_keras_clip(name, sample_root, tmp_path, record_property):
+    """The step file (window, state) -> (frame, next state) of RFDA and STDF+RF: a 10-frame stream
+    carried by the fresh process and by the runner equals the Keras model's whole-clip output."""
     from vcar_tf.inference.exported import load_exported
     from vcar_tf.inference.streaming import enhance_frames
 
-    model = perturb_weights(build("rfda"), scale=0.02)
+    model = parity_model(name)
     comp, _ = sample_clips(sample_root, SIZE_A, frames=10)
     want = np.asarray(model(comp[None, ..., None]))[0, ..., 0]
-    path = export_tflite(model, 3, str(tmp_path / "rfda.tflite"), *SIZE_A)
+    path = export_tflite(model, 3, str(tmp_path / f"{name}.tflite"), *SIZE_A)
     got = _fresh(tmp_path, path, {"x": windows(comp, 3)})["x"]
+    record_property(f"max_abs_diff_{SIZE_A[0]}x{SIZE_A[1]}", float(np.abs(got - want).max()))
     assert np.abs(got - want).max() <= 1e-4
     runner = load_exported(path)
     assert runner.recurrent and runner.initial_state(None).shape == (1, 40, 56, runner.state_channels)
@@ -138,7 +148,7 @@ def test_recurrent_step_tflite_over_a_stream_equals_keras_clip(sample_root, tmp_
 def test_fp16_and_int8_variants_are_builtin_and_close_to_fp32(sample_root, tmp_path):
     """fp16 weights: ΔPSNR within 0.05 dB of fp32; int8 (calibrated on real frames): builtin ops,
     float in and out, finite frames of the right shape (its loss is measured by the benchmark)."""
-    model = perturb_weights(build("stdf_r3"), scale=0.02)
+    model = parity_model("stdf_r3")
     comp, raw = sample_clips(sample_root, SIZE_A, frames=4)
     ws = windows(comp, 3)
     fp32 = export_tflite(model, 3, str(tmp_path / "fp32.tflite"), *SIZE_A)
