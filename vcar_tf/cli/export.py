@@ -2,7 +2,7 @@
 
     vcar-export --model_dir RUN|--preset NAME --out DIR [--format saved_model] [--name NAME] [--version N]
     vcar-export --model_dir RUN|--preset NAME --out DIR --format tflite [--height 480 --width 832]
-                [--quantization fp32|fp16|int8] [--calibration_frames 8]
+                [--quantization fp32|fp16|int8|int8_full] [--calibration_frames 8]
     vcar-export --model_dir RUN|--preset NAME --out DIR --format onnx [--onnx_deform composite|native]
 
 saved_model writes DIR/NAME/VERSION/ (TF Serving's layout; VERSION defaults to one more than the
@@ -93,7 +93,7 @@ def main(argv=None):
     else:
         height, width = (args.height, args.width) if args.height else (None, None)
         representative = (calibration_windows(model, radius, height or 480, width or 832, args.calibration_frames)
-                          if args.quantization == "int8" else None)
+                          if args.quantization.startswith("int8") else None)
         size = f"{height}x{width}" if height else "free"
         path = export_tflite(model, radius, os.path.join(args.out, f"{name}_{size}_{args.quantization}.tflite"),
                              height, width, args.quantization, representative)
