@@ -10,8 +10,9 @@ largest there); tflite writes DIR/NAME_HxW_QUANT.tflite (builtin ops only; `--he
 leaves H and W free for window models but NL-ConvLSTM); onnx writes DIR/NAME.onnx (free batch, H
 and W; `--onnx_deform native` maps deformable convolutions onto ONNX's DeformConv, opset 19, instead
 of the stock-op composite). Every other export uses stock ops only (the deformable convolution's composite); the signatures
-are those of vcar_tf/export/signatures.py. int8 is calibrated on windows of the embedded sample
-dataset's real frames.
+are those of vcar_tf/export/signatures.py. int8 and int8_full are calibrated on windows of the
+embedded sample dataset's real frames; int8 keeps the deformable sampling positions float
+(vcar_tf/export/tflite.py).
 """
 
 import os
