@@ -1,19 +1,23 @@
-"""Runtimes per model: frames/s and peak RSS of Keras/TF, the SavedModel, LiteRT (fp32, fp16 and
-int8 TFLite files) and ONNX Runtime, and, with --checkpoint (the STDF-PyTorch release, read from
+"""Runtimes per model: frames/s and peak RSS of Keras/TF, the SavedModel, LiteRT (fp32, fp16, int8
+and int8_full TFLite files) and ONNX Runtime, and, with --checkpoint (the STDF-PyTorch release, read from
 ../shared/weights and never copied), the ΔPSNR each runtime gives STDF-R3 on real frames.
 
-    python benchmarks/bench_runtimes.py [--models arcnn stdf_r3 rfda] [--sizes 416x240 832x480]
+    python benchmarks/bench_runtimes.py [--models all | arcnn stdf_r3 rfda ...] [--sizes 416x240 832x480]
         [--checkpoint ../shared/weights/stdf-pytorch/stdf_mfqev2_r3.safetensors] [--repeats 2] [--threads 2]
-        [--out benchmarks/results/runtimes.md]
+        [--out benchmarks/results/runtimes.md [--append]]
 
-Each (model, size) is exported once (vcar_tf.export: SavedModel, TFLite fp32/fp16/int8 at that
-size, int8 calibrated on 8 windows of the embedded sample's training frames, ONNX with the
-composite and ONNX with native DeformConv nodes, the same graph for models without one); then every
-runtime runs in its own process, so its peak RSS is its own: one frame (batch 1) through
-vcar_tf.inference.streaming.frame_step, as vcar-evaluate runs it (a recurrent model: one step of
-the stream), mean of --repeats after a warm-up. Keras runs the fused deformable conv where it
-builds; every export runs the stock-op composite but onnx_deformconv (onnxruntime's DeformConv
-kernel). LiteRT and ONNX Runtime get --threads threads.
+--models all (the default) runs every registered model; --append adds this run, with its own
+machine line, date, commit and command, after what --out holds (runs of a few models at a time).
+
+Each (model, size) is exported once (vcar_tf.export: SavedModel, TFLite fp32/fp16/int8/int8_full at
+that size, int8 (deformable sampling positions kept float) and int8_full calibrated on 8 windows of
+the embedded sample's training frames, ONNX with the composite and ONNX with native DeformConv nodes,
+the same graph for models without one); then every runtime runs in its own process, so its peak
+RSS is its own: one frame (batch 1) through vcar_tf.inference.streaming.frame_step, as
+vcar-evaluate runs it (a recurrent model: one step of the stream), mean of --repeats after a
+warm-up. Keras runs the fused deformable conv where it builds; every export runs the stock-op
+composite but onnx_deformconv (onnxruntime's DeformConv kernel). LiteRT and ONNX Runtime get
+--threads threads.
 
 Quality (--checkpoint): STDF-R3 with the release weights exported at 416x240, every runtime over
 the embedded sample's held-out sequence (motorcycle-pan, 416x240, 32 frames, x265 QP37): ΔPSNR
@@ -29,7 +33,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from machine import arg_parser, peak_rss_mb, publish, run_as_child, run_child, timed  # noqa: E402
 
-RUNTIMES = ("keras", "saved_model", "tflite_fp32", "tflite_fp16", "tflite_int8", "onnx", "onnx_deformconv")
+QUANTIZATIONS = ("fp32", "fp16", "int8", "int8_full")
+RUNTIMES = ("keras", "saved_model", *(f"tflite_{q}" for q in QUANTIZATIONS), "onnx", "onnx_deformconv")
 
 
 def _build(name, checkpoint):
@@ -45,7 +50,7 @@ def _build(name, checkpoint):
 def _paths(folder, name):
     paths = {"saved_model": os.path.join(folder, name, "1"), "onnx": os.path.join(folder, f"{name}.onnx"),
              "onnx_deformconv": os.path.join(folder, f"{name}_deformconv.onnx")}
-    paths.update({f"tflite_{q}": os.path.join(folder, f"{name}_{q}.tflite") for q in ("fp32", "fp16", "int8")})
+    paths.update({f"tflite_{q}": os.path.join(folder, f"{name}_{q}.tflite") for q in QUANTIZATIONS})
     return paths
 
 
@@ -61,8 +66,8 @@ def child_export(name, width, height, folder, checkpoint):
     export_onnx(model, radius, paths["onnx"])
     export_onnx(model, radius, paths["onnx_deformconv"], deform="native")
     windows = calibration_windows(model, radius, height, width, 8)
-    for q in ("fp32", "fp16", "int8"):
-        export_tflite(model, radius, paths[f"tflite_{q}"], height, width, q, windows if q == "int8" else None)
+    for q in QUANTIZATIONS:
+        export_tflite(model, radius, paths[f"tflite_{q}"], height, width, q, windows if q.startswith("int8") else None)
     print(json.dumps({f"{k}_mb": _size(p) / 2**20 for k, p in paths.items()}))
 
 
@@ -114,13 +119,19 @@ def child_quality(runtime, folder, checkpoint, threads):
 
 def main():
     p = arg_parser(__doc__, repeats=2)
-    p.add_argument("--models", nargs="+", default=["arcnn", "stdf_r3", "rfda"])
+    p.add_argument("--models", nargs="+", default=["all"], help="registered model names, or all")
     p.add_argument("--sizes", nargs="+", default=["416x240", "832x480"])
     p.add_argument("--checkpoint", default=None, help="STDF-PyTorch release weights for the quality table")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--append", action="store_true", help="add this run after what --out holds")
     args = p.parse_args()
     if run_as_child(args, {"export": child_export, "infer": child_infer, "quality": child_quality}):
         return
+    if args.models == ["all"]:
+        from vcar_tf.models import names
+
+        args.models = names()
+    load_at_start = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes]
     header = "| model | size | " + " | ".join(f"{r} FPS | {r} RSS MB" for r in RUNTIMES) + " | fastest |"
     lines = [header, "|" + "---|" * (2 * len(RUNTIMES) + 3)]
@@ -160,13 +171,18 @@ def main():
                             f"{v['delta_psnr'] - base:+.4f} |")
             quality = (f"\n## Quality: STDF-R3 with `{os.path.basename(args.checkpoint)}` (STDF-PyTorch release)\n\n"
                        "The embedded sample's held-out sequence (416x240, 32 frames, x265 QP37), every file exported at "
-                       "416x240; int8 calibrated on 8 windows of the sample's training frames.\n\n" + "\n".join(rows) + "\n")
-    publish("Runtimes: Keras/TF, SavedModel, LiteRT and ONNX Runtime",
+                       "416x240; int8 (deformable sampling positions kept float) and int8_full calibrated on 8 "
+                       "windows of the sample's training frames.\n\n" + "\n".join(rows) + "\n")
+    load_at_end = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    publish(f"Runtimes: Keras/TF, SavedModel, LiteRT and ONNX Runtime ({', '.join(args.models)})",
+            f"Load average (1, 5, 15 min, as `uptime` prints it) at the start: {load_at_start}; at the end: "
+            f"{load_at_end}; above the {os.cpu_count()} cores, other jobs (e.g. a training run) shared the CPU "
+            "and every FPS is lower than on an idle machine.\n\n"
             f"One frame, batch 1, float32 in and out, mean of {args.repeats} after a warm-up; LiteRT and ONNX Runtime "
             f"with {args.threads} threads; RSS is the peak of the process (Keras and SavedModel load TensorFlow, "
             "LiteRT and ONNX Runtime do not). Anchor: the PyTorch STDF-R3 peer ran 0.38 FPS at 832x480 on this "
             "machine (torchvision deform_conv2d, 2 threads).\n\n" + "\n".join(lines) + "\n\nFile sizes:\n\n"
-            + "\n".join(file_lines) + "\n" + quality, args.out)
+            + "\n".join(file_lines) + "\n" + quality, args.out, args.append)
 
 
 if __name__ == "__main__":

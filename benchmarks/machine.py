@@ -39,9 +39,9 @@ ops or the benchmarks differ from it)."""
     return f"{time.strftime('%Y-%m-%d')} at commit {commit}{dirty}"
 
 
-def publish(title, body, out=None):
+def publish(title, body, out=None, append=False):
     """Print a benchmark result headed by the machine, the date and commit, and the exact command;
-    also write it to `out`."""
+    also write it to `out` (after what `out` holds when `append`)."""
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     text = (f"# {title}\n\nMachine: {describe()}; 1-minute load average at the end: {load:.1f} "
             f"(above the core count means other jobs shared the CPU)\n\nRun: {revision()}\n\n"
@@ -50,6 +50,9 @@ def publish(title, body, out=None):
     if out:
         from vcar_tf.fileutil import write_text_atomic
 
+        if append and os.path.isfile(out):
+            with open(out) as f:
+                text = f.read().rstrip("\n") + "\n\n" + text
         write_text_atomic(out, text)
     return text
 

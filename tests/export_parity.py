@@ -9,6 +9,22 @@ import numpy as np
 
 SIZE_A, SIZE_B = (37, 53), (30, 45)  # not multiples of 8
 
+# Every registered model, by the export it gets (test_models_cover_the_registry keeps them complete).
+WINDOW_MODELS = ("arcnn", "dncnn", "stifn_r3", "stifn_r3l", "stdf_r3", "stdf_r3l", "stdf_dsta", "nl_convlstm")
+RECURRENT_MODELS = ("rfda", "stdf_rf")
+
+
+def parity_model(name, seed=0):
+    """build(name) with seeded initial weights, perturbed (tests.conftest.perturb_weights) so the
+    zero-initialised residual heads do not hide export errors."""
+    import keras
+
+    from tests.conftest import perturb_weights
+    from vcar_tf.models import build
+
+    keras.utils.set_random_seed(seed)
+    return perturb_weights(build(name), seed=seed, scale=0.02)
+
 
 def sample_clips(root, size, frames=6, offset=(40, 60)):
     """(compressed, raw) float32 (T, H, W) crops of the sample's held-out test sequence."""

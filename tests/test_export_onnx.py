@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 
-from tests.conftest import perturb_weights
-from tests.export_parity import SIZE_A, SIZE_B, psnr, run_fresh, sample_clips, windows
+from tests.export_parity import (RECURRENT_MODELS, SIZE_A, SIZE_B, WINDOW_MODELS, parity_model, psnr, run_fresh,
+                                 sample_clips, windows)
 from vcar_tf.errors import VcarError
 from vcar_tf.export.onnx import export_onnx
-from vcar_tf.models import build, spec
+from vcar_tf.models import spec
 
 # Runs every input (a batch of windows, or a stream carrying the state) with onnxruntime only.
 _FRESH = r'''
@@ -43,12 +43,12 @@ def sample_root(sample_cache):
     return sample_cache[1]
 
 
-@pytest.mark.parametrize("name", ["arcnn", "stdf_r3", "nl_convlstm"])
-def test_onnx_matches_keras_on_real_frames_in_fresh_process(name, sample_root, tmp_path):
+@pytest.mark.parametrize("name", WINDOW_MODELS)
+def test_onnx_matches_keras_on_real_frames_in_fresh_process(name, sample_root, tmp_path, record_property):
     """One file, free batch, H and W: two sizes that are not multiples of 8, each as a batch of
     windows, max |difference| <= 1e-4 and ΔPSNR equal to Keras's within 0.01 dB, in onnxruntime alone."""
     radius = spec(name).radius
-    model = perturb_weights(build(name), scale=0.02)
+    model = parity_model(name)
     path = export_onnx(model, radius, str(tmp_path / f"{name}.onnx"))
     clips = {k: sample_clips(sample_root, s, frames=3) for k, s in (("a", SIZE_A), ("b", SIZE_B))}
     inputs = {k: windows(comp, radius) for k, (comp, _) in clips.items()}
@@ -57,22 +57,27 @@ def test_onnx_matches_keras_on_real_frames_in_fresh_process(name, sample_root, t
     for k, (comp, raw) in clips.items():
         want = np.asarray(model(inputs[k], training=False))[..., 0]
         assert out[k].shape == want.shape == comp.shape
+        record_property(f"max_abs_diff_{comp.shape[1]}x{comp.shape[2]}", float(np.abs(out[k] - want).max()))
         assert np.abs(out[k] - want).max() <= 1e-4
         assert abs(psnr(out[k], raw) - psnr(want, raw)) <= 0.01
         assert abs(psnr(want, raw) - psnr(comp, raw)) > 0.01  # the model changes the frames
 
 
-def test_recurrent_onnx_over_a_stream_equals_keras_clip_and_runner_checks_input(sample_root, tmp_path):
-    """RFDA's step file: a 10-frame stream carried by the fresh process (first state from the
-    metadata) and by the runner equals the Keras model's whole-clip output; bad input is one clear error."""
+@pytest.mark.parametrize("name", RECURRENT_MODELS)
+def test_recurrent_onnx_over_a_stream_equals_keras_clip_and_runner_checks_input(name, sample_root, tmp_path,
+                                                                                 record_property):
+    """The step file of RFDA and STDF+RF: a 10-frame stream carried by the fresh process (first
+    state from the metadata) and by the runner equals the Keras model's whole-clip output; bad
+    input is one clear error."""
     from vcar_tf.inference.exported import load_exported
     from vcar_tf.inference.streaming import enhance_frames
 
-    model = perturb_weights(build("rfda"), scale=0.02)
-    path = export_onnx(model, 3, str(tmp_path / "rfda.onnx"))
+    model = parity_model(name)
+    path = export_onnx(model, 3, str(tmp_path / f"{name}.onnx"))
     comp, _ = sample_clips(sample_root, SIZE_B, frames=10)
     want = np.asarray(model(comp[None, ..., None]))[0, ..., 0]
     got = _fresh(tmp_path, path, {"x": windows(comp, 3)})["x"]
+    record_property(f"max_abs_diff_{SIZE_B[0]}x{SIZE_B[1]}", float(np.abs(got - want).max()))
     assert np.abs(got - want).max() <= 1e-4
     runner = load_exported(path)
     assert (runner.radius, runner.recurrent, runner.state_channels) == (3, True, 64)
@@ -116,7 +121,7 @@ def test_native_deformconv_onnx_matches_keras_in_fresh_process(sample_root, tmp_
 
     if load_deform_conv(required=False) is None:
         pytest.skip("the fused deformable conv op does not build here")
-    model = perturb_weights(build("stdf_r3"), scale=0.02)
+    model = parity_model("stdf_r3")
     path = export_onnx(model, 3, str(tmp_path / "stdf_r3_deformconv.onnx"), deform="native")
     inputs = {k: windows(sample_clips(sample_root, s, frames=3)[0], 3) for k, s in (("a", SIZE_A), ("b", SIZE_B))}
     out = _fresh(tmp_path, path, inputs)

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from tests.conftest import perturb_weights
-from tests.export_parity import SIZE_A, SIZE_B, psnr, run_fresh, sample_clips, windows
+from tests.export_parity import (RECURRENT_MODELS, SIZE_A, SIZE_B, WINDOW_MODELS, parity_model, psnr, run_fresh,
+                                 sample_clips, windows)
 from vcar_tf.errors import VcarError
 from vcar_tf.export.tflite import export_tflite
 from vcar_tf.models import build, spec
@@ -44,6 +44,16 @@ def _builtin_names():
     return {k for k in vars(BuiltinOperator) if k.isupper()} - {"CUSTOM", "DELEGATE"}
 
 
+def _sampling_dtypes(path):
+    """The dtypes of a TFLite file's deformable sampling-position tensors."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from vcar_tf.ops.deform_conv import SAMPLING_SCOPE
+
+    return {t["dtype"].__name__ for t in Interpreter(model_path=path).get_tensor_details()
+            if f"/{SAMPLING_SCOPE}/" in t["name"]}
+
+
 def _keras_frames(model, ws):
     return np.concatenate([np.asarray(model(w[None], training=False))[..., 0] for w in ws])
 
@@ -62,12 +72,19 @@ def sample_root(sample_cache):
     return sample_cache[1]
 
 
-@pytest.mark.parametrize("name", ["arcnn", "stdf_r3", "nl_convlstm"])
-def test_fp32_tflite_matches_keras_on_real_frames_in_fresh_process(name, sample_root, tmp_path):
+def test_models_cover_the_registry():
+    """Every registered model has its parity tests: a new model must join one list."""
+    from vcar_tf.models import names
+
+    assert sorted(WINDOW_MODELS + RECURRENT_MODELS) == sorted(names())
+
+
+@pytest.mark.parametrize("name", WINDOW_MODELS)
+def test_fp32_tflite_matches_keras_on_real_frames_in_fresh_process(name, sample_root, tmp_path, record_property):
     """Fixed-size files at two sizes that are not multiples of 8: max |difference| <= 1e-4 and
-    ΔPSNR equal to the Keras model's within 0.01 dB, run by ai-edge-litert alone."""
+    ΔPSNR equal to the Keras model's within 0.01 dB, run by ai-edge-litert alone, builtin ops only."""
     radius = spec(name).radius
-    model = perturb_weights(build(name), scale=0.02)
+    model = parity_model(name)
     for size in (SIZE_A, SIZE_B):
         comp, raw = sample_clips(sample_root, size, frames=4)
         ws = windows(comp, radius)
@@ -75,6 +92,7 @@ def test_fp32_tflite_matches_keras_on_real_frames_in_fresh_process(name, sample_
         got = _fresh(tmp_path, path, {"x": ws})["x"]
         want = _keras_frames(model, ws)
         assert got.shape == want.shape == comp.shape
+        record_property(f"max_abs_diff_{size[0]}x{size[1]}", float(np.abs(got - want).max()))
         assert np.abs(got - want).max() <= 1e-4
         assert abs(psnr(got, raw) - psnr(want, raw)) <= 0.01
         assert abs(psnr(want, raw) - psnr(comp, raw)) > 0.01  # the model changes the frames
@@ -86,7 +104,7 @@ def test_free_size_tflite_resizes_and_runner_rejects_bad_input(sample_root, tmp_
     from vcar_tf.inference.exported import load_exported
     from vcar_tf.inference.streaming import enhance_frames
 
-    model = perturb_weights(build("stdf_r3"), scale=0.02)
+    model = parity_model("stdf_r3")
     free = export_tflite(model, 3, str(tmp_path / "free.tflite"))
     inputs = {k: windows(sample_clips(sample_root, s, frames=3)[0], 3) for k, s in (("a", SIZE_A), ("b", SIZE_B))}
     out = _fresh(tmp_path, free, inputs)
@@ -113,17 +131,19 @@ def test_free_size_tflite_resizes_and_runner_rejects_bad_input(sample_root, tmp_
         load_exported(str(tmp_path / "bad.tflite"))
 
 
-def test_recurrent_step_tflite_over_a_stream_equals_keras_clip(sample_root, tmp_path):
-    """RFDA's step file (window, state) -> (frame, next state): a 10-frame stream carried by the
-    fresh process and by the runner equals the Keras model's whole-clip output."""
+@pytest.mark.parametrize("name", RECURRENT_MODELS)
+def test_recurrent_step_tflite_over_a_stream_equals_keras_clip(name, sample_root, tmp_path, record_property):
+    """The step file (window, state) -> (frame, next state) of RFDA and STDF+RF: a 10-frame stream
+    carried by the fresh process and by the runner equals the Keras model's whole-clip output."""
     from vcar_tf.inference.exported import load_exported
     from vcar_tf.inference.streaming import enhance_frames
 
-    model = perturb_weights(build("rfda"), scale=0.02)
+    model = parity_model(name)
     comp, _ = sample_clips(sample_root, SIZE_A, frames=10)
     want = np.asarray(model(comp[None, ..., None]))[0, ..., 0]
-    path = export_tflite(model, 3, str(tmp_path / "rfda.tflite"), *SIZE_A)
+    path = export_tflite(model, 3, str(tmp_path / f"{name}.tflite"), *SIZE_A)
     got = _fresh(tmp_path, path, {"x": windows(comp, 3)})["x"]
+    record_property(f"max_abs_diff_{SIZE_A[0]}x{SIZE_A[1]}", float(np.abs(got - want).max()))
     assert np.abs(got - want).max() <= 1e-4
     runner = load_exported(path)
     assert runner.recurrent and runner.initial_state(None).shape == (1, 40, 56, runner.state_channels)
@@ -135,22 +155,27 @@ def test_recurrent_step_tflite_over_a_stream_equals_keras_clip(sample_root, tmp_
         export_tflite(model, 3, str(tmp_path / "free_rfda.tflite"))
 
 
-def test_fp16_and_int8_variants_are_builtin_and_close_to_fp32(sample_root, tmp_path):
-    """fp16 weights: ΔPSNR within 0.05 dB of fp32; int8 (calibrated on real frames): builtin ops,
-    float in and out, finite frames of the right shape (its loss is measured by the benchmark)."""
-    model = perturb_weights(build("stdf_r3"), scale=0.02)
+def test_fp16_and_int8_variants_are_builtin_and_close_to_fp32(sample_root, tmp_path, record_property):
+    """fp16 weights: ΔPSNR within 0.05 dB of fp32; int8 and int8_full (calibrated on real frames):
+    builtin ops, float in and out, finite frames of the right shape; int8 keeps the deformable
+    sampling positions float, int8_full rounds them to int8 (the loss on trained weights is
+    measured by the benchmark)."""
+    model = parity_model("stdf_r3")
     comp, raw = sample_clips(sample_root, SIZE_A, frames=4)
     ws = windows(comp, 3)
     fp32 = export_tflite(model, 3, str(tmp_path / "fp32.tflite"), *SIZE_A)
     fp16 = export_tflite(model, 3, str(tmp_path / "fp16.tflite"), *SIZE_A, quantization="fp16")
     calibration, _ = sample_clips(sample_root, SIZE_A, frames=4, offset=(100, 120))
-    int8 = export_tflite(model, 3, str(tmp_path / "int8.tflite"), *SIZE_A, quantization="int8",
-                         representative=[w[None] for w in windows(calibration, 3)])
+    int8 = {q: export_tflite(model, 3, str(tmp_path / f"{q}.tflite"), *SIZE_A, quantization=q,
+                             representative=[w[None] for w in windows(calibration, 3)]) for q in ("int8", "int8_full")}
     sizes = [(tmp_path / f).stat().st_size for f in ("fp32.tflite", "fp16.tflite", "int8.tflite")]
     assert sizes[1] < sizes[0] and sizes[2] < sizes[1]
-    out = {q: _fresh(tmp_path, p, {"x": ws})["x"] for q, p in (("fp32", fp32), ("fp16", fp16), ("int8", int8))}
+    out = {q: _fresh(tmp_path, p, {"x": ws})["x"] for q, p in (("fp32", fp32), ("fp16", fp16), *int8.items())}
     assert abs(psnr(out["fp16"], raw) - psnr(out["fp32"], raw)) <= 0.05
-    assert out["int8"].shape == out["fp32"].shape and np.isfinite(out["int8"]).all()
+    for q in int8:
+        assert out[q].shape == out["fp32"].shape and np.isfinite(out[q]).all()
+        record_property(f"mean_abs_diff_{q}_fp32", float(np.abs(out[q] - out["fp32"]).mean()))
+    assert "int8" not in _sampling_dtypes(int8["int8"]) and "int8" in _sampling_dtypes(int8["int8_full"])
     with pytest.raises(VcarError, match="representative"):
         export_tflite(model, 3, str(tmp_path / "x.tflite"), *SIZE_A, quantization="int8")
 

@@ -2,7 +2,7 @@
 
     vcar-export --model_dir RUN|--preset NAME --out DIR [--format saved_model] [--name NAME] [--version N]
     vcar-export --model_dir RUN|--preset NAME --out DIR --format tflite [--height 480 --width 832]
-                [--quantization fp32|fp16|int8] [--calibration_frames 8]
+                [--quantization fp32|fp16|int8|int8_full] [--calibration_frames 8]
     vcar-export --model_dir RUN|--preset NAME --out DIR --format onnx [--onnx_deform composite|native]
 
 saved_model writes DIR/NAME/VERSION/ (TF Serving's layout; VERSION defaults to one more than the
@@ -10,8 +10,9 @@ largest there); tflite writes DIR/NAME_HxW_QUANT.tflite (builtin ops only; `--he
 leaves H and W free for window models but NL-ConvLSTM); onnx writes DIR/NAME.onnx (free batch, H
 and W; `--onnx_deform native` maps deformable convolutions onto ONNX's DeformConv, opset 19, instead
 of the stock-op composite). Every other export uses stock ops only (the deformable convolution's composite); the signatures
-are those of vcar_tf/export/signatures.py. int8 is calibrated on windows of the embedded sample
-dataset's real frames.
+are those of vcar_tf/export/signatures.py. int8 and int8_full are calibrated on windows of the
+embedded sample dataset's real frames; int8 keeps the deformable sampling positions float
+(vcar_tf/export/tflite.py).
 """
 
 import os
@@ -93,7 +94,7 @@ def main(argv=None):
     else:
         height, width = (args.height, args.width) if args.height else (None, None)
         representative = (calibration_windows(model, radius, height or 480, width or 832, args.calibration_frames)
-                          if args.quantization == "int8" else None)
+                          if args.quantization.startswith("int8") else None)
         size = f"{height}x{width}" if height else "free"
         path = export_tflite(model, radius, os.path.join(args.out, f"{name}_{size}_{args.quantization}.tflite"),
                              height, width, args.quantization, representative)

@@ -14,10 +14,15 @@ fails at conversion rather than on the phone. Deformable convolutions trace the 
 Quantization:
 - "fp32": none;
 - "fp16": weights stored as float16 (half the file), computed in float32;
-- "int8": full-integer weights and activations, calibrated on `representative` (an iterable of
+- "int8": integer weights and activations, calibrated on `representative` (an iterable of
   float32 windows [1, 2R+1, H, W, 1], real frames, and for a recurrent model (window, hidden)
   pairs); the inputs and outputs stay float32, so runners treat every variant alike. Ops without
-  an int8 kernel (the composite's index arithmetic) stay float32.
+  an int8 kernel (the composite's index arithmetic) stay float32, and so do the deformable
+  composite's sampling positions (ops under ops.deform_conv.SAMPLING_SCOPE, kept float by
+  selective quantization: tf.lite.experimental.QuantizationDebugger with denylisted_nodes):
+  in int8 a position of a W-pixel-wide frame rounds to W/255 pixels, which cost STDF-R3 1.95 dB
+  at 416x240 (benchmarks/results/runtimes.md);
+- "int8_full": the same without that exception, every op with an int8 kernel in int8.
 The command is vcar-export --format tflite (vcar_tf/cli/export.py).
 """
 
@@ -27,9 +32,9 @@ from vcar_tf.errors import VcarError
 from vcar_tf.export.signatures import float_function
 from vcar_tf.fileutil import write_bytes_atomic
 from vcar_tf.models.recurrent import is_recurrent
-from vcar_tf.ops.deform_conv import composite_only
+from vcar_tf.ops.deform_conv import SAMPLING_SCOPE, composite_only
 
-QUANTIZATIONS = ("fp32", "fp16", "int8")
+QUANTIZATIONS = ("fp32", "fp16", "int8", "int8_full")
 
 
 def frozen_function(model, radius, batch=1, height=None, width=None):
@@ -49,7 +54,7 @@ def tflite_bytes(model, radius, height=None, width=None, quantization="fp32", re
         raise VcarError("give both height and width, or neither")
     if height is None and is_recurrent(model):
         raise VcarError("a recurrent model exports to TFLite at a fixed size: give height and width")
-    if quantization == "int8" and representative is None:
+    if quantization.startswith("int8") and representative is None:
         raise VcarError("int8 needs a representative dataset of real frames")
     concrete = frozen_function(model, radius, 1, height, width)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete])
@@ -57,7 +62,7 @@ def tflite_bytes(model, radius, height=None, width=None, quantization="fp32", re
     if quantization == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
-    elif quantization == "int8":
+    elif quantization.startswith("int8"):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         recurrent = is_recurrent(model)
         samples = list(representative)
@@ -69,10 +74,23 @@ def tflite_bytes(model, radius, height=None, width=None, quantization="fp32", re
         converter.representative_dataset = dataset
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
     try:
+        if quantization == "int8" and any(SAMPLING_SCOPE in op.name for op in concrete.graph.get_operations()):
+            return _int8_with_float_sampling(converter, dataset)
         return converter.convert()
     except Exception as e:  # the converter raises ConverterError and friends with MLIR dumps
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise VcarError(f"TFLite conversion failed (builtin ops only): {first}") from e
+
+
+def _int8_with_float_sampling(converter, dataset):
+    """The int8 flatbuffer with every tensor under SAMPLING_SCOPE left float (selective quantization)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=dataset)
+    calibrated = Interpreter(model_content=debugger.calibrated_model).get_tensor_details()
+    float_nodes = sorted({t["name"] for t in calibrated if f"/{SAMPLING_SCOPE}/" in t["name"]})
+    debugger.options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=float_nodes)
+    return debugger.get_nondebug_quantized_model()
 
 
 def export_tflite(model, radius, path, height=None, width=None, quantization="fp32", representative=None):

@@ -24,6 +24,7 @@ from vcar_tf.errors import VcarError
 from vcar_tf.ops.deform_conv_op import load_deform_conv
 
 IMPLS = ("auto", "fused", "composite")
+SAMPLING_SCOPE = "deform_sampling"  # the composite's sampling positions (export/tflite.py keeps them float)
 
 
 def deform_impl():
@@ -60,22 +61,23 @@ def deform_conv2d_composite(x, offset, mask, kernel, bias=None, deformable_group
     pad = (k - 1) // 2
     hw = h * w
 
-    # sampling positions (B, H, W, D, k², 2)
-    # dy and dx as (B, H, W, D, k²), sliced on a 5-D view: TFLite's StridedSlice takes at most 5-D
-    off = tf.reshape(offset, tf.stack([b, h, w, dg * taps, 2]))
-    off_y, off_x = (tf.reshape(off[..., i], tf.stack([b, h, w, dg, taps])) for i in (0, 1))
-    ti, tj = tf.meshgrid(tf.range(k), tf.range(k), indexing="ij")
-    tap_y = tf.cast(tf.reshape(ti, [-1]) - pad, x.dtype)
-    tap_x = tf.cast(tf.reshape(tj, [-1]) - pad, x.dtype)
-    gy = tf.reshape(tf.cast(tf.range(h), x.dtype), [1, -1, 1, 1, 1])
-    gx = tf.reshape(tf.cast(tf.range(w), x.dtype), [1, 1, -1, 1, 1])
-    py = gy + tf.reshape(tap_y, [1, 1, 1, 1, taps]) + off_y
-    px = gx + tf.reshape(tap_x, [1, 1, 1, 1, taps]) + off_x
-    y0 = tf.floor(py)
-    x0 = tf.floor(px)
-    ly, lx = py - y0, px - x0
-    y0 = tf.cast(y0, tf.int32)
-    x0 = tf.cast(x0, tf.int32)
+    with tf.name_scope(SAMPLING_SCOPE):  # absolute positions: int8 would round them to W/255 pixels
+        # sampling positions (B, H, W, D, k², 2)
+        # dy and dx as (B, H, W, D, k²), sliced on a 5-D view: TFLite's StridedSlice takes at most 5-D
+        off = tf.reshape(offset, tf.stack([b, h, w, dg * taps, 2]))
+        off_y, off_x = (tf.reshape(off[..., i], tf.stack([b, h, w, dg, taps])) for i in (0, 1))
+        ti, tj = tf.meshgrid(tf.range(k), tf.range(k), indexing="ij")
+        tap_y = tf.cast(tf.reshape(ti, [-1]) - pad, x.dtype)
+        tap_x = tf.cast(tf.reshape(tj, [-1]) - pad, x.dtype)
+        gy = tf.reshape(tf.cast(tf.range(h), x.dtype), [1, -1, 1, 1, 1])
+        gx = tf.reshape(tf.cast(tf.range(w), x.dtype), [1, 1, -1, 1, 1])
+        py = gy + tf.reshape(tap_y, [1, 1, 1, 1, taps]) + off_y
+        px = gx + tf.reshape(tap_x, [1, 1, 1, 1, taps]) + off_x
+        y0 = tf.floor(py)
+        x0 = tf.floor(px)
+        ly, lx = py - y0, px - x0
+        y0 = tf.cast(y0, tf.int32)
+        x0 = tf.cast(x0, tf.int32)
 
     # (B, D, H·W, C_in/D): gather rows of each deformable group's channels
     source = tf.transpose(tf.reshape(x, tf.stack([b, hw, dg, cg])), [0, 2, 1, 3])
