@@ -42,7 +42,7 @@ def test_every_shipped_preset_has_a_full_card_and_loads():
 def test_readme_preset_improves_the_embedded_sample(tmp_path):
     settings = CodecSettings(qp=37, deblock=True, sao=True)
     root = ensure_sample_dataset([settings])
-    stream, = glob.glob(os.path.join(root, "test", settings.folder, "QP37", "bitstreams", "*.hevc"))
+    stream, = glob.glob(os.path.join(root, "test", settings.folder, "bitstreams", "*.hevc"))
     raw, = glob.glob(os.path.join(root, "test", "raw", "*.yuv"))
     out = tmp_path / "enhanced.y4m"
     assert enhance([stream, str(out), "--preset", README_PRESET, "--no_progress"]) == 0
