@@ -3,6 +3,7 @@ queried over REST with `requests` and over gRPC with tensorflow-serving-api's ow
 equal the SavedModel run directly (and saved_model_cli run); bad requests are one-line 4xx; a new
 version is picked up by polling, a half-written or broken one ignored; the metrics count it all."""
 
+import contextlib
 import json
 import os
 import queue
@@ -25,18 +26,12 @@ pytest.importorskip("tensorflow_serving.apis.predict_pb2",
 TIMEOUT = 60  # seconds, for any one request
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """(REST url, gRPC address, base path, version 1's folder) of a vcar-serve process."""
-    from vcar_tf.export import export_saved_model
-    from vcar_tf.models import build
-
-    base = tmp_path_factory.mktemp("serving") / "arcnn"
-    path = export_saved_model(perturb_weights(build("arcnn"), scale=0.02), 0, str(base))
+@contextlib.contextmanager
+def serving(name, base, *flags):
+    """(REST url, gRPC address, stderr lines) of a vcar-serve process serving `base` as `name`."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vcar_tf.cli.serve", "--model_name", "arcnn", "--model_base_path", str(base),
-         "--rest_api_port", "0", "--port", "0", "--file_system_poll_wait_seconds", "0.3",
-         "--max_request_bytes", "300000", "--max_frame_pixels", "4096"],
+        [sys.executable, "-m", "vcar_tf.cli.serve", "--model_name", name, "--model_base_path", str(base),
+         "--rest_api_port", "0", "--port", "0", *flags],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
@@ -46,13 +41,37 @@ def served(tmp_path_factory):
         line = lines.get(timeout=120)
         match = re.search(r"REST on (http://127\.0\.0\.1:\d+), gRPC on (127\.0\.0\.1:\d+)", line)
         assert match, line
-        yield match[1], match[2], base, path, stderr
+        yield match[1], match[2], stderr
     finally:
         proc.terminate()
         try:
             assert proc.wait(timeout=20) == 0, "".join(stderr)[-2000:]
         finally:
             proc.kill()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """(REST url, gRPC address, base path, version 1's folder) of a vcar-serve process."""
+    from vcar_tf.export import export_saved_model
+    from vcar_tf.models import build
+
+    base = tmp_path_factory.mktemp("serving") / "arcnn"
+    path = export_saved_model(perturb_weights(build("arcnn"), scale=0.02), 0, str(base))
+    with serving("arcnn", base, "--file_system_poll_wait_seconds", "0.3", "--max_request_bytes", "300000",
+                 "--max_frame_pixels", "4096") as (rest, grpc_address, stderr):
+        yield rest, grpc_address, base, path, stderr
+
+
+def saved_model_cli_run(path, signature, inputs, outdir):
+    """{output name: array} from `saved_model_cli run`, the C++ loader TF Serving uses."""
+    np.savez(os.path.join(outdir, "in.npz"), **inputs)
+    r = subprocess.run([sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "run", "--dir", path,
+                        "--tag_set", "serve", "--signature_def", signature, "--inputs",
+                        ";".join(f"{k}={outdir}/in.npz[{k}]" for k in inputs), "--outdir", os.path.join(outdir, "cli")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return {f[:-4]: np.load(os.path.join(outdir, "cli", f)) for f in os.listdir(os.path.join(outdir, "cli"))}
 
 
 def direct(path, signature, **inputs):
@@ -74,13 +93,8 @@ def test_rest_predict_equals_the_saved_model_and_saved_model_cli(served, tmp_pat
                          json={"signature_name": "serving_default", "instances": frames.tolist()}, timeout=TIMEOUT)
     np.testing.assert_array_equal(np.array(rows.json()["predictions"], np.uint8), expected)
     # saved_model_cli, the C++ loader TF Serving uses, on the same input
-    np.savez(tmp_path / "in.npz", frames=frames)
-    r = subprocess.run([sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "run", "--dir", path,
-                        "--tag_set", "serve", "--signature_def", "serving_default",
-                        "--inputs", f"frames={tmp_path}/in.npz[frames]", "--outdir", str(tmp_path / "cli")],
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
-    np.testing.assert_array_equal(np.load(tmp_path / "cli" / "enhanced.npy"), expected)
+    np.testing.assert_array_equal(saved_model_cli_run(path, "serving_default", {"frames": frames}, tmp_path)["enhanced"],
+                                  expected)
 
     # serve_float, a batch of two in the row format
     windows = np.random.default_rng(1).random((2, 1, 9, 13, 1), dtype=np.float32)
