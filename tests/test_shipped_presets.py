@@ -41,7 +41,8 @@ def test_every_shipped_preset_has_a_full_card_and_loads():
 
 def test_readme_preset_improves_the_embedded_sample(tmp_path):
     settings = CodecSettings(qp=37, deblock=True, sao=True)
-    root = ensure_sample_dataset([settings])
+    # a private cache: a second QP37 folder beside the default one would make the sample set ambiguous
+    root = ensure_sample_dataset([settings], cache_dir=str(tmp_path / "cache"))
     stream, = glob.glob(os.path.join(root, "test", settings.folder, "bitstreams", "*.hevc"))
     raw, = glob.glob(os.path.join(root, "test", "raw", "*.yuv"))
     out = tmp_path / "enhanced.y4m"
