@@ -193,10 +193,10 @@ def test_the_preset_nearest_to_the_stream_qp_is_chosen(tmp_path, monkeypatch, ca
     assert choose_preset(SimpleNamespace(input_qp=None), src) == "a_qp27"
     assert "QP 29" in capsys.readouterr().out
     assert choose_preset(SimpleNamespace(input_qp=40), src) == "b_qp37"
-    # two presets at the stream's QP: the one with the better test ΔPSNR, whatever the names
+    # two presets at the stream's QP: the one with the better val ΔPSNR, whatever the names
     (tmp_path / "p" / "0_qp37").mkdir()
-    (tmp_path / "p" / "0_qp37" / "card.json").write_text(json.dumps({"model": "arcnn", "qp": 37, "test": {"delta_psnr": 0.01}}))
-    (tmp_path / "p" / "b_qp37" / "card.json").write_text(json.dumps({"model": "arcnn", "qp": 37, "test": {"delta_psnr": 0.2}}))
+    (tmp_path / "p" / "0_qp37" / "card.json").write_text(json.dumps({"model": "arcnn", "qp": 37, "val": {"delta_psnr": 0.01}}))
+    (tmp_path / "p" / "b_qp37" / "card.json").write_text(json.dumps({"model": "arcnn", "qp": 37, "val": {"delta_psnr": 0.2}}))
     assert choose_preset(SimpleNamespace(input_qp=40), src) == "b_qp37"
 
 

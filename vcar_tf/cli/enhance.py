@@ -100,7 +100,7 @@ def load_enhancer(args, src):
 
 def choose_preset(args, src):
     """The shipped preset trained at the QP nearest to the stream's (or --input_qp's); of several at
-    that QP, the one with the best test ΔPSNR."""
+    that QP, the one with the best val ΔPSNR."""
     from vcar_tf.models.presets import preset_card, preset_names
 
     names = preset_names()
@@ -114,8 +114,8 @@ def choose_preset(args, src):
             print(f"the stream's QP cannot be read: {how}; assuming QP {DEFAULT_QP} (--input_qp sets it)")
             qp, how = DEFAULT_QP, "assumed"
     cards = {n: preset_card(n) for n in names}
-    # nearest QP first; among presets of that QP, the best on the test split
-    best = min(names, key=lambda n: (abs(cards[n]["qp"] - qp), -cards[n].get("test", {}).get("delta_psnr", 0.0), n))
+    # nearest QP first; among presets of that QP, the best on the val split (choices never use test)
+    best = min(names, key=lambda n: (abs(cards[n]["qp"] - qp), -cards[n].get("val", {}).get("delta_psnr", 0.0), n))
     print(f"preset {best} ({cards[best]['model']}, trained at QP {cards[best]['qp']}): the nearest to "
           f"QP {qp:g} ({how})")
     return best
