@@ -4,14 +4,16 @@ and int8_full TFLite files) and ONNX Runtime, and, with --checkpoint (the STDF-P
 
     python benchmarks/bench_runtimes.py [--models all | arcnn stdf_r3 rfda ...] [--sizes 416x240 832x480]
         [--checkpoint ../shared/weights/stdf-pytorch/stdf_mfqev2_r3.safetensors] [--repeats 2] [--threads 2]
+        [--calibration_frames 8]
         [--out benchmarks/results/runtimes.md [--append]]
 
 --models all (the default) runs every registered model; --append adds this run, with its own
 machine line, date, commit and command, after what --out holds (runs of a few models at a time).
 
 Each (model, size) is exported once (vcar_tf.export: SavedModel, TFLite fp32/fp16/int8/int8_full at
-that size, int8 (deformable sampling positions kept float) and int8_full calibrated on 8 windows of
-the embedded sample's training frames, ONNX with the composite and ONNX with native DeformConv nodes,
+that size, int8 (deformable sampling positions kept float) and int8_full calibrated on --calibration_frames
+windows of the embedded sample's training frames (8; fewer for NL-ConvLSTM, whose calibration in
+the TFLite interpreter takes minutes per window), ONNX with the composite and ONNX with native DeformConv nodes,
 the same graph for models without one); then every runtime runs in its own process, so its peak
 RSS is its own: one frame (batch 1) through vcar_tf.inference.streaming.frame_step, as
 vcar-evaluate runs it (a recurrent model: one step of the stream), mean of --repeats after a
@@ -54,7 +56,7 @@ def _paths(folder, name):
     return paths
 
 
-def child_export(name, width, height, folder, checkpoint):
+def child_export(name, width, height, folder, checkpoint, calibration_frames):
     from vcar_tf import models
     from vcar_tf.cli.export import calibration_windows
     from vcar_tf.export.onnx import export_onnx
@@ -65,7 +67,7 @@ def child_export(name, width, height, folder, checkpoint):
     export_saved_model(model, radius, os.path.dirname(paths["saved_model"]), 1)
     export_onnx(model, radius, paths["onnx"])
     export_onnx(model, radius, paths["onnx_deformconv"], deform="native")
-    windows = calibration_windows(model, radius, height, width, 8)
+    windows = calibration_windows(model, radius, height, width, int(calibration_frames))
     for q in QUANTIZATIONS:
         export_tflite(model, radius, paths[f"tflite_{q}"], height, width, q, windows if q.startswith("int8") else None)
     print(json.dumps({f"{k}_mb": _size(p) / 2**20 for k, p in paths.items()}))
@@ -124,6 +126,7 @@ def main():
     p.add_argument("--checkpoint", default=None, help="STDF-PyTorch release weights for the quality table")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--append", action="store_true", help="add this run after what --out holds")
+    p.add_argument("--calibration_frames", type=int, default=8, help="int8 calibration windows")
     args = p.parse_args()
     if run_as_child(args, {"export": child_export, "infer": child_infer, "quality": child_quality}):
         return
@@ -141,7 +144,7 @@ def main():
         for name in args.models:
             for w, h in sizes:
                 folder = os.path.join(tmp, f"{name}_{w}x{h}")
-                sizes_mb = run_child(__file__, "export", name, w, h, folder, "-")
+                sizes_mb = run_child(__file__, "export", name, w, h, folder, "-", args.calibration_frames)
                 if "failed" in sizes_mb:
                     lines.append(f"| {name} | {w}x{h} | export failed: {sizes_mb['failed']} |")
                     continue
@@ -159,7 +162,8 @@ def main():
         quality = ""
         if args.checkpoint:
             folder = os.path.join(tmp, "stdf_release_416x240")
-            made = run_child(__file__, "export", "stdf_r3", 416, 240, folder, args.checkpoint)
+            made = run_child(__file__, "export", "stdf_r3", 416, 240, folder, args.checkpoint,
+                             args.calibration_frames)
             if "failed" in made:
                 raise SystemExit(f"exporting the release failed: {made['failed']}")
             q = {rt: run_child(__file__, "quality", rt, folder, args.checkpoint, args.threads) for rt in RUNTIMES}
@@ -171,14 +175,15 @@ def main():
                             f"{v['delta_psnr'] - base:+.4f} |")
             quality = (f"\n## Quality: STDF-R3 with `{os.path.basename(args.checkpoint)}` (STDF-PyTorch release)\n\n"
                        "The embedded sample's held-out sequence (416x240, 32 frames, x265 QP37), every file exported at "
-                       "416x240; int8 (deformable sampling positions kept float) and int8_full calibrated on 8 "
-                       "windows of the sample's training frames.\n\n" + "\n".join(rows) + "\n")
+                       "416x240; int8 (deformable sampling positions kept float) and int8_full calibrated on "
+                       f"{args.calibration_frames} windows of the sample's training frames.\n\n" + "\n".join(rows) + "\n")
     load_at_end = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     publish(f"Runtimes: Keras/TF, SavedModel, LiteRT and ONNX Runtime ({', '.join(args.models)})",
             f"Load average (1, 5, 15 min, as `uptime` prints it) at the start: {load_at_start}; at the end: "
             f"{load_at_end}; above the {os.cpu_count()} cores, other jobs (e.g. a training run) shared the CPU "
             "and every FPS is lower than on an idle machine.\n\n"
-            f"One frame, batch 1, float32 in and out, mean of {args.repeats} after a warm-up; LiteRT and ONNX Runtime "
+            f"One frame, batch 1, float32 in and out, mean of {args.repeats} after a warm-up; int8 files "
+            f"calibrated on {args.calibration_frames} windows of the sample's training frames; LiteRT and ONNX Runtime "
             f"with {args.threads} threads; RSS is the peak of the process (Keras and SavedModel load TensorFlow, "
             "LiteRT and ONNX Runtime do not). Anchor: the PyTorch STDF-R3 peer ran 0.38 FPS at 832x480 on this "
             "machine (torchvision deform_conv2d, 2 threads).\n\n" + "\n".join(lines) + "\n\nFile sizes:\n\n"
