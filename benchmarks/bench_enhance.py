@@ -161,8 +161,9 @@ def main():
 
     sections = []
     with tempfile.TemporaryDirectory() as tmp:
+        needed = (set() if "large" in args.skip else set(args.models)) | (set() if "long" in args.skip else {"arcnn"})
         runs = {name: _model_run(name, tmp, args.checkpoint if args.checkpoint != "none" else None)
-                for name in set(args.models) | {"arcnn"}}
+                for name in needed}
         if "long" not in args.skip:
             clip = os.path.join(tmp, "long.mp4")
             make_clip(clip, 416, 240, args.long)
