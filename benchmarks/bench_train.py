@@ -1,0 +1,146 @@
+"""Training throughput of every registered model at the preset recipe (scripts/train_preset.sh:
+batch 16, 64x64 crops, L2, Adam 5e-4 with 200 warm-up steps and cosine decay), input pipeline
+included: the trainer's own batches (Trainer.batches) and step (Trainer.train_step_fn), as
+Trainer.run calls them, on a prepared dataset.
+
+    python benchmarks/bench_train.py --data data/presets [--models stdf_r3 rfda] [--steps 6]
+        [--rounds 1] [--variants "" mixed_precision=true] [--out benchmarks/results/train.md]
+    python benchmarks/bench_train.py --data data/presets --models stdf_r3 --loss_steps 200 --losses_out L.json
+
+A timed step is what one iteration of Trainer.run's loop costs: the next batch, the optimizer
+step and the loss read back (no checkpoint, summary or validation). Each (model, variant) runs in
+its own process: one warm-up step (tracing), then --steps timed steps; with --rounds R the
+variants of a model alternate R times (A, B, A, B...), so a slow spell of a shared machine hits
+them alike. --variants are TrainConfig overrides (KEY=VALUE,...; "" is the recipe itself).
+--loss_steps N runs N steps from step 0 and writes their losses (and step times) to
+--losses_out: the same seed and data, so two code versions' curves can be compared.
+"""
+
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(1, os.path.dirname(HERE))  # this tree's vcar_tf, not another checkout's
+
+from machine import arg_parser, publish, run_as_child, run_child  # noqa: E402
+
+DEFAULT_MODELS = ("stdf_r3", "stdf_dsta", "rfda", "stifn_r3", "dncnn", "arcnn", "nl_convlstm")
+RECIPE = {"qp": 37, "batch": 16, "patch": 64, "steps": 5600, "lr": 5e-4, "warmup_steps": 200, "loss": "l2",
+          "checkpoint_every": 200, "export": False}
+
+
+def parse_variant(variant):
+    """'mixed_precision=true,seed=1' -> TrainConfig overrides of the field's type."""
+    from vcar_tf.train.config import TrainConfig
+
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    overrides = {}
+    for item in filter(None, variant.split(",")):
+        key, value = item.split("=", 1)
+        default = getattr(TrainConfig(), key) if key in fields else None
+        if isinstance(default, bool):
+            overrides[key] = value.lower() in ("1", "true", "yes")
+        elif isinstance(default, (int, float)):
+            overrides[key] = type(default)(value)
+        else:
+            overrides[key] = None if value == "" else value
+    return overrides
+
+
+def make_trainer(name, data, variant, model_dir):
+    from vcar_tf.train.config import TrainConfig
+    from vcar_tf.train.trainer import Trainer
+
+    return Trainer(TrainConfig(**{**RECIPE, "model": name, "data": data, "model_dir": model_dir,
+                                  **parse_variant(variant)}))
+
+
+def child_train(name, data, variant, steps, losses_out="-"):
+    """Time `steps` steps after one warm-up step (or, with losses_out, record every step from 0)."""
+    import time
+
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as run_dir:
+        trainer = make_trainer(name, data, "" if variant == "-" else variant, run_dir)
+        cfg = trainer.cfg
+        clip = (cfg.clip_length or trainer.spec.clip_length) if trainer.spec.recurrent else 1
+        it, step = trainer.batches(0), trainer.train_step_fn()
+        seconds, losses = [], []
+        for i in range(steps + (losses_out == "-")):
+            start = time.perf_counter()
+            x, y = next(it)
+            losses.append(float(step(x, y)))
+            seconds.append(time.perf_counter() - start)
+        if losses_out == "-":
+            seconds, losses = seconds[1:], losses[1:]
+        else:
+            with open(losses_out, "w") as f:
+                json.dump({"model": name, "variant": variant, "losses": losses, "seconds": seconds}, f)
+        del it
+    print(json.dumps({"seconds": seconds, "pixels": cfg.batch * cfg.patch ** 2 * clip}))
+
+
+def summary(seconds):
+    a = np.asarray(seconds)
+    return float(a.min()), float(np.median(a)), float(a.max())
+
+
+def main():
+    p = arg_parser(__doc__)
+    p.add_argument("--data", help="prepared dataset with train/ (and val/), as train_preset.sh's")
+    p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
+    p.add_argument("--steps", type=int, default=6, help="timed steps per process")
+    p.add_argument("--rounds", type=int, default=1, help="processes per (model, variant), alternating variants")
+    p.add_argument("--variants", nargs="+", default=[""], help="TrainConfig overrides, KEY=VALUE,...")
+    p.add_argument("--loss_steps", type=int, default=0)
+    p.add_argument("--losses_out", default=None)
+    args = p.parse_args()
+    if run_as_child(args, {"train": child_train}):
+        return
+    if not args.data:
+        p.error("--data is required")
+    if args.loss_steps:
+        if len(args.models) != 1 or len(args.variants) != 1 or not args.losses_out:
+            raise SystemExit("--loss_steps takes one model, one variant and --losses_out")
+        r = run_child(__file__, "train", args.models[0], args.data, args.variants[0] or "-", args.loss_steps,
+                      os.path.abspath(args.losses_out))
+        print(r.get("failed") or f"{args.loss_steps} losses in {args.losses_out}")
+        return
+    lines = ["| model | variant | s/step min | median | max | steps/s (median) | target Mpixels/s | steps timed |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name in args.models:
+        times = {v: [] for v in args.variants}
+        pixels, failed = 0, {}
+        for _ in range(args.rounds):
+            for v in args.variants:
+                r = run_child(__file__, "train", name, args.data, v or "-", args.steps)
+                if "failed" in r:
+                    failed[v] = r["failed"]
+                else:
+                    times[v] += r["seconds"]
+                    pixels = r["pixels"]
+        for v in args.variants:
+            label = v or "recipe"
+            if not times[v]:
+                lines.append(f"| {name} | {label} | failed: {failed.get(v, '?')} | | | | | 0 |")
+            else:
+                lo, med, hi = summary(times[v])
+                lines.append(f"| {name} | {label} | {lo:.3f} | {med:.3f} | {hi:.3f} | {1 / med:.3f} | "
+                             f"{pixels / med / 1e6:.3f} | {len(times[v])} |")
+            print(lines[-1], flush=True)
+    publish("Training throughput at the preset recipe",
+            f"Recipe of `scripts/train_preset.sh`: batch 16, 64x64 crops, L2, Adam 5e-4 (warm-up, cosine), fp32 "
+            f"unless a variant says otherwise; data `{args.data}`. One step = the trainer's next batch (its tf.data "
+            f"pipeline) + its step function + the loss read back. Per (model, variant): {args.rounds} process(es), "
+            f"variants alternating, each one warm-up step then {args.steps} timed steps. Target pixels per step = "
+            f"batch x 64² (x clip length for the recurrent models, 15 frames for rfda and stdf_rf).\n\n"
+            + "\n".join(lines) + "\n", args.out)
+
+
+if __name__ == "__main__":
+    main()
