@@ -4,7 +4,7 @@ included: the trainer's own batches (Trainer.batches) and step (Trainer.train_st
 Trainer.run calls them, on a prepared dataset.
 
     python benchmarks/bench_train.py --data data/presets [--models stdf_r3 rfda] [--steps 6]
-        [--rounds 1] [--variants "" mixed_precision=true] [--out benchmarks/results/train.md]
+        [--rounds 1] [--variants "" mixed_precision=true] [--out benchmarks/results/train.md [--append]]
     python benchmarks/bench_train.py --data data/presets --models stdf_r3 --loss_steps 200 --losses_out L.json
 
 A timed step is what one iteration of Trainer.run's loop costs: the next batch, the optimizer
@@ -99,6 +99,7 @@ def main():
     p.add_argument("--variants", nargs="+", default=[""], help="TrainConfig overrides, KEY=VALUE,...")
     p.add_argument("--loss_steps", type=int, default=0)
     p.add_argument("--losses_out", default=None)
+    p.add_argument("--append", action="store_true", help="add to --out instead of replacing it")
     args = p.parse_args()
     if run_as_child(args, {"train": child_train}):
         return
@@ -139,7 +140,7 @@ def main():
             f"pipeline) + its step function + the loss read back. Per (model, variant): {args.rounds} process(es), "
             f"variants alternating, each one warm-up step then {args.steps} timed steps. Target pixels per step = "
             f"batch x 64² (x clip length for the recurrent models, 15 frames for rfda and stdf_rf).\n\n"
-            + "\n".join(lines) + "\n", args.out)
+            + "\n".join(lines) + "\n", args.out, append=args.append)
 
 
 if __name__ == "__main__":
