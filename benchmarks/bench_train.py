@@ -14,6 +14,8 @@ variants of a model alternate R times (A, B, A, B...), so a slow spell of a shar
 them alike. --variants are TrainConfig overrides (KEY=VALUE,...; "" is the recipe itself).
 --loss_steps N runs N steps from step 0 and writes their losses (and step times) to
 --losses_out: the same seed and data, so two code versions' curves can be compared.
+--profile N traces N steps (after the warm-up) with TF's profiler and lists where the time goes,
+by kind of op (op time summed over TF's threads, so it adds up to more than the wall time).
 """
 
 import dataclasses
@@ -85,6 +87,54 @@ def child_train(name, data, variant, steps, losses_out="-"):
     print(json.dumps({"seconds": seconds, "pixels": cfg.batch * cfg.patch ** 2 * clip}))
 
 
+def op_kind(name):
+    """'scope/op:Type' of a profiler event -> the kind it is counted under (gradients apart)."""
+    scope, kind = name.rsplit(":", 1)
+    if "offset_mask" in scope and "Conv2D" in kind:  # the STDF family's 189-channel head
+        kind = "offset/mask head " + kind
+    return kind + (" (gradient)" if "gradient_tape" in scope and "Grad" not in kind else "")
+
+
+def child_profile(name, data, variant, steps):
+    """Seconds per kind of op per step, over `steps` profiled steps after one warm-up step."""
+    import glob
+    import time
+
+    import tensorflow as tf
+    try:
+        from tsl.profiler.protobuf import xplane_pb2
+    except ImportError:
+        from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as run_dir:
+        trainer = make_trainer(name, data, "" if variant == "-" else variant, os.path.join(run_dir, "run"))
+        it, step = trainer.batches(0), trainer.train_step_fn()
+        float(step(*next(it)))
+        tf.profiler.experimental.start(os.path.join(run_dir, "trace"))
+        waits = []
+        for _ in range(steps):
+            start = time.perf_counter()
+            batch = next(it)
+            waits.append(time.perf_counter() - start)
+            float(step(*batch))
+        tf.profiler.experimental.stop()
+        space = xplane_pb2.XSpace()
+        with open(glob.glob(os.path.join(run_dir, "trace", "**", "*.xplane.pb"), recursive=True)[0], "rb") as f:
+            space.ParseFromString(f.read())
+        del it
+    plane = next(p for p in space.planes if p.name == "/host:CPU")
+    names = {k: v.name for k, v in plane.event_metadata.items()}
+    kinds, wall = {}, 0.0
+    for line in plane.lines:
+        for event in line.events:
+            n = names.get(event.metadata_id, "")
+            if line.name == "python" and n == "TFE_Py_ExecuteCancelable":
+                wall += event.duration_ps * 1e-12 / steps
+            if line.name.startswith("tf_Compute") and ":" in n and "::" not in n:
+                kinds[op_kind(n)] = kinds.get(op_kind(n), 0.0) + event.duration_ps * 1e-12 / steps
+    print(json.dumps({"kinds": kinds, "wall": wall, "input_wait": float(np.mean(waits))}))
+
+
 def summary(seconds):
     a = np.asarray(seconds)
     return float(a.min()), float(np.median(a)), float(a.max())
@@ -100,8 +150,9 @@ def main():
     p.add_argument("--loss_steps", type=int, default=0)
     p.add_argument("--losses_out", default=None)
     p.add_argument("--append", action="store_true", help="add to --out instead of replacing it")
+    p.add_argument("--profile", type=int, default=0, help="trace this many steps per model: time by kind of op")
     args = p.parse_args()
-    if run_as_child(args, {"train": child_train}):
+    if run_as_child(args, {"train": child_train, "profile": child_profile}):
         return
     if not args.data:
         p.error("--data is required")
@@ -112,6 +163,8 @@ def main():
                       os.path.abspath(args.losses_out))
         print(r.get("failed") or f"{args.loss_steps} losses in {args.losses_out}")
         return
+    if args.profile:
+        return profile(args)
     lines = ["| model | variant | s/step min | median | max | steps/s (median) | target Mpixels/s | steps timed |",
              "|---|---|---|---|---|---|---|---|"]
     for name in args.models:
@@ -141,6 +194,27 @@ def main():
             f"variants alternating, each one warm-up step then {args.steps} timed steps. Target pixels per step = "
             f"batch x 64² (x clip length for the recurrent models, 15 frames for rfda and stdf_rf).\n\n"
             + "\n".join(lines) + "\n", args.out, append=args.append)
+
+
+def profile(args):
+    parts = []
+    for name in args.models:
+        for v in args.variants:
+            r = run_child(__file__, "profile", name, args.data, v or "-", args.profile)
+            if "failed" in r:
+                parts.append(f"{name} ({v or 'recipe'}): failed: {r['failed']}")
+                continue
+            total = sum(r["kinds"].values())
+            rows = sorted(r["kinds"].items(), key=lambda kv: -kv[1])
+            table = [f"| kind of op | ms per step | share |", "|---|---|---|"]
+            table += [f"| {k} | {1000 * t:.1f} | {100 * t / total:.1f}% |" for k, t in rows if t >= 0.002 * total]
+            parts.append(f"### {name} ({v or 'recipe'})\n\nOp time {1000 * total:.0f} ms per step summed over TF's "
+                         f"threads; the step's wall time in the trace {1000 * r['wall']:.0f} ms, and waiting for "
+                         f"the input pipeline's next batch {1000 * r['input_wait']:.1f} ms. Kinds under 0.2% are left out.\n\n" + "\n".join(table))
+            print(parts[-1], flush=True)
+    publish("Where a training step's time goes", f"TF profiler trace of {args.profile} steps after one warm-up, "
+            f"at the preset recipe, through the trainer's batches and step.\n\n" + "\n\n".join(parts) + "\n",
+            args.out, append=args.append)
 
 
 if __name__ == "__main__":
