@@ -18,6 +18,7 @@ them alike. --variants are TrainConfig overrides (KEY=VALUE,...; "" is the recip
 by kind of op (op time summed over TF's threads, so it adds up to more than the wall time).
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -50,8 +51,12 @@ def parse_variant(variant):
             overrides[key] = value.lower() in ("1", "true", "yes")
         elif isinstance(default, (int, float)):
             overrides[key] = type(default)(value)
-        else:
+        else:  # str or Optional: a number where it reads as one
             overrides[key] = None if value == "" else value
+            for kind in (int, float):
+                with contextlib.suppress(ValueError):
+                    overrides[key] = kind(value)
+                    break
     return overrides
 
 
