@@ -197,7 +197,8 @@ def main():
             f"unless a variant says otherwise; data `{args.data}`. One step = the trainer's next batch (its tf.data "
             f"pipeline) + its step function + the loss read back. Per (model, variant): {args.rounds} process(es), "
             f"variants alternating, each one warm-up step then {args.steps} timed steps. Target pixels per step = "
-            f"batch x 64² (x clip length for the recurrent models, 15 frames for rfda and stdf_rf).\n\n"
+            f"batch x 64² (x the clip length for the recurrent models: 15 frames for rfda and stdf_rf unless a "
+            f"variant sets clip_length).\n\n"
             + "\n".join(lines) + "\n", args.out, append=args.append)
 
 
