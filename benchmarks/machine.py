@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import resource
+import shlex
 import subprocess
 import sys
 import time
@@ -45,7 +46,7 @@ def publish(title, body, out=None, append=False):
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     text = (f"# {title}\n\nMachine: {describe()}; 1-minute load average at the end: {load:.1f} "
             f"(above the core count means other jobs shared the CPU)\n\nRun: {revision()}\n\n"
-            f"Command: `python {' '.join(sys.argv)}`\n\n{body}")
+            f"Command: `python {shlex.join(sys.argv)}`\n\n{body}")
     print(text)
     if out:
         from vcar_tf.fileutil import write_text_atomic

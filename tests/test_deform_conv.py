@@ -234,6 +234,26 @@ def test_impl_selection_and_gradient_through_the_layer(monkeypatch):
         selected_impl()
 
 
+def test_bfloat16_inputs_run_the_fused_op_in_float32_and_return_bfloat16(monkeypatch):
+    """Under mixed_bfloat16 the fused op (float32 only) still runs: on the bf16-rounded inputs, in
+    float32, with the gradient flowing back to the bf16 tensors."""
+    _fused_or_skip()
+    from vcar_tf.ops.deform_conv import deform_conv2d
+
+    monkeypatch.setenv("VCAR_DEFORM_IMPL", "fused")
+    x, offset, mask, kernel, bias = (tf.cast(tf.constant(a, tf.float32), tf.bfloat16) for a in random_case(3, dg=2))
+    with tf.GradientTape() as tape:
+        tape.watch(offset)
+        y = deform_conv2d(x, offset, mask, kernel, bias, 2)
+        total = tf.reduce_sum(tf.cast(y, tf.float32))
+    grad = tape.gradient(total, offset)
+    assert y.dtype == tf.bfloat16 and grad.dtype == tf.bfloat16
+    f32 = [tf.cast(t, tf.float32) for t in (x, offset, mask, kernel, bias)]
+    expected = deform_conv2d_composite(*f32, 2)
+    np.testing.assert_allclose(tf.cast(y, tf.float32), tf.cast(tf.cast(expected, tf.bfloat16), tf.float32),
+                               rtol=1e-2, atol=1e-2)
+
+
 def test_failed_build_warns_once_and_falls_back(monkeypatch, tmp_path):
     from vcar_tf.ops import build, deform_conv_op
     from vcar_tf.ops.deform_conv import selected_impl

@@ -100,7 +100,9 @@ class SplitOffsetMask(keras.layers.Layer):
         self.offset_channels = int(offset_channels)
 
     def call(self, x):
-        return [x[..., :self.offset_channels], ops.sigmoid(x[..., self.offset_channels:])]
+        # one split, not two slices: a slice's gradient is a zero-padded copy of the whole input
+        offsets, masks = ops.split(x, [self.offset_channels], axis=-1)
+        return [offsets, ops.sigmoid(masks)]
 
     def compute_output_shape(self, input_shape):
         head = tuple(input_shape[:-1])

@@ -147,9 +147,12 @@ def selected_impl():
 
 def deform_conv2d(x, offset, mask, kernel, bias=None, deformable_groups=1, groups=1):
     """DCNv2 through the fused op or the composite (VCAR_DEFORM_IMPL=fused|composite|auto)."""
-    if selected_impl() == "composite" or x.dtype != tf.float32:
+    if selected_impl() == "composite":
         return deform_conv2d_composite(x, offset, mask, kernel, bias, deformable_groups, groups)
     lib = load_deform_conv(required=True)
     if bias is None:
         bias = tf.zeros([kernel.shape[-1]], tf.float32)
-    return lib.vcar_deform_conv2d(x, offset, mask, kernel, bias, deformable_groups=deformable_groups, groups=groups)
+    # the fused op is float32 only: under mixed_bfloat16 it computes in float32 and returns bfloat16
+    f32 = [tf.cast(t, tf.float32) for t in (x, offset, mask, kernel, bias)]
+    out = lib.vcar_deform_conv2d(*f32, deformable_groups=deformable_groups, groups=groups)
+    return tf.cast(out, x.dtype)

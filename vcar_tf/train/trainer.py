@@ -142,7 +142,16 @@ class Trainer:
                 raise VcarError(f"{self.work_dir} was trained with {key}={saved.get(key)!r}, not {current[key]!r}; "
                                 f"resume with the same value or use another --model_dir")
 
-    def _train_step_fn(self):
+    def batches(self, start_step=0):
+        """The distributed iterator of training batches from step `start_step` on (deterministic)."""
+        cfg = self.cfg
+        clips = {"mode": "clip", "clip_length": cfg.clip_length or self.spec.clip_length} if self.spec.recurrent else {}
+        pipeline = PipelineConfig(radius=self.radius, patch=cfg.patch, batch=cfg.batch, seed=cfg.seed, **clips)
+        ds = make_dataset(self.train_pairs, pipeline, start_sample=start_step * cfg.batch)
+        return iter(self.strategy.experimental_distribute_dataset(ds))
+
+    def train_step_fn(self):
+        """step(x, y) -> the batch's loss: one optimizer step (a tf.function), as run() calls it."""
         global_batch = self.cfg.batch
 
         def replica_step(x, y):
@@ -188,11 +197,8 @@ class Trainer:
         start = int(self.step.numpy())
         if resumed:
             print(f"resumed from {self.manager.latest_checkpoint} at step {start}", file=sys.stderr)
-        clips = {"mode": "clip", "clip_length": cfg.clip_length or self.spec.clip_length} if self.spec.recurrent else {}
-        pipeline = PipelineConfig(radius=self.radius, patch=cfg.patch, batch=cfg.batch, seed=cfg.seed, **clips)
-        ds = make_dataset(self.train_pairs, pipeline, start_sample=start * cfg.batch)
-        it = iter(self.strategy.experimental_distribute_dataset(ds))
-        train_step = self._train_step_fn()
+        it = self.batches(start)
+        train_step = self.train_step_fn()
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         result = None
         try:

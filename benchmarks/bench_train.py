@@ -1,0 +1,227 @@
+"""Training throughput of every registered model at the preset recipe (scripts/train_preset.sh:
+batch 16, 64x64 crops, L2, Adam 5e-4 with 200 warm-up steps and cosine decay), input pipeline
+included: the trainer's own batches (Trainer.batches) and step (Trainer.train_step_fn), as
+Trainer.run calls them, on a prepared dataset.
+
+    python benchmarks/bench_train.py --data data/presets [--models stdf_r3 rfda] [--steps 6]
+        [--rounds 1] [--variants "" mixed_precision=true] [--out benchmarks/results/train.md [--append]]
+    python benchmarks/bench_train.py --data data/presets --models stdf_r3 --loss_steps 200 --losses_out L.json
+
+A timed step is what one iteration of Trainer.run's loop costs: the next batch, the optimizer
+step and the loss read back (no checkpoint, summary or validation). Each (model, variant) runs in
+its own process: one warm-up step (tracing), then --steps timed steps; with --rounds R the
+variants of a model alternate R times (A, B, A, B...), so a slow spell of a shared machine hits
+them alike. --variants are TrainConfig overrides (KEY=VALUE,...; "" is the recipe itself).
+--loss_steps N runs N steps from step 0 and writes their losses (and step times) to
+--losses_out: the same seed and data, so two code versions' curves can be compared.
+--profile N traces N steps (after the warm-up) with TF's profiler and lists where the time goes,
+by kind of op (op time summed over TF's threads, so it adds up to more than the wall time).
+"""
+
+import contextlib
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(1, os.path.dirname(HERE))  # this tree's vcar_tf, not another checkout's
+
+from machine import arg_parser, publish, run_as_child, run_child  # noqa: E402
+
+DEFAULT_MODELS = ("stdf_r3", "stdf_dsta", "rfda", "stifn_r3", "dncnn", "arcnn", "nl_convlstm")
+RECIPE = {"qp": 37, "batch": 16, "patch": 64, "steps": 5600, "lr": 5e-4, "warmup_steps": 200, "loss": "l2",
+          "checkpoint_every": 200, "export": False}
+
+
+def parse_variant(variant):
+    """'mixed_precision=true,seed=1' -> TrainConfig overrides of the field's type."""
+    from vcar_tf.train.config import TrainConfig
+
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    overrides = {}
+    for item in filter(None, variant.split(",")):
+        key, value = item.split("=", 1)
+        default = getattr(TrainConfig(), key) if key in fields else None
+        if isinstance(default, bool):
+            overrides[key] = value.lower() in ("1", "true", "yes")
+        elif isinstance(default, (int, float)):
+            overrides[key] = type(default)(value)
+        else:  # str or Optional: a number where it reads as one
+            overrides[key] = None if value == "" else value
+            for kind in (int, float):
+                with contextlib.suppress(ValueError):
+                    overrides[key] = kind(value)
+                    break
+    return overrides
+
+
+def make_trainer(name, data, variant, model_dir):
+    from vcar_tf.train.config import TrainConfig
+    from vcar_tf.train.trainer import Trainer
+
+    return Trainer(TrainConfig(**{**RECIPE, "model": name, "data": data, "model_dir": model_dir,
+                                  **parse_variant(variant)}))
+
+
+def child_train(name, data, variant, steps, losses_out="-"):
+    """Time `steps` steps after one warm-up step (or, with losses_out, record every step from 0)."""
+    import time
+
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as run_dir:
+        trainer = make_trainer(name, data, "" if variant == "-" else variant, run_dir)
+        cfg = trainer.cfg
+        clip = (cfg.clip_length or trainer.spec.clip_length) if trainer.spec.recurrent else 1
+        it, step = trainer.batches(0), trainer.train_step_fn()
+        seconds, losses = [], []
+        for i in range(steps + (losses_out == "-")):
+            start = time.perf_counter()
+            x, y = next(it)
+            losses.append(float(step(x, y)))
+            seconds.append(time.perf_counter() - start)
+        if losses_out == "-":
+            seconds, losses = seconds[1:], losses[1:]
+        else:
+            with open(losses_out, "w") as f:
+                json.dump({"model": name, "variant": variant, "losses": losses, "seconds": seconds}, f)
+        del it
+    print(json.dumps({"seconds": seconds, "pixels": cfg.batch * cfg.patch ** 2 * clip}))
+
+
+def op_kind(name):
+    """'scope/op:Type' of a profiler event -> the kind it is counted under (gradients apart)."""
+    scope, kind = name.rsplit(":", 1)
+    if "offset_mask" in scope and "Conv2D" in kind:  # the STDF family's 189-channel head
+        kind = "offset/mask head " + kind
+    return kind + (" (gradient)" if "gradient_tape" in scope and "Grad" not in kind else "")
+
+
+def child_profile(name, data, variant, steps):
+    """Seconds per kind of op per step, over `steps` profiled steps after one warm-up step."""
+    import glob
+    import time
+
+    import tensorflow as tf
+    try:
+        from tsl.profiler.protobuf import xplane_pb2
+    except ImportError:
+        from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as run_dir:
+        trainer = make_trainer(name, data, "" if variant == "-" else variant, os.path.join(run_dir, "run"))
+        it, step = trainer.batches(0), trainer.train_step_fn()
+        float(step(*next(it)))
+        tf.profiler.experimental.start(os.path.join(run_dir, "trace"))
+        waits = []
+        for _ in range(steps):
+            start = time.perf_counter()
+            batch = next(it)
+            waits.append(time.perf_counter() - start)
+            float(step(*batch))
+        tf.profiler.experimental.stop()
+        space = xplane_pb2.XSpace()
+        with open(glob.glob(os.path.join(run_dir, "trace", "**", "*.xplane.pb"), recursive=True)[0], "rb") as f:
+            space.ParseFromString(f.read())
+        del it
+    plane = next(p for p in space.planes if p.name == "/host:CPU")
+    names = {k: v.name for k, v in plane.event_metadata.items()}
+    kinds, wall = {}, 0.0
+    for line in plane.lines:
+        for event in line.events:
+            n = names.get(event.metadata_id, "")
+            if line.name == "python" and n == "TFE_Py_ExecuteCancelable":
+                wall += event.duration_ps * 1e-12 / steps
+            if line.name.startswith("tf_Compute") and ":" in n and "::" not in n:
+                kinds[op_kind(n)] = kinds.get(op_kind(n), 0.0) + event.duration_ps * 1e-12 / steps
+    print(json.dumps({"kinds": kinds, "wall": wall, "input_wait": float(np.mean(waits))}))
+
+
+def summary(seconds):
+    a = np.asarray(seconds)
+    return float(a.min()), float(np.median(a)), float(a.max())
+
+
+def main():
+    p = arg_parser(__doc__)
+    p.add_argument("--data", help="prepared dataset with train/ (and val/), as train_preset.sh's")
+    p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
+    p.add_argument("--steps", type=int, default=6, help="timed steps per process")
+    p.add_argument("--rounds", type=int, default=1, help="processes per (model, variant), alternating variants")
+    p.add_argument("--variants", nargs="+", default=[""], help="TrainConfig overrides, KEY=VALUE,...")
+    p.add_argument("--loss_steps", type=int, default=0)
+    p.add_argument("--losses_out", default=None)
+    p.add_argument("--append", action="store_true", help="add to --out instead of replacing it")
+    p.add_argument("--profile", type=int, default=0, help="trace this many steps per model: time by kind of op")
+    args = p.parse_args()
+    if run_as_child(args, {"train": child_train, "profile": child_profile}):
+        return
+    if not args.data:
+        p.error("--data is required")
+    if args.loss_steps:
+        if len(args.models) != 1 or len(args.variants) != 1 or not args.losses_out:
+            raise SystemExit("--loss_steps takes one model, one variant and --losses_out")
+        r = run_child(__file__, "train", args.models[0], args.data, args.variants[0] or "-", args.loss_steps,
+                      os.path.abspath(args.losses_out))
+        print(r.get("failed") or f"{args.loss_steps} losses in {args.losses_out}")
+        return
+    if args.profile:
+        return profile(args)
+    lines = ["| model | variant | s/step min | median | max | steps/s (median) | target Mpixels/s | steps timed |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name in args.models:
+        times = {v: [] for v in args.variants}
+        pixels, failed = 0, {}
+        for _ in range(args.rounds):
+            for v in args.variants:
+                r = run_child(__file__, "train", name, args.data, v or "-", args.steps)
+                if "failed" in r:
+                    failed[v] = r["failed"]
+                else:
+                    times[v] += r["seconds"]
+                    pixels = r["pixels"]
+        for v in args.variants:
+            label = v or "recipe"
+            if not times[v]:
+                lines.append(f"| {name} | {label} | failed: {failed.get(v, '?')} | | | | | 0 |")
+            else:
+                lo, med, hi = summary(times[v])
+                lines.append(f"| {name} | {label} | {lo:.3f} | {med:.3f} | {hi:.3f} | {1 / med:.3f} | "
+                             f"{pixels / med / 1e6:.3f} | {len(times[v])} |")
+            print(lines[-1], flush=True)
+    publish("Training throughput at the preset recipe",
+            f"Recipe of `scripts/train_preset.sh`: batch 16, 64x64 crops, L2, Adam 5e-4 (warm-up, cosine), fp32 "
+            f"unless a variant says otherwise; data `{args.data}`. One step = the trainer's next batch (its tf.data "
+            f"pipeline) + its step function + the loss read back. Per (model, variant): {args.rounds} process(es), "
+            f"variants alternating, each one warm-up step then {args.steps} timed steps. Target pixels per step = "
+            f"batch x 64² (x the clip length for the recurrent models: 15 frames for rfda and stdf_rf unless a "
+            f"variant sets clip_length).\n\n"
+            + "\n".join(lines) + "\n", args.out, append=args.append)
+
+
+def profile(args):
+    parts = []
+    for name in args.models:
+        for v in args.variants:
+            r = run_child(__file__, "profile", name, args.data, v or "-", args.profile)
+            if "failed" in r:
+                parts.append(f"{name} ({v or 'recipe'}): failed: {r['failed']}")
+                continue
+            total = sum(r["kinds"].values())
+            rows = sorted(r["kinds"].items(), key=lambda kv: -kv[1])
+            table = [f"| kind of op | ms per step | share |", "|---|---|---|"]
+            table += [f"| {k} | {1000 * t:.1f} | {100 * t / total:.1f}% |" for k, t in rows if t >= 0.002 * total]
+            parts.append(f"### {name} ({v or 'recipe'})\n\nOp time {1000 * total:.0f} ms per step summed over TF's "
+                         f"threads; the step's wall time in the trace {1000 * r['wall']:.0f} ms, and waiting for "
+                         f"the input pipeline's next batch {1000 * r['input_wait']:.1f} ms. Kinds under 0.2% are left out.\n\n" + "\n".join(table))
+            print(parts[-1], flush=True)
+    publish("Where a training step's time goes", f"TF profiler trace of {args.profile} steps after one warm-up, "
+            f"at the preset recipe, through the trainer's batches and step.\n\n" + "\n\n".join(parts) + "\n",
+            args.out, append=args.append)
+
+
+if __name__ == "__main__":
+    main()
