@@ -162,3 +162,51 @@ def comparison_table(reports):
             cells += [f"{float(r['delta_psnr']):+.3f}", f"{float(r['delta_ssim_x100']):+.3f}"] if r else ["", ""]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def average_grid(reports, groups):
+    """Markdown: the average rows only, one row per label, a ΔPSNR and a ΔSSIM column per group
+    (e.g. a compression); above them the compressed input's mean PSNR and SSIM in each group."""
+    if len(groups) != len(reports):
+        raise VcarError(f"{len(groups)} groups for {len(reports)} runs: give one per run")
+    order = list(dict.fromkeys(groups))
+    cells, inputs, labels = {}, {}, list(dict.fromkeys(label for label, _ in reports))
+    for (label, rows), group in zip(reports, groups):
+        for r in rows:
+            if r["sequence"] != "average":
+                continue
+            key = (r["split"], group)
+            base = (float(r["psnr"]), float(r["ssim"]))
+            if key in inputs and not np.allclose(inputs[key], base, atol=1e-3):
+                raise VcarError(f"{group}: the runs' compressed inputs differ ({inputs[key]} vs {base})")
+            inputs.setdefault(key, base)
+            cells[r["split"], label, group] = r
+    head = ["split", "preset"]
+    for g in order:
+        head += [f"{g} ΔPSNR (dB)", f"{g} ΔSSIM (×10⁻²)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for split in dict.fromkeys(s for s, _ in inputs):
+        row = [split, "*compressed input: PSNR (dB), SSIM*"]
+        for g in order:
+            base = inputs.get((split, g))
+            row += [f"{base[0]:.2f}", f"{base[1]:.4f}"] if base else ["", ""]
+        lines.append("| " + " | ".join(row) + " |")
+        for label in labels:
+            row = [split, label]
+            for g in order:
+                r = cells.get((split, label, g))
+                row += [f"{float(r['delta_psnr']):+.3f}", f"{float(r['delta_ssim_x100']):+.3f}"] if r else ["", ""]
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def replace_section(text, title, section):
+    """`text` with its `## title` section (to the next heading of level 1 or 2) replaced by
+    `section`, or with `section` appended when it has none."""
+    lines = text.splitlines(keepends=True)
+    start = next((i for i, l in enumerate(lines) if l.rstrip("\n") == f"## {title}"), None)
+    if start is None:
+        return text.rstrip("\n") + "\n\n" + section
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith(("# ", "## "))), len(lines))
+    rest = "".join(lines[end:])
+    return "".join(lines[:start]) + section + ("\n" + rest if rest else "")
