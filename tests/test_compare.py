@@ -60,16 +60,18 @@ def test_labels_name_the_columns_one_per_run(tmp_path, capsys):
 
 def test_groups_give_an_averages_grid_appended_as_a_section_that_a_rerun_replaces(tmp_path, capsys):
     out = tmp_path / "results.md"
-    out.write_text("# Results\n\n| a | b |\n")
     runs = [_run(tmp_path / g, m, d) for g, m, d in
             [("in", "arcnn", 0.25), ("in", "stdf_r3", 0.5), ("x264", "arcnn", -0.125), ("x264", "stdf_r3", 0.75)]]
+    assert main([*runs[:2], "--out", str(out), "--title", "Results"]) == 0
+    main_table = out.read_text()
     args = [*runs, "--label", "A", "--label", "S", "--label", "A", "--label", "S", "--group", "in-domain",
             "--group", "in-domain", "--group", "x264", "--group", "x264", "--out", str(out), "--append",
             "--title", "Robustness"]
     assert main(args) == 0
     text = out.read_text()
-    assert text.startswith("# Results\n\n| a | b |\n\n## Robustness\n\n")
-    head, _, base, a, s = [l for l in text.splitlines() if l.startswith("|")][1:]
+    assert text.startswith(main_table + "\n## Robustness\n\n")
+    assert [label for label, _ in read_table(out)] == ["arcnn (10 steps)", "stdf_r3 (10 steps)"]  # the first table
+    head, _, base, a, s = [l for l in text.split("## Robustness")[1].splitlines() if l.startswith("|")]
     assert "in-domain ΔPSNR (dB) | in-domain ΔSSIM (×10⁻²) | x264 ΔPSNR (dB)" in head
     assert a == "| test | A | +0.250 | +0.250 | -0.125 | -0.125 |"
     assert s == "| test | S | +0.500 | +0.500 | +0.750 | +0.750 |"

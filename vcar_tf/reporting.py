@@ -115,8 +115,11 @@ def read_report(source, label=None):
 
 def read_table(path):
     """[(label, rows)] from a Markdown table written by comparison_table (its printed precision)."""
-    with open(path) as f:
-        lines = [l.strip() for l in f if l.strip().startswith("|")]
+    with open(path) as f:  # the first table only (a --append section may follow it)
+        text = [l.strip() for l in f]
+    start = next((i for i, l in enumerate(text) if l.startswith("|")), len(text))
+    end = next((i for i in range(start, len(text)) if not text[i].startswith("|")), len(text))
+    lines = text[start:end]
     if len(lines) < 3:
         raise VcarError(f"{path}: no comparison table to merge")
     cell = lambda line: [c.strip() for c in line.strip("|").split("|")]
