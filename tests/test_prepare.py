@@ -203,3 +203,7 @@ def test_evaluate_a_preset_on_a_crf_folder(ra_dataset, tmp_path):
     _, rows = read_report(str(tmp_path / "e"))
     assert [r["sequence"] for r in rows] == ["pan_160x96_17", "average"]
     assert "at CRF24" in (tmp_path / "e" / "report.md").read_text()
+    from vcar_tf.cli import report
+
+    assert report.main(["--data", str(out), "--crf", "24", "--out", str(tmp_path / "b")]) == 0
+    assert "Compressed baseline, CRF24" in (tmp_path / "b" / "report.md").read_text()

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
+from vcar_tf.data.codec import rate_folder
 from vcar_tf.data.layout import find_pairs
 from vcar_tf.errors import VcarError
 from vcar_tf.fileutil import atomic_path, ensure_writable_dir, write_text_atomic
@@ -87,17 +88,17 @@ def write_report(out_dir, rows, curves, title):
     return md
 
 
-def baseline_report(datasets, qp, out_dir, codec_folder=None, gaussian_ssim=False):
-    """Compressed-versus-raw report for every sequence of the given dataset roots."""
+def baseline_report(datasets, qp, out_dir, codec_folder=None, gaussian_ssim=False, crf=None):
+    """Compressed-versus-raw report for every sequence of the given dataset roots (at a CRF: crf)."""
     ensure_writable_dir(out_dir)
-    jobs = [(split, pair) for split, root in datasets.items() for pair in find_pairs(root, qp, codec_folder)]
+    jobs = [(split, pair) for split, root in datasets.items() for pair in find_pairs(root, qp, codec_folder, crf)]
     rows, curves = [], {}
     for split, pair in tqdm(jobs, desc="metrics", unit="seq", file=sys.stderr):
         raw, comp = pair.open()
         psnr_c, ssim_c = frame_metrics(iter(raw.luma()), iter(comp.luma()), gaussian_ssim)
         rows.append(sequence_row(split, pair.name, raw.width, raw.height, psnr_c, ssim_c))
         curves[(split, pair.name)] = {"compressed": psnr_c}
-    return write_report(out_dir, rows, curves, f"Compressed baseline, QP{qp}")
+    return write_report(out_dir, rows, curves, f"Compressed baseline, {rate_folder(qp, crf)}")
 
 
 def read_report(source, label=None):
