@@ -80,6 +80,21 @@ def test_bad_settings(monkeypatch, tmp_path):
         CodecSettings(qp=52)
     with pytest.raises(VcarError, match="unknown codec"):
         CodecSettings(codec="vp9")
+    with pytest.raises(VcarError, match="--crf is for --gop ra"):
+        CodecSettings(crf=30)
+    with pytest.raises(VcarError, match="unknown GOP"):
+        CodecSettings(gop="ldb")
     monkeypatch.setattr(codec_mod.av, "codecs_available", {"h264", "hevc"})
     with pytest.raises(VcarError, match="libx265 is missing from this FFmpeg build"):
         encode(iter([]), CodecSettings(), str(tmp_path / "x.hevc"))
+
+
+def test_random_access_settings_and_ldp_json_unchanged():
+    ra = CodecSettings(gop="ra", crf=33, deblock=True, sao=True)
+    assert ra.folder == "x265_RA_dbk_sao/CRF33" and ra.qp is None and ra.ref is None
+    assert ra.encoder_params() == "crf=33:frame-threads=1:log-level=error"  # x265's own GOP otherwise
+    assert CodecSettings(gop="ra").folder == "x265_RA/QP37"
+    assert "no-deblock=1" in CodecSettings(gop="ra").encoder_params()
+    # LDP sidecars keep their keys, so datasets prepared before stay cached
+    assert set(CodecSettings().to_json()) == {"codec", "qp", "deblock", "sao", "hm_ldp_offsets", "ref", "preset", "fps"}
+    assert {"gop": "ra", "crf": 33}.items() <= ra.to_json().items()

@@ -56,3 +56,27 @@ def test_labels_name_the_columns_one_per_run(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main([run, run, "--label", "only one"])
     assert e.value.code == 2 and "1 --label for 2 runs" in capsys.readouterr().err
+
+
+def test_groups_give_an_averages_grid_appended_as_a_section_that_a_rerun_replaces(tmp_path, capsys):
+    out = tmp_path / "results.md"
+    runs = [_run(tmp_path / g, m, d) for g, m, d in
+            [("in", "arcnn", 0.25), ("in", "stdf_r3", 0.5), ("x264", "arcnn", -0.125), ("x264", "stdf_r3", 0.75)]]
+    assert main([*runs[:2], "--out", str(out), "--title", "Results"]) == 0
+    main_table = out.read_text()
+    args = [*runs, "--label", "A", "--label", "S", "--label", "A", "--label", "S", "--group", "in-domain",
+            "--group", "in-domain", "--group", "x264", "--group", "x264", "--out", str(out), "--append",
+            "--title", "Robustness"]
+    assert main(args) == 0
+    text = out.read_text()
+    assert text.startswith(main_table + "\n## Robustness\n\n")
+    assert [label for label, _ in read_table(out)] == ["arcnn (10 steps)", "stdf_r3 (10 steps)"]  # the first table
+    head, _, base, a, s = [l for l in text.split("## Robustness")[1].splitlines() if l.startswith("|")]
+    assert "in-domain ΔPSNR (dB) | in-domain ΔSSIM (×10⁻²) | x264 ΔPSNR (dB)" in head
+    assert a == "| test | A | +0.250 | +0.250 | -0.125 | -0.125 |"
+    assert s == "| test | S | +0.500 | +0.500 | +0.750 | +0.750 |"
+    assert base.startswith("| test | *compressed input: PSNR (dB), SSIM* | 30.")
+    assert main(args) == 0 and out.read_text() == text  # the section is replaced, not added twice
+    with pytest.raises(SystemExit) as e:
+        main([*runs[:2], "--group", "x", "--out", str(out)])
+    assert e.value.code == 2 and "1 groups for 2 runs" in capsys.readouterr().err

@@ -94,6 +94,12 @@ def _bad_input_cases(tmp_path):
         (["--raw", ok_src, "--codec", "vp9"], "invalid choice"),
         (["--raw", str(tmp_path / "missing.yuv")], "no such file"),
         (["--raw", str(tmp_path), "--split", "train"], "needs a folder with a MANIFEST.tsv"),
+        (["--raw", ok_src, "--gop", "ra", "--qp", "37", "--crf", "30"], "--qp and --crf exclude each other"),
+        (["--raw", ok_src, "--crf", "30"], "--crf is for --gop ra"),
+        (["--raw", ok_src, "--gop", "ra", "--crf", "52"], "CRF must be in 0..51"),
+        (["--raw", ok_src, "--gop", "ra", "--codec", "x264"], "x264 has --gop ldp only"),
+        (["--raw", ok_src, "--gop", "ra", "--hm-ldp-offsets"], "not with --gop ra"),
+        (["--raw", ok_src, "--gop", "b"], "invalid choice"),
     ], blocker
 
 
@@ -137,3 +143,67 @@ def test_split_val_selects_the_manifest_val_rows():
     sources = find_sources([SHARED_DATA], "val")
     assert sorted(os.path.basename(s) for s in sources) == sorted(os.path.basename(r["file"]) for r in rows)
     assert not set(sources) & set(find_sources([SHARED_DATA], "train"))
+
+
+def _panning_frames(width=160, height=96, n=17, step=3):
+    """A smooth random texture panning `step` px a frame: every frame differs from its neighbours."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(7)
+    big = gaussian_filter(rng.normal(size=(height, width + step * n)), 2.0)
+    big = np.clip(128 + big / big.std() * 50, 0, 255).astype(np.uint8)
+    chroma = np.full((height // 2, width // 2), 128, np.uint8)
+    return [(big[:, t * step: t * step + width].copy(), chroma, chroma) for t in range(n)]
+
+
+@pytest.fixture(scope="module")
+def ra_dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ra") / "test"
+    frames = _panning_frames()
+    src = out.parent / "pan_160x96.yuv"
+    write_yuv(str(src), frames)
+    r = run_cli("-m", "vcar_tf.cli.prepare", "--raw", str(src), "--out", str(out), "--gop", "ra",
+                "--crf", "24", "--deblock", "--sao")
+    assert r.returncode == 0, r.stderr
+    return out, frames
+
+
+def test_prepare_random_access_crf_folder_sidecar_and_display_order(ra_dataset):
+    import av
+
+    out, frames = ra_dataset
+    name = "pan_160x96_17"
+    comp = out / "x265_RA_dbk_sao" / "CRF24"
+    info = json.load(open(comp / "bitstreams" / f"{name}.json"))
+    assert info["settings"]["gop"] == "ra" and info["settings"]["crf"] == 24
+    assert info["settings"]["qp"] is None and info["settings"]["ref"] is None
+    assert info["encoder_params"] == "crf=24:frame-threads=1:log-level=error"
+    assert "bframes=4" in info["encoder_options"] and "rc=crf crf=24.0" in info["encoder_options"]
+    with av.open(str(comp / "bitstreams" / f"{name}.hevc"), format="hevc") as c:
+        types = [av.video.frame.PictureType(f.pict_type).name for f in c.decode(video=0)]
+    assert "B" in types  # decoding order differs from display order
+    # the decoded sequence is in display order: frame t is nearest to raw frame t, not a neighbour
+    (pair,) = find_pairs(str(out), crf=24)
+    raw, dec = pair.open()
+    for t in range(raw.num_frames):
+        err = [np.mean((raw.y(s).astype(float) - dec.y(t)) ** 2) for s in range(raw.num_frames)]
+        assert int(np.argmin(err)) == t and err[t] * 4 < min(e for s, e in enumerate(err) if s != t), t
+    np.testing.assert_array_equal(raw.y(5), frames[5][0])
+    with pytest.raises(Exception, match="no compressed QP37 folder"):
+        find_pairs(str(out), 37)
+
+
+def test_evaluate_a_preset_on_a_crf_folder(ra_dataset, tmp_path):
+    from vcar_tf.cli import evaluate
+    from vcar_tf.reporting import read_report
+
+    out, _ = ra_dataset
+    assert evaluate.main(["--preset", "arcnn_x265_qp37", "--data", str(out), "--crf", "24",
+                          "--codec-folder", "x265_RA_dbk_sao", "--out", str(tmp_path / "e")]) == 0
+    _, rows = read_report(str(tmp_path / "e"))
+    assert [r["sequence"] for r in rows] == ["pan_160x96_17", "average"]
+    assert "at CRF24" in (tmp_path / "e" / "report.md").read_text()
+    from vcar_tf.cli import report
+
+    assert report.main(["--data", str(out), "--crf", "24", "--out", str(tmp_path / "b")]) == 0
+    assert "Compressed baseline, CRF24" in (tmp_path / "b" / "report.md").read_text()

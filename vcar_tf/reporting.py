@@ -9,6 +9,7 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
+from vcar_tf.data.codec import rate_folder
 from vcar_tf.data.layout import find_pairs
 from vcar_tf.errors import VcarError
 from vcar_tf.fileutil import atomic_path, ensure_writable_dir, write_text_atomic
@@ -87,17 +88,17 @@ def write_report(out_dir, rows, curves, title):
     return md
 
 
-def baseline_report(datasets, qp, out_dir, codec_folder=None, gaussian_ssim=False):
-    """Compressed-versus-raw report for every sequence of the given dataset roots."""
+def baseline_report(datasets, qp, out_dir, codec_folder=None, gaussian_ssim=False, crf=None):
+    """Compressed-versus-raw report for every sequence of the given dataset roots (at a CRF: crf)."""
     ensure_writable_dir(out_dir)
-    jobs = [(split, pair) for split, root in datasets.items() for pair in find_pairs(root, qp, codec_folder)]
+    jobs = [(split, pair) for split, root in datasets.items() for pair in find_pairs(root, qp, codec_folder, crf)]
     rows, curves = [], {}
     for split, pair in tqdm(jobs, desc="metrics", unit="seq", file=sys.stderr):
         raw, comp = pair.open()
         psnr_c, ssim_c = frame_metrics(iter(raw.luma()), iter(comp.luma()), gaussian_ssim)
         rows.append(sequence_row(split, pair.name, raw.width, raw.height, psnr_c, ssim_c))
         curves[(split, pair.name)] = {"compressed": psnr_c}
-    return write_report(out_dir, rows, curves, f"Compressed baseline, QP{qp}")
+    return write_report(out_dir, rows, curves, f"Compressed baseline, {rate_folder(qp, crf)}")
 
 
 def read_report(source, label=None):
@@ -115,8 +116,11 @@ def read_report(source, label=None):
 
 def read_table(path):
     """[(label, rows)] from a Markdown table written by comparison_table (its printed precision)."""
-    with open(path) as f:
-        lines = [l.strip() for l in f if l.strip().startswith("|")]
+    with open(path) as f:  # the first table only (a --append section may follow it)
+        text = [l.strip() for l in f]
+    start = next((i for i, l in enumerate(text) if l.startswith("|")), len(text))
+    end = next((i for i in range(start, len(text)) if not text[i].startswith("|")), len(text))
+    lines = text[start:end]
     if len(lines) < 3:
         raise VcarError(f"{path}: no comparison table to merge")
     cell = lambda line: [c.strip() for c in line.strip("|").split("|")]
@@ -162,3 +166,51 @@ def comparison_table(reports):
             cells += [f"{float(r['delta_psnr']):+.3f}", f"{float(r['delta_ssim_x100']):+.3f}"] if r else ["", ""]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def average_grid(reports, groups):
+    """Markdown: the average rows only, one row per label, a ΔPSNR and a ΔSSIM column per group
+    (e.g. a compression); above them the compressed input's mean PSNR and SSIM in each group."""
+    if len(groups) != len(reports):
+        raise VcarError(f"{len(groups)} groups for {len(reports)} runs: give one per run")
+    order = list(dict.fromkeys(groups))
+    cells, inputs, labels = {}, {}, list(dict.fromkeys(label for label, _ in reports))
+    for (label, rows), group in zip(reports, groups):
+        for r in rows:
+            if r["sequence"] != "average":
+                continue
+            key = (r["split"], group)
+            base = (float(r["psnr"]), float(r["ssim"]))
+            if key in inputs and not np.allclose(inputs[key], base, atol=1e-3):
+                raise VcarError(f"{group}: the runs' compressed inputs differ ({inputs[key]} vs {base})")
+            inputs.setdefault(key, base)
+            cells[r["split"], label, group] = r
+    head = ["split", "preset"]
+    for g in order:
+        head += [f"{g} ΔPSNR (dB)", f"{g} ΔSSIM (×10⁻²)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for split in dict.fromkeys(s for s, _ in inputs):
+        row = [split, "*compressed input: PSNR (dB), SSIM*"]
+        for g in order:
+            base = inputs.get((split, g))
+            row += [f"{base[0]:.2f}", f"{base[1]:.4f}"] if base else ["", ""]
+        lines.append("| " + " | ".join(row) + " |")
+        for label in labels:
+            row = [split, label]
+            for g in order:
+                r = cells.get((split, label, g))
+                row += [f"{float(r['delta_psnr']):+.3f}", f"{float(r['delta_ssim_x100']):+.3f}"] if r else ["", ""]
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def replace_section(text, title, section):
+    """`text` with its `## title` section (to the next heading of level 1 or 2) replaced by
+    `section`, or with `section` appended when it has none."""
+    lines = text.splitlines(keepends=True)
+    start = next((i for i, l in enumerate(lines) if l.rstrip("\n") == f"## {title}"), None)
+    if start is None:
+        return text.rstrip("\n") + "\n\n" + section
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith(("# ", "## "))), len(lines))
+    rest = "".join(lines[end:])
+    return "".join(lines[:start]) + section + ("\n" + rest if rest else "")

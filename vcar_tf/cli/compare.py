@@ -2,10 +2,13 @@
 
     vcar-compare RUN [RUN ...] --out docs/results.md [--title T] [--notes FILE]
     vcar-compare NEW_RUN --merge docs/results.md --out docs/results.md
+    vcar-compare RUN [RUN ...] --label L ... --group G ... --out docs/results.md --append [--title T]
 
 A run is a train_main.py model_dir (or any folder holding a report.csv, or the CSV itself).
 --merge keeps the columns of a table this tool wrote before (at its printed precision); a run
-with the same label replaces its column.
+with the same label replaces its column. --group (one per run) gives the averages only: one row per
+label, one column pair per group (e.g. the compression the runs were evaluated on). --append puts
+the table in --out as a `## TITLE` section, replacing the section of that title if there is one.
 """
 
 import os
@@ -13,7 +16,8 @@ import sys
 
 from vcar_tf.errors import ArgumentParser, VcarError, cli_main
 from vcar_tf.fileutil import write_text_atomic
-from vcar_tf.reporting import REPORT_CSV, comparison_table, merge_reports, read_report, read_table
+from vcar_tf.reporting import (REPORT_CSV, average_grid, comparison_table, merge_reports, read_report,
+                               read_table, replace_section)
 from vcar_tf.train.run import RunFolder, run_label
 
 
@@ -34,7 +38,12 @@ def main(argv=None):
     p.add_argument("--merge", default=None, help="keep the columns of this earlier comparison")
     p.add_argument("--label", action="append", default=None,
                    help="column label of a run, once per run in order (default: 'MODEL (N steps)')")
+    p.add_argument("--group", action="append", default=None,
+                   help="with one per run: a table of averages, a row per label and columns per group")
+    p.add_argument("--append", action="store_true", help="write the table as a ## section of --out")
     args = p.parse_args(argv)
+    if args.append and (not args.out or not os.path.isfile(args.out) or args.merge):
+        raise VcarError("--append needs an existing --out file (and no --merge)")
     if args.label is not None and len(args.label) != len(args.runs):
         raise VcarError(f"{len(args.label)} --label for {len(args.runs)} runs: give one per run")
     reports = [run_report(run) for run in args.runs]
@@ -46,8 +55,12 @@ def main(argv=None):
     if args.notes:
         with open(args.notes) as f:
             notes = f.read().strip() + "\n\n"
-    text = f"# {args.title}\n\n{notes}{comparison_table(reports)}"
+    table = average_grid(reports, args.group) if args.group else comparison_table(reports)
+    text = f"{'##' if args.append else '#'} {args.title}\n\n{notes}{table}"
     print(text)
+    if args.append:
+        with open(args.out) as f:
+            text = replace_section(f.read(), args.title, text)
     if args.out:
         write_text_atomic(args.out, text)
     return 0

@@ -3,19 +3,21 @@
     vcar-evaluate --model_dir RUN [--data DIR] [--qp 37] [--out RUN/eval]
     vcar-evaluate --saved_model DIR/NAME/VERSION [--data DIR] [--qp 37] --out DIR
     vcar-evaluate --exported FILE.tflite|FILE.onnx|DIR/NAME/VERSION [--data DIR] [--qp 37] --out DIR
-    vcar-evaluate --preset NAME [--data DIR] [--qp 37] --out DIR
+    vcar-evaluate --preset NAME [--data DIR] [--qp 37 | --crf 30] [--codec-folder F] --out DIR
 
 (also `python -m vcar_tf.evaluate`). Writes the same report as vcar-report (CSV, Markdown,
 per-frame PSNR curves) with the enhanced columns. With no --data it evaluates on the held-out
 split of the run's own dataset (for an export: of the embedded sample dataset). A fixed-size TFLite
-file evaluates only sequences of its size (vcar-export --height/--width).
+file evaluates only sequences of its size (vcar-export --height/--width). --crf reads the CRF<crf>
+folders (vcar-prepare --gop ra --crf) in place of QP<qp>; --codec-folder picks one codec folder
+(e.g. x264_LDP_dbk) where a dataset has several at that QP or CRF.
 """
 
 import os
 import sys
 
 from vcar_tf.cli.common import add_model_flags, load_model
-from vcar_tf.data.codec import CodecSettings
+from vcar_tf.data.codec import CodecSettings, rate_folder
 from vcar_tf.data.layout import find_pairs, split_datasets
 from vcar_tf.errors import ArgumentParser, VcarError, cli_main
 from vcar_tf.fileutil import check_writable_dir
@@ -48,10 +50,15 @@ def main(argv=None):
     p.add_argument("--exported", default=None, help="a vcar-export .tflite or .onnx file, or a SavedModel version folder")
     p.add_argument("--data", default=None, help="dataset folder (default: the run's own, held-out split)")
     p.add_argument("--qp", type=int, default=None, help="default: the run's QP")
+    p.add_argument("--crf", type=int, default=None, help="evaluate on the CRF<crf> folders in place of QP<qp>")
+    p.add_argument("--codec-folder", default=None, help="e.g. x264_LDP where a dataset has several")
     p.add_argument("--out", default=None, help="default: MODEL_DIR/eval")
     args = p.parse_args(argv)
-    if args.qp is not None and not 0 <= args.qp <= 51:
-        raise VcarError(f"--qp must be in 0..51, not {args.qp}")
+    for flag in ("qp", "crf"):
+        if getattr(args, flag) is not None and not 0 <= getattr(args, flag) <= 51:
+            raise VcarError(f"--{flag} must be in 0..51, not {getattr(args, flag)}")
+    if args.qp is not None and args.crf is not None:
+        raise VcarError("--qp and --crf exclude each other: give one")
     model, cfg, radius = load_model_and_config(args)
     out = check_writable_dir(args.out or RunFolder(args.model_dir).eval)  # before the evaluation, not after
     if args.data is not None:
@@ -61,10 +68,10 @@ def main(argv=None):
     roots = val_roots or train_roots
     rows, curves = [], {}
     for split, root in roots.items():
-        r, c = evaluate_pairs(model, find_pairs(root, cfg.qp), radius, split)
+        r, c = evaluate_pairs(model, find_pairs(root, cfg.qp, args.codec_folder, args.crf), radius, split)
         rows += r
         curves.update(c)
-    print(write_report(out, rows, curves, f"{cfg.model} at QP{cfg.qp}"))
+    print(write_report(out, rows, curves, f"{cfg.model} at {rate_folder(cfg.qp, args.crf)}"))
     print(f"wrote {out}/report.csv, report.md and curves/")
     return 0
 

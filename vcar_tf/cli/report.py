@@ -1,7 +1,7 @@
 """Compressed-baseline report of a dataset: Y-PSNR, SSIM, SD and PVD per sequence, as CSV, Markdown
 and per-frame PSNR curves.
 
-    vcar-report [--data DIR] [--qp 37] --out reports/baseline
+    vcar-report [--data DIR] [--qp 37 | --crf 33] --out reports/baseline
 
 With no --data it reports the compressed baseline of the embedded sample dataset.
 """
@@ -19,13 +19,14 @@ def main(argv=None):
     p = ArgumentParser(prog="vcar-report", description=__doc__.split("\n")[0])
     p.add_argument("--data", default=None, help="dataset folder (default: the embedded sample set)")
     p.add_argument("--qp", type=int, default=37)
+    p.add_argument("--crf", type=int, default=None, help="report the CRF<crf> folders (vcar-prepare --gop ra)")
     p.add_argument("--codec", default="x265", help="codec of the embedded sample set")
     p.add_argument("--codec-folder", default=None, help="e.g. HM16.5_LDP when a dataset has several")
     p.add_argument("--gaussian-ssim", action="store_true", help="MATLAB-style Gaussian SSIM")
     p.add_argument("--out", default="reports/baseline")
     args = p.parse_args(argv)
     datasets = resolve_datasets(args.data, CodecSettings(codec=args.codec, qp=args.qp))
-    md = baseline_report(datasets, args.qp, args.out, args.codec_folder, args.gaussian_ssim)
+    md = baseline_report(datasets, args.qp, args.out, args.codec_folder, args.gaussian_ssim, args.crf)
     print(md)
     print(f"wrote {args.out}/report.csv, report.md and curves/")
     return 0

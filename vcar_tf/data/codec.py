@@ -1,4 +1,5 @@
-"""x265 / x264 low-delay-P compression through PyAV's FFmpeg, with HM-style per-frame QP offsets."""
+"""x265 / x264 low-delay-P compression through PyAV's FFmpeg, with HM-style per-frame QP offsets;
+x265's own random-access GOP (B-frames) at a QP or CRF."""
 
 import dataclasses
 import json
@@ -22,6 +23,13 @@ CODECS = {"x265": ("libx265", "hevc", "x265-params", ".hevc"),
 HM_LDP_QP_OFFSETS = {1: 3, 2: 2, 3: 3, 0: 1}
 # FFmpeg maps an ROI qoffset of 1.0 to this many QP steps for 8-bit video.
 _ROI_QP_RANGE = 51
+# GOP structures: low-delay P (no B-frames, one I frame) or x265's default random access.
+GOPS = ("ldp", "ra")
+
+
+def rate_folder(qp, crf=None):
+    """The folder of one rate: QP37, or CRF30 for a CRF encoding."""
+    return f"CRF{crf}" if crf is not None else f"QP{qp}"
 
 
 def hm_ldp_qp(qp, poc):
@@ -31,31 +39,50 @@ def hm_ldp_qp(qp, poc):
 
 @dataclasses.dataclass(frozen=True)
 class CodecSettings:
-    """Settings of one compression run. Defaults follow the NL-ConvLSTM Vimeo protocol."""
+    """Settings of one compression run. Defaults follow the NL-ConvLSTM Vimeo protocol.
+    gop="ra" keeps x265's own GOP (B-frames, keyint, references: `ref` becomes None); a `crf`
+    replaces the constant `qp` (which becomes None); CRF is for RA only."""
 
     codec: str = "x265"
-    qp: int = 37
+    qp: int | None = 37
     deblock: bool = False
     sao: bool = False
     hm_ldp_offsets: bool = False
-    ref: int = 4
+    ref: int | None = 4
     preset: str = "medium"
     fps: int = 25
+    gop: str = "ldp"
+    crf: int | None = None
 
     def __post_init__(self):
         if self.codec not in CODECS:
             raise VcarError(f"unknown codec {self.codec!r}; choose one of {', '.join(CODECS)}")
-        if not 0 <= int(self.qp) <= 51:
+        if self.gop not in GOPS:
+            raise VcarError(f"unknown GOP {self.gop!r}; choose one of {', '.join(GOPS)}")
+        if self.crf is not None:
+            if not 0 <= int(self.crf) <= 51:
+                raise VcarError(f"CRF must be in 0..51, got {self.crf}")
+            if self.gop != "ra":
+                raise VcarError("--crf is for --gop ra; low-delay P encodes at a constant --qp")
+            object.__setattr__(self, "qp", None)
+        elif self.qp is None or not 0 <= int(self.qp) <= 51:
             raise VcarError(f"QP must be in 0..51, got {self.qp}")
         if self.sao and self.codec != "x265":
             raise VcarError("SAO exists only in HEVC (x265)")
+        if self.gop == "ra":
+            if self.codec != "x265":
+                raise VcarError("--gop ra is x265's random-access GOP; x264 has --gop ldp only")
+            if self.hm_ldp_offsets:
+                raise VcarError("--hm-ldp-offsets are low-delay-P offsets: not with --gop ra")
+            object.__setattr__(self, "ref", None)
 
     @property
     def folder(self):
-        """Folder of the compressed sequences, e.g. x265_LDP/QP37 (MFQE: HM16.5_LDP/QP37)."""
+        """Folder of the compressed sequences, e.g. x265_LDP/QP37 (MFQE: HM16.5_LDP/QP37),
+        x265_RA_dbk_sao/CRF30."""
         tags = "".join(t for t, on in (("_hmqp", self.hm_ldp_offsets), ("_dbk", self.deblock),
                                        ("_sao", self.sao)) if on)
-        return f"{self.codec}_LDP{tags}/QP{self.qp}"
+        return f"{self.codec}_{self.gop.upper()}{tags}/{rate_folder(self.qp, self.crf)}"
 
     @property
     def encoder_name(self):
@@ -68,6 +95,11 @@ class CodecSettings:
         return self.codec == "x265" and self.hm_ldp_offsets
 
     def encoder_param_dict(self):
+        if self.gop == "ra":  # x265's defaults but the rate, the loop filters and one frame thread
+            p = {"crf": self.crf} if self.crf is not None else {"qp": self.qp}
+            p.update({"frame-threads": 1, "log-level": "error"})
+            p.update({k: 1 for k, off in (("no-sao", not self.sao), ("no-deblock", not self.deblock)) if off})
+            return p
         p = {"bframes": 0, "scenecut": 0, "ref": self.ref, "ipratio": 1, "pbratio": 1,
              "qp": self.qp, "aq-mode": 0}
         if self.codec == "x265":
@@ -92,7 +124,13 @@ class CodecSettings:
         return ":".join(f"{k}={v}" for k, v in self.encoder_param_dict().items())
 
     def to_json(self):
-        return dataclasses.asdict(self)
+        """The settings; gop and crf only when not LDP at a QP (so LDP sidecars keep their form)."""
+        d = dataclasses.asdict(self)
+        if self.gop == "ldp":
+            del d["gop"]
+        if self.crf is None:
+            del d["crf"]
+        return d
 
 
 def x265_cli():
@@ -137,10 +175,19 @@ class _RoiTagger:
 _VERSION_RE = re.compile(rb"(x26[45][^\x00]{0,120}?) - H\.26[45]")
 
 
+_OPTIONS_RE = re.compile(rb"x26[45][^\x00]{0,200}? options: ([ -~]+)")
+
+
 def encoder_version(bitstream):
     """The encoder's version string from its user-data SEI, or 'unknown'."""
     m = _VERSION_RE.search(bitstream[:4096])
     return m.group(1).decode("ascii", "replace") if m else "unknown"
+
+
+def encoder_options(bitstream):
+    """Every option the encoder used, from the same SEI (x264/x265 write them all), or ''."""
+    m = _OPTIONS_RE.search(bitstream[:8192])
+    return m.group(1).decode("ascii").strip() if m else ""
 
 
 def _encode_x265_cli(frames, settings, bitstream_path):
@@ -199,7 +246,8 @@ def sidecar(settings, bitstream, num_frames, width, height):
     kbps = len(bitstream) * 8 * settings.fps / num_frames / 1000
     return {"encoder": settings.encoder_name, "encoder_version": encoder_version(bitstream),
             "pyav": av.__version__, "settings": settings.to_json(),
-            "encoder_params": settings.encoder_params(), "frames": num_frames,
+            "encoder_params": settings.encoder_params(),
+            "encoder_options": encoder_options(bitstream), "frames": num_frames,
             "width": width, "height": height, "bytes": len(bitstream),
             "bitrate_kbps": round(kbps, 3)}
 

@@ -1,11 +1,11 @@
-"""Dataset layout (MFQE 2.0 style): ROOT/raw/NAME_WxH_N.yuv and ROOT/<codec folder>/QP<qp>/ with
-the same names. Reads the MFQE 2.0 release as distributed (train_108/raw, HM16.5_LDP/QP37)."""
+"""Dataset layout (MFQE 2.0 style): ROOT/raw/NAME_WxH_N.yuv and ROOT/<codec folder>/QP<qp>/ (or
+CRF<crf>/) with the same names. Reads the MFQE 2.0 release as distributed (train_108/raw, HM16.5_LDP/QP37)."""
 
 import dataclasses
 import glob
 import os
 
-from vcar_tf.data.codec import CodecSettings
+from vcar_tf.data.codec import CodecSettings, rate_folder
 from vcar_tf.data.sample import ensure_sample_dataset
 from vcar_tf.errors import VcarError
 from vcar_tf.video.yuv import YuvSequence
@@ -25,25 +25,27 @@ class SequencePair:
         return raw, comp
 
 
-def compressed_folders(root, qp):
-    """Codec folders under `root` that hold a QP<qp> folder, e.g. ['x265_LDP', 'HM16.5_LDP']."""
+def compressed_folders(root, qp, crf=None):
+    """Codec folders under `root` that hold a QP<qp> (or CRF<crf>) folder, e.g. ['x265_LDP', 'HM16.5_LDP']."""
     return sorted(os.path.basename(os.path.dirname(d))
-                  for d in glob.glob(os.path.join(root, "*", f"QP{qp}")) if os.path.isdir(d))
+                  for d in glob.glob(os.path.join(root, "*", rate_folder(qp, crf))) if os.path.isdir(d))
 
 
-def find_pairs(root, qp=37, codec_folder=None):
-    """All (raw, compressed) sequence pairs of a dataset root at one QP."""
+def find_pairs(root, qp=37, codec_folder=None, crf=None):
+    """All (raw, compressed) sequence pairs of a dataset root at one QP (or, given crf, one CRF)."""
     raw_dir = os.path.join(root, "raw")
+    level = rate_folder(qp, crf)
+    flag = f"--gop ra --crf {crf}" if crf is not None else f"--qp {qp}"
     if not os.path.isdir(raw_dir):
         raise VcarError(f"dataset not found: {root} has no raw/ folder")
     if codec_folder is None:
-        found = compressed_folders(root, qp)
+        found = compressed_folders(root, qp, crf)
         if not found:
-            raise VcarError(f"{root} has no compressed QP{qp} folder; run vcar-prepare with --qp {qp}")
+            raise VcarError(f"{root} has no compressed {level} folder; run vcar-prepare with {flag}")
         if len(found) > 1:
-            raise VcarError(f"{root} has several QP{qp} codec folders ({', '.join(found)}); choose one")
+            raise VcarError(f"{root} has several {level} codec folders ({', '.join(found)}); choose one")
         codec_folder = found[0]
-    comp_dir = os.path.join(root, codec_folder, f"QP{qp}")
+    comp_dir = os.path.join(root, codec_folder, level)
     if not os.path.isdir(comp_dir):
         raise VcarError(f"{comp_dir} does not exist")
     pairs = []
