@@ -1,4 +1,5 @@
-"""Model registry: `build(name, **overrides)`; importing this package registers every model."""
+"""Model registry: `build(name, **overrides)`, `from_preset(name)`; importing this package registers every
+model."""
 
 from vcar_tf.models.arcnn import model as _arcnn  # noqa: F401  (registers the model)
 from vcar_tf.models.dncnn import model as _dncnn  # noqa: F401
@@ -6,6 +7,7 @@ from vcar_tf.models.nl_convlstm import model as _nl_convlstm  # noqa: F401
 from vcar_tf.models.rfda import model as _rfda  # noqa: F401
 from vcar_tf.models.stdf import model as _stdf  # noqa: F401
 from vcar_tf.models.stifn import model as _stifn  # noqa: F401
+from vcar_tf.models.presets import from_preset
 from vcar_tf.models.registry import build, names, spec
 
 
@@ -18,4 +20,4 @@ def summary():
     return rows
 
 
-__all__ = ["build", "names", "spec", "summary"]
+__all__ = ["build", "from_preset", "names", "spec", "summary"]
