@@ -12,6 +12,20 @@ import sys
 import time
 
 
+# the CPU features that decide conv speed here: a virtual CPU's model name ("Intel(R) Xeon(R)
+# Processor") can hide a host that changes from one session to the next
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def cpu_features():
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next(line.split(":", 1)[1].split() for line in f if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return "CPU features unknown"
+    return "features " + (" ".join(f for f in SPEED_FLAGS if f in flags) or "none of " + "/".join(SPEED_FLAGS))
+
+
 def describe():
     cpu = platform.processor() or "unknown CPU"
     try:
@@ -19,6 +33,7 @@ def describe():
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
+    cpu = f"{cpu} ({cpu_features()})"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     mem = ""
     try:
