@@ -130,3 +130,44 @@ def test_native_deformconv_onnx_matches_keras_in_fresh_process(sample_root, tmp_
         assert np.abs(out[k] - np.asarray(model(ws, training=False))[..., 0]).max() <= 1e-4
     with pytest.raises(VcarError, match="unknown deform"):
         export_onnx(model, 3, str(tmp_path / "x.onnx"), deform="cuda")
+
+
+def _with_rank5_output(proto):
+    """A copy of a window model's proto whose `enhanced` gains a leading axis, as tf2onnx's
+    order-dependent transpose optimizer sometimes leaves it."""
+    import onnx
+
+    bad = onnx.ModelProto()
+    bad.CopyFrom(proto)
+    last = next(n for n in bad.graph.node if "enhanced" in n.output)
+    last.output[list(last.output).index("enhanced")] = "enhanced_rank4"
+    bad.graph.initializer.append(onnx.numpy_helper.from_array(np.array([0], np.int64), "lead_axis"))
+    bad.graph.node.append(onnx.helper.make_node("Unsqueeze", ["enhanced_rank4", "lead_axis"], ["enhanced"]))
+    return bad
+
+
+def test_onnx_conversion_with_a_wrong_output_rank_is_converted_again_then_refused(monkeypatch):
+    import tf2onnx
+
+    from vcar_tf.export import onnx as onnx_export
+
+    model = parity_model("arcnn")
+    good = onnx_export.onnx_model(model, 0)
+    assert onnx_export.inferred_output_ranks(good) == {"enhanced": 4}
+    assert onnx_export.inferred_output_ranks(_with_rank5_output(good)) == {"enhanced": 5}
+
+    real, calls = tf2onnx.convert.from_function, []
+
+    def flaky(*args, **kwargs):  # the first conversion is broken, the next ones are real
+        proto, storage = real(*args, **kwargs)
+        calls.append(proto)
+        return (_with_rank5_output(proto) if len(calls) == 1 else proto), storage
+
+    monkeypatch.setattr(tf2onnx.convert, "from_function", flaky)
+    assert onnx_export.inferred_output_ranks(onnx_export.onnx_model(model, 0)) == {"enhanced": 4}
+    assert len(calls) == 2
+
+    monkeypatch.setattr(tf2onnx.convert, "from_function",
+                        lambda *a, **k: (lambda p, s: (_with_rank5_output(p), s))(*real(*a, **k)))
+    with pytest.raises(VcarError, match="wrong rank 5 times"):
+        onnx_export.onnx_model(model, 0)

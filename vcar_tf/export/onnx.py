@@ -30,6 +30,7 @@ from vcar_tf.ops.deform_conv import composite_only, fused_only
 OPSET = 18
 DEFORMS = ("composite", "native")
 FUSED_OP = "VcarDeformConv2D"
+ATTEMPTS = 5
 
 
 def _deform_conv_handler(ctx, node, name, args):
@@ -46,6 +47,21 @@ def _deform_conv_handler(ctx, node, name, args):
     conv = ctx.make_node("DeformConv", [nchw(x), weight, nchw(offset), bias, nchw(mask)], attr=attr)
     ctx.make_node("Transpose", [conv.output[0]], attr={"perm": [0, 2, 3, 1]}, outputs=[node.output[0]],
                   shapes=shapes, dtypes=dtypes, name=name)
+
+
+def inferred_output_ranks(proto):
+    """{output name: rank} as ONNX shape inference derives it from the graph, ignoring the declared
+    output shapes. tf2onnx 1.17's transpose optimizer depends on set order and, about one conversion
+    in ten, drops a Squeeze before an output (a rank-5 `enhanced`): onnx_model converts again then."""
+    import onnx
+
+    bare = onnx.ModelProto()
+    bare.CopyFrom(proto)
+    for out in bare.graph.output:
+        out.type.tensor_type.ClearField("shape")
+    inferred = onnx.shape_inference.infer_shapes(bare).graph.output
+    return {o.name: len(o.type.tensor_type.shape.dim) if o.type.tensor_type.HasField("shape") else None
+            for o in inferred}
 
 
 def onnx_model(model, radius, opset=OPSET, deform="composite"):
@@ -65,12 +81,21 @@ def onnx_model(model, radius, opset=OPSET, deform="composite"):
             out = step(x, hidden)
             return {ENHANCED: out[ENHANCED], NEXT_HIDDEN: out[HIDDEN]}
 
-    with composite_only() if deform == "composite" else fused_only():
-        try:
-            proto, _ = tf2onnx.convert.from_function(fn, input_signature=fn.input_signature, opset=opset,
-                                                     custom_op_handlers={FUSED_OP: (_deform_conv_handler, [])})
-        except Exception as e:
-            raise VcarError(f"ONNX conversion failed: {str(e).strip().splitlines()[0] if str(e).strip() else e!r}") from e
+    with composite_only() if deform == "composite" else fused_only():  # the trace picks its deform op
+        ranks = {k: t.shape.rank for k, t in fn.get_concrete_function().structured_outputs.items()}
+        for _ in range(ATTEMPTS):
+            try:
+                proto, _ = tf2onnx.convert.from_function(fn, input_signature=fn.input_signature, opset=opset,
+                                                         custom_op_handlers={FUSED_OP: (_deform_conv_handler, [])})
+            except Exception as e:
+                first = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
+                raise VcarError(f"ONNX conversion failed: {first}") from e
+            got = inferred_output_ranks(proto)
+            if all(got.get(k) in (None, rank) for k, rank in ranks.items()):  # None: inference cannot tell
+                break
+        else:
+            raise VcarError(f"ONNX conversion gave outputs of the wrong rank {ATTEMPTS} times in a row "
+                            f"(want {ranks}, got {got})")
     if any(n.op_type == "DeformConv" for n in proto.graph.node):
         for entry in proto.opset_import:
             if entry.domain in ("", "ai.onnx"):
