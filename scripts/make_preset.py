@@ -1,8 +1,10 @@
 """Make a preset (vcar_tf/presets/NAME/: model.weights.h5 + card.json) from a training run.
 
     python scripts/make_preset.py RUN --name stdf_r3_x265_qp37 --val RUN/eval-val --test RUN/eval-test
-        [--recipe "..."] [--wall "..."] [--out vcar_tf/presets]
+        [--checkpoint latest|best] [--recipe "..."] [--wall "..."] [--out vcar_tf/presets]
 
+--checkpoint best takes the run's checkpoint with the best val ΔPSNR (RunFolder.best) instead of its
+latest; --val and --test must then be evaluations of that checkpoint (vcar-evaluate --checkpoint best).
 The card records the model, the codec settings and QP of the run, its data and recipe, the steps,
 wall time and machine, the val and test averages (from their report.csv) and the weights' sha256.
 """
@@ -21,7 +23,7 @@ from vcar_tf.errors import VcarError, cli_main
 from vcar_tf.fileutil import ensure_writable_dir, write_text_atomic
 from vcar_tf.models.presets import CARD, WEIGHTS, file_sha256
 from vcar_tf.reporting import read_report
-from vcar_tf.train.run import load_run, read_config_dict
+from vcar_tf.train.run import CHECKPOINTS, load_run, read_best, read_config_dict
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -58,12 +60,14 @@ def main(argv=None):
     p.add_argument("--name", required=True)
     p.add_argument("--val", required=True, help="the run's evaluation on the val split (folder or report.csv)")
     p.add_argument("--test", required=True, help="its evaluation on the test split")
+    p.add_argument("--checkpoint", default="latest", choices=CHECKPOINTS)
     p.add_argument("--recipe", default="", help="free text: how it was trained")
     p.add_argument("--wall", default="", help="training wall time")
     p.add_argument("--out", default=os.path.join(REPO, "vcar_tf", "presets"))
     args = p.parse_args(argv)
-    model, cfg, _ = load_run(args.run)
+    model, cfg, _ = load_run(args.run, args.checkpoint)
     config = read_config_dict(args.run)
+    best = read_best(args.run) if args.checkpoint == "best" else None
     target = os.path.join(args.out, args.name)
     ensure_writable_dir(args.out)
     tmp = tempfile.mkdtemp(prefix=".tmp-preset-", dir=args.out)
@@ -71,7 +75,8 @@ def main(argv=None):
         model.save_weights(os.path.join(tmp, WEIGHTS))
         card = {"name": args.name, "model": cfg.model, "codec": cfg.codec, "qp": cfg.qp,
                 "codec_settings": codec_settings(cfg.data, cfg.codec, cfg.qp),
-                "data": cfg.data, "train_config": config, "recipe": args.recipe, "wall_time": args.wall,
+                "data": cfg.data, "train_config": config,
+                "checkpoint": args.checkpoint, "step": best["step"] if best else config["steps"], "recipe": args.recipe, "wall_time": args.wall,
                 "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
                 "val": report_average(args.val), "test": report_average(args.test),
                 "sha256": file_sha256(os.path.join(tmp, WEIGHTS))}

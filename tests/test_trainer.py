@@ -294,3 +294,51 @@ def test_two_stages_init_from_with_a_lower_rate_for_the_copied_weights(tiny_data
     assert moved["rf_fe_2/kernel"] > 1e-3
     with pytest.raises(VcarError, match="--init_lr needs --init_from"):
         Trainer(_config(tiny_dataset, tmp_path / "x", 2, model="rfda", init_lr=1e-5))
+
+
+def test_the_best_checkpoint_on_val_is_kept_across_a_resume(tiny_dataset, tmp_path, monkeypatch):
+    """Validations at steps 2, 4, 6 (a resume after 4), 8 score 0.1, 0.3, 0.2, 0.25: RunFolder.best
+    holds the step-4 weights; load_run, vcar-evaluate and make_preset take them with --checkpoint best."""
+    from vcar_tf.train.run import load_run, read_best
+    from vcar_tf.train.trainer import Trainer
+
+    scores, seen = iter([0.1, 0.3, 0.2, 0.25]), {}
+
+    def scripted(self):
+        seen[int(self.step.numpy())] = _weights(self)
+        return [], {}, next(scores), 0.0
+
+    monkeypatch.setattr(Trainer, "validate", scripted)
+    run = tmp_path / "run"
+    Trainer(_config(tiny_dataset, run, 4, eval_every=2)).run()
+    Trainer(_config(tiny_dataset, run, 8, eval_every=2)).run()
+    assert sorted(seen) == [2, 4, 6, 8]
+    assert read_best(str(run)) == {"step": 4, "delta_psnr": 0.3, "delta_ssim_x100": 0.0}
+    best = [v.numpy() for v in load_run(str(run), "best")[0].weights]
+    latest = [v.numpy() for v in load_run(str(run))[0].weights]
+    for got, want in zip(best, seen[4]):
+        np.testing.assert_array_equal(got, want)
+    for got, want in zip(latest, seen[8]):
+        np.testing.assert_array_equal(got, want)
+    assert any(not np.array_equal(a, b) for a, b in zip(seen[4], seen[8]))
+
+    r = run_cli("-m", "vcar_tf.evaluate", "--model_dir", str(run), "--checkpoint", "best", "--data", tiny_dataset,
+                "--out", str(tmp_path / "eval_best"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = run_cli("-m", "vcar_tf.evaluate", "--preset", "arcnn_x265_qp37", "--checkpoint", "best",
+                "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == "error: --checkpoint goes with --model_dir"
+    assert not (tmp_path / "x").exists()
+    import json
+    import shutil
+
+    config = json.load(open(run / "config.json"))  # a run on the embedded sample: the card needs no sidecars
+    (run / "config.json").write_text(json.dumps({**config, "data": None}))
+    r = run_cli("scripts/make_preset.py", str(run), "--name", "tiny_best", "--checkpoint", "best",
+                "--val", str(tmp_path / "eval_best"), "--test", str(tmp_path / "eval_best"), "--out", str(tmp_path / "p"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    card = json.load(open(tmp_path / "p" / "tiny_best" / "card.json"))
+    assert card["checkpoint"] == "best" and card["step"] == 4
+    shutil.rmtree(run / "best")
+    with pytest.raises(VcarError, match="has no best checkpoint"):
+        load_run(str(run), "best")

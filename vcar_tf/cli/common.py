@@ -4,11 +4,13 @@ from vcar_tf.errors import VcarError
 from vcar_tf.models import spec
 from vcar_tf.models.presets import from_preset, preset_card
 from vcar_tf.train.config import TrainConfig
-from vcar_tf.train.run import load_run
+from vcar_tf.train.run import CHECKPOINTS, load_run
 
 
 def add_model_flags(parser):
     parser.add_argument("--model_dir", default=None, help="a train_main.py (or vcar-import) run")
+    parser.add_argument("--checkpoint", default="latest", choices=CHECKPOINTS,
+                        help="with --model_dir: the run's latest checkpoint, or its best on val")
     parser.add_argument("--preset", default=None, help="a trained model shipped with the package "
                         "(python -m vcar_tf.models --presets lists them)")
 
@@ -19,10 +21,12 @@ def load_model(args, others=()):
     given = [f for f in ("model_dir", "preset", *others) if getattr(args, f, None) is not None]
     if len(given) != 1:
         raise VcarError(f"pass exactly one of {', '.join('--' + f for f in ('model_dir', 'preset', *others))}")
+    if getattr(args, "checkpoint", "latest") != "latest" and args.model_dir is None:
+        raise VcarError("--checkpoint goes with --model_dir")
     if args.preset is not None:
         card = preset_card(args.preset)
         cfg = TrainConfig(model=card["model"], qp=card["qp"], codec=card.get("codec", "x265"))
         return from_preset(args.preset), cfg, spec(card["model"]).radius
     if args.model_dir is not None:
-        return load_run(args.model_dir)
+        return load_run(args.model_dir, args.checkpoint)
     return None

@@ -2,6 +2,8 @@
 
     MODEL_DIR/config.json       the TrainConfig of the run
     MODEL_DIR/checkpoints/      tf.train checkpoints (model, optimizer, step)
+    MODEL_DIR/best/             the checkpoint (model, step) with the best val ΔPSNR so far, and
+                                best.json: its step, val ΔPSNR and ΔSSIM
     MODEL_DIR/logs/             TensorBoard
     MODEL_DIR/eval/             the evaluation report (report.csv, report.md, curves/)
     MODEL_DIR/serving/NAME/N/   TF Serving SavedModels
@@ -35,6 +37,8 @@ class RunFolder:
         self.root = root
         self.config = os.path.join(root, "config.json")
         self.checkpoints = os.path.join(root, "checkpoints")
+        self.best = os.path.join(root, "best")
+        self.best_json = os.path.join(self.best, "best.json")
         self.logs = os.path.join(root, "logs")
         self.eval = os.path.join(root, "eval")
         self.serving = os.path.join(root, "serving")
@@ -45,7 +49,8 @@ def hold_run_lock(model_dir):
     """The run folder's lock, held while training (two trainings never write one folder); what
     killed checkpoint writes left (tf.train's `ckpt-N_temp/` folders) is swept once it is held."""
     with hold_folder_lock(model_dir, "training"):
-        sweep_temps(RunFolder(model_dir).checkpoints, ("*_temp",))
+        for folder in (RunFolder(model_dir).checkpoints, RunFolder(model_dir).best):
+            sweep_temps(folder, ("*_temp",))
         yield
 
 
@@ -122,13 +127,33 @@ def build_model(cfg):
     return models.build(cfg.model, **({} if cfg.radius is None else {"radius": cfg.radius}))
 
 
-def load_run(model_dir):
-    """(model restored from the latest checkpoint, its TrainConfig, its radius) of a train_main.py run."""
+CHECKPOINTS = ("latest", "best")
+
+
+def read_best(model_dir):
+    """best.json of a run ({'step', 'delta_psnr', 'delta_ssim_x100'}), or None before its first validation."""
+    path = RunFolder(model_dir).best_json
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        try:
+            return json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise VcarError(f"{path} is not valid JSON: {e}") from None
+
+
+def load_run(model_dir, checkpoint="latest"):
+    """(model restored from the run's latest checkpoint, or from its best on val, its TrainConfig,
+    its radius) of a train_main.py run."""
+    if checkpoint not in CHECKPOINTS:
+        raise VcarError(f"unknown checkpoint {checkpoint!r}; use one of {', '.join(CHECKPOINTS)}")
     cfg = read_config(model_dir)
     model = build_model(cfg)
-    latest = tf.train.latest_checkpoint(RunFolder(model_dir).checkpoints)
+    folder = RunFolder(model_dir)
+    latest = tf.train.latest_checkpoint(folder.best if checkpoint == "best" else folder.checkpoints)
     if latest is None:
-        raise VcarError(f"{model_dir} has no checkpoint")
+        raise VcarError(f"{model_dir} has no best checkpoint (a run keeps one from its first validation on)"
+                        if checkpoint == "best" else f"{model_dir} has no checkpoint")
     try:
         tf.train.Checkpoint(model=model).restore(latest).expect_partial().assert_existing_objects_matched()
     except CHECKPOINT_ERRORS as e:

@@ -1,12 +1,14 @@
 """A custom training loop under tf.distribute; it builds models only through the registry.
 
-Checkpoints (tf.train.CheckpointManager) hold the model, the optimizer and the step. The input
+Checkpoints (tf.train.CheckpointManager) hold the model, the optimizer and the step; the model with
+the best val ΔPSNR so far is kept apart (RunFolder.best), so a run's length can be chosen on val. The input
 stream is a pure function of (seed, sample index), so restoring the step restores the data
 position and every random draw. SIGINT/SIGTERM save a checkpoint before exiting.
 """
 
 import contextlib
 import dataclasses
+import json
 import os
 import signal
 import sys
@@ -22,12 +24,12 @@ from vcar_tf.data.codec import CodecSettings
 from vcar_tf.data.layout import find_pairs, split_datasets
 from vcar_tf.data.pipeline import PipelineConfig, make_dataset
 from vcar_tf.errors import VcarError
-from vcar_tf.fileutil import ensure_writable_dir
+from vcar_tf.fileutil import ensure_writable_dir, write_text_atomic
 from vcar_tf.inference.sequence import enhance_sequence, evaluate_pairs
 from vcar_tf.reporting import write_report
 from vcar_tf.train.losses import get_loss, per_example_loss
 from vcar_tf.train.run import (CHECKPOINT_ERRORS, RunFolder, build_model, hold_run_lock, initialise_from,
-                               read_config_dict, run_radius, write_config)
+                               read_best, read_config_dict, run_radius, write_config)
 from vcar_tf.train.strategy import make_strategy
 
 
@@ -83,6 +85,8 @@ class Trainer:
             cfg.model_dir, f".worker-{self.strategy.cluster_resolver.task_id}")
         self.folder = RunFolder(ensure_writable_dir(self.work_dir))
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.folder.checkpoints, max_to_keep=3)
+        self.best_manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=self.model, step=self.step),
+                                                       self.folder.best, max_to_keep=1)
         self.writer = None  # made once the run's lock is held: a refused second run writes nothing
         self.losses = []
         self._stop = False
@@ -242,11 +246,21 @@ class Trainer:
                 signal.signal(s, handler)
         return result
 
+    def _keep_if_best(self, step, dpsnr, dssim):
+        """Save the model to RunFolder.best when its val ΔPSNR beats every earlier validation's."""
+        best = read_best(self.work_dir)
+        if best is not None and best["delta_psnr"] >= dpsnr:
+            return
+        self.best_manager.save(checkpoint_number=step)
+        write_text_atomic(self.folder.best_json, json.dumps(
+            {"step": step, "delta_psnr": dpsnr, "delta_ssim_x100": dssim}, indent=2) + "\n")
+
     def _lr(self, step):
         return float(self.lr_schedule(step)) if callable(self.lr_schedule) else float(self.lr_schedule)
 
     def _log_validation(self, step):
         rows, curves, dpsnr, dssim = self.validate()
+        self._keep_if_best(step, dpsnr, dssim)
         with self.writer.as_default(step=step):
             tf.summary.scalar("val/delta_psnr", dpsnr)
             tf.summary.scalar("val/delta_ssim_x100", dssim)
