@@ -54,19 +54,23 @@ def hold_run_lock(model_dir):
         yield
 
 
-def read_config_dict(model_dir):
-    """The raw config.json of a run, or None when there is none."""
-    path = RunFolder(model_dir).config
+def _read_json_object(path, what):
+    """The JSON object in `path`, or None when there is no file; `what` names it in errors."""
     if not os.path.exists(path):
         return None
     with open(path) as f:
         try:
             values = json.load(f)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise VcarError(f"{path} is not valid JSON ({e}); it is not a config.json that train_main.py wrote") from None
+            raise VcarError(f"{path} is not valid JSON ({e}); it is not {what}") from None
     if not isinstance(values, dict):
-        raise VcarError(f"{path} is not a JSON object; it is not a config.json that train_main.py wrote")
+        raise VcarError(f"{path} is not a JSON object; it is not {what}")
     return values
+
+
+def read_config_dict(model_dir):
+    """The raw config.json of a run, or None when there is none."""
+    return _read_json_object(RunFolder(model_dir).config, "a config.json that train_main.py wrote")
 
 
 def read_config(model_dir):
@@ -132,14 +136,7 @@ CHECKPOINTS = ("latest", "best")
 
 def read_best(model_dir):
     """best.json of a run ({'step', 'delta_psnr', 'delta_ssim_x100'}), or None before its first validation."""
-    path = RunFolder(model_dir).best_json
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        try:
-            return json.load(f)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise VcarError(f"{path} is not valid JSON: {e}") from None
+    return _read_json_object(RunFolder(model_dir).best_json, "a best.json that training wrote")
 
 
 def load_run(model_dir, checkpoint="latest"):
