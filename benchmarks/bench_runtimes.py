@@ -14,7 +14,8 @@ Each (model, size) is exported once (vcar_tf.export: SavedModel, TFLite fp32/fp1
 that size, int8 (deformable sampling positions kept float) and int8_full calibrated on --calibration_frames
 windows of the embedded sample's training frames (8; fewer for NL-ConvLSTM, whose calibration in
 the TFLite interpreter takes minutes per window), ONNX with the composite and ONNX with native DeformConv nodes,
-the same graph for models without one); then every runtime runs in its own process, so its peak
+the same graph for models without one), the SavedModel and ONNX files in one process and each TFLite file in
+its own (a converter that crashes loses only its file, named in its cells); then every runtime runs in its own process, so its peak
 RSS is its own: one frame (batch 1) through vcar_tf.inference.streaming.frame_step, as
 vcar-evaluate runs it (a recurrent model: one step of the stream), mean of --repeats after a
 warm-up. Keras runs the fused deformable conv where it builds; every export runs the stock-op
@@ -56,21 +57,40 @@ def _paths(folder, name):
     return paths
 
 
-def child_export(name, width, height, folder, checkpoint, calibration_frames):
+def child_export(name, width, height, folder, checkpoint, calibration_frames, part):
+    """Export one part of (name, size): "base" (the SavedModel and both ONNX files) or one TFLite
+    quantization, each in its own process, so that a converter that crashes loses only its file."""
     from vcar_tf import models
-    from vcar_tf.cli.export import calibration_windows
-    from vcar_tf.export.onnx import export_onnx
-    from vcar_tf.export.saved_model import export_saved_model
-    from vcar_tf.export.tflite import export_tflite
 
     model, radius, paths = _build(name, checkpoint), models.spec(name).radius, _paths(folder, name)
-    export_saved_model(model, radius, os.path.dirname(paths["saved_model"]), 1)
-    export_onnx(model, radius, paths["onnx"])
-    export_onnx(model, radius, paths["onnx_deformconv"], deform="native")
-    windows = calibration_windows(model, radius, height, width, int(calibration_frames))
-    for q in QUANTIZATIONS:
-        export_tflite(model, radius, paths[f"tflite_{q}"], height, width, q, windows if q.startswith("int8") else None)
-    print(json.dumps({f"{k}_mb": _size(p) / 2**20 for k, p in paths.items()}))
+    if part == "base":
+        from vcar_tf.export.onnx import export_onnx
+        from vcar_tf.export.saved_model import export_saved_model
+
+        export_saved_model(model, radius, os.path.dirname(paths["saved_model"]), 1)
+        export_onnx(model, radius, paths["onnx"])
+        export_onnx(model, radius, paths["onnx_deformconv"], deform="native")
+        made = ("saved_model", "onnx", "onnx_deformconv")
+    else:
+        from vcar_tf.cli.export import calibration_windows
+        from vcar_tf.export.tflite import export_tflite
+
+        windows = calibration_windows(model, radius, height, width, int(calibration_frames)) if part.startswith("int8") else None
+        export_tflite(model, radius, paths[f"tflite_{part}"], height, width, part, windows)
+        made = (f"tflite_{part}",)
+    print(json.dumps({f"{k}_mb": _size(paths[k]) / 2**20 for k in made}))
+
+
+def export_all(name, width, height, folder, checkpoint, calibration_frames):
+    """{runtime_mb: size} of every file made, and {runtime: reason} of every part that failed."""
+    sizes, failed = {}, {}
+    for part in ("base", *QUANTIZATIONS):
+        made = run_child(__file__, "export", name, width, height, folder, checkpoint, calibration_frames, part)
+        if "failed" in made:
+            failed.update({k: made["failed"] for k in (RUNTIMES[1:2] + RUNTIMES[-2:] if part == "base" else (f"tflite_{part}",))})
+        else:
+            sizes.update(made)
+    return sizes, failed
 
 
 def _size(path):
@@ -144,14 +164,11 @@ def main():
         for name in args.models:
             for w, h in sizes:
                 folder = os.path.join(tmp, f"{name}_{w}x{h}")
-                sizes_mb = run_child(__file__, "export", name, w, h, folder, "-", args.calibration_frames)
-                if "failed" in sizes_mb:
-                    lines.append(f"| {name} | {w}x{h} | export failed: {sizes_mb['failed']} |")
-                    continue
-                file_lines.append(f"| {name} | {w}x{h} | "
-                                  + " | ".join(f"{sizes_mb.get(r + '_mb', float('nan')):.1f}" for r in RUNTIMES[1:]) + " |")
-                r = {rt: run_child(__file__, "infer", rt, name, w, h, folder, args.repeats, args.threads)
-                     for rt in RUNTIMES}
+                sizes_mb, unexported = export_all(name, w, h, folder, "-", args.calibration_frames)
+                file_lines.append(f"| {name} | {w}x{h} | " + " | ".join(
+                    f"{sizes_mb[r + '_mb']:.1f}" if r + "_mb" in sizes_mb else "-" for r in RUNTIMES[1:]) + " |")
+                r = {rt: {"failed": f"export: {unexported[rt]}"} if rt in unexported else
+                     run_child(__file__, "infer", rt, name, w, h, folder, args.repeats, args.threads) for rt in RUNTIMES}
                 cells = [f"{r[rt]['fps']:.3f} | {r[rt]['rss_mb']:.0f}" if "failed" not in r[rt]
                          else f"failed: {r[rt]['failed']} | -" for rt in RUNTIMES]
                 ok = {rt: v["fps"] for rt, v in r.items() if "failed" not in v}
@@ -162,10 +179,9 @@ def main():
         quality = ""
         if args.checkpoint:
             folder = os.path.join(tmp, "stdf_release_416x240")
-            made = run_child(__file__, "export", "stdf_r3", 416, 240, folder, args.checkpoint,
-                             args.calibration_frames)
-            if "failed" in made:
-                raise SystemExit(f"exporting the release failed: {made['failed']}")
+            _, unexported = export_all("stdf_r3", 416, 240, folder, args.checkpoint, args.calibration_frames)
+            if unexported:
+                raise SystemExit(f"exporting the release failed: {unexported}")
             q = {rt: run_child(__file__, "quality", rt, folder, args.checkpoint, args.threads) for rt in RUNTIMES}
             base = q["keras"].get("delta_psnr")
             rows = ["| runtime | PSNR compressed dB | PSNR enhanced dB | ΔPSNR dB | ΔPSNR − Keras dB |", "|---|---|---|---|---|"]

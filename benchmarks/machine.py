@@ -79,7 +79,10 @@ def run_child(script, *args):
     if out.returncode:
         lines = [line for line in out.stderr.splitlines() if line.strip() and "cpu_feature_guard" not in line
                  and not line.startswith(("WARNING:", "To enable", "I0000", "W0000"))]
-        reason = lines[-1] if lines else ("killed (out of memory?)" if out.returncode < 0 else f"exit {out.returncode}")
+        if out.returncode < 0:  # a signal: the last stderr line is whatever was printed before it
+            reason = "killed (out of memory?)" if out.returncode == -9 else f"crashed with signal {-out.returncode}"
+        else:
+            reason = lines[-1] if lines else f"exit {out.returncode}"
         return {"failed": reason.replace("|", "/")[:60]}
     return json.loads(out.stdout.strip().splitlines()[-1])
 
