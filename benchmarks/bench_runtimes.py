@@ -4,7 +4,7 @@ and int8_full TFLite files) and ONNX Runtime, and, with --checkpoint (the STDF-P
 
     python benchmarks/bench_runtimes.py [--models all | arcnn stdf_r3 rfda ...] [--sizes 416x240 832x480]
         [--checkpoint ../shared/weights/stdf-pytorch/stdf_mfqev2_r3.safetensors] [--repeats 2] [--threads 2]
-        [--calibration_frames 8]
+        [--calibration_frames 8] [--runtimes keras saved_model tflite_fp32 ... (default: all)]
         [--out benchmarks/results/runtimes.md [--append]]
 
 --models all (the default) runs every registered model; --append adds this run, with its own
@@ -81,13 +81,17 @@ def child_export(name, width, height, folder, checkpoint, calibration_frames, pa
     print(json.dumps({f"{k}_mb": _size(paths[k]) / 2**20 for k in made}))
 
 
-def export_all(name, width, height, folder, checkpoint, calibration_frames):
-    """{runtime_mb: size} of every file made, and {runtime: reason} of every part that failed."""
+BASE = ("saved_model", "onnx", "onnx_deformconv")  # the runtimes whose files the "base" export part makes
+
+
+def export_all(name, width, height, folder, checkpoint, calibration_frames, runtimes=RUNTIMES):
+    """{runtime_mb: size} of every file `runtimes` need, and {runtime: reason} of every part that failed."""
     sizes, failed = {}, {}
-    for part in ("base", *QUANTIZATIONS):
+    parts = (["base"] if set(BASE) & set(runtimes) else []) + [q for q in QUANTIZATIONS if f"tflite_{q}" in runtimes]
+    for part in parts:
         made = run_child(__file__, "export", name, width, height, folder, checkpoint, calibration_frames, part)
         if "failed" in made:
-            failed.update({k: made["failed"] for k in (RUNTIMES[1:2] + RUNTIMES[-2:] if part == "base" else (f"tflite_{part}",))})
+            failed.update({k: made["failed"] for k in (BASE if part == "base" else (f"tflite_{part}",))})
         else:
             sizes.update(made)
     return sizes, failed
@@ -147,7 +151,11 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--append", action="store_true", help="add this run after what --out holds")
     p.add_argument("--calibration_frames", type=int, default=8, help="int8 calibration windows")
+    p.add_argument("--runtimes", nargs="+", default=list(RUNTIMES), choices=RUNTIMES,
+                   help="a subset of the runtimes (only their files are exported)")
     args = p.parse_args()
+    if args.checkpoint and "keras" not in args.runtimes:
+        p.error("--checkpoint compares every runtime with keras: keep keras in --runtimes")
     if run_as_child(args, {"export": child_export, "infer": child_infer, "quality": child_quality}):
         return
     if args.models == ["all"]:
@@ -156,21 +164,23 @@ def main():
         args.models = names()
     load_at_start = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes]
-    header = "| model | size | " + " | ".join(f"{r} FPS | {r} RSS MB" for r in RUNTIMES) + " | fastest |"
-    lines = [header, "|" + "---|" * (2 * len(RUNTIMES) + 3)]
-    file_lines = ["| model | size | " + " | ".join(f"{r} MB" for r in RUNTIMES[1:]) + " |",
-                  "|" + "---|" * (len(RUNTIMES) + 1)]
+    runtimes = [r for r in RUNTIMES if r in args.runtimes]
+    exported = [r for r in runtimes if r != "keras"]
+    header = "| model | size | " + " | ".join(f"{r} FPS | {r} RSS MB" for r in runtimes) + " | fastest |"
+    lines = [header, "|" + "---|" * (2 * len(runtimes) + 3)]
+    file_lines = ["| model | size | " + " | ".join(f"{r} MB" for r in exported) + " |",
+                  "|" + "---|" * (len(exported) + 2)]
     with tempfile.TemporaryDirectory(prefix="bench-runtimes-") as tmp:
         for name in args.models:
             for w, h in sizes:
                 folder = os.path.join(tmp, f"{name}_{w}x{h}")
-                sizes_mb, unexported = export_all(name, w, h, folder, "-", args.calibration_frames)
+                sizes_mb, unexported = export_all(name, w, h, folder, "-", args.calibration_frames, runtimes)
                 file_lines.append(f"| {name} | {w}x{h} | " + " | ".join(
-                    f"{sizes_mb[r + '_mb']:.1f}" if r + "_mb" in sizes_mb else "-" for r in RUNTIMES[1:]) + " |")
+                    f"{sizes_mb[r + '_mb']:.1f}" if r + "_mb" in sizes_mb else "-" for r in exported) + " |")
                 r = {rt: {"failed": f"export: {unexported[rt]}"} if rt in unexported else
-                     run_child(__file__, "infer", rt, name, w, h, folder, args.repeats, args.threads) for rt in RUNTIMES}
+                     run_child(__file__, "infer", rt, name, w, h, folder, args.repeats, args.threads) for rt in runtimes}
                 cells = [f"{r[rt]['fps']:.3f} | {r[rt]['rss_mb']:.0f}" if "failed" not in r[rt]
-                         else f"failed: {r[rt]['failed']} | -" for rt in RUNTIMES]
+                         else f"failed: {r[rt]['failed']} | -" for rt in runtimes]
                 ok = {rt: v["fps"] for rt, v in r.items() if "failed" not in v}
                 best = max(ok, key=ok.get) if ok else "-"
                 ratio = f"{best} ({ok[best] / ok['keras']:.2f}x keras)" if "keras" in ok and ok else best
@@ -179,10 +189,10 @@ def main():
         quality = ""
         if args.checkpoint:
             folder = os.path.join(tmp, "stdf_release_416x240")
-            _, unexported = export_all("stdf_r3", 416, 240, folder, args.checkpoint, args.calibration_frames)
+            _, unexported = export_all("stdf_r3", 416, 240, folder, args.checkpoint, args.calibration_frames, runtimes)
             if unexported:
                 raise SystemExit(f"exporting the release failed: {unexported}")
-            q = {rt: run_child(__file__, "quality", rt, folder, args.checkpoint, args.threads) for rt in RUNTIMES}
+            q = {rt: run_child(__file__, "quality", rt, folder, args.checkpoint, args.threads) for rt in runtimes}
             base = q["keras"].get("delta_psnr")
             rows = ["| runtime | PSNR compressed dB | PSNR enhanced dB | ΔPSNR dB | ΔPSNR − Keras dB |", "|---|---|---|---|---|"]
             for rt, v in q.items():

@@ -53,3 +53,29 @@ def test_any_size_residual_and_keras_roundtrip(name, tmp_path):
 def test_summary_lists_every_model_with_counts():
     rows = {n: p for n, _, p, _ in summary()}
     assert set(rows) == set(names()) and all(p > 100_000 for p in rows.values())
+
+
+@pytest.mark.parametrize("kernel, padding", [((3, 3, 3), "same"), ((7, 1, 1), "valid"), ((1, 3, 3), "same"),
+                                             ((3, 3, 3), "valid")])
+def test_frame_conv3d_traces_as_2d_convs_with_the_same_function(kernel, padding):
+    import keras
+    import tensorflow as tf
+
+    from vcar_tf.models.blocks import FrameConv3D, framewise_conv3d
+
+    layer = FrameConv3D(6, kernel, padding=padding, activation="relu", bias_initializer="random_normal")
+    x = np.random.default_rng(0).random((2, 7, 11, 13, 5)).astype(np.float32)
+    want = np.asarray(layer(x))
+    with framewise_conv3d():
+        got = np.asarray(layer(x))
+        graph = tf.function(layer).get_concrete_function(tf.TensorSpec([None, 7, None, None, 5])).graph
+    np.testing.assert_allclose(got, want, atol=2e-6)
+    ops = {op.type for op in graph.get_operations()}
+    assert "Conv3D" not in ops and "Conv2D" in ops
+    assert "Conv3D" in {op.type for op in tf.function(layer).get_concrete_function(
+        tf.TensorSpec([None, 7, None, None, 5])).graph.get_operations()}
+    clone = FrameConv3D.from_config(layer.get_config())
+    assert clone.kernel_size == layer.kernel_size and clone.padding == padding
+    with pytest.raises(VcarError, match="stride 1"):
+        FrameConv3D(4, 3, strides=2)
+    assert keras.saving.get_registered_object("vcar_tf>FrameConv3D") is FrameConv3D

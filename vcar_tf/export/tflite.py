@@ -31,6 +31,7 @@ import tensorflow as tf
 from vcar_tf.errors import VcarError
 from vcar_tf.export.signatures import float_function
 from vcar_tf.fileutil import write_bytes_atomic
+from vcar_tf.models.blocks import framewise_conv3d
 from vcar_tf.models.recurrent import is_recurrent
 from vcar_tf.ops.deform_conv import SAMPLING_SCOPE, composite_only
 
@@ -38,10 +39,10 @@ QUANTIZATIONS = ("fp32", "fp16", "int8", "int8_full")
 
 
 def frozen_function(model, radius, batch=1, height=None, width=None):
-    """float_function traced with the composite and its variables folded into constants."""
+    """float_function traced with the composite and FrameConv3D's 2D convs, its variables folded into constants."""
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    with composite_only():  # stock ops only: no custom op in an exported graph
+    with composite_only(), framewise_conv3d():  # stock ops only; 2D convs, not CONV_3D (FrameConv3D)
         concrete = float_function(model, radius, batch, height, width, checked=False).get_concrete_function()
         return convert_variables_to_constants_v2(concrete)
 

@@ -1,6 +1,9 @@
 """Building blocks shared by the models: the STDF family's framing, padding and offset U-Net, the
-3x3 conv with its initialisation, and the modulated deformable convolution (DeformConv2D, over
-vcar_tf.ops.deform_conv). Every layer serialises through get_config."""
+3x3 conv with its initialisation, the modulated deformable convolution (DeformConv2D, over
+vcar_tf.ops.deform_conv) and the 3D convolution that exports as 2D ones (FrameConv3D). Every layer
+serialises through get_config."""
+
+import contextlib
 
 import keras
 from keras import ops
@@ -177,3 +180,52 @@ def offset_unet(x, groups, nf, nb, taps, prefix="offset"):
     y = conv3x3(nf, f"{prefix}_out_conv")(y)
     off_msk = conv3x3(groups * 3 * taps, f"{prefix}_mask", activation=None, kernel_initializer="zeros")(y)
     return SplitOffsetMask(groups * 2 * taps, name=f"split_{prefix}_mask")(off_msk)
+
+
+_FRAMEWISE = []  # non-empty inside framewise_conv3d()
+
+
+@contextlib.contextmanager
+def framewise_conv3d():
+    """Inside this context every FrameConv3D traces as 2D convolutions (the TFLite export)."""
+    _FRAMEWISE.append(True)
+    try:
+        yield
+    finally:
+        _FRAMEWISE.pop()
+
+
+@keras.saving.register_keras_serializable(package="vcar_tf")
+class FrameConv3D(keras.layers.Conv3D):
+    """Conv3D (stride 1, no dilation, channels last) that, inside framewise_conv3d(), traces as one 2D
+    convolution per output frame and temporal tap, summed: the same function and variables. TFLite's
+    CONV_3D unrolls its whole (T, H, W) input into one im2col buffer of T*H*W*k^3*C floats (7 GB for
+    STIFN-R3 at 832x480, and its int8 calibrator crashes on STIFN-R3L's); a CONV_2D's holds one frame's
+    H*W*k^2*C. Keras, the SavedModel and ONNX keep the Conv3D op."""
+
+    def __init__(self, filters, kernel_size, **kwargs):
+        super().__init__(filters, kernel_size, **kwargs)
+        if (any(s != 1 for s in self.strides) or any(d != 1 for d in self.dilation_rate) or self.groups != 1
+                or self.data_format != "channels_last"):
+            raise VcarError("FrameConv3D takes stride 1, dilation 1, one group and channels_last only")
+
+    def call(self, x):
+        frames = x.shape[1]
+        if not _FRAMEWISE or frames is None:
+            return super().call(x)
+        taps = self.kernel_size[0]
+        before = (taps - 1) // 2 if self.padding == "same" else 0
+        out_frames = frames if self.padding == "same" else frames - taps + 1
+        outputs = []
+        for t in range(out_frames):
+            acc = None
+            for tap in range(taps):
+                source = t + tap - before
+                if 0 <= source < frames:  # 'same' pads time with zero frames: their taps add nothing
+                    y = ops.conv(x[:, source], self.kernel[tap], padding=self.padding)
+                    acc = y if acc is None else acc + y
+            outputs.append(acc)
+        y = ops.stack(outputs, axis=1)
+        if self.use_bias:
+            y = y + self.bias
+        return self.activation(y) if self.activation is not None else y

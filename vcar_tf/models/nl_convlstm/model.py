@@ -30,6 +30,7 @@ import keras
 import tensorflow as tf
 
 from vcar_tf.errors import VcarError
+from vcar_tf.models.blocks import FrameConv3D
 from vcar_tf.models.layers import frames_input, residual_head, residual_output
 from vcar_tf.models.registry import register
 from vcar_tf.ops.nonlocal_warp import approx_warp, exact_warp
@@ -137,7 +138,7 @@ def build_nl_convlstm(radius=3, nf=64, n_enc=2, n_dec=2, block=10, top_k=4, warp
     frames = frames_input(radius)
     x = frames
     for i in range(n_enc):
-        x = keras.layers.Conv3D(nf, (1, 3, 3), padding="same", activation="relu", kernel_initializer="he_normal",
+        x = FrameConv3D(nf, (1, 3, 3), padding="same", activation="relu", kernel_initializer="he_normal",
                                 name=f"encoder_{i + 1}")(x)
     cell = dict(filters=nf, block=block, top_k=top_k, warp=warp)
     forward = NonLocalConvLSTM(**cell, name="forward")(FrameRange(0, radius + 1, name="past")(x))

@@ -27,7 +27,7 @@ stride 1, so any H and W work without padding.
 
 import keras
 
-from vcar_tf.models.blocks import conv3x3, he_init
+from vcar_tf.models.blocks import FrameConv3D, conv3x3, he_init
 from vcar_tf.models.layers import SelectFrame, frames_input, residual_head, residual_output
 from vcar_tf.models.registry import register
 
@@ -36,9 +36,9 @@ def build_stifn(radius=3, nf3d=24, n3d=3, nf_fuse=64, nf_qe=64, n_res=4, name="s
     frames = frames_input(radius)
     x = frames
     for i in range(n3d):
-        x = keras.layers.Conv3D(nf3d, 3, padding="same", activation="relu", kernel_initializer="he_normal",
+        x = FrameConv3D(nf3d, 3, padding="same", activation="relu", kernel_initializer="he_normal",
                                 name=f"conv3d_{i + 1}")(x)
-    x = keras.layers.Conv3D(nf_fuse, (2 * radius + 1, 1, 1), padding="valid", activation="relu",
+    x = FrameConv3D(nf_fuse, (2 * radius + 1, 1, 1), padding="valid", activation="relu",
                             kernel_initializer="he_normal", name="temporal_fusion")(x)
     x = SelectFrame(0, name="fused")(x)
     x = conv3x3(nf_qe, "qe_in", kernel_initializer=he_init())(x)
