@@ -9,7 +9,10 @@ non-local warp needs static shapes in TFLite; a recurrent step model is always f
 state is zeros of its hidden input's shape).
 
 The converter may use only TFLITE_BUILTINS (no Flex/SELECT_TF_OPS), so a graph that needs a TF op
-fails at conversion rather than on the phone. Deformable convolutions trace the stock-op composite.
+fails at conversion rather than on the phone. Deformable convolutions trace the stock-op composite,
+and 3D convolutions (models.blocks.FrameConv3D: STIFN, NL-ConvLSTM's encoder) trace as 2D ones, one
+per output frame and temporal tap: LiteRT's CONV_3D unrolls the whole (T, H, W) input into one im2col
+buffer, GBs at 416x240, past int32 at 832x480 for STIFN-R3L.
 
 Quantization:
 - "fp32": none;
