@@ -55,3 +55,34 @@ def test_readme_preset_improves_the_embedded_sample(tmp_path):
     before = np.mean([psnr_y(t, c) for t, c in zip(truth, compressed)])
     after = np.mean([psnr_y(t, e) for t, e in zip(truth, enhanced)])
     assert after > before + 0.05, (before, after)
+
+
+def test_bf16_precision_evaluates_the_preset_within_0_05_db_of_fp32(tmp_path):
+    """--precision bf16 builds the preset under mixed_bfloat16 and leaves the global policy as it was."""
+    import keras
+
+    from vcar_tf.cli.evaluate import main as evaluate
+    from vcar_tf.models.precision import native_bf16_flags
+    from vcar_tf.reporting import read_report
+
+    settings = CodecSettings(qp=37, deblock=True, sao=True)
+    root = ensure_sample_dataset([settings], cache_dir=str(tmp_path / "cache"))
+    averages = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        assert evaluate(["--preset", "stdf_r3_x265_qp37", "--precision", precision, "--data", root,
+                         "--out", str(out)]) == 0
+        assert keras.mixed_precision.global_policy().name == "float32"
+        average = [r for r in read_report(str(out))[1] if r["sequence"] == "average"][0]
+        averages[precision] = float(average["delta_psnr"])
+    assert averages["fp32"] > 0.05
+    assert abs(averages["bf16"] - averages["fp32"]) <= 0.05, averages
+    print(averages)
+    with pytest.raises(SystemExit) as refused:  # an export's precision is fixed when it is made
+        evaluate(["--exported", str(tmp_path), "--precision", "bf16", "--out", str(tmp_path / "x")])
+    assert refused.value.code == 2 and not (tmp_path / "x").exists()
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor : 0\nflags\t\t: fpu sse avx512f avx512_bf16 amx_tile\n")
+    assert native_bf16_flags(str(cpuinfo)) == ("avx512_bf16",)
+    cpuinfo.write_text("processor : 0\nflags\t\t: fpu sse avx2\n")
+    assert native_bf16_flags(str(cpuinfo)) == () == native_bf16_flags(str(tmp_path / "missing"))

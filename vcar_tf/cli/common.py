@@ -2,12 +2,17 @@
 
 from vcar_tf.errors import VcarError
 from vcar_tf.models import spec
+from vcar_tf.models.precision import PRECISIONS, precision_policy
 from vcar_tf.models.presets import from_preset, preset_card
 from vcar_tf.train.config import TrainConfig
 from vcar_tf.train.run import CHECKPOINTS, load_run
 
 
-def add_model_flags(parser):
+def add_model_flags(parser, precision=False):
+    """--model_dir, --checkpoint, --preset and, with `precision`, --precision (a Keras model's compute)."""
+    if precision:
+        parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                            help="with --model_dir or --preset: bf16 computes in bfloat16 (see the README for its cost)")
     parser.add_argument("--model_dir", default=None, help="a train_main.py (or vcar-import) run")
     parser.add_argument("--checkpoint", default="latest", choices=CHECKPOINTS,
                         help="with --model_dir: the run's latest checkpoint, or its best on val")
@@ -23,10 +28,14 @@ def load_model(args, others=()):
         raise VcarError(f"pass exactly one of {', '.join('--' + f for f in ('model_dir', 'preset', *others))}")
     if getattr(args, "checkpoint", "latest") != "latest" and args.model_dir is None:
         raise VcarError("--checkpoint goes with --model_dir")
-    if args.preset is not None:
-        card = preset_card(args.preset)
-        cfg = TrainConfig(model=card["model"], qp=card["qp"], codec=card.get("codec", "x265"))
-        return from_preset(args.preset), cfg, spec(card["model"]).radius
-    if args.model_dir is not None:
-        return load_run(args.model_dir, args.checkpoint)
+    precision = getattr(args, "precision", "fp32")
+    if precision != "fp32" and args.model_dir is None and args.preset is None:
+        raise VcarError(f"--precision {precision} goes with --model_dir or --preset (an export keeps its own)")
+    with precision_policy(precision):
+        if args.preset is not None:
+            card = preset_card(args.preset)
+            cfg = TrainConfig(model=card["model"], qp=card["qp"], codec=card.get("codec", "x265"))
+            return from_preset(args.preset), cfg, spec(card["model"]).radius
+        if args.model_dir is not None:
+            return load_run(args.model_dir, args.checkpoint)
     return None

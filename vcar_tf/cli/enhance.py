@@ -152,7 +152,7 @@ def parse_args(argv):
     p.add_argument("output_pos", nargs="?", metavar="OUTPUT", help="the enhanced video; its extension picks the container")
     p.add_argument("--input", help="the same as INPUT")
     p.add_argument("--output", help="the same as OUTPUT")
-    add_model_flags(p)
+    add_model_flags(p, precision=True)
     p.add_argument("--saved_model", default=None, help="a vcar-export SavedModel (DIR/NAME/VERSION)")
     p.add_argument("--exported", default=None, help="a vcar-export .tflite or .onnx file (or a SavedModel folder)")
     p.add_argument("--input_qp", type=int, default=None,

@@ -45,7 +45,7 @@ def load_model_and_config(args):
 @cli_main
 def main(argv=None):
     p = ArgumentParser(prog="vcar-evaluate", description=__doc__.split("\n")[0])
-    add_model_flags(p)
+    add_model_flags(p, precision=True)
     p.add_argument("--saved_model", default=None, help="a vcar-export SavedModel version folder")
     p.add_argument("--exported", default=None, help="a vcar-export .tflite or .onnx file, or a SavedModel version folder")
     p.add_argument("--data", default=None, help="dataset folder (default: the run's own, held-out split)")

@@ -1,0 +1,39 @@
+"""Inference precision of a Keras model: "fp32", or "bf16" (Keras's mixed_bfloat16 policy: bfloat16
+compute, float32 variables; the fused deformable conv computes in float32 inside it). Native
+bfloat16 arithmetic needs AVX512-BF16 or AMX on the CPU; elsewhere TF emulates it, slower than fp32.
+"""
+
+import contextlib
+import sys
+
+import keras
+
+from vcar_tf.errors import VcarError
+
+PRECISIONS = ("fp32", "bf16")
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def native_bf16_flags(cpuinfo="/proc/cpuinfo"):
+    """The CPU flags of NATIVE_BF16_FLAGS this machine has (empty where it has none or no cpuinfo)."""
+    try:
+        with open(cpuinfo) as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return ()
+    return tuple(f for f in NATIVE_BF16_FLAGS if f in flags)
+
+
+@contextlib.contextmanager
+def precision_policy(precision):
+    """Models built inside this context compute in `precision` (the previous global policy is restored)."""
+    if precision not in PRECISIONS:
+        raise VcarError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    if precision == "bf16" and not native_bf16_flags():
+        print("warning: this CPU has no AVX512-BF16 or AMX: bf16 is emulated and slower than fp32", file=sys.stderr)
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bf16" else "float32")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
