@@ -3,13 +3,12 @@
 vcar_tf.ops.deform_conv) and the 3D convolution that exports as 2D ones (FrameConv3D). Every layer
 serialises through get_config."""
 
-import contextlib
-
 import keras
 from keras import ops
 
 from vcar_tf.errors import VcarError
 from vcar_tf.ops.deform_conv import check_shapes, deform_conv2d
+from vcar_tf.ops.trace_mode import TraceMode
 
 
 @keras.saving.register_keras_serializable(package="vcar_tf")
@@ -182,17 +181,12 @@ def offset_unet(x, groups, nf, nb, taps, prefix="offset"):
     return SplitOffsetMask(groups * 2 * taps, name=f"split_{prefix}_mask")(off_msk)
 
 
-_FRAMEWISE = []  # non-empty inside framewise_conv3d()
+_FRAMEWISE = TraceMode()  # True inside framewise_conv3d()
 
 
-@contextlib.contextmanager
 def framewise_conv3d():
     """Inside this context every FrameConv3D traces as 2D convolutions (the TFLite export)."""
-    _FRAMEWISE.append(True)
-    try:
-        yield
-    finally:
-        _FRAMEWISE.pop()
+    return _FRAMEWISE.forced(True)
 
 
 @keras.saving.register_keras_serializable(package="vcar_tf")
@@ -211,7 +205,7 @@ class FrameConv3D(keras.layers.Conv3D):
 
     def call(self, x):
         frames = x.shape[1]
-        if not _FRAMEWISE or frames is None:
+        if not _FRAMEWISE.current or frames is None:
             return super().call(x)
         taps = self.kernel_size[0]
         before = (taps - 1) // 2 if self.padding == "same" else 0

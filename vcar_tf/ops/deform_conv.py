@@ -15,13 +15,13 @@ Only stock TF ops (gather, floor, matmul): differentiable everywhere, and export
 SavedModel, TFLite and ONNX.
 """
 
-import contextlib
 import os
 
 import tensorflow as tf
 
 from vcar_tf.errors import VcarError
 from vcar_tf.ops.deform_conv_op import load_deform_conv
+from vcar_tf.ops.trace_mode import TraceMode
 
 IMPLS = ("auto", "fused", "composite")
 SAMPLING_SCOPE = "deform_sampling"  # the composite's sampling positions (export/tflite.py keeps them float)
@@ -111,32 +111,23 @@ def deform_conv2d_composite(x, offset, mask, kernel, bias=None, deformable_group
     return out
 
 
-_FORCED = []  # a stack of implementations forced by composite_only / fused_only
-
-
-@contextlib.contextmanager
-def _forced(impl):
-    _FORCED.append(impl)
-    try:
-        yield
-    finally:
-        _FORCED.pop()
+_FORCED_IMPL = TraceMode()  # set by composite_only / fused_only
 
 
 def composite_only():
     """Inside this context every DeformConv2D traces the composite (exports: stock ops only)."""
-    return _forced("composite")
+    return _FORCED_IMPL.forced("composite")
 
 
 def fused_only():
     """Inside this context every DeformConv2D traces the fused op (VcarError if it cannot build):
     the ONNX export that maps it onto ONNX's DeformConv."""
-    return _forced("fused")
+    return _FORCED_IMPL.forced("fused")
 
 
 def selected_impl():
     """'fused' or 'composite' for the next trace, following VCAR_DEFORM_IMPL and what builds."""
-    impl = _FORCED[-1] if _FORCED else deform_impl()
+    impl = _FORCED_IMPL.current or deform_impl()
     if impl == "composite":
         return "composite"
     if impl == "fused":
