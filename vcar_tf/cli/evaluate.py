@@ -27,6 +27,8 @@ from vcar_tf.reporting import write_report
 from vcar_tf.train.config import TrainConfig
 from vcar_tf.train.run import RunFolder
 
+DEFAULT_BATCH = 1
+
 
 def load_model_and_config(args):
     """(model or an export's runner, TrainConfig giving data/qp, radius) from --model_dir, --preset,
@@ -53,7 +55,12 @@ def main(argv=None):
     p.add_argument("--crf", type=int, default=None, help="evaluate on the CRF<crf> folders in place of QP<qp>")
     p.add_argument("--codec-folder", default=None, help="e.g. x264_LDP where a dataset has several")
     p.add_argument("--out", default=None, help="default: MODEL_DIR/eval")
+    p.add_argument("--batch", type=int, default=DEFAULT_BATCH,
+                   help=f"frames per model call for a Keras window model (default {DEFAULT_BATCH}); "
+                        "recurrent models, NL-ConvLSTM's feature cache and exports take one")
     args = p.parse_args(argv)
+    if args.batch < 1:
+        raise VcarError(f"--batch must be at least 1, not {args.batch}")
     for flag in ("qp", "crf"):
         if getattr(args, flag) is not None and not 0 <= getattr(args, flag) <= 51:
             raise VcarError(f"--{flag} must be in 0..51, not {getattr(args, flag)}")
@@ -68,7 +75,7 @@ def main(argv=None):
     roots = val_roots or train_roots
     rows, curves = [], {}
     for split, root in roots.items():
-        r, c = evaluate_pairs(model, find_pairs(root, cfg.qp, args.codec_folder, args.crf), radius, split)
+        r, c = evaluate_pairs(model, find_pairs(root, cfg.qp, args.codec_folder, args.crf), radius, split, args.batch)
         rows += r
         curves.update(c)
     print(write_report(out, rows, curves, f"{cfg.model} at {rate_folder(cfg.qp, args.crf)}"))

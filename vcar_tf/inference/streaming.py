@@ -50,15 +50,20 @@ class StreamingEnhancer:
     """`tile`: enhance each frame in tiles of that many pixels with `overlap` pixels of context
     (vcar_tf.inference.tiling); a recurrent model then keeps one frame-sized state (TiledState).
     `feature_cache=False` calls the model on every whole window even where it offers a window
-    feature cache (the reference the cache is measured against)."""
+    feature cache (the reference the cache is measured against). `batch`: a Keras window model
+    (untiled, without a feature cache) enhances that many frames per call, stacked on the batch
+    axis; the others take one frame per call whatever `batch` says."""
 
-    def __init__(self, model, radius, tile=None, overlap=0, feature_cache=True):
+    def __init__(self, model, radius, tile=None, overlap=0, feature_cache=True, batch=1):
         self.radius = int(radius)
         self._step = frame_step(model)
         if tile:
             self._step = tiled_step(self._step, tile, overlap)
         self._window_cache = window_feature_cache(model) if feature_cache and not tile else None
-        self._frames = collections.deque(maxlen=2 * self.radius + 1)  # the newest frames received
+        batchable = hasattr(model, "layers") and not is_recurrent(model) and not tile and self._window_cache is None
+        self.batch = max(1, int(batch)) if batchable else 1
+        # the newest frames received: a batch's windows reach from its first frame - R to its last + R
+        self._frames = collections.deque(maxlen=2 * self.radius + self.batch)
         self._received = 0
         self._next = 0  # the next frame to enhance
         self._hidden = None
@@ -71,32 +76,34 @@ class StreamingEnhancer:
         self._frames.append(y)
         self._received += 1
         ready = []
-        while self._next + self.radius < self._received:
-            ready.append(self._enhance_next())
+        while self._next + self.radius + self.batch - 1 < self._received:
+            ready += self._enhance_next(self.batch)
         return ready
 
     def flush(self):
-        """The end of the video: enhance the last R frames, clipping their windows at the end."""
+        """The end of the video: enhance the last frames, clipping their windows at the end."""
         ready = []
         while self._next < self._received:
-            ready.append(self._enhance_next())
+            ready += self._enhance_next(min(self.batch, self._received - self._next))
         return ready
 
-    def _enhance_next(self):
-        t, last, first_held = self._next, self._received - 1, self._received - len(self._frames)
-        index = np.clip(np.arange(t - self.radius, t + self.radius + 1), 0, last)
+    def _enhance_next(self, count):
+        """[(t, enhanced)] of the next `count` frames (1 unless self.batch > 1)."""
+        first, last, first_held = self._next, self._received - 1, self._received - len(self._frames)
+        indices = [np.clip(np.arange(t - self.radius, t + self.radius + 1), 0, last) for t in range(first, first + count)]
         if self._window_cache is not None:
-            out = self._window_cache.enhance([int(i) for i in index], lambda i: self._frames[i - first_held])
+            out = self._window_cache.enhance([int(i) for i in indices[0]], lambda i: self._frames[i - first_held])
         else:
-            window = np.stack([self._frames[i - first_held] for i in index])[None, ..., None]
-            out, self._hidden = self._step(window, self._hidden)
-        self._next += 1
-        return t, np.clip(np.asarray(out, np.float64)[0, ..., 0], 0.0, 1.0)
+            windows = np.stack([np.stack([self._frames[i - first_held] for i in index]) for index in indices])
+            out, self._hidden = self._step(windows[..., None], self._hidden)
+        self._next += count
+        out = np.clip(np.asarray(out, np.float64)[..., 0], 0.0, 1.0)
+        return [(first + k, out[k]) for k in range(count)]
 
 
-def enhance_frames(model, frames, radius, tile=None, overlap=0):
+def enhance_frames(model, frames, radius, tile=None, overlap=0, batch=1):
     """Yield the enhanced (H, W) planes of an iterable of (H, W) float frames, in order."""
-    enhancer = StreamingEnhancer(model, radius, tile, overlap)
+    enhancer = StreamingEnhancer(model, radius, tile, overlap, batch=batch)
     for y in frames:
         for _, out in enhancer.push(y):
             yield out
