@@ -38,7 +38,12 @@ setup(
         "grpcio==1.85.3",  # the gRPC server; the version tensorflow-cpu 2.21 already installs
         "prometheus-client==0.26.0",  # /monitoring/prometheus/metrics
     ],
-    extras_require={"test": ["pytest==9.0.3", "requests==2.34.2"]},  # requests: the REST client of tests/test_serve.py
+    extras_require={
+        "test": ["pytest==9.0.3", "requests==2.34.2"],  # requests: the REST client of tests/test_serve.py
+        # benchmarks/bench_peer.py only: STDF-PyTorch's network with torchvision's deform_conv2d, the
+        # peer issue 21 compares against; never imported by vcar_tf (torchvision 0.29.1 needs torch >= 2.14)
+        "peer-bench": ["torch==2.14.1", "torchvision==0.29.1"],
+    },
     entry_points={
         "console_scripts": [
             "vcar-prepare=vcar_tf.cli.prepare:main",
