@@ -2,7 +2,7 @@
 (decode, enhancement, per-frame PSNR/SSIM, the whole report's work) per model and frames per call.
 
     python benchmarks/bench_evaluate.py --data data/presets/val [--models stdf_r3 dncnn]
-        [--batches 1 4] [--sequences 2] [--rounds 2] [--out benchmarks/results/evaluate.md]
+        [--batches 1 4] [--sequences 2] [--rounds 2] [--package_root CHECKOUT] [--out benchmarks/results/evaluate.md]
 
 Each (model, batch) runs in its own process with the model's untrained weights (speed does not
 depend on them), over the first `--sequences` sequences of the folder's QP37 pairs, `--rounds`
@@ -22,8 +22,11 @@ from bench_deform import spread  # noqa: E402
 from machine import arg_parser, peak_rss_mb, publish, run_as_child, run_child  # noqa: E402
 
 
-def child_evaluate(model_name, batch, data, sequences):
+def child_evaluate(model_name, batch, data, sequences, package_root):
     import inspect
+
+    if package_root != "-":
+        sys.path.insert(0, package_root)
 
     from vcar_tf import models
     from vcar_tf.data.layout import find_pairs
@@ -38,6 +41,7 @@ def child_evaluate(model_name, batch, data, sequences):
         raise SystemExit("this vcar_tf's evaluate_pairs has no batch argument")
     start = time.perf_counter()
     rows, _ = evaluate_pairs(model, pairs, radius, **kwargs)
+    assert package_root == "-" or models.__file__.startswith(os.path.abspath(package_root)), models.__file__
     seconds = time.perf_counter() - start
     frames = sum(int(r["frames"]) for r in rows)
     print(json.dumps({"fps": frames / seconds, "frames": frames, "seconds": seconds, "rss_mb": peak_rss_mb(),
@@ -51,6 +55,8 @@ def main():
     p.add_argument("--batches", nargs="+", type=int, default=[1, 4])
     p.add_argument("--sequences", type=int, default=2)
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--package_root", default=None,
+                   help="import vcar_tf from this checkout (e.g. a git worktree of an earlier commit: the before of a comparison)")
     args = p.parse_args()
     if run_as_child(args, {"evaluate": child_evaluate}):
         return
@@ -58,7 +64,8 @@ def main():
     for _ in range(args.rounds):
         for name in args.models:
             for batch in args.batches:
-                r = run_child(__file__, "evaluate", name, batch, args.data, args.sequences)
+                r = run_child(__file__, "evaluate", name, batch, args.data, args.sequences,
+                              os.path.abspath(args.package_root) if args.package_root else "-")
                 if "failed" in r:
                     raise SystemExit(f"{name} at batch {batch} failed: {r['failed']}")
                 results.setdefault((name, batch), []).append(r)
@@ -74,8 +81,9 @@ def main():
         ratios += [f"- {name}: batch {b} / batch {args.batches[0]} = "
                    f"{statistics.median(r['fps'] for r in results[(name, b)]) / base:.2f}x" for b in args.batches[1:]]
     frames = results[(args.models[0], args.batches[0])][0]["frames"]
+    code = f"vcar_tf imported from `{args.package_root}`. " if args.package_root else ""
     publish("Whole-split evaluation speed",
-            f"`evaluate_pairs` over the first {args.sequences} sequences of `{args.data}` ({frames} frames), untrained "
+            f"{code}`evaluate_pairs` over the first {args.sequences} sequences of `{args.data}` ({frames} frames), untrained "
             f"weights, {args.rounds} rounds, batches alternating; each child's one call timed whole.\n\n"
             + "\n".join(lines) + "\n\nMedians:\n" + "\n".join(ratios) + "\n", args.out, append=True)
 
