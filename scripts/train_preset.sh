@@ -12,6 +12,11 @@
 # there first when runs/ has none. The test split is prepared for the card's evaluation
 # (scripts/make_preset.py), never read by training. Run from the repository root with ../shared beside it.
 set -euo pipefail
+# Under `setsid nice -n 19` the run should yield the CPU to everything else, but where the kernel
+# schedules per session (autogroup) nice only ranks tasks within one session: lower the session too.
+if [ "$(nice)" -gt 0 ] && [ "$(ps -o sid= -p $$ | tr -d ' ')" = "$$" ] && [ -w /proc/self/autogroup ]; then
+  echo "$(nice)" > /proc/self/autogroup
+fi
 MODEL=${1:?usage: bash scripts/train_preset.sh MODEL}
 NAME="${MODEL}_x265_qp37"
 RUN="runs/presets/$NAME"
