@@ -70,7 +70,7 @@ def child_export(name, width, height, folder, checkpoint, calibration_frames, pa
         export_saved_model(model, radius, os.path.dirname(paths["saved_model"]), 1)
         export_onnx(model, radius, paths["onnx"])
         export_onnx(model, radius, paths["onnx_deformconv"], deform="native")
-        made = ("saved_model", "onnx", "onnx_deformconv")
+        made = BASE
     else:
         from vcar_tf.cli.export import calibration_windows
         from vcar_tf.export.tflite import export_tflite
