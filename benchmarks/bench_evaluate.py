@@ -50,7 +50,7 @@ def child_evaluate(model_name, batch, data, sequences, package_root):
 
 def main():
     p = arg_parser(__doc__)
-    p.add_argument("--data", required=True, help="a prepared split folder (e.g. data/presets/val)")
+    p.add_argument("--data", default=None, help="a prepared split folder (e.g. data/presets/val); required")
     p.add_argument("--models", nargs="+", default=["arcnn", "dncnn", "stdf_r3", "stifn_r3"])
     p.add_argument("--batches", nargs="+", type=int, default=[1, 4])
     p.add_argument("--sequences", type=int, default=2)
@@ -60,6 +60,8 @@ def main():
     args = p.parse_args()
     if run_as_child(args, {"evaluate": child_evaluate}):
         return
+    if args.data is None:
+        raise SystemExit("--data is required")
     results = {}
     for _ in range(args.rounds):
         for name in args.models:
