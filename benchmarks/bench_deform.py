@@ -21,20 +21,27 @@ from machine import arg_parser, peak_rss_mb, publish, rss_mb, run_as_child, run_
 SIZES = ((416, 240), (832, 480))
 
 
+def deform_inputs(width, height):
+    """The fusion layer's inputs (x, offset, mask NHWC; Keras kernel; bias), float32, seed 0."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    return (rng.random((1, height, width, 7), dtype=np.float32),
+            rng.normal(0, 2, (1, height, width, 126)).astype(np.float32),
+            rng.random((1, height, width, 63), dtype=np.float32),
+            rng.normal(0, 0.1, (3, 3, 7, 64)).astype(np.float32), np.zeros(64, np.float32))
+
+
 def child_layer(impl, width, height, repeats):
     os.environ["VCAR_DEFORM_IMPL"] = impl
-    import numpy as np
     import tensorflow as tf
 
     from vcar_tf.ops.deform_conv import deform_conv2d, selected_impl
 
     assert selected_impl() == impl
-    rng = np.random.default_rng(0)
-    x = tf.constant(rng.random((1, height, width, 7), dtype=np.float32))
-    offset = tf.constant(rng.normal(0, 2, (1, height, width, 126)).astype(np.float32))
-    mask = tf.constant(rng.random((1, height, width, 63), dtype=np.float32))
-    kernel = tf.Variable(rng.normal(0, 0.1, (3, 3, 7, 64)).astype(np.float32))
-    bias = tf.Variable(np.zeros(64, np.float32))
+    x, offset, mask, kernel, bias = deform_inputs(width, height)
+    x, offset, mask = tf.constant(x), tf.constant(offset), tf.constant(mask)
+    kernel, bias = tf.Variable(kernel), tf.Variable(bias)
 
     @tf.function
     def forward():

@@ -21,7 +21,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_deform import SIZES, child_layer, child_stdf, spread  # noqa: E402
+from bench_deform import SIZES, child_layer, child_stdf, deform_inputs, spread  # noqa: E402
 from machine import arg_parser, peak_rss_mb, publish, rss_mb, run_as_child, run_child, timed  # noqa: E402
 
 PARITY_SIZE = (96, 64)  # width, height
@@ -33,17 +33,6 @@ def _torch():
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     return torch
-
-
-def deform_inputs(width, height):
-    """bench_deform's layer inputs (NHWC, Keras kernel), from the same seed."""
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    return (rng.random((1, height, width, 7), dtype=np.float32),
-            rng.normal(0, 2, (1, height, width, 126)).astype(np.float32),
-            rng.random((1, height, width, 63), dtype=np.float32),
-            rng.normal(0, 0.1, (3, 3, 7, 64)).astype(np.float32), np.zeros(64, np.float32))
 
 
 def torch_deform_args(torch, x, offset, mask, kernel, bias, grad=False):
