@@ -50,6 +50,53 @@ TapTable tap_table(const Geometry& g) {
   return tt;
 }
 
+// (B, C, H + 5, W + 5) with the image at rows and columns [2, H + 2) x [2, W + 2): a sample
+// position clamped to [-2, H + 1] has every corner inside it, and a row's two corners are adjacent.
+struct Planar {
+  int64_t wp, plane, image;  // row stride, floats per channel plane, floats per image
+  explicit Planar(const Geometry& g) : wp(g.w + 5), plane((g.w + 5) * (g.h + 5)), image((g.w + 5) * (g.h + 5) * g.c) {}
+  int64_t at(int64_t y, int64_t x) const { return (y + 2) * wp + x + 2; }
+};
+
+// The AVX-512 path's condition (its gather indices are int32).
+inline bool use_planar(const Geometry& g, const Planar& pl) {
+#if VCAR_AVX512
+  return g.cd == 1 && pl.image < (int64_t{1} << 31);
+#else
+  return false;
+#endif
+}
+
+std::vector<float> to_planar(const Geometry& g, const Planar& pl, const float* x, tensorflow::thread::ThreadPool* pool) {
+  std::vector<float> out(g.b * pl.image, 0.f);
+  pool->ParallelFor(g.b * g.h, g.w * g.c * 4, [&](int64_t first, int64_t last) {
+    for (int64_t r = first; r < last; ++r) {
+      const float* src = x + r * g.w * g.c;
+      float* dst = out.data() + r / g.h * pl.image + pl.at(r % g.h, 0);
+      for (int64_t i = 0; i < g.w; ++i)
+        for (int64_t c = 0; c < g.c; ++c) dst[c * pl.plane + i] = src[i * g.c + c];
+    }
+  });
+  return out;
+}
+
+// x = the sum of the planar parts (the chunks' input gradients), back in NHWC.
+void from_planar_sum(const Geometry& g, const Planar& pl, const std::vector<std::vector<float>>& parts, float* x,
+                     tensorflow::thread::ThreadPool* pool) {
+  pool->ParallelFor(g.b * g.h, g.w * g.c * 4 * static_cast<int64_t>(parts.size()), [&](int64_t first, int64_t last) {
+    for (int64_t r = first; r < last; ++r) {
+      float* dst = x + r * g.w * g.c;
+      const int64_t at = r / g.h * pl.image + pl.at(r % g.h, 0);
+      for (int64_t i = 0; i < g.w; ++i)
+        for (int64_t c = 0; c < g.c; ++c) {
+          float sum = 0.f;
+          for (const std::vector<float>& part : parts) sum += part[at + c * pl.plane + i];
+          dst[i * g.c + c] = sum;
+        }
+    }
+  });
+}
+
 // Bilinear samples of every (group, tap) of one pixel (the portable path; the AVX-512 one is
 // sample_block). A corner outside the image has weight 0 and a clamped (valid) index;
 // a corner counts when it lies inside, so partial corners (-1 < y < H) count.
@@ -98,20 +145,22 @@ struct Samples {
 };
 
 #if VCAR_AVX512
-// AVX-512 path for one channel per deformable group (every model here): 16 (group, tap) samples
-// of one pixel at a time, the corners read with gathers. Same arithmetic as Samples::compute.
+// AVX-512 path for one channel per deformable group (every model here), on a zero-padded planar
+// copy of the input (Planar): 16 (group, tap) samples of one pixel at a time, each row's two
+// corners read as one 64-bit gather element. Same arithmetic as Samples::compute, where a corner
+// outside the image reads 0 instead of being masked.
 inline __mmask16 first_lanes(int64_t n) {
   return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << std::max<int64_t>(n, 0)) - 1u);
 }
 
 struct Block {
-  __m512 w[4], a, b;
-  __mmask16 inside[4], k;
-  __m512i index[4];  // element index (y * W + x) * C + channel
+  __m512 w[4], a, b;  // corner weights: (y0, x0), (y0, x0 + 1), (y0 + 1, x0), (y0 + 1, x0 + 1)
+  __mmask16 k;
+  __m512i index;  // planar index of corner (y0, x0) in its channel's plane
 };
 
-__attribute__((always_inline)) inline Block sample_block(const Geometry& g, const TapTable& tt, const float* off,
-                                                         int64_t y, int64_t x, int64_t j, int64_t n) {
+__attribute__((always_inline)) inline Block sample_block(const Geometry& g, const Planar& pl, const TapTable& tt,
+                                                         const float* off, int64_t y, int64_t x, int64_t j, int64_t n) {
   Block blk;
   blk.k = first_lanes(n);
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
@@ -128,86 +177,91 @@ __attribute__((always_inline)) inline Block sample_block(const Geometry& g, cons
   const __m512 fx = _mm512_roundscale_ps(px, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
   blk.a = _mm512_sub_ps(py, fy);
   blk.b = _mm512_sub_ps(px, fx);
-  const __m512i y0 = _mm512_cvttps_epi32(fy), x0 = _mm512_cvttps_epi32(fx);
-  const __m512i zero = _mm512_setzero_si512(), minus1 = _mm512_set1_epi32(-1), one = _mm512_set1_epi32(1);
-  const __m512i h = _mm512_set1_epi32(static_cast<int32_t>(g.h)), w = _mm512_set1_epi32(static_cast<int32_t>(g.w));
-  const __m512i hm1 = _mm512_sub_epi32(h, one), wm1 = _mm512_sub_epi32(w, one);
-  const __mmask16 vy0 = _mm512_cmpge_epi32_mask(y0, zero) & _mm512_cmplt_epi32_mask(y0, h);
-  const __mmask16 vy1 = _mm512_cmpge_epi32_mask(y0, minus1) & _mm512_cmplt_epi32_mask(y0, hm1);
-  const __mmask16 vx0 = _mm512_cmpge_epi32_mask(x0, zero) & _mm512_cmplt_epi32_mask(x0, w);
-  const __mmask16 vx1 = _mm512_cmpge_epi32_mask(x0, minus1) & _mm512_cmplt_epi32_mask(x0, wm1);
-  const __m512i r0 = _mm512_mullo_epi32(_mm512_min_epi32(_mm512_max_epi32(y0, zero), hm1), w);
-  const __m512i r1 = _mm512_mullo_epi32(_mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(y0, one), zero), hm1), w);
-  const __m512i c0 = _mm512_min_epi32(_mm512_max_epi32(x0, zero), wm1);
-  const __m512i c1 = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(x0, one), zero), wm1);
-  const __m512i channels = _mm512_set1_epi32(static_cast<int32_t>(g.c));
-  const __m512i channel = _mm512_maskz_loadu_epi32(blk.k, tt.channel.data() + j);
-  const __m512i rows[4] = {r0, r0, r1, r1}, cols[4] = {c0, c1, c0, c1};
-  const __mmask16 inside[4] = {static_cast<__mmask16>(vy0 & vx0), static_cast<__mmask16>(vy0 & vx1),
-                               static_cast<__mmask16>(vy1 & vx0), static_cast<__mmask16>(vy1 & vx1)};
+  const __m512i two = _mm512_set1_epi32(2);
+  const __m512i row = _mm512_add_epi32(_mm512_cvttps_epi32(fy), two), col = _mm512_add_epi32(_mm512_cvttps_epi32(fx), two);
+  const __m512i plane = _mm512_maskz_loadu_epi32(blk.k, tt.channel.data() + j);  // times pl.plane below
+  blk.index = _mm512_add_epi32(_mm512_add_epi32(_mm512_mullo_epi32(row, _mm512_set1_epi32(static_cast<int32_t>(pl.wp))), col),
+                               _mm512_mullo_epi32(plane, _mm512_set1_epi32(static_cast<int32_t>(pl.plane))));
   const __m512 one_f = _mm512_set1_ps(1.f);
   const __m512 wy[2] = {_mm512_sub_ps(one_f, blk.a), blk.a}, wx[2] = {_mm512_sub_ps(one_f, blk.b), blk.b};
-  for (int corner = 0; corner < 4; ++corner) {
-    blk.inside[corner] = inside[corner] & blk.k;
-    blk.index[corner] =
-        _mm512_add_epi32(_mm512_mullo_epi32(_mm512_add_epi32(rows[corner], cols[corner]), channels), channel);
-    blk.w[corner] = _mm512_maskz_mul_ps(blk.inside[corner], wy[corner >> 1], wx[corner & 1]);
-  }
+  for (int corner = 0; corner < 4; ++corner) blk.w[corner] = _mm512_mul_ps(wy[corner >> 1], wx[corner & 1]);
   return blk;
 }
 
-inline void forward_pixel_avx512(const Geometry& g, const TapTable& tt, const float* image, const float* off,
-                                 const float* m, int64_t y, int64_t x, float* row) {
+// The two corners of one row (index, index + 1) of 16 lanes: 2 gathers of 8 pairs, deinterleaved.
+__attribute__((always_inline)) inline void gather_row(const float* image, __m512i index, __mmask16 k, __m512* left,
+                                                      __m512* right) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  const __m512i z = _mm512_setzero_si512();
+  const __m512 p0 = _mm512_castsi512_ps(
+      _mm512_mask_i32gather_epi64(z, static_cast<__mmask8>(k), _mm512_castsi512_si256(index), image, 4));
+  const __m512 p1 = _mm512_castsi512_ps(
+      _mm512_mask_i32gather_epi64(z, static_cast<__mmask8>(k >> 8), _mm512_extracti64x4_epi64(index, 1), image, 4));
+  *left = _mm512_permutex2var_ps(p0, even, p1);
+  *right = _mm512_permutex2var_ps(p0, odd, p1);
+}
+
+__attribute__((always_inline)) inline void gather_corners(const Planar& pl, const float* image, const Block& blk,
+                                                          __m512 q[4]) {
+  gather_row(image, blk.index, blk.k, &q[0], &q[1]);
+  gather_row(image, _mm512_add_epi32(blk.index, _mm512_set1_epi32(static_cast<int32_t>(pl.wp))), blk.k, &q[2], &q[3]);
+}
+
+inline void forward_pixel_avx512(const Geometry& g, const Planar& pl, const TapTable& tt, const float* image,
+                                 const float* off, const float* m, int64_t y, int64_t x, float* row) {
   const int64_t J = g.dg * g.taps;
   for (int64_t j = 0; j < J; j += 16) {
-    const Block blk = sample_block(g, tt, off, y, x, j, J - j);
+    const Block blk = sample_block(g, pl, tt, off, y, x, j, J - j);
+    __m512 q[4];
+    gather_corners(pl, image, blk, q);
     __m512 v = _mm512_setzero_ps();
-    for (int corner = 0; corner < 4; ++corner)
-      v = _mm512_fmadd_ps(blk.w[corner],
-                          _mm512_mask_i32gather_ps(_mm512_setzero_ps(), blk.k, blk.index[corner], image, 4), v);
+    for (int corner = 0; corner < 4; ++corner) v = _mm512_fmadd_ps(blk.w[corner], q[corner], v);
     _mm512_mask_storeu_ps(row + j, blk.k, _mm512_mul_ps(_mm512_maskz_loadu_ps(blk.k, m + j), v));  // column j
   }
 }
 
-// Backward of one pixel: its im2col row, mask and offset gradients, and the input gradient
-// (scalar adds: a conflict-checked gather/scatter per corner measured slower).
-inline void backward_pixel_avx512(const Geometry& g, const TapTable& tt, const float* image, const float* off,
-                                  const float* m, int64_t y, int64_t x, const float* drow, float* row, float* dimage,
-                                  float* dm, float* dof) {
+// Backward of one pixel: its im2col row, mask and offset gradients, and the input gradient into
+// the planar dimage (scalar adds: a conflict-checked gather/scatter per corner measured slower).
+__attribute__((optimize("no-tree-slp-vectorize"))) inline void backward_pixel_avx512(const Geometry& g, const Planar& pl, const TapTable& tt, const float* image,
+                                  const float* off, const float* m, int64_t y, int64_t x, const float* drow, float* row,
+                                  float* dimage, float* dm, float* dof) {
   const int64_t J = g.dg * g.taps;
   int32_t index_scratch[16];
-  float grad_scratch[16];
+  float grad_scratch[4][16];
   const __m512i lo_idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
   const __m512i hi_idx = _mm512_add_epi32(lo_idx, _mm512_set1_epi32(8));
   const __m512 one_f = _mm512_set1_ps(1.f);
+  const int64_t wp = pl.wp;
   for (int64_t j = 0; j < J; j += 16) {
     const int64_t n = std::min<int64_t>(16, J - j);
-    const Block blk = sample_block(g, tt, off, y, x, j, n);
+    const Block blk = sample_block(g, pl, tt, off, y, x, j, n);
     __m512 q[4];
-    for (int corner = 0; corner < 4; ++corner)
-      q[corner] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), blk.k, blk.index[corner], image, 4);
+    gather_corners(pl, image, blk, q);
     const __m512 gcol = _mm512_maskz_loadu_ps(blk.k, drow + j);  // column j
     const __m512 mj = _mm512_maskz_loadu_ps(blk.k, m + j);
     __m512 v = _mm512_setzero_ps();
     for (int corner = 0; corner < 4; ++corner) v = _mm512_fmadd_ps(blk.w[corner], q[corner], v);
     const __m512 ia = _mm512_sub_ps(one_f, blk.a), ib = _mm512_sub_ps(one_f, blk.b);
-    const __m512 z = _mm512_setzero_ps();
-    // d(weight)/dy per corner: -(1-b), -b, (1-b), b; d/dx: -(1-a), (1-a), -a, a (inside only)
-    const __m512 q0 = _mm512_mask_mov_ps(z, blk.inside[0], q[0]), q1 = _mm512_mask_mov_ps(z, blk.inside[1], q[1]);
-    const __m512 q2 = _mm512_mask_mov_ps(z, blk.inside[2], q[2]), q3 = _mm512_mask_mov_ps(z, blk.inside[3], q[3]);
-    const __m512 vy = _mm512_add_ps(_mm512_mul_ps(ib, _mm512_sub_ps(q2, q0)), _mm512_mul_ps(blk.b, _mm512_sub_ps(q3, q1)));
-    const __m512 vx = _mm512_add_ps(_mm512_mul_ps(ia, _mm512_sub_ps(q1, q0)), _mm512_mul_ps(blk.a, _mm512_sub_ps(q3, q2)));
+    // d(weight)/dy per corner: -(1-b), -b, (1-b), b; d/dx: -(1-a), (1-a), -a, a
+    const __m512 vy = _mm512_add_ps(_mm512_mul_ps(ib, _mm512_sub_ps(q[2], q[0])), _mm512_mul_ps(blk.b, _mm512_sub_ps(q[3], q[1])));
+    const __m512 vx = _mm512_add_ps(_mm512_mul_ps(ia, _mm512_sub_ps(q[1], q[0])), _mm512_mul_ps(blk.a, _mm512_sub_ps(q[3], q[2])));
     _mm512_mask_storeu_ps(row + j, blk.k, _mm512_mul_ps(mj, v));
     _mm512_mask_storeu_ps(dm + j, blk.k, _mm512_mul_ps(gcol, v));
     const __m512 gy = _mm512_mul_ps(_mm512_mul_ps(gcol, vy), mj), gx = _mm512_mul_ps(_mm512_mul_ps(gcol, vx), mj);
     _mm512_mask_storeu_ps(dof + 2 * j, first_lanes(2 * n), _mm512_permutex2var_ps(gy, lo_idx, gx));
     _mm512_mask_storeu_ps(dof + 2 * j + 16, first_lanes(2 * n - 16), _mm512_permutex2var_ps(gy, hi_idx, gx));
     const __m512 gm = _mm512_mul_ps(gcol, mj);
-    for (int corner = 0; corner < 4; ++corner) {
-      const __m512 add = _mm512_mul_ps(gm, blk.w[corner]);
-      _mm512_storeu_si512(index_scratch, blk.index[corner]);
-      _mm512_storeu_ps(grad_scratch, add);
-      for (int64_t l = 0; l < n; ++l) dimage[index_scratch[l]] += grad_scratch[l];
+    _mm512_storeu_si512(index_scratch, blk.index);
+    for (int corner = 0; corner < 4; ++corner) _mm512_storeu_ps(grad_scratch[corner], _mm512_mul_ps(gm, blk.w[corner]));
+    // one float at a time (no SLP vectorisation on this function): adding a row's two floats at
+    // once makes the next lane's load overlap this store partly, which stalls store-to-load forwarding
+    for (int64_t l = 0; l < n; ++l) {
+      float* d = dimage + index_scratch[l];
+      d[0] += grad_scratch[0][l];
+      d[1] += grad_scratch[1][l];
+      d[wp] += grad_scratch[2][l];
+      d[wp + 1] += grad_scratch[3][l];
     }
   }
 }
@@ -215,7 +269,7 @@ inline void backward_pixel_avx512(const Geometry& g, const TapTable& tt, const f
 
 // im2col of pixels [p0, p0 + n): cols (n, col_width), masked samples.
 void build_columns(const Geometry& g, const TapTable& tt, const float* x, const float* offset, const float* mask,
-                   int64_t p0, int64_t n, float* cols, Samples* s) {
+                   int64_t p0, int64_t n, float* cols, Samples* s, const Planar& pl, const float* planar) {
   const int64_t J = s->n, C = g.c;
   const int32_t *i0 = s->index.data(), *i1 = i0 + J, *i2 = i1 + J, *i3 = i2 + J;
   const float *w0 = s->weight.data(), *w1 = w0 + J, *w2 = w1 + J, *w3 = w2 + J;
@@ -226,8 +280,8 @@ void build_columns(const Geometry& g, const TapTable& tt, const float* x, const 
     const float* m = mask + p * J;
     float* row = cols + i * g.col_width;
 #if VCAR_AVX512
-    if (g.cd == 1) {
-      forward_pixel_avx512(g, tt, image, offset + p * 2 * J, m, y, xx, row);
+    if (planar) {
+      forward_pixel_avx512(g, pl, tt, planar + (p - hw) / (g.h * g.w) * pl.image, offset + p * 2 * J, m, y, xx, row);
       continue;
     }
 #endif
@@ -252,9 +306,18 @@ std::vector<int64_t> kernel_row_of_column(const Geometry& g) {
   return row;
 }
 
+// The CPU kernels' geometry: with one group, the im2col row (col_width) is rounded up to a
+// multiple of 16 with zero columns (and the kernel with zero rows), so that Eigen's GEMM works on
+// whole register blocks; each group's block of columns is col_width / groups wide.
+Geometry padded_columns(const Geometry& g) {
+  Geometry p = g;
+  if (g.groups == 1) p.col_width = (g.col_width + 15) / 16 * 16;
+  return p;
+}
+
 std::vector<float> kernel_in_column_order(const Geometry& g, const float* kernel) {
   const std::vector<int64_t> row = kernel_row_of_column(g);
-  std::vector<float> out(row.size() * g.o);
+  std::vector<float> out(g.col_width / g.groups * g.o, 0.f);
   for (size_t r = 0; r < row.size(); ++r) std::copy(kernel + row[r] * g.o, kernel + (row[r] + 1) * g.o, out.data() + r * g.o);
   return out;
 }
@@ -266,25 +329,28 @@ class DeformConv2DOp : public DeformConvKernel {
   void Compute(OpKernelContext* ctx) override {
     DeformIO io;
     OP_REQUIRES_OK(ctx, prepare(ctx, false, &io));
-    const Geometry& g = io.g;
+    const Geometry g = padded_columns(io.g);
+    const int64_t width = g.col_width / g.groups;
     const float *px = io.x, *poff = io.offset, *pm = io.mask, *pk = io.kernel, *pb = io.last;
     float* py = io.out[0];
     const TapTable tt = tap_table(g);
     const std::vector<float> kernel_rows = kernel_in_column_order(g, pk);
     const int64_t tiles = (g.pixels + kTile - 1) / kTile;
     auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
+    const Planar pl(g);
+    const std::vector<float> planar = use_planar(g, pl) ? to_planar(g, pl, px, pool) : std::vector<float>();
     pool->ParallelFor(tiles, kTile * g.col_width * g.o, [&](int64_t first, int64_t last) {
       std::vector<float> cols(kTile * g.col_width);
       Samples samples(g.dg * g.taps);
       for (int64_t tile = first; tile < last; ++tile) {
         const int64_t p0 = tile * kTile, n = std::min(kTile, g.pixels - p0);
-        build_columns(g, tt, px, poff, pm, p0, n, cols.data(), &samples);
+        build_columns(g, tt, px, poff, pm, p0, n, cols.data(), &samples, pl, planar.empty() ? nullptr : planar.data());
         Map y(py + p0 * g.o, n, g.o, Eigen::OuterStride<>(g.o));
         ConstMap c(cols.data(), n, g.col_width, Eigen::OuterStride<>(g.col_width));
-        ConstMap wk(kernel_rows.data(), g.taps * g.cg, g.o, Eigen::OuterStride<>(g.o));
+        ConstMap wk(kernel_rows.data(), width, g.o, Eigen::OuterStride<>(g.o));
         for (int64_t grp = 0; grp < g.groups; ++grp)
           y.block(0, grp * g.og, n, g.og).noalias() =
-              c.block(0, grp * g.taps * g.cg, n, g.taps * g.cg) * wk.block(0, grp * g.og, g.taps * g.cg, g.og);
+              c.block(0, grp * width, n, width) * wk.block(0, grp * g.og, width, g.og);
         y.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(pb, g.o);
       }
     });
@@ -298,25 +364,29 @@ class DeformConv2DGradOp : public DeformConvKernel {
   void Compute(OpKernelContext* ctx) override {
     DeformIO io;
     OP_REQUIRES_OK(ctx, prepare(ctx, true, &io));
-    const Geometry& g = io.g;
+    const Geometry g = padded_columns(io.g);
+    const int64_t width = g.col_width / g.groups;
     const float *px = io.x, *poff = io.offset, *pm = io.mask, *pk = io.kernel, *pg = io.last;
     float *pdx = io.out[0], *pdoff = io.out[1], *pdmask = io.out[2], *pdk = io.out[3], *pdb = io.out[4];
     const TapTable tt = tap_table(g);
     const std::vector<float> kernel_rows = kernel_in_column_order(g, pk);
     const int64_t tiles = (g.pixels + kTile - 1) / kTile;
     auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
+    const Planar pl(g);
+    const bool planar = use_planar(g, pl);
+    const std::vector<float> xp = planar ? to_planar(g, pl, px, pool) : std::vector<float>();
     // One chunk per thread; each chunk keeps its own input/kernel/bias gradient (samples of any
     // pixel may land anywhere in the image), summed at the end; chunk 0 accumulates the input
-    // gradient in the output itself. Offset and mask gradients belong to one pixel each, so
-    // chunks write them directly.
+    // gradient in the output itself unless it is planar. Offset and mask gradients belong to one
+    // pixel each, so chunks write them directly.
     const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(pool->NumThreads(), tiles));
-    const int64_t x_size = g.pixels * g.c, k_size = g.taps * g.cg * g.o;
+    const int64_t x_size = g.pixels * g.c, k_size = width * g.o;
     std::vector<std::vector<float>> dx_part(chunks), dk_part(chunks), db_part(chunks);
     pool->ParallelFor(chunks, 1LL << 40, [&](int64_t first, int64_t last) {
       for (int64_t chunk = first; chunk < last; ++chunk) {
         float* dxc = pdx;
-        if (chunk > 0) {
-          dx_part[chunk].assign(x_size, 0.f);
+        if (planar || chunk > 0) {
+          dx_part[chunk].assign(planar ? g.b * pl.image : x_size, 0.f);
           dxc = dx_part[chunk].data();
         } else {
           std::fill(pdx, pdx + x_size, 0.f);
@@ -327,32 +397,34 @@ class DeformConv2DGradOp : public DeformConvKernel {
         dbc.assign(g.o, 0.f);
         std::vector<float> cols(kTile * g.col_width), dcols(kTile * g.col_width);
         Samples samples(g.dg * g.taps);
-        Map dk(dkc.data(), g.taps * g.cg, g.o, Eigen::OuterStride<>(g.o));
-        ConstMap wk(kernel_rows.data(), g.taps * g.cg, g.o, Eigen::OuterStride<>(g.o));
+        Map dk(dkc.data(), width, g.o, Eigen::OuterStride<>(g.o));
+        ConstMap wk(kernel_rows.data(), width, g.o, Eigen::OuterStride<>(g.o));
         for (int64_t tile = chunk * tiles / chunks; tile < (chunk + 1) * tiles / chunks; ++tile) {
           const int64_t p0 = tile * kTile, n = std::min(kTile, g.pixels - p0);
           ConstMap c(cols.data(), n, g.col_width, Eigen::OuterStride<>(g.col_width));
           ConstMap dy(pg + p0 * g.o, n, g.o, Eigen::OuterStride<>(g.o));
           Map dc(dcols.data(), n, g.col_width, Eigen::OuterStride<>(g.col_width));
           for (int64_t grp = 0; grp < g.groups; ++grp) {
-            const int64_t c0 = grp * g.taps * g.cg, width = g.taps * g.cg, o0 = grp * g.og;
+            const int64_t c0 = grp * width, o0 = grp * g.og;
             dc.block(0, c0, n, width).noalias() = dy.block(0, o0, n, g.og) * wk.block(0, o0, width, g.og).transpose();
           }
           // one sampling pass: the columns (for the kernel gradient) and every sampled gradient
-          scatter(g, tt, px, poff, pm, p0, n, dcols.data(), cols.data(), dxc, pdoff, pdmask, &samples);
+          scatter(g, tt, px, poff, pm, p0, n, dcols.data(), cols.data(), dxc, pdoff, pdmask, &samples, pl,
+                  planar ? xp.data() : nullptr);
           for (int64_t grp = 0; grp < g.groups; ++grp) {
-            const int64_t c0 = grp * g.taps * g.cg, width = g.taps * g.cg, o0 = grp * g.og;
+            const int64_t c0 = grp * width, o0 = grp * g.og;
             dk.block(0, o0, width, g.og).noalias() += c.block(0, c0, n, width).transpose() * dy.block(0, o0, n, g.og);
           }
           Eigen::Map<Eigen::RowVectorXf>(dbc.data(), g.o) += dy.colwise().sum();
         }
       }
     });
-    std::fill(pdk, pdk + k_size, 0.f);
+    std::fill(pdk, pdk + g.taps * g.cg * g.o, 0.f);
     std::fill(pdb, pdb + g.o, 0.f);
     const std::vector<int64_t> kernel_row = kernel_row_of_column(g);
+    if (planar) from_planar_sum(g, pl, dx_part, pdx, pool);
     for (int64_t chunk = 0; chunk < chunks; ++chunk) {
-      if (chunk > 0)
+      if (chunk > 0 && !planar)
         for (int64_t i = 0; i < x_size; ++i) pdx[i] += dx_part[chunk][i];
       for (size_t r = 0; r < kernel_row.size(); ++r)
         for (int64_t o = 0; o < g.o; ++o) pdk[kernel_row[r] * g.o + o] += dk_part[chunk][r * g.o + o];
@@ -365,7 +437,7 @@ class DeformConv2DGradOp : public DeformConvKernel {
   // tile's im2col columns (as build_columns does) from the same samples.
   static void scatter(const Geometry& g, const TapTable& tt, const float* x, const float* offset, const float* mask,
                       int64_t p0, int64_t n, const float* dcols, float* cols, float* dx, float* doff, float* dmask,
-                      Samples* s) {
+                      Samples* s, const Planar& pl, const float* planar) {
     const int64_t J = s->n, C = g.c;
     const int32_t *i0 = s->index.data(), *i1 = i0 + J, *i2 = i1 + J, *i3 = i2 + J;
     const float *w0 = s->weight.data(), *w1 = w0 + J, *w2 = w1 + J, *w3 = w2 + J;
@@ -382,8 +454,10 @@ class DeformConv2DGradOp : public DeformConvKernel {
       float* dm = dmask + p * J;
       float* dof = doff + p * 2 * J;
 #if VCAR_AVX512
-      if (g.cd == 1) {
-        backward_pixel_avx512(g, tt, image, offset + p * 2 * J, m, y, xx, drow, row, dimage, dm, dof);
+      if (planar) {
+        const int64_t image_at = (p - hw) / (g.h * g.w) * pl.image;
+        backward_pixel_avx512(g, pl, tt, planar + image_at, offset + p * 2 * J, m, y, xx, drow, row, dx + image_at, dm,
+                              dof);
         continue;
       }
 #endif
