@@ -80,23 +80,6 @@ std::vector<float> to_planar(const Geometry& g, const Planar& pl, const float* x
   return out;
 }
 
-// x = the sum of the planar parts (the chunks' input gradients), back in NHWC.
-void from_planar_sum(const Geometry& g, const Planar& pl, const std::vector<std::vector<float>>& parts, float* x,
-                     tensorflow::thread::ThreadPool* pool) {
-  pool->ParallelFor(g.b * g.h, g.w * g.c * 4 * static_cast<int64_t>(parts.size()), [&](int64_t first, int64_t last) {
-    for (int64_t r = first; r < last; ++r) {
-      float* dst = x + r * g.w * g.c;
-      const int64_t at = r / g.h * pl.image + pl.at(r % g.h, 0);
-      for (int64_t i = 0; i < g.w; ++i)
-        for (int64_t c = 0; c < g.c; ++c) {
-          float sum = 0.f;
-          for (const std::vector<float>& part : parts) sum += part[at + c * pl.plane + i];
-          dst[i * g.c + c] = sum;
-        }
-    }
-  });
-}
-
 // Bilinear samples of every (group, tap) of one pixel (the portable path; the AVX-512 one is
 // sample_block). A corner outside the image has weight 0 and a clamped (valid) index;
 // a corner counts when it lies inside, so partial corners (-1 < y < H) count.
@@ -157,6 +140,7 @@ struct Block {
   __m512 w[4], a, b;  // corner weights: (y0, x0), (y0, x0 + 1), (y0 + 1, x0), (y0 + 1, x0 + 1)
   __mmask16 k;
   __m512i index;  // planar index of corner (y0, x0) in its channel's plane
+  __m512i y0, x0;  // corner (y0, x0) in the image
 };
 
 __attribute__((always_inline)) inline Block sample_block(const Geometry& g, const Planar& pl, const TapTable& tt,
@@ -178,7 +162,9 @@ __attribute__((always_inline)) inline Block sample_block(const Geometry& g, cons
   blk.a = _mm512_sub_ps(py, fy);
   blk.b = _mm512_sub_ps(px, fx);
   const __m512i two = _mm512_set1_epi32(2);
-  const __m512i row = _mm512_add_epi32(_mm512_cvttps_epi32(fy), two), col = _mm512_add_epi32(_mm512_cvttps_epi32(fx), two);
+  blk.y0 = _mm512_cvttps_epi32(fy);
+  blk.x0 = _mm512_cvttps_epi32(fx);
+  const __m512i row = _mm512_add_epi32(blk.y0, two), col = _mm512_add_epi32(blk.x0, two);
   const __m512i plane = _mm512_maskz_loadu_epi32(blk.k, tt.channel.data() + j);  // times pl.plane below
   blk.index = _mm512_add_epi32(_mm512_add_epi32(_mm512_mullo_epi32(row, _mm512_set1_epi32(static_cast<int32_t>(pl.wp))), col),
                                _mm512_mullo_epi32(plane, _mm512_set1_epi32(static_cast<int32_t>(pl.plane))));
@@ -222,17 +208,22 @@ inline void forward_pixel_avx512(const Geometry& g, const Planar& pl, const TapT
 }
 
 // Backward of one pixel: its im2col row, mask and offset gradients, and the input gradient into
-// the planar dimage (scalar adds: a conflict-checked gather/scatter per corner measured slower).
-__attribute__((optimize("no-tree-slp-vectorize"))) inline void backward_pixel_avx512(const Geometry& g, const Planar& pl, const TapTable& tt, const float* image,
+// the NHWC dimage, at corners clamped into the image with the weights of those outside set to 0
+// (scalar adds: a conflict-checked gather/scatter per corner measured slower; a planar padded
+// gradient per thread measured no faster and took more memory).
+inline void backward_pixel_avx512(const Geometry& g, const Planar& pl, const TapTable& tt, const float* image,
                                   const float* off, const float* m, int64_t y, int64_t x, const float* drow, float* row,
                                   float* dimage, float* dm, float* dof) {
   const int64_t J = g.dg * g.taps;
-  int32_t index_scratch[16];
+  int32_t index_scratch[4][16];
   float grad_scratch[4][16];
   const __m512i lo_idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
   const __m512i hi_idx = _mm512_add_epi32(lo_idx, _mm512_set1_epi32(8));
   const __m512 one_f = _mm512_set1_ps(1.f);
-  const int64_t wp = pl.wp;
+  const __m512i zero = _mm512_setzero_si512(), minus1 = _mm512_set1_epi32(-1), one = _mm512_set1_epi32(1);
+  const __m512i h = _mm512_set1_epi32(static_cast<int32_t>(g.h)), w = _mm512_set1_epi32(static_cast<int32_t>(g.w));
+  const __m512i hm1 = _mm512_sub_epi32(h, one), wm1 = _mm512_sub_epi32(w, one);
+  const __m512i channels = _mm512_set1_epi32(static_cast<int32_t>(g.c));
   for (int64_t j = 0; j < J; j += 16) {
     const int64_t n = std::min<int64_t>(16, J - j);
     const Block blk = sample_block(g, pl, tt, off, y, x, j, n);
@@ -252,17 +243,26 @@ __attribute__((optimize("no-tree-slp-vectorize"))) inline void backward_pixel_av
     _mm512_mask_storeu_ps(dof + 2 * j, first_lanes(2 * n), _mm512_permutex2var_ps(gy, lo_idx, gx));
     _mm512_mask_storeu_ps(dof + 2 * j + 16, first_lanes(2 * n - 16), _mm512_permutex2var_ps(gy, hi_idx, gx));
     const __m512 gm = _mm512_mul_ps(gcol, mj);
-    _mm512_storeu_si512(index_scratch, blk.index);
-    for (int corner = 0; corner < 4; ++corner) _mm512_storeu_ps(grad_scratch[corner], _mm512_mul_ps(gm, blk.w[corner]));
-    // one float at a time (no SLP vectorisation on this function): adding a row's two floats at
-    // once makes the next lane's load overlap this store partly, which stalls store-to-load forwarding
-    for (int64_t l = 0; l < n; ++l) {
-      float* d = dimage + index_scratch[l];
-      d[0] += grad_scratch[0][l];
-      d[1] += grad_scratch[1][l];
-      d[wp] += grad_scratch[2][l];
-      d[wp + 1] += grad_scratch[3][l];
+    const __m512i y0 = blk.y0, x0 = blk.x0;
+    const __mmask16 vy0 = _mm512_cmpge_epi32_mask(y0, zero) & _mm512_cmplt_epi32_mask(y0, h);
+    const __mmask16 vy1 = _mm512_cmpge_epi32_mask(y0, minus1) & _mm512_cmplt_epi32_mask(y0, hm1);
+    const __mmask16 vx0 = _mm512_cmpge_epi32_mask(x0, zero) & _mm512_cmplt_epi32_mask(x0, w);
+    const __mmask16 vx1 = _mm512_cmpge_epi32_mask(x0, minus1) & _mm512_cmplt_epi32_mask(x0, wm1);
+    const __m512i r0 = _mm512_mullo_epi32(_mm512_min_epi32(_mm512_max_epi32(y0, zero), hm1), w);
+    const __m512i r1 = _mm512_mullo_epi32(_mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(y0, one), zero), hm1), w);
+    const __m512i c0 = _mm512_min_epi32(_mm512_max_epi32(x0, zero), wm1);
+    const __m512i c1 = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(x0, one), zero), wm1);
+    const __m512i channel = _mm512_maskz_loadu_epi32(blk.k, tt.channel.data() + j);
+    const __m512i rows[4] = {r0, r0, r1, r1}, cols[4] = {c0, c1, c0, c1};
+    const __mmask16 inside[4] = {static_cast<__mmask16>(vy0 & vx0), static_cast<__mmask16>(vy0 & vx1),
+                                 static_cast<__mmask16>(vy1 & vx0), static_cast<__mmask16>(vy1 & vx1)};
+    for (int corner = 0; corner < 4; ++corner) {
+      _mm512_storeu_si512(index_scratch[corner],
+                          _mm512_add_epi32(_mm512_mullo_epi32(_mm512_add_epi32(rows[corner], cols[corner]), channels), channel));
+      _mm512_storeu_ps(grad_scratch[corner], _mm512_maskz_mul_ps(inside[corner], gm, blk.w[corner]));
     }
+    for (int corner = 0; corner < 4; ++corner)
+      for (int64_t l = 0; l < n; ++l) dimage[index_scratch[corner][l]] += grad_scratch[corner][l];
   }
 }
 #endif
@@ -377,16 +377,16 @@ class DeformConv2DGradOp : public DeformConvKernel {
     const std::vector<float> xp = planar ? to_planar(g, pl, px, pool) : std::vector<float>();
     // One chunk per thread; each chunk keeps its own input/kernel/bias gradient (samples of any
     // pixel may land anywhere in the image), summed at the end; chunk 0 accumulates the input
-    // gradient in the output itself unless it is planar. Offset and mask gradients belong to one
-    // pixel each, so chunks write them directly.
+    // gradient in the output itself. Offset and mask gradients belong to one pixel each, so
+    // chunks write them directly.
     const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(pool->NumThreads(), tiles));
     const int64_t x_size = g.pixels * g.c, k_size = width * g.o;
     std::vector<std::vector<float>> dx_part(chunks), dk_part(chunks), db_part(chunks);
     pool->ParallelFor(chunks, 1LL << 40, [&](int64_t first, int64_t last) {
       for (int64_t chunk = first; chunk < last; ++chunk) {
         float* dxc = pdx;
-        if (planar || chunk > 0) {
-          dx_part[chunk].assign(planar ? g.b * pl.image : x_size, 0.f);
+        if (chunk > 0) {
+          dx_part[chunk].assign(x_size, 0.f);
           dxc = dx_part[chunk].data();
         } else {
           std::fill(pdx, pdx + x_size, 0.f);
@@ -422,9 +422,8 @@ class DeformConv2DGradOp : public DeformConvKernel {
     std::fill(pdk, pdk + g.taps * g.cg * g.o, 0.f);
     std::fill(pdb, pdb + g.o, 0.f);
     const std::vector<int64_t> kernel_row = kernel_row_of_column(g);
-    if (planar) from_planar_sum(g, pl, dx_part, pdx, pool);
     for (int64_t chunk = 0; chunk < chunks; ++chunk) {
-      if (chunk > 0 && !planar)
+      if (chunk > 0)
         for (int64_t i = 0; i < x_size; ++i) pdx[i] += dx_part[chunk][i];
       for (size_t r = 0; r < kernel_row.size(); ++r)
         for (int64_t o = 0; o < g.o; ++o) pdk[kernel_row[r] * g.o + o] += dk_part[chunk][r * g.o + o];
@@ -455,9 +454,8 @@ class DeformConv2DGradOp : public DeformConvKernel {
       float* dof = doff + p * 2 * J;
 #if VCAR_AVX512
       if (planar) {
-        const int64_t image_at = (p - hw) / (g.h * g.w) * pl.image;
-        backward_pixel_avx512(g, pl, tt, planar + image_at, offset + p * 2 * J, m, y, xx, drow, row, dx + image_at, dm,
-                              dof);
+        backward_pixel_avx512(g, pl, tt, planar + (p - hw) / (g.h * g.w) * pl.image, offset + p * 2 * J, m, y, xx, drow,
+                              row, dimage, dm, dof);
         continue;
       }
 #endif
