@@ -1,7 +1,7 @@
 """What every benchmark shares: the machine's description, the argument parser, child processes, timing."""
 
 import argparse
-
+import gc
 import json
 import os
 import platform
@@ -99,12 +99,21 @@ def peak_rss_mb():
 
 
 def timed(fn, repeats):
-    """Mean seconds per call of fn over `repeats` calls, after one warm-up call (tracing)."""
+    """Mean seconds per call of fn over `repeats` calls, after one warm-up call (tracing). Python's
+    cyclic garbage collector is paused while timing, as timeit does: one full collection of a
+    process holding TensorFlow can take longer than the call being timed."""
     fn()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    return (time.perf_counter() - start) / repeats
+    gc.collect()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        return (time.perf_counter() - start) / repeats
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def arg_parser(doc, repeats=3):
