@@ -10,12 +10,15 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <vector>
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #define VCAR_AVX512 1
 #endif
+
+#include <sys/mman.h>
 
 #include "Eigen/Core"
 #include "op_common.h"
@@ -67,12 +70,37 @@ inline bool use_planar(const Geometry& g, const Planar& pl) {
 #endif
 }
 
-std::vector<float> to_planar(const Geometry& g, const Planar& pl, const float* x, tensorflow::thread::ThreadPool* pool) {
-  std::vector<float> out(g.b * pl.image, 0.f);
+// Zero-filled scratch memory mapped for the op and unmapped after it: glibc would keep a freed
+// block of this size in the thread's arena, adding to the process's peak memory.
+class MappedFloats {
+ public:
+  explicit MappedFloats(int64_t n) : bytes_(std::max<int64_t>(n, 1) * sizeof(float)) {
+    void* p = mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    data_ = p == MAP_FAILED ? nullptr : static_cast<float*>(p);
+  }
+  ~MappedFloats() {
+    if (data_) munmap(data_, bytes_);
+  }
+  MappedFloats(const MappedFloats&) = delete;
+  MappedFloats& operator=(const MappedFloats&) = delete;
+  float* data() const { return data_; }
+
+ private:
+  size_t bytes_;
+  float* data_;
+};
+
+// The planar copy of x, or nothing (null data) where the AVX-512 path is not taken.
+std::unique_ptr<MappedFloats> to_planar(const Geometry& g, const Planar& pl, const float* x,
+                                        tensorflow::thread::ThreadPool* pool) {
+  if (!use_planar(g, pl)) return nullptr;
+  auto out = std::make_unique<MappedFloats>(g.b * pl.image);
+  float* data = out->data();
+  if (data == nullptr) return nullptr;  // out of memory: the portable path needs no copy
   pool->ParallelFor(g.b * g.h, g.w * g.c * 4, [&](int64_t first, int64_t last) {
     for (int64_t r = first; r < last; ++r) {
       const float* src = x + r * g.w * g.c;
-      float* dst = out.data() + r / g.h * pl.image + pl.at(r % g.h, 0);
+      float* dst = data + r / g.h * pl.image + pl.at(r % g.h, 0);
       for (int64_t i = 0; i < g.w; ++i)
         for (int64_t c = 0; c < g.c; ++c) dst[c * pl.plane + i] = src[i * g.c + c];
     }
@@ -338,13 +366,13 @@ class DeformConv2DOp : public DeformConvKernel {
     const int64_t tiles = (g.pixels + kTile - 1) / kTile;
     auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
     const Planar pl(g);
-    const std::vector<float> planar = use_planar(g, pl) ? to_planar(g, pl, px, pool) : std::vector<float>();
+    const std::unique_ptr<MappedFloats> planar = to_planar(g, pl, px, pool);
     pool->ParallelFor(tiles, kTile * g.col_width * g.o, [&](int64_t first, int64_t last) {
       std::vector<float> cols(kTile * g.col_width);
       Samples samples(g.dg * g.taps);
       for (int64_t tile = first; tile < last; ++tile) {
         const int64_t p0 = tile * kTile, n = std::min(kTile, g.pixels - p0);
-        build_columns(g, tt, px, poff, pm, p0, n, cols.data(), &samples, pl, planar.empty() ? nullptr : planar.data());
+        build_columns(g, tt, px, poff, pm, p0, n, cols.data(), &samples, pl, planar ? planar->data() : nullptr);
         Map y(py + p0 * g.o, n, g.o, Eigen::OuterStride<>(g.o));
         ConstMap c(cols.data(), n, g.col_width, Eigen::OuterStride<>(g.col_width));
         ConstMap wk(kernel_rows.data(), width, g.o, Eigen::OuterStride<>(g.o));
@@ -373,8 +401,7 @@ class DeformConv2DGradOp : public DeformConvKernel {
     const int64_t tiles = (g.pixels + kTile - 1) / kTile;
     auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
     const Planar pl(g);
-    const bool planar = use_planar(g, pl);
-    const std::vector<float> xp = planar ? to_planar(g, pl, px, pool) : std::vector<float>();
+    const std::unique_ptr<MappedFloats> planar = to_planar(g, pl, px, pool);
     // One chunk per thread; each chunk keeps its own input/kernel/bias gradient (samples of any
     // pixel may land anywhere in the image), summed at the end; chunk 0 accumulates the input
     // gradient in the output itself. Offset and mask gradients belong to one pixel each, so
@@ -410,7 +437,7 @@ class DeformConv2DGradOp : public DeformConvKernel {
           }
           // one sampling pass: the columns (for the kernel gradient) and every sampled gradient
           scatter(g, tt, px, poff, pm, p0, n, dcols.data(), cols.data(), dxc, pdoff, pdmask, &samples, pl,
-                  planar ? xp.data() : nullptr);
+                  planar ? planar->data() : nullptr);
           for (int64_t grp = 0; grp < g.groups; ++grp) {
             const int64_t c0 = grp * width, o0 = grp * g.og;
             dk.block(0, o0, width, g.og).noalias() += c.block(0, c0, n, width).transpose() * dy.block(0, o0, n, g.og);
