@@ -1,6 +1,6 @@
 """Fused C++ deformable conv against the composite of stock ops, and STDF-R3 inference FPS.
 
-    python benchmarks/bench_deform.py [--runs 5] [--repeats 3] [--no_stdf] [--out benchmarks/results/deform.md]
+    python benchmarks/bench_deform.py [--runs 5] [--repeats 5] [--no_stdf] [--out benchmarks/results/deform.md]
 
 The layer shape is STDF's fusion: 7 -> 64 channels, 3x3, 7 deformable groups, at 416x240 and
 832x480. Each (implementation, size) runs in its own process; memory is the peak RSS growth
@@ -16,7 +16,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from machine import arg_parser, peak_rss_mb, publish, rss_mb, run_as_child, run_child, timed  # noqa: E402
+from machine import arg_parser, peak_rss_mb, publish, rss_mb, run_as_child, run_child, timed, timed_calls  # noqa: E402
 
 SIZES = ((416, 240), (832, 480))
 
@@ -55,8 +55,8 @@ def child_layer(impl, width, height, repeats):
         return tape.gradient(loss, [x, offset, mask, kernel, bias])
 
     base = rss_mb()
-    fwd = timed(lambda: forward().numpy(), repeats)
-    both = timed(lambda: [g.numpy() for g in forward_backward()], repeats)
+    fwd = statistics.median(timed_calls(lambda: forward().numpy(), repeats))
+    both = statistics.median(timed_calls(lambda: [g.numpy() for g in forward_backward()], repeats))
     peak = peak_rss_mb()
     print(json.dumps({"forward_ms": 1000 * fwd, "fwd_bwd_ms": 1000 * both, "peak_growth_mb": peak - base}))
 
@@ -87,7 +87,7 @@ def spread(values, fmt="{:.1f}"):
 
 
 def main():
-    p = arg_parser(__doc__)
+    p = arg_parser(__doc__, repeats=5)
     p.add_argument("--runs", type=int, default=5, help="process pairs per size (composite then fused)")
     p.add_argument("--no_stdf", action="store_true", help="leave out the STDF-R3 FPS table")
     args = p.parse_args()
@@ -114,8 +114,9 @@ def main():
             stdf.append(f"| {w}x{h} | {impl} | {r['fps']:.2f} | {r['rss_mb']:.0f} |")
     publish("Deformable convolution: fused op against the composite",
             "STDF fusion layer: 7 -> 64 channels, 3x3, 7 deformable groups, batch 1, float32. Each run is a "
-            f"pair of processes (composite, then fused), each timing the mean of {args.repeats} calls after a "
-            f"warm-up; min / median / max over {args.runs} runs.\n\n" + "\n".join(lines) + "\n\n" + "\n".join(ratios)
+            f"pair of processes (composite, then fused), each timing the median of {args.repeats} calls after a "
+            f"warm-up (one call slowed by the machine moves a median less than a mean); min / median / max over "
+            f"{args.runs} runs.\n\n" + "\n".join(lines) + "\n\n" + "\n".join(ratios)
             + ("" if args.no_stdf else "\n\nSTDF-R3 inference of one frame (7-frame window) through "
                "`vcar_tf.inference.streaming.inference_fn`.\n\n" + "\n".join(stdf)) + "\n", args.out)
 

@@ -98,22 +98,29 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def timed(fn, repeats):
-    """Mean seconds per call of fn over `repeats` calls, after one warm-up call (tracing). Python's
-    cyclic garbage collector is paused while timing, as timeit does: one full collection of a
-    process holding TensorFlow can take longer than the call being timed."""
+def timed_calls(fn, repeats):
+    """Seconds of each of `repeats` calls of fn, after one warm-up call (tracing). Python's cyclic
+    garbage collector is paused while timing, as timeit does: one full collection of a process
+    holding TensorFlow can take longer than the call being timed."""
     fn()
     gc.collect()
     enabled = gc.isenabled()
     gc.disable()
     try:
-        start = time.perf_counter()
+        seconds = []
         for _ in range(repeats):
+            start = time.perf_counter()
             fn()
-        return (time.perf_counter() - start) / repeats
+            seconds.append(time.perf_counter() - start)
+        return seconds
     finally:
         if enabled:
             gc.enable()
+
+
+def timed(fn, repeats):
+    """Mean seconds per call of fn (timed_calls)."""
+    return sum(timed_calls(fn, repeats)) / repeats
 
 
 def arg_parser(doc, repeats=3):
