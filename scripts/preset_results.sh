@@ -2,7 +2,7 @@
 # docs/results.md from the presets the package ships (issue 15): every QP37 preset, as a user gets it
 # (`vcar-evaluate --preset NAME`), on the whole test split compressed the presets' way (x265 LDP,
 # deblocking and SAO on, QP37), side by side with vcar-compare; then the robustness table
-# (scripts/robustness.sh). Evaluations already made are kept
+# (scripts/robustness.sh), and the presets of other QPs (scripts/qp_results.sh). Evaluations already made are kept
 # (delete runs/preset-eval/NAME to redo one). Run from the repository root with ../shared beside it.
 set -euo pipefail
 vcar-prepare --raw ../shared/data --split test --out data/presets-test/test --qp 37 --deblock --sao
@@ -27,3 +27,5 @@ vcar-compare "${folders[@]}" "${labels[@]}" --notes docs/results-notes.md --out 
 # The robustness table (the same presets on the test split compressed other ways), a section of
 # docs/results.md that the vcar-compare above has just dropped.
 bash scripts/robustness.sh
+# The presets fine-tuned to other QPs, beside the QP37 preset unchanged at those QPs.
+bash scripts/qp_results.sh
