@@ -1,0 +1,70 @@
+"""scripts/train_preset.sh: the QP37 recipe, the QP 22-42 fine-tunes of a QP37 preset, and a bad QP
+refused before anything runs. vcar-prepare and python are stubs on PATH that record their
+arguments, so no data is prepared and nothing trains."""
+
+import os
+import shutil
+import stat
+import subprocess
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STUB = "#!/bin/sh\necho \"$(basename \"$0\") $*\" >> \"$CALLS\"\n"
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    os.makedirs(tmp_path / "scripts")
+    shutil.copy(os.path.join(REPO, "scripts", "train_preset.sh"), tmp_path / "scripts")
+    stubs = tmp_path / "stubs"
+    os.makedirs(stubs)
+    for name in ("vcar-prepare", "python"):
+        (stubs / name).write_text(STUB)
+        (stubs / name).chmod(stat.S_IRWXU)
+    return tmp_path
+
+
+def run(workdir, *args):
+    env = dict(os.environ, PATH=f"{workdir / 'stubs'}:{os.environ['PATH']}", CALLS=str(workdir / "calls"))
+    r = subprocess.run(["bash", "scripts/train_preset.sh", *args], cwd=workdir, env=env, capture_output=True,
+                       text=True)
+    calls = (workdir / "calls").read_text().splitlines() if (workdir / "calls").exists() else []
+    return r, calls
+
+
+def test_qp37_is_the_shared_recipe(workdir):
+    r, calls = run(workdir, "dncnn")
+    assert r.returncode == 0, r.stderr
+    prepare = [c for c in calls if c.startswith("vcar-prepare")]
+    assert [c.split("--split ")[1].split()[0] for c in prepare] == ["train", "val", "test"]
+    assert all("--qp 37 --deblock --sao" in c for c in prepare)
+    train, = [c.split() for c in calls if c.startswith("python")]
+    assert {"train_main.py", "--model=dncnn", "--qp=37", "--steps=5600", "--lr=5e-4", "--eval_every=1400",
+            "--model_dir=runs/presets/dncnn_x265_qp37"} <= set(train)
+    assert not any(a.startswith("--init_from") for a in train)
+
+
+def test_other_qp_fine_tunes_the_qp37_preset(workdir):
+    r, calls = run(workdir, "stdf_r3", "32")
+    assert r.returncode == 0, r.stderr
+    assert all("--qp 32 --deblock --sao" in c for c in calls if c.startswith("vcar-prepare"))
+    train, = [c.split() for c in calls if c.startswith("python")]
+    assert {"--qp=32", "--steps=2800", "--lr=1e-4", "--eval_every=700", "--init_from=preset:stdf_r3_x265_qp37",
+            "--model_dir=runs/presets/stdf_r3_x265_qp32"} <= set(train)
+
+
+def test_a_committed_unfinished_run_is_copied_to_runs(workdir):
+    os.makedirs(workdir / "training" / "presets" / "stdf_r3_x265_qp42")
+    (workdir / "training" / "presets" / "stdf_r3_x265_qp42" / "config.json").write_text("{}")
+    r, _ = run(workdir, "stdf_r3", "42")
+    assert r.returncode == 0, r.stderr
+    assert (workdir / "runs" / "presets" / "stdf_r3_x265_qp42" / "config.json").read_text() == "{}"
+
+
+@pytest.mark.parametrize("qp", ["30", "x"])
+def test_a_bad_qp_is_one_error_line_and_nothing_runs(workdir, qp):
+    r, calls = run(workdir, "stdf_r3", qp)
+    assert r.returncode == 2
+    assert r.stderr.startswith("error: QP must be") and len(r.stderr.strip().splitlines()) == 1
+    assert calls == [] and not (workdir / "runs").exists()
