@@ -6,7 +6,8 @@
 //
 // The work is split into tiles of pixels; a tile builds its own im2col block (never the whole
 // image's), multiplies it with Eigen, and tiles run on TF's CPU thread pool. With AVX-512 and one
-// channel per deformable group, 16 taps are sampled at a time with gathers; otherwise plain C++.
+// channel per deformable group, 16 taps are sampled at a time with gathers from a zero-padded
+// planar copy of the input; otherwise plain C++.
 
 #include <algorithm>
 #include <cmath>
