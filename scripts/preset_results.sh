@@ -2,14 +2,16 @@
 # docs/results.md from the presets the package ships (issue 15): every QP37 preset, as a user gets it
 # (`vcar-evaluate --preset NAME`), on the whole test split compressed the presets' way (x265 LDP,
 # deblocking and SAO on, QP37), side by side with vcar-compare; then the robustness table
-# (scripts/robustness.sh), and the presets of other QPs (scripts/qp_results.sh). Evaluations already made are kept
-# (delete runs/preset-eval/NAME to redo one). Run from the repository root with ../shared beside it.
+# (scripts/robustness.sh), and the presets of other QPs (scripts/qp_results.sh). Evaluations already made are kept:
+# every evaluation goes through scripts/evaluate_recorded.py, which records it in docs/evaluations/ and
+# reuses a record while the weights and the sequences are the same (delete runs/X and
+# docs/evaluations/X to redo one). Run from the repository root with ../shared beside it.
 set -euo pipefail
 vcar-prepare --raw ../shared/data --split test --out data/presets-test/test --qp 37 --deblock --sao
 folders=() labels=()
 for name in $(python -m vcar_tf.models --presets | awk '$3 == "QP37" {print $1}'); do
   out="runs/preset-eval/$name"
-  [ -f "$out/report.csv" ] || vcar-evaluate --preset "$name" --data data/presets-test --out "$out"
+  python scripts/evaluate_recorded.py --preset "$name" --data data/presets-test --out "$out"
   folders+=("$out") labels+=(--label "$name")
 done
 [ ${#folders[@]} -gt 0 ] || { echo "error: no QP37 preset ships" >&2; exit 2; }
@@ -19,7 +21,8 @@ RELEASE=../shared/weights/stdf-pytorch/stdf_mfqev2_r3.safetensors
 if [ -f "$RELEASE" ]; then
   [ -d runs/stdf-pytorch-release ] || vcar-import stdf-pytorch "$RELEASE" --out runs/stdf-pytorch-release
   out=runs/preset-eval/stdf-pytorch-release
-  [ -f "$out/report.csv" ] || vcar-evaluate --model_dir runs/stdf-pytorch-release --data data/presets-test --qp 37 --out "$out"
+  python scripts/evaluate_recorded.py --model_dir runs/stdf-pytorch-release --key-file "$RELEASE" \
+    --data data/presets-test --qp 37 --out "$out"
   folders+=("$out") labels+=(--label "STDF-R3 release (reference, not shipped)")
 fi
 vcar-compare "${folders[@]}" "${labels[@]}" --notes docs/results-notes.md --out docs/results.md \

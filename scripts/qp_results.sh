@@ -14,7 +14,7 @@ while read -r name model qp_label; do
   python -m vcar_tf.cli.prepare --raw ../shared/data --split test --out data/presets-test/test --qp "$qp" --deblock --sao
   for preset in "$base" "$name"; do
     out="runs/preset-eval-qp/QP$qp/$preset"
-    [ -f "$out/report.csv" ] || python -m vcar_tf.cli.evaluate --preset "$preset" --data data/presets-test --qp "$qp" --out "$out"
+    python scripts/evaluate_recorded.py --preset "$preset" --data data/presets-test --qp "$qp" --out "$out"
     runs+=("$out") labels+=(--label "$preset") groups+=(--group "test split at QP$qp")
   done
 done < <(python -m vcar_tf.models --presets | awk '$3 != "QP37" {print $1, $2, $3}' | sort -k3)

@@ -6,8 +6,9 @@
 #   x265 LDP QP37 with the loop filters off; x264 LDP QP37 (deblocking on, as H.264 has it);
 #   x265's own random-access GOP (B-frames), loop filters on, at the CRF chosen on val for a
 #   bitrate like the presets' (scripts/choose_ra_crf.py, docs/robustness-crf.md).
-# Evaluations already made are kept (delete runs/preset-eval-robustness/VARIANT/NAME to redo one);
-# TABULATE_ONLY=1 makes the table from those alone, leaving the cells of the others empty.
+# Evaluations already made are kept, in runs/ or in their records (scripts/evaluate_recorded.py,
+# docs/evaluations/preset-eval-robustness/VARIANT/NAME); TABULATE_ONLY=1 makes the table from those
+# alone, leaving the cells of the others empty.
 # `python -m` runs this checkout's code. Run from the repository root with ../shared beside it.
 set -euo pipefail
 CRF=${CRF:-33}  # chosen on val: docs/robustness-crf.md
@@ -30,12 +31,14 @@ for variant in "${VARIANTS[@]}"; do
   python -m vcar_tf.cli.prepare --raw ../shared/data --split test --out "data/robustness/$folder/test" $prep
   for name in $presets; do
     out="runs/preset-eval-robustness/$folder/$name"
-    if [ ! -f "$out/report.csv" ] && [ "${TABULATE_ONLY:-0}" = 1 ]; then
+    only=()
+    [ "${TABULATE_ONLY:-0}" = 1 ] && only=(--restore-only)
+    # shellcheck disable=SC2086
+    python scripts/evaluate_recorded.py --preset "$name" --data "data/robustness/$folder" $eval --out "$out" "${only[@]}"
+    if [ ! -f "$out/report.csv" ]; then
       echo "note: $out is not evaluated yet: its cells stay empty" >&2
       continue
     fi
-    # shellcheck disable=SC2086
-    [ -f "$out/report.csv" ] || python -m vcar_tf.cli.evaluate --preset "$name" --data "data/robustness/$folder" $eval --out "$out"
     runs+=("$out") labels+=(--label "$name") groups+=(--group "$label")
   done
 done

@@ -1,0 +1,51 @@
+"""scripts/evaluate_recorded.py: an evaluation is recorded, reused while the weights and sequences
+are the same, and made again (or left undone with --restore-only) when either changes."""
+
+import json
+import os
+import shutil
+
+from tests.conftest import REPO, run_cli
+from tests.test_presets import presets  # noqa: F401  (the fixture: an AR-CNN preset in a private folder)
+
+SCRIPT = os.path.join(REPO, "scripts", "evaluate_recorded.py")
+
+
+def _evaluate(out, records, data, *extra):
+    return run_cli(SCRIPT, "--out", str(out), "--record", "eval", "--records", str(records), "--data", data,
+                   "--preset", "arcnn_toy", *extra)
+
+
+def test_an_evaluation_is_recorded_then_reused_until_its_inputs_change(presets, sample_cache, tmp_path):  # noqa: F811
+    _, sample = sample_cache
+    data = str(tmp_path / "data")
+    shutil.copytree(sample, data)
+    out, records = tmp_path / "out", tmp_path / "records"
+    r = _evaluate(out, records, data)
+    assert r.returncode == 0, r.stderr[-2000:]
+    record = json.loads((records / "eval" / "record.json").read_text())
+    assert record["command"].startswith("vcar-evaluate --preset arcnn_toy") and record["qp"] == 37
+    assert record["weights_sha256"] == json.loads((presets / "arcnn_toy" / "card.json").read_text())["sha256"]
+    assert sorted(record["inputs_sha256"]) == [f"test/{n[:-4]}" for n in sorted(os.listdir(os.path.join(data, "test", "raw")))
+                                               if n.endswith(".yuv")]
+    report = (out / "report.csv").read_text()
+    assert (records / "eval" / "report.csv").read_text() == report and "sd_enh" in report
+
+    shutil.rmtree(out)  # a fresh machine: the record alone brings the evaluation back
+    r = _evaluate(out, records, data, "--restore-only")
+    assert r.returncode == 0 and "reused" in r.stderr, r.stderr[-2000:]
+    assert (out / "report.csv").read_text() == report
+
+    shutil.rmtree(out)  # other compressed frames: the record no longer applies
+    comp = next((tmp_path / "data" / "test").glob("*/QP37/*.yuv"))
+    comp.write_bytes(comp.read_bytes()[:-1] + bytes([comp.read_bytes()[-1] ^ 1]))
+    r = _evaluate(out, records, data, "--restore-only")
+    assert r.returncode == 0 and not out.exists(), r.stderr[-2000:]
+
+
+def test_bad_arguments_are_one_line_errors(presets, tmp_path):  # noqa: F811
+    quiet = {"TF_CPP_MIN_LOG_LEVEL": "3"}
+    r = run_cli(SCRIPT, "--out", str(tmp_path / "o"), "--model_dir", str(tmp_path), "--data", str(tmp_path), env=quiet)
+    assert r.returncode == 2 and r.stderr.strip() == "error: --model_dir needs --key-file (the weights it came from) and --qp or --crf"
+    r = run_cli(SCRIPT, "--out", str(tmp_path / "o"), "--preset", "arcnn_toy", "--data", str(tmp_path), env=quiet)
+    assert r.returncode == 2 and r.stderr.strip().startswith("error: --out") and "not under runs/" in r.stderr
