@@ -13,7 +13,9 @@ come from (the command, its time, the commit and the machine). In order:
 1. OUT holds an evaluation made by this script (OUT/record.json) of today's weights and sequences:
    it is kept and recorded.
 2. The record matches today's weights and sequences: its report is copied to OUT.
-3. Otherwise vcar-evaluate runs (--restore-only: nothing runs), and OUT and its record are written.
+3. --kept-in RESULTS (preset_results.sh's MERGE=1): where RESULTS already shows this evaluation (its
+   table's column, or with --group its grid's cell), nothing runs, and vcar-compare --merge keeps it.
+4. Otherwise vcar-evaluate runs (--restore-only: nothing runs), and OUT and its record are written.
 An OUT with a report.csv but no record.json (made by vcar-evaluate directly) is kept, unrecorded.
 """
 
@@ -31,7 +33,7 @@ from vcar_tf.data.layout import find_pairs, split_datasets  # noqa: E402
 from vcar_tf.errors import ArgumentParser, VcarError, cli_main  # noqa: E402
 from vcar_tf.fileutil import ensure_writable_dir, write_text_atomic  # noqa: E402
 from vcar_tf.models.presets import file_sha256, preset_card  # noqa: E402
-from vcar_tf.reporting import REPORT_CSV  # noqa: E402
+from vcar_tf.reporting import REPORT_CSV, read_grid, read_table  # noqa: E402
 
 RECORDS = os.path.join(REPO, "docs", "evaluations")
 RECORD = "record.json"
@@ -46,6 +48,15 @@ def inputs_sha256(data, qp, crf, codec_folder):
         for pair in find_pairs(root, qp, codec_folder, crf):
             out[f"{split}/{pair.name}"] = {"raw": file_sha256(pair.raw_path), "compressed": file_sha256(pair.compressed_path)}
     return out
+
+
+def shown_in(path, label, title, group):
+    """Whether the results file already shows this evaluation: the label's column of its first
+    table, or with a group the label's cell in the averages grid of its `## title` section."""
+    if group is None:
+        return any(name == label for name, _ in read_table(path))
+    reports, groups = read_grid(path, title)
+    return any(name == label and g == group for (name, _), g in zip(reports, groups))
 
 
 def read_record(folder):
@@ -79,6 +90,11 @@ def main(argv=None):
     p.add_argument("--records", default=RECORDS, help="folder of the records (default docs/evaluations)")
     p.add_argument("--record", default=None, help="the record's path under --records (default: OUT without runs/)")
     p.add_argument("--restore-only", action="store_true", help="never run vcar-evaluate")
+    p.add_argument("--kept-in", default=None,
+                   help="a copy of docs/results.md: where it already shows this evaluation, nothing runs")
+    p.add_argument("--label", default=None, help="with --kept-in: the evaluation's label (default: the preset)")
+    p.add_argument("--title", default=None, help="with --kept-in and --group: the section of the grid")
+    p.add_argument("--group", default=None, help="with --kept-in: the evaluation's group in that grid")
     args = p.parse_args(argv)
     if (args.preset is None) == (args.model_dir is None):
         raise VcarError("give exactly one of --preset and --model_dir")
@@ -111,6 +127,9 @@ def main(argv=None):
         copy_evaluation(record_dir, args.out, recorded)
         print(f"note: {args.out}: the evaluation recorded in {record_dir} ({recorded['time']}, "
               f"{recorded['revision']}) matches these weights and sequences: reused", file=sys.stderr)
+        return 0
+    if args.kept_in and shown_in(args.kept_in, args.label or args.preset, args.title, args.group):
+        print(f"note: {args.out}: not evaluated, {args.kept_in} shows it already (kept there)", file=sys.stderr)
         return 0
     if args.restore_only:
         return 0

@@ -8,7 +8,7 @@
 #   bitrate like the presets' (scripts/choose_ra_crf.py, docs/robustness-crf.md).
 # Evaluations already made are kept, in runs/ or in their records (scripts/evaluate_recorded.py,
 # docs/evaluations/preset-eval-robustness/VARIANT/NAME); TABULATE_ONLY=1 makes the table from those
-# alone, leaving the cells of the others empty.
+# alone, leaving the cells of the others empty; under preset_results.sh's MERGE=1 those keep today's values.
 # `python -m` runs this checkout's code. Run from the repository root with ../shared beside it.
 set -euo pipefail
 CRF=${CRF:-33}  # chosen on val: docs/robustness-crf.md
@@ -20,9 +20,16 @@ VARIANTS=(
 )
 presets=$(python -m vcar_tf.models --presets | awk '$3 == "QP37" {print $1}')
 [ -n "$presets" ] || { echo "error: no QP37 preset ships" >&2; exit 2; }
+TITLE="Robustness: the QP37 presets on other compressions of the test split"
+merge=()
+[ -z "${MERGE_FROM:-}" ] || merge=(--merge "$MERGE_FROM")  # preset_results.sh's MERGE=1
 runs=() labels=() groups=()
 for name in $presets; do
-  [ -f "runs/preset-eval/$name/report.csv" ] || { echo "error: no runs/preset-eval/$name: run scripts/preset_results.sh" >&2; exit 2; }
+  if [ ! -f "runs/preset-eval/$name/report.csv" ]; then
+    [ -n "${MERGE_FROM:-}" ] && continue  # kept from today's grid
+    echo "error: no runs/preset-eval/$name: run scripts/preset_results.sh" >&2
+    exit 2
+  fi
   runs+=("runs/preset-eval/$name") labels+=(--label "$name") groups+=(--group "trained on: x265 LDP QP37 dbk+SAO")
 done
 for variant in "${VARIANTS[@]}"; do
@@ -33,14 +40,15 @@ for variant in "${VARIANTS[@]}"; do
     out="runs/preset-eval-robustness/$folder/$name"
     only=()
     [ "${TABULATE_ONLY:-0}" = 1 ] && only=(--restore-only)
+    [ -z "${MERGE_FROM:-}" ] || only+=(--kept-in "$MERGE_FROM" --title "$TITLE" --group "$label")
     # shellcheck disable=SC2086
     python scripts/evaluate_recorded.py --preset "$name" --data "data/robustness/$folder" $eval --out "$out" "${only[@]}"
     if [ ! -f "$out/report.csv" ]; then
-      echo "note: $out is not evaluated yet: its cells stay empty" >&2
+      [ -n "${MERGE_FROM:-}" ] || echo "note: $out is not evaluated yet: its cells stay empty" >&2
       continue
     fi
     runs+=("$out") labels+=(--label "$name") groups+=(--group "$label")
   done
 done
-python -m vcar_tf.cli.compare "${runs[@]}" "${labels[@]}" "${groups[@]}" --notes docs/results-robustness-notes.md \
-  --out docs/results.md --append --title "Robustness: the QP37 presets on other compressions of the test split"
+python -m vcar_tf.cli.compare "${runs[@]}" "${labels[@]}" "${groups[@]}" "${merge[@]}" \
+  --notes docs/results-robustness-notes.md --out docs/results.md --append --title "$TITLE"

@@ -80,3 +80,28 @@ def test_groups_give_an_averages_grid_appended_as_a_section_that_a_rerun_replace
     with pytest.raises(SystemExit) as e:
         main([*runs[:2], "--group", "x", "--out", str(out)])
     assert e.value.code == 2 and "1 groups for 2 runs" in capsys.readouterr().err
+
+
+def test_a_grid_merge_keeps_the_cells_it_has_and_adds_or_replaces_the_new_runs(tmp_path, capsys):
+    out = tmp_path / "results.md"
+    runs = [_run(tmp_path / g, m, d) for g, m, d in
+            [("in", "arcnn", 0.25), ("in", "stdf_r3", 0.5), ("x264", "arcnn", -0.125), ("x264", "stdf_r3", 0.75)]]
+    assert main([*runs[:2], "--out", str(out), "--title", "Results"]) == 0
+    grid = ["--out", str(out), "--append", "--title", "Robustness"]
+    assert main([*runs, "--label", "A", "--label", "S", "--label", "A", "--label", "S", "--group", "in-domain",
+                 "--group", "in-domain", "--group", "x264", "--group", "x264", *grid]) == 0
+    before = out.read_text()
+    assert main(["--merge", str(out), *grid]) == 0 and out.read_text() == before  # no run: the grid as it was
+    new = [_run(tmp_path / "d", "dncnn", 0.375), _run(tmp_path / "s2", "stdf_r3", -0.5)]
+    assert main([*new, "--label", "D", "--label", "S", "--group", "x264", "--group", "x264", "--merge", str(out), *grid]) == 0
+    rows = [l for l in out.read_text().split("## Robustness")[1].splitlines() if l.startswith("| test |")]
+    assert rows[1:] == ["| test | A | +0.250 | +0.250 | -0.125 | -0.125 |",
+                        "| test | S | +0.500 | +0.500 | -0.500 | -0.500 |",
+                        "| test | D |  |  | +0.375 | +0.375 |"]
+    assert out.read_text().split("## Robustness")[0] == before.split("## Robustness")[0]
+    with pytest.raises(SystemExit) as e:
+        main([*new, "--merge", str(out), *grid])
+    assert e.value.code == 2 and "give --group per run" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["--out", str(out)])
+    assert e.value.code == 2 and "give at least one run" in capsys.readouterr().err

@@ -7,6 +7,7 @@ import shutil
 
 from tests.conftest import REPO, run_cli
 from tests.test_presets import presets  # noqa: F401  (the fixture: an AR-CNN preset in a private folder)
+from vcar_tf.cli.compare import main as compare
 
 SCRIPT = os.path.join(REPO, "scripts", "evaluate_recorded.py")
 
@@ -36,11 +37,22 @@ def test_an_evaluation_is_recorded_then_reused_until_its_inputs_change(presets, 
     assert r.returncode == 0 and "reused" in r.stderr, r.stderr[-2000:]
     assert (out / "report.csv").read_text() == report
 
+    results = tmp_path / "results.md"  # a table that shows this evaluation, and a grid section
+    assert compare([str(out), "--label", "arcnn_toy", "--out", str(results)]) == 0
+    assert compare([str(out), "--label", "arcnn_toy", "--group", "g", "--out", str(results), "--append",
+                    "--title", "Grid"]) == 0
+
     shutil.rmtree(out)  # other compressed frames: the record no longer applies
     comp = next((tmp_path / "data" / "test").glob("*/QP37/*.yuv"))
     comp.write_bytes(comp.read_bytes()[:-1] + bytes([comp.read_bytes()[-1] ^ 1]))
     r = _evaluate(out, records, data, "--restore-only")
-    assert r.returncode == 0 and not out.exists(), r.stderr[-2000:]
+    assert r.returncode == 0 and not out.exists() and "reused" not in r.stderr, r.stderr[-2000:]
+    # MERGE=1 of preset_results.sh: what the results file shows is not evaluated again
+    for shown in (["--kept-in", str(results)], ["--kept-in", str(results), "--title", "Grid", "--group", "g"]):
+        r = _evaluate(out, records, data, *shown)
+        assert r.returncode == 0 and "shows it already" in r.stderr and not out.exists(), r.stderr[-2000:]
+    r = _evaluate(out, records, data, "--kept-in", str(results), "--title", "Grid", "--group", "other", "--restore-only")
+    assert r.returncode == 0 and "shows it already" not in r.stderr and not out.exists(), r.stderr[-2000:]
 
 
 def test_bad_arguments_are_one_line_errors(presets, tmp_path):  # noqa: F811

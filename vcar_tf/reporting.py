@@ -140,6 +140,46 @@ def read_table(path):
     return reports
 
 
+def read_grid(path, title):
+    """([(label, rows)], [group]) from the averages grid of the `## title` section of a file written
+    by vcar-compare --group --append (its printed precision): one average row per filled cell."""
+    with open(path) as f:
+        text = f.read()
+    lines = text.splitlines()
+    start = next((i for i, l in enumerate(lines) if l.rstrip() == f"## {title}"), None)
+    if start is None:
+        raise VcarError(f"{path}: no section '## {title}' to merge")
+    cell = lambda line: [c.strip() for c in line.strip().strip("|").split("|")]  # noqa: E731
+    grid = None
+    for i in range(start + 1, len(lines)):
+        if lines[i].startswith(("# ", "## ")):
+            break
+        if lines[i].startswith("|") and cell(lines[i])[:2] == ["split", "preset"]:
+            grid = i
+            break
+    if grid is None:
+        raise VcarError(f"{path}: the section '## {title}' has no averages grid written by vcar-compare")
+    head = cell(lines[grid])
+    groups = [h[: -len(" ΔPSNR (dB)")] for h in head[2::2]]
+    inputs, reports, report_groups = {}, [], []
+    for line in lines[grid + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = cell(line)
+        split, label, values = cells[0], cells[1], cells[2:]
+        if label.startswith("*compressed input"):
+            inputs.update({(split, g): values[2 * j: 2 * j + 2] for j, g in enumerate(groups)})
+            continue
+        for j, g in enumerate(groups):
+            dpsnr, dssim = values[2 * j: 2 * j + 2]
+            if dpsnr:
+                psnr, ssim = inputs[split, g]
+                reports.append((label, [{"split": split, "sequence": "average", "psnr": psnr, "ssim": ssim,
+                                         "delta_psnr": dpsnr, "delta_ssim_x100": dssim}]))
+                report_groups.append(g)
+    return reports, report_groups
+
+
 def merge_reports(old, new):
     """old's columns in order, those with a label in new replaced, then new's other columns."""
     fresh = dict(new)
@@ -181,7 +221,8 @@ def average_grid(reports, groups):
                 continue
             key = (r["split"], group)
             base = (float(r["psnr"]), float(r["ssim"]))
-            if key in inputs and not np.allclose(inputs[key], base, atol=1e-3):
+            # within a grid's printed precision (2 decimals of PSNR), as merged cells have no more
+            if key in inputs and not np.allclose(inputs[key], base, atol=(0.006, 1e-3)):
                 raise VcarError(f"{group}: the runs' compressed inputs differ ({inputs[key]} vs {base})")
             inputs.setdefault(key, base)
             cells[r["split"], label, group] = r

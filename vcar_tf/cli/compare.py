@@ -3,12 +3,15 @@
     vcar-compare RUN [RUN ...] --out docs/results.md [--title T] [--notes FILE]
     vcar-compare NEW_RUN --merge docs/results.md --out docs/results.md
     vcar-compare RUN [RUN ...] --label L ... --group G ... --out docs/results.md --append [--title T]
+    vcar-compare NEW_RUN ... --label L ... --group G ... --merge docs/results.md --out docs/results.md --append --title T
 
 A run is a train_main.py model_dir (or any folder holding a report.csv, or the CSV itself).
 --merge keeps the columns of a table this tool wrote before (at its printed precision); a run
 with the same label replaces its column. --group (one per run) gives the averages only: one row per
 label, one column pair per group (e.g. the compression the runs were evaluated on). --append puts
-the table in --out as a `## TITLE` section, replacing the section of that title if there is one.
+the table in --out as a `## TITLE` section, replacing the section of that title if there is one;
+with --merge it keeps the cells of the averages grid in the merged file's `## TITLE` section, a run
+replacing the cell of its label and group (no run: the grid as it was).
 """
 
 import os
@@ -16,8 +19,8 @@ import sys
 
 from vcar_tf.errors import ArgumentParser, VcarError, cli_main
 from vcar_tf.fileutil import write_text_atomic
-from vcar_tf.reporting import (REPORT_CSV, average_grid, comparison_table, merge_reports, read_report,
-                               read_table, replace_section)
+from vcar_tf.reporting import (REPORT_CSV, average_grid, comparison_table, merge_reports, read_grid,
+                               read_report, read_table, replace_section)
 from vcar_tf.train.run import RunFolder, run_label
 
 
@@ -31,7 +34,7 @@ def run_report(run):
 @cli_main
 def main(argv=None):
     p = ArgumentParser(prog="vcar-compare", description=__doc__.split("\n")[0])
-    p.add_argument("runs", nargs="+")
+    p.add_argument("runs", nargs="*", help="at least one, but with --merge")
     p.add_argument("--out", default=None, help="write Markdown here (default: print only)")
     p.add_argument("--title", default="Results")
     p.add_argument("--notes", default=None, help="Markdown file inserted under the title")
@@ -42,20 +45,33 @@ def main(argv=None):
                    help="with one per run: a table of averages, a row per label and columns per group")
     p.add_argument("--append", action="store_true", help="write the table as a ## section of --out")
     args = p.parse_args(argv)
-    if args.append and (not args.out or not os.path.isfile(args.out) or args.merge):
-        raise VcarError("--append needs an existing --out file (and no --merge)")
+    if args.append and (not args.out or not os.path.isfile(args.out)):
+        raise VcarError("--append needs an existing --out file")
+    if args.append and args.merge and args.runs and args.group is None:
+        raise VcarError("--merge with --append merges the averages grid of the section: give --group per run")
+    if not args.runs and not args.merge:
+        raise VcarError("give at least one run (or --merge a table to keep)")
     if args.label is not None and len(args.label) != len(args.runs):
         raise VcarError(f"{len(args.label)} --label for {len(args.runs)} runs: give one per run")
+    if args.group is not None and len(args.group) != len(args.runs):
+        raise VcarError(f"{len(args.group)} groups for {len(args.runs)} runs: give one per run")
     reports = [run_report(run) for run in args.runs]
     if args.label:
         reports = [(label, rows) for label, (_, rows) in zip(args.label, reports)]
-    if args.merge:
+    groups = args.group
+    if args.merge and args.append:
+        old, old_groups = read_grid(args.merge, args.title)
+        groups = groups or []
+        fresh = set(zip((label for label, _ in reports), groups))
+        kept = [(r, g) for r, g in zip(old, old_groups) if (r[0], g) not in fresh]
+        reports, groups = [r for r, _ in kept] + reports, [g for _, g in kept] + groups
+    elif args.merge:
         reports = merge_reports(read_table(args.merge), reports)
     notes = ""
     if args.notes:
         with open(args.notes) as f:
             notes = f.read().strip() + "\n\n"
-    table = average_grid(reports, args.group) if args.group else comparison_table(reports)
+    table = average_grid(reports, groups) if groups is not None else comparison_table(reports)
     text = f"{'##' if args.append else '#'} {args.title}\n\n{notes}{table}"
     print(text)
     if args.append:
