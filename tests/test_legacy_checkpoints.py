@@ -78,4 +78,8 @@ def test_legacy_run_folder_loads_through_load_run():
     model, cfg, radius = load_run(run)
     assert (cfg.model, cfg.steps, radius) == ("arcnn", 3, 0)
     expected = np.load(os.path.join(run, "expected.npz"))
-    np.testing.assert_allclose(np.asarray(model(expected["input"], training=False)), expected["output"], atol=1e-5)
+    # float32 sums ordered by another CPU's kernels (AVX2 against AVX-512: 1.2e-6 of the output's
+    # scale seen) differ more than 1e-5 where the output is tens: allow 1e-5 of the scale
+    scale = float(np.abs(expected["output"]).max())
+    np.testing.assert_allclose(np.asarray(model(expected["input"], training=False)), expected["output"],
+                               atol=1e-5 * scale, rtol=0)
