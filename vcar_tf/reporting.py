@@ -140,23 +140,28 @@ def read_table(path):
     return reports
 
 
+def section_span(lines, title):
+    """(start, end) of the `## title` section of `lines`: its heading, and the next heading of
+    level 1 or 2 (or the end); None when there is no such section."""
+    start = next((i for i, l in enumerate(lines) if l.rstrip() == f"## {title}"), None)
+    if start is None:
+        return None
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith(("# ", "## "))), len(lines))
+    return start, end
+
+
 def read_grid(path, title):
     """([(label, rows)], [group]) from the averages grid of the `## title` section of a file written
     by vcar-compare --group --append (its printed precision): one average row per filled cell."""
     with open(path) as f:
         text = f.read()
     lines = text.splitlines()
-    start = next((i for i, l in enumerate(lines) if l.rstrip() == f"## {title}"), None)
-    if start is None:
+    span = section_span(lines, title)
+    if span is None:
         raise VcarError(f"{path}: no section '## {title}' to merge")
     cell = lambda line: [c.strip() for c in line.strip().strip("|").split("|")]  # noqa: E731
-    grid = None
-    for i in range(start + 1, len(lines)):
-        if lines[i].startswith(("# ", "## ")):
-            break
-        if lines[i].startswith("|") and cell(lines[i])[:2] == ["split", "preset"]:
-            grid = i
-            break
+    grid = next((i for i in range(*span) if lines[i].startswith("|") and cell(lines[i])[:2] == ["split", "preset"]),
+                None)
     if grid is None:
         raise VcarError(f"{path}: the section '## {title}' has no averages grid written by vcar-compare")
     head = cell(lines[grid])
@@ -249,9 +254,9 @@ def replace_section(text, title, section):
     """`text` with its `## title` section (to the next heading of level 1 or 2) replaced by
     `section`, or with `section` appended when it has none."""
     lines = text.splitlines(keepends=True)
-    start = next((i for i, l in enumerate(lines) if l.rstrip("\n") == f"## {title}"), None)
-    if start is None:
+    span = section_span(lines, title)
+    if span is None:
         return text.rstrip("\n") + "\n\n" + section
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith(("# ", "## "))), len(lines))
+    start, end = span
     rest = "".join(lines[end:])
     return "".join(lines[:start]) + section + ("\n" + rest if rest else "")
