@@ -2,13 +2,17 @@
 
     python scripts/evaluate_recorded.py --out runs/preset-eval/NAME --preset NAME --data DIR [--qp 37 | --crf 33]
         [--codec-folder F] [--restore-only]
-    python scripts/evaluate_recorded.py --out runs/preset-eval/X --model_dir RUN --key-file WEIGHTS --qp 37 --data DIR
+    python scripts/evaluate_recorded.py --out runs/preset-eval/X --model_dir RUN [--checkpoint best] [--key-file WEIGHTS]
+        --qp 37 --data DIR
 
 The scripts that make docs/results.md (preset_results.sh, robustness.sh, qp_results.sh) call this in
 place of vcar-evaluate. The record of OUT is docs/evaluations/<OUT without its leading runs/>:
 report.csv and report.md as vcar-evaluate wrote them (SD and PVD per sequence included), and
-record.json with what the numbers depend on (the sha256 of the weights, from the preset's card or
---key-file for a --model_dir, and of every raw and compressed sequence evaluated) and where they
+record.json with what the numbers depend on (the sha256 of the weights, from the preset's card,
+or for a --model_dir of its checkpoint saved as scripts/make_preset.py saves a preset (the same
+bytes: a run's evaluation to runs/preset-eval/NAME is the evaluation of the preset made from it)
+or of --key-file, the file it was imported from; and of every raw and compressed sequence
+evaluated) and where they
 come from (the command, its time, the commit and the machine). In order:
 1. OUT holds an evaluation made by this script (OUT/record.json) of today's weights and sequences:
    it is kept and recorded.
@@ -23,6 +27,7 @@ import datetime
 import json
 import os
 import sys
+import tempfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [REPO, os.path.join(REPO, "benchmarks")]  # this checkout's code, whatever pip installed
@@ -32,8 +37,9 @@ from vcar_tf.data.codec import CodecSettings  # noqa: E402
 from vcar_tf.data.layout import find_pairs, split_datasets  # noqa: E402
 from vcar_tf.errors import ArgumentParser, VcarError, cli_main  # noqa: E402
 from vcar_tf.fileutil import ensure_writable_dir, write_text_atomic  # noqa: E402
-from vcar_tf.models.presets import file_sha256, preset_card  # noqa: E402
+from vcar_tf.models.presets import WEIGHTS, file_sha256, preset_card  # noqa: E402
 from vcar_tf.reporting import REPORT_CSV, read_grid, read_table  # noqa: E402
+from vcar_tf.train.run import CHECKPOINTS, load_run  # noqa: E402
 
 RECORDS = os.path.join(REPO, "docs", "evaluations")
 RECORD = "record.json"
@@ -48,6 +54,14 @@ def inputs_sha256(data, qp, crf, codec_folder):
         for pair in find_pairs(root, qp, codec_folder, crf):
             out[f"{split}/{pair.name}"] = {"raw": file_sha256(pair.raw_path), "compressed": file_sha256(pair.compressed_path)}
     return out
+
+
+def run_weights_sha256(model_dir, checkpoint):
+    """sha256 of a run's checkpoint saved as make_preset.py saves a preset's weights."""
+    model = load_run(model_dir, checkpoint)[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_weights(os.path.join(tmp, WEIGHTS))
+        return file_sha256(os.path.join(tmp, WEIGHTS))
 
 
 def shown_in(path, label, title, group):
@@ -82,7 +96,9 @@ def main(argv=None):
     p.add_argument("--out", required=True)
     p.add_argument("--preset", default=None)
     p.add_argument("--model_dir", default=None)
-    p.add_argument("--key-file", default=None, help="with --model_dir: the weights file it was made from")
+    p.add_argument("--checkpoint", default="latest", choices=CHECKPOINTS, help="with --model_dir")
+    p.add_argument("--key-file", default=None,
+                   help="with --model_dir: the weights file it was imported from (default: its checkpoint's weights)")
     p.add_argument("--data", required=True)
     p.add_argument("--qp", type=int, default=None, help="default: the preset's QP")
     p.add_argument("--crf", type=int, default=None)
@@ -98,13 +114,16 @@ def main(argv=None):
     args = p.parse_args(argv)
     if (args.preset is None) == (args.model_dir is None):
         raise VcarError("give exactly one of --preset and --model_dir")
+    if args.preset is not None and args.checkpoint != "latest":
+        raise VcarError("--checkpoint goes with --model_dir")
     if args.preset is not None:
         card = preset_card(args.preset)
         weights, qp = card["sha256"], card["qp"] if args.qp is None else args.qp
     else:
-        if args.key_file is None or args.qp is None and args.crf is None:
-            raise VcarError("--model_dir needs --key-file (the weights it came from) and --qp or --crf")
-        weights, qp = file_sha256(args.key_file), args.qp
+        if args.qp is None and args.crf is None:
+            raise VcarError("--model_dir needs --qp or --crf")
+        weights = file_sha256(args.key_file) if args.key_file else run_weights_sha256(args.model_dir, args.checkpoint)
+        qp = args.qp
     rel = args.record or os.path.relpath(os.path.normpath(args.out), "runs")
     if rel.startswith(".."):
         raise VcarError(f"--out {args.out} is not under runs/: give --record")
@@ -134,6 +153,7 @@ def main(argv=None):
     if args.restore_only:
         return 0
     command = ["--preset", args.preset] if args.preset else ["--model_dir", args.model_dir]
+    command += ["--checkpoint", args.checkpoint] if args.checkpoint != "latest" else []
     command += ["--data", args.data]
     command += ["--qp", str(args.qp)] if args.qp is not None else []
     command += ["--crf", str(args.crf)] if args.crf is not None else []

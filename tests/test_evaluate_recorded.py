@@ -6,7 +6,7 @@ import os
 import shutil
 
 from tests.conftest import REPO, run_cli
-from tests.test_presets import presets  # noqa: F401  (the fixture: an AR-CNN preset in a private folder)
+from tests.test_presets import RUN, presets  # noqa: F401  (the fixture: an AR-CNN preset in a private folder, from RUN)
 from vcar_tf.cli.compare import main as compare
 
 SCRIPT = os.path.join(REPO, "scripts", "evaluate_recorded.py")
@@ -55,9 +55,30 @@ def test_an_evaluation_is_recorded_then_reused_until_its_inputs_change(presets, 
     assert r.returncode == 0 and "shows it already" not in r.stderr and not out.exists(), r.stderr[-2000:]
 
 
+def test_a_runs_evaluation_is_the_evaluation_of_the_preset_made_from_it(presets, sample_cache, tmp_path):  # noqa: F811
+    _, sample = sample_cache
+    out, records = tmp_path / "out", tmp_path / "records"
+    r = run_cli(SCRIPT, "--out", str(out), "--record", "eval", "--records", str(records), "--data", sample,
+                "--model_dir", RUN, "--qp", "37")
+    assert r.returncode == 0, r.stderr[-2000:]
+    made = json.loads((out / "record.json").read_text())
+    assert made["command"].startswith(f"vcar-evaluate --model_dir {RUN} ")
+    assert made["weights_sha256"] == json.loads((presets / "arcnn_toy" / "card.json").read_text())["sha256"]
+    r = _evaluate(out, records, sample, "--restore-only")  # the preset's evaluation: that one, kept
+    assert r.returncode == 0 and json.loads((out / "record.json").read_text()) == made, r.stderr[-2000:]
+    assert json.loads((records / "eval" / "record.json").read_text()) == made
+    # other weights (a --key-file that is not the checkpoint): not that evaluation
+    r = run_cli(SCRIPT, "--out", str(out), "--record", "eval", "--records", str(records), "--data", sample,
+                "--model_dir", RUN, "--qp", "37", "--key-file", os.path.join(RUN, "config.json"), "--restore-only")
+    assert r.returncode == 0 and "evaluated other weights" in r.stderr, r.stderr[-2000:]
+
+
 def test_bad_arguments_are_one_line_errors(presets, tmp_path):  # noqa: F811
     quiet = {"TF_CPP_MIN_LOG_LEVEL": "3"}
     r = run_cli(SCRIPT, "--out", str(tmp_path / "o"), "--model_dir", str(tmp_path), "--data", str(tmp_path), env=quiet)
-    assert r.returncode == 2 and r.stderr.strip() == "error: --model_dir needs --key-file (the weights it came from) and --qp or --crf"
+    assert r.returncode == 2 and r.stderr.strip() == "error: --model_dir needs --qp or --crf"
+    r = run_cli(SCRIPT, "--out", str(tmp_path / "o"), "--preset", "arcnn_toy", "--checkpoint", "best", "--data",
+                str(tmp_path), env=quiet)
+    assert r.returncode == 2 and r.stderr.strip() == "error: --checkpoint goes with --model_dir"
     r = run_cli(SCRIPT, "--out", str(tmp_path / "o"), "--preset", "arcnn_toy", "--data", str(tmp_path), env=quiet)
     assert r.returncode == 2 and r.stderr.strip().startswith("error: --out") and "not under runs/" in r.stderr
