@@ -37,7 +37,7 @@ from vcar_tf.data.codec import CodecSettings  # noqa: E402
 from vcar_tf.data.layout import find_pairs, split_datasets  # noqa: E402
 from vcar_tf.errors import ArgumentParser, VcarError, cli_main  # noqa: E402
 from vcar_tf.fileutil import ensure_writable_dir, write_text_atomic  # noqa: E402
-from vcar_tf.models.presets import WEIGHTS, file_sha256, preset_card  # noqa: E402
+from vcar_tf.models.presets import file_sha256, preset_card, save_preset_weights  # noqa: E402
 from vcar_tf.reporting import REPORT_CSV, read_grid, read_table  # noqa: E402
 from vcar_tf.train.run import CHECKPOINTS, load_run  # noqa: E402
 
@@ -58,10 +58,8 @@ def inputs_sha256(data, qp, crf, codec_folder):
 
 def run_weights_sha256(model_dir, checkpoint):
     """sha256 of a run's checkpoint saved as make_preset.py saves a preset's weights."""
-    model = load_run(model_dir, checkpoint)[0]
     with tempfile.TemporaryDirectory() as tmp:
-        model.save_weights(os.path.join(tmp, WEIGHTS))
-        return file_sha256(os.path.join(tmp, WEIGHTS))
+        return save_preset_weights(load_run(model_dir, checkpoint)[0], tmp)
 
 
 def shown_in(path, label, title, group):

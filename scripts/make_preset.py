@@ -21,7 +21,7 @@ import tempfile
 from vcar_tf.data.codec import CodecSettings
 from vcar_tf.errors import VcarError, cli_main
 from vcar_tf.fileutil import ensure_writable_dir, write_text_atomic
-from vcar_tf.models.presets import CARD, WEIGHTS, file_sha256
+from vcar_tf.models.presets import CARD, save_preset_weights
 from vcar_tf.reporting import read_report
 from vcar_tf.train.run import CHECKPOINTS, load_run, read_best, read_config_dict
 
@@ -72,14 +72,14 @@ def main(argv=None):
     ensure_writable_dir(args.out)
     tmp = tempfile.mkdtemp(prefix=".tmp-preset-", dir=args.out)
     try:
-        model.save_weights(os.path.join(tmp, WEIGHTS))
+        sha256 = save_preset_weights(model, tmp)
         card = {"name": args.name, "model": cfg.model, "codec": cfg.codec, "qp": cfg.qp,
                 "codec_settings": codec_settings(cfg.data, cfg.codec, cfg.qp),
                 "data": cfg.data, "train_config": config,
                 "checkpoint": args.checkpoint, "step": best["step"] if best else config["steps"], "recipe": args.recipe, "wall_time": args.wall,
                 "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
                 "val": report_average(args.val), "test": report_average(args.test),
-                "sha256": file_sha256(os.path.join(tmp, WEIGHTS))}
+                "sha256": sha256}
         write_text_atomic(os.path.join(tmp, CARD), json.dumps(card, indent=2) + "\n")
         if os.path.exists(target):
             shutil.rmtree(target)

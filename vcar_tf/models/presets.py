@@ -46,6 +46,13 @@ def file_sha256(path):
     return digest.hexdigest()
 
 
+def save_preset_weights(model, folder):
+    """Write the model's weights as a preset's weights file in folder; its sha256 (the card's)."""
+    path = os.path.join(folder, WEIGHTS)
+    model.save_weights(path)
+    return file_sha256(path)
+
+
 def from_preset(name):
     """The preset's model with its trained weights (the file's sha256 checked against its card)."""
     card = preset_card(name)
