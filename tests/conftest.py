@@ -1,4 +1,5 @@
 import os
+import re
 import subprocess
 import sys
 
@@ -31,6 +32,16 @@ def run_cli(*args, env=None):
     full_env = dict(os.environ, **(env or {}))
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=full_env,
                           cwd=REPO, timeout=600)
+
+
+# TensorFlow's start-up log lines, printed on some CPUs whatever TF_CPP_MIN_LOG_LEVEL says (oneDNN's
+# note on Intel CPUs, where its optimisations are on by default, comes before absl's logging is set up)
+TF_STARTUP_LOG = re.compile(r"^(WARNING: All log messages before absl::InitializeLog|[IWEF]\d{4} \d\d:\d\d:\d\d)")
+
+
+def own_stderr(stderr):
+    """A command's stderr, stripped, without TensorFlow's start-up log lines."""
+    return "\n".join(line for line in stderr.strip().splitlines() if not TF_STARTUP_LOG.match(line))
 
 
 def make_planes(width, height, t, seed=0):

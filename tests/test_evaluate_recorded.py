@@ -5,7 +5,7 @@ import json
 import os
 import shutil
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, own_stderr, run_cli
 from tests.test_presets import RUN, presets  # noqa: F401  (the fixture: an AR-CNN preset in a private folder, from RUN)
 from vcar_tf.cli.compare import main as compare
 
@@ -76,9 +76,9 @@ def test_a_runs_evaluation_is_the_evaluation_of_the_preset_made_from_it(presets,
 def test_bad_arguments_are_one_line_errors(presets, tmp_path):  # noqa: F811
     quiet = {"TF_CPP_MIN_LOG_LEVEL": "3"}
     r = run_cli(SCRIPT, "--out", str(tmp_path / "o"), "--model_dir", str(tmp_path), "--data", str(tmp_path), env=quiet)
-    assert r.returncode == 2 and r.stderr.strip() == "error: --model_dir needs --qp or --crf"
+    assert r.returncode == 2 and own_stderr(r.stderr) == "error: --model_dir needs --qp or --crf"
     r = run_cli(SCRIPT, "--out", str(tmp_path / "o"), "--preset", "arcnn_toy", "--checkpoint", "best", "--data",
                 str(tmp_path), env=quiet)
-    assert r.returncode == 2 and r.stderr.strip() == "error: --checkpoint goes with --model_dir"
+    assert r.returncode == 2 and own_stderr(r.stderr) == "error: --checkpoint goes with --model_dir"
     r = run_cli(SCRIPT, "--out", str(tmp_path / "o"), "--preset", "arcnn_toy", "--data", str(tmp_path), env=quiet)
-    assert r.returncode == 2 and r.stderr.strip().startswith("error: --out") and "not under runs/" in r.stderr
+    assert r.returncode == 2 and own_stderr(r.stderr).startswith("error: --out") and "not under runs/" in r.stderr

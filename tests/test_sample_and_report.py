@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from tests.conftest import run_cli
+from tests.conftest import own_stderr, run_cli
 from vcar_tf.data.layout import find_pairs
 from vcar_tf.data.sample import SHOTS, ensure_sample_dataset
 
@@ -52,4 +52,4 @@ def test_report_cli_main_job_on_sample(sample_cache, tmp_path):
 
 def test_report_errors(tmp_path):
     r = run_cli("-m", "vcar_tf.cli.report", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o"))
-    assert r.returncode == 2 and r.stderr.strip() == f"error: dataset not found: {tmp_path / 'nope'}"
+    assert r.returncode == 2 and own_stderr(r.stderr) == f"error: dataset not found: {tmp_path / 'nope'}"
