@@ -1,7 +1,7 @@
 """vcar-evaluate with a committed record: an evaluation already made is not made again.
 
     python scripts/evaluate_recorded.py --out runs/preset-eval/NAME --preset NAME --data DIR [--qp 37 | --crf 33]
-        [--codec-folder F] [--restore-only]
+        [--codec-folder F] [--precision fp32|bf16] [--restore-only]
     python scripts/evaluate_recorded.py --out runs/preset-eval/X --model_dir RUN [--checkpoint best] [--key-file WEIGHTS]
         --qp 37 --data DIR
 
@@ -12,7 +12,8 @@ record.json with what the numbers depend on (the sha256 of the weights, from the
 or for a --model_dir of its checkpoint saved as scripts/make_preset.py saves a preset (the same
 bytes: a run's evaluation to runs/preset-eval/NAME is the evaluation of the preset made from it)
 or of --key-file, the file it was imported from; and of every raw and compressed sequence
-evaluated) and where they
+evaluated, and the precision: fp32 unless --precision says otherwise, never vcar-evaluate's
+machine-dependent auto) and where they
 come from (the command, its time, the commit and the machine). In order:
 1. OUT holds an evaluation made by this script (OUT/record.json) of today's weights and sequences:
    it is kept and recorded.
@@ -43,6 +44,7 @@ from vcar_tf.train.run import CHECKPOINTS, load_run  # noqa: E402
 
 RECORDS = os.path.join(REPO, "docs", "evaluations")
 RECORD = "record.json"
+KEY_DEFAULTS = {"precision": "fp32"}  # what a record made before the key had it means
 REPORT_FILES = (REPORT_CSV, "report.md")
 
 
@@ -79,6 +81,11 @@ def read_record(folder):
         return json.load(f)
 
 
+def matches(record, key):
+    """Whether a record (or None) is of this key's weights, sequences and settings."""
+    return record is not None and all(record.get(k, KEY_DEFAULTS.get(k)) == v for k, v in key.items())
+
+
 def copy_evaluation(src, dst, record):
     """The report files and record of src into dst, each written atomically."""
     ensure_writable_dir(dst)
@@ -101,6 +108,7 @@ def main(argv=None):
     p.add_argument("--qp", type=int, default=None, help="default: the preset's QP")
     p.add_argument("--crf", type=int, default=None)
     p.add_argument("--codec-folder", default=None)
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="vcar-evaluate's --precision")
     p.add_argument("--records", default=RECORDS, help="folder of the records (default docs/evaluations)")
     p.add_argument("--record", default=None, help="the record's path under --records (default: OUT without runs/)")
     p.add_argument("--restore-only", action="store_true", help="never run vcar-evaluate")
@@ -127,11 +135,11 @@ def main(argv=None):
         raise VcarError(f"--out {args.out} is not under runs/: give --record")
     record_dir = os.path.join(args.records, rel)
     key = {"weights_sha256": weights, "qp": qp if args.crf is None else None, "crf": args.crf,
-           "codec_folder": args.codec_folder,
+           "codec_folder": args.codec_folder, "precision": args.precision,
            "inputs_sha256": inputs_sha256(args.data, qp, args.crf, args.codec_folder)}
 
     made = read_record(args.out)
-    if made is not None and {k: made.get(k) for k in key} == key:
+    if matches(made, key):
         copy_evaluation(args.out, record_dir, made)
         return 0
     if made is None and os.path.isfile(os.path.join(args.out, REPORT_CSV)):
@@ -140,7 +148,7 @@ def main(argv=None):
     if made is not None:
         print(f"note: {args.out} evaluated other weights or sequences than today's", file=sys.stderr)
     recorded = read_record(record_dir)
-    if recorded is not None and {k: recorded.get(k) for k in key} == key:
+    if matches(recorded, key):
         copy_evaluation(record_dir, args.out, recorded)
         print(f"note: {args.out}: the evaluation recorded in {record_dir} ({recorded['time']}, "
               f"{recorded['revision']}) matches these weights and sequences: reused", file=sys.stderr)
@@ -156,6 +164,7 @@ def main(argv=None):
     command += ["--qp", str(args.qp)] if args.qp is not None else []
     command += ["--crf", str(args.crf)] if args.crf is not None else []
     command += ["--codec-folder", args.codec_folder] if args.codec_folder else []
+    command += ["--precision", args.precision]
     command += ["--out", args.out]
     start = datetime.datetime.now(datetime.timezone.utc)
     code = evaluate.main(command)

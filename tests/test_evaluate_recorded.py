@@ -1,9 +1,12 @@
 """scripts/evaluate_recorded.py: an evaluation is recorded, reused while the weights and sequences
 are the same, and made again (or left undone with --restore-only) when either changes."""
 
+import csv
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 from tests.conftest import REPO, own_stderr, run_cli
 from tests.test_presets import RUN, presets  # noqa: F401  (the fixture: an AR-CNN preset in a private folder, from RUN)
@@ -36,6 +39,15 @@ def test_an_evaluation_is_recorded_then_reused_until_its_inputs_change(presets, 
     r = _evaluate(out, records, data, "--restore-only")
     assert r.returncode == 0 and "reused" in r.stderr, r.stderr[-2000:]
     assert (out / "report.csv").read_text() == report
+
+    # the precision is part of the key; a record made before it had one is an fp32 evaluation
+    assert record["precision"] == "fp32" and record["command"].endswith("--precision fp32 --out " + str(out))
+    del record["precision"]
+    (records / "eval" / "record.json").write_text(json.dumps(record))
+    for precision, reused in (("bf16", False), ("fp32", True)):
+        shutil.rmtree(out, ignore_errors=True)
+        r = _evaluate(out, records, data, "--precision", precision, "--restore-only")
+        assert r.returncode == 0 and ("reused" in r.stderr) == reused == out.exists(), (precision, r.stderr[-2000:])
 
     results = tmp_path / "results.md"  # a table that shows this evaluation, and a grid section
     assert compare([str(out), "--label", "arcnn_toy", "--out", str(results)]) == 0
@@ -82,3 +94,22 @@ def test_bad_arguments_are_one_line_errors(presets, tmp_path):  # noqa: F811
     assert r.returncode == 2 and own_stderr(r.stderr) == "error: --checkpoint goes with --model_dir"
     r = run_cli(SCRIPT, "--out", str(tmp_path / "o"), "--preset", "arcnn_toy", "--data", str(tmp_path), env=quiet)
     assert r.returncode == 2 and own_stderr(r.stderr).startswith("error: --out") and "not under runs/" in r.stderr
+
+
+def test_preset_bf16_writes_the_measured_costs_into_the_card(presets, sample_cache, tmp_path):  # noqa: F811
+    _, sample = sample_cache
+    r = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "preset_bf16.py"), "arcnn_toy", "--val-data", sample,
+                        "--test-data", sample, "--records", str(tmp_path / "records")], capture_output=True, text=True,
+                       cwd=tmp_path, env=dict(os.environ, VCAR_TF_PRESETS=str(presets)), timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    entry = json.loads((presets / "arcnn_toy" / "card.json").read_text())["bf16"]
+    outs = {"val": ("preset-eval-val", "preset-eval-val-bf16"), "test": ("preset-eval", "preset-eval-bf16")}
+    for split, folders in outs.items():
+        fp32, bf16 = (float(next(row for row in csv.DictReader(open(tmp_path / "runs" / out / "arcnn_toy" / "report.csv"))
+                                 if row["sequence"] == "average")["delta_psnr"]) for out in folders)
+        assert entry[split]["delta_psnr_fp32"] == fp32 and entry[split]["delta_psnr_bf16"] == bf16
+        assert entry[f"{split}_cost_db"] == round(fp32 - bf16, 4) and abs(entry[f"{split}_cost_db"]) < 0.05
+        assert entry[split]["max_sequence_cost_db"] >= entry[f"{split}_cost_db"] - 1e-4
+    record = json.loads((tmp_path / "records" / "preset-eval-val-bf16" / "arcnn_toy" / "record.json").read_text())
+    assert record["precision"] == "bf16" and "--precision bf16" in record["command"]
+    assert f"arcnn_toy: bf16 costs {entry['val_cost_db']:+.4f} dB on val" in r.stdout

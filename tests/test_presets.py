@@ -71,3 +71,37 @@ def test_presets_in_the_commands_and_as_init_from(presets, tmp_path):
     shutil.rmtree(presets / "arcnn_toy")
     with pytest.raises(VcarError, match="unknown preset 'arcnn_toy'"):
         initialise_from(build("arcnn"), "preset:arcnn_toy")
+
+
+def test_precision_auto_is_bf16_only_for_a_preset_measured_within_budget_on_a_native_bf16_cpu(presets, monkeypatch,
+                                                                                                 capsys):
+    import json
+    from types import SimpleNamespace
+
+    from vcar_tf.cli.common import load_model
+    from vcar_tf.models import precision
+
+    path = presets / "arcnn_toy" / "card.json"
+    card = json.loads(path.read_text())
+
+    def policy(cost, flags, chosen="auto", source="preset"):
+        card.pop("bf16", None)
+        if cost is not None:
+            card["bf16"] = {"val_cost_db": cost}
+        path.write_text(json.dumps(card))
+        monkeypatch.setattr(precision, "native_bf16_flags", lambda cpuinfo=None: flags)
+        args = SimpleNamespace(preset="arcnn_toy" if source == "preset" else None,
+                               model_dir=RUN if source == "run" else None, checkpoint="latest", precision=chosen)
+        return load_model(args)[0].layers[-1].dtype_policy.name
+
+    assert policy(0.01, ("amx_bf16",)) == "mixed_bfloat16"
+    assert "note: computing in bf16 (this CPU has amx_bf16; bf16 costs 0.010 dB on val)" in capsys.readouterr().err
+    assert policy(0.05, ("avx512_bf16",)) == "mixed_bfloat16"
+    assert policy(0.051, ("amx_bf16",)) == "float32"  # above the budget
+    assert policy(0.01, ()) == "float32"  # no native bf16
+    assert policy(None, ("amx_bf16",)) == "float32"  # never measured
+    assert policy(0.01, ("amx_bf16",), chosen="fp32") == "float32"
+    assert policy(0.01, ("amx_bf16",), source="run") == "float32"  # a run has no measured cost
+    assert policy(0.5, ("amx_bf16",), chosen="bf16") == "mixed_bfloat16"  # asked for: always
+    assert "note: computing" not in capsys.readouterr().err.replace(
+        "note: computing in bf16 (this CPU has avx512_bf16; bf16 costs 0.050 dB on val)", "")

@@ -1,8 +1,10 @@
 """What the commands share: where the model comes from (--model_dir RUN or --preset NAME)."""
 
+import sys
+
 from vcar_tf.errors import VcarError
 from vcar_tf.models import spec
-from vcar_tf.models.precision import PRECISIONS, precision_policy
+from vcar_tf.models.precision import PRECISIONS, auto_precision, precision_policy
 from vcar_tf.models.presets import from_preset, preset_card
 from vcar_tf.train.config import TrainConfig
 from vcar_tf.train.run import CHECKPOINTS, load_run
@@ -11,8 +13,10 @@ from vcar_tf.train.run import CHECKPOINTS, load_run
 def add_model_flags(parser, precision=False):
     """--model_dir, --checkpoint, --preset and, with `precision`, --precision (a Keras model's compute)."""
     if precision:
-        parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                            help="with --model_dir or --preset: bf16 computes in bfloat16 (see the README for its cost)")
+        parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+                            help="with --model_dir or --preset: bf16 computes in bfloat16; auto (default) is bf16 "
+                            "for a preset whose measured bf16 cost is within budget on a CPU with native bf16 "
+                            "(see the README), fp32 otherwise")
     parser.add_argument("--model_dir", default=None, help="a train_main.py (or vcar-import) run")
     parser.add_argument("--checkpoint", default="latest", choices=CHECKPOINTS,
                         help="with --model_dir: the run's latest checkpoint, or its best on val")
@@ -29,11 +33,15 @@ def load_model(args, others=()):
     if getattr(args, "checkpoint", "latest") != "latest" and args.model_dir is None:
         raise VcarError("--checkpoint goes with --model_dir")
     precision = getattr(args, "precision", "fp32")
-    if precision != "fp32" and args.model_dir is None and args.preset is None:
+    if precision not in ("fp32", "auto") and args.model_dir is None and args.preset is None:
         raise VcarError(f"--precision {precision} goes with --model_dir or --preset (an export keeps its own)")
+    card = preset_card(args.preset) if args.preset is not None else None
+    if precision == "auto":
+        precision, why = auto_precision(card)
+        if precision != "fp32":
+            print(f"note: computing in {precision} ({why}); --precision fp32 turns it off", file=sys.stderr)
     with precision_policy(precision):
-        if args.preset is not None:
-            card = preset_card(args.preset)
+        if card is not None:
             cfg = TrainConfig(model=card["model"], qp=card["qp"], codec=card.get("codec", "x265"))
             return from_preset(args.preset), cfg, spec(card["model"]).radius
         if args.model_dir is not None:

@@ -1,6 +1,8 @@
 """Inference precision of a Keras model: "fp32", or "bf16" (Keras's mixed_bfloat16 policy: bfloat16
 compute, float32 variables; the fused deformable conv computes in float32 inside it). Native
 bfloat16 arithmetic needs AVX512-BF16 or AMX on the CPU; elsewhere TF emulates it, slower than fp32.
+"auto" is bf16 where the CPU has it natively and a preset's card records a bf16 cost on the val
+split within BF16_BUDGET_DB (scripts/preset_bf16.py measures it), fp32 otherwise.
 """
 
 import contextlib
@@ -10,7 +12,8 @@ import keras
 
 from vcar_tf.errors import VcarError
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")
+BF16_BUDGET_DB = 0.05  # the largest val ΔPSNR that bf16 may cost and still be the default (issue 21)
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
@@ -22,6 +25,20 @@ def native_bf16_flags(cpuinfo="/proc/cpuinfo"):
     except OSError:
         return ()
     return tuple(f for f in NATIVE_BF16_FLAGS if f in flags)
+
+
+def auto_precision(card=None, cpuinfo="/proc/cpuinfo"):
+    """("bf16" or "fp32", why): bf16 where this CPU computes bfloat16 natively and `card` (a preset's)
+    records a val cost of bf16 within BF16_BUDGET_DB."""
+    cost = (card or {}).get("bf16", {}).get("val_cost_db")
+    if cost is None:
+        return "fp32", "no bf16 cost measured for this model"
+    if cost > BF16_BUDGET_DB:
+        return "fp32", f"bf16 costs {cost:.3f} dB on val, above {BF16_BUDGET_DB} dB"
+    flags = native_bf16_flags(cpuinfo)
+    if not flags:
+        return "fp32", "this CPU has no AVX512-BF16 or AMX"
+    return "bf16", f"this CPU has {' and '.join(flags)}; bf16 costs {cost:.3f} dB on val"
 
 
 @contextlib.contextmanager

@@ -1,0 +1,82 @@
+"""What bf16 inference costs a shipped preset (issue 21), written into its card for --precision auto.
+
+    python scripts/preset_bf16.py NAME [NAME ...] [--val-data data/presets] [--test-data data/presets-test]
+
+Each preset is evaluated on the val split in fp32 and in bf16, and on the test split in bf16 (its
+fp32 test evaluation is preset_results.sh's runs/preset-eval/NAME), every evaluation through
+evaluate_recorded.py (recorded in docs/evaluations/, reused while weights and sequences are the same).
+The card's "bf16" entry gets the val cost (fp32 ΔPSNR minus bf16 ΔPSNR), which alone decides
+whether `--precision auto` computes in bf16 (at most BF16_BUDGET_DB), and the test cost, reported.
+Run from the repository root with both datasets prepared (scripts/train_preset.sh prepares them).
+"""
+
+import argparse
+import json
+import os
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [REPO, os.path.dirname(os.path.abspath(__file__))]  # this checkout's code
+import evaluate_recorded  # noqa: E402
+from make_preset import report_average  # noqa: E402
+from vcar_tf.errors import VcarError, cli_main  # noqa: E402
+from vcar_tf.fileutil import write_text_atomic  # noqa: E402
+from vcar_tf.models.presets import CARD, presets_dir, preset_card  # noqa: E402
+from vcar_tf.reporting import read_report  # noqa: E402
+
+# (split, precision) -> the folder under runs/ of that evaluation of preset NAME
+OUTS = {("val", "fp32"): "runs/preset-eval-val/{}", ("val", "bf16"): "runs/preset-eval-val-bf16/{}",
+        ("test", "fp32"): "runs/preset-eval/{}", ("test", "bf16"): "runs/preset-eval-bf16/{}"}
+
+
+def sequence_costs(fp32, bf16):
+    """{sequence: fp32 ΔPSNR - bf16 ΔPSNR} of two reports of the same sequences."""
+    rows = [{r["sequence"]: float(r["delta_psnr"]) for r in read_report(path)[1] if r["sequence"] != "average"}
+            for path in (fp32, bf16)]
+    if rows[0].keys() != rows[1].keys():
+        raise VcarError(f"{fp32} and {bf16} hold different sequences")
+    return {name: rows[0][name] - rows[1][name] for name in rows[0]}
+
+
+def bf16_entry(outs):
+    """The card's "bf16" entry from the four evaluations {(split, precision): folder}."""
+    entry = {}
+    for split in ("val", "test"):
+        fp32, bf16 = (report_average(outs[split, p])["delta_psnr"] for p in ("fp32", "bf16"))
+        costs = sequence_costs(outs[split, "fp32"], outs[split, "bf16"])
+        entry[split] = {"delta_psnr_fp32": fp32, "delta_psnr_bf16": bf16,
+                        "max_sequence_cost_db": round(max(costs.values()), 4)}
+        entry[f"{split}_cost_db"] = round(fp32 - bf16, 4)
+    return entry
+
+
+@cli_main
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("names", nargs="+")
+    p.add_argument("--val-data", default="data/presets")
+    p.add_argument("--test-data", default="data/presets-test")
+    p.add_argument("--records", default=evaluate_recorded.RECORDS, help="evaluate_recorded.py's --records")
+    args = p.parse_args(argv)
+    for name in args.names:
+        preset_card(name)  # an unknown name fails before any evaluation
+    for name in args.names:
+        outs = {key: out.format(name) for key, out in OUTS.items()}
+        for (split, precision), out in outs.items():
+            data = args.val_data if split == "val" else args.test_data
+            code = evaluate_recorded.main(["--preset", name, "--data", data, "--precision", precision, "--out", out,
+                                           "--records", args.records])
+            if code:
+                return code
+        path = os.path.join(presets_dir(), name, CARD)
+        with open(path) as f:
+            card = json.load(f)
+        card["bf16"] = bf16_entry(outs)
+        write_text_atomic(path, json.dumps(card, indent=2) + "\n")
+        print(f"{name}: bf16 costs {card['bf16']['val_cost_db']:+.4f} dB on val, "
+              f"{card['bf16']['test_cost_db']:+.4f} dB on test")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
