@@ -56,6 +56,7 @@ def test_unknown_and_corrupt_presets_are_one_line_errors(presets):
 def test_presets_in_the_commands_and_as_init_from(presets, tmp_path):
     r = run_cli("-m", "vcar_tf.models", "--presets", env={"VCAR_TF_PRESETS": str(presets)})
     assert r.returncode == 0 and "arcnn_toy" in r.stdout and "test ΔPSNR +0.125 dB" in r.stdout
+    assert "bf16 not measured" in r.stdout
     r = run_cli("-m", "vcar_tf.cli.export", "--preset", "arcnn_toy", "--out", str(tmp_path / "serving"),
                 env={"VCAR_TF_PRESETS": str(presets)})
     assert r.returncode == 0 and os.path.exists(tmp_path / "serving" / "arcnn" / "1" / "saved_model.pb"), r.stderr[-2000:]
