@@ -166,12 +166,12 @@ def main(argv=None):
     command += ["--codec-folder", args.codec_folder] if args.codec_folder else []
     command += ["--precision", args.precision]
     command += ["--out", args.out]
-    start = datetime.datetime.now(datetime.timezone.utc)
+    start, code_revision = datetime.datetime.now(datetime.timezone.utc), revision()  # the code that runs
     code = evaluate.main(command)
     if code:
         return code
     end = datetime.datetime.now(datetime.timezone.utc)
-    record = dict(key, command="vcar-evaluate " + " ".join(command), revision=revision(),
+    record = dict(key, command="vcar-evaluate " + " ".join(command), revision=code_revision,
                   time=f"{start:%Y-%m-%d %H:%M}–{end:%H:%M} UTC", machine=describe())
     write_text_atomic(os.path.join(args.out, RECORD), json.dumps(record, indent=1, sort_keys=True) + "\n")
     copy_evaluation(args.out, record_dir, record)
