@@ -2,7 +2,7 @@
 with --preset a shipped preset's inference of one frame.
 
     python benchmarks/bench_precision.py [--size 48] [--batch 8] [--repeats 5]
-        [--preset stdf_r3_x265_qp37 [--frame 832x480]] [--out FILE]
+        [--preset stdf_r3_x265_qp37 [--frame 832x480]] [--out FILE [--append]]
 
 Decides whether train_main.py --mixed_precision pays on a machine; each policy of the conv runs in
 its own process. The preset's two builds (one per policy, the same weights) run in one process,
@@ -101,6 +101,7 @@ def main():
     p.add_argument("--preset", default=None, help="also time this preset's inference in both policies")
     p.add_argument("--frame", default="832x480", help="--preset: frame size WxH")
     p.add_argument("--out", default=None)
+    p.add_argument("--append", action="store_true", help="add this run after what --out holds")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child == "inference":
@@ -122,7 +123,8 @@ def main():
             f"| float32 | {f32['ms']:.1f} | {f32['gflops']:.0f} |\n"
             f"| mixed_bfloat16 | {bf16['ms']:.1f} | {bf16['gflops']:.0f} |\n\n"
             f"bfloat16 / float32 speed: {f32['ms'] / bf16['ms']:.2f}x\n"
-            + (_inference_section(args.preset, args.frame, args.repeats) if args.preset else ""), args.out)
+            + (_inference_section(args.preset, args.frame, args.repeats) if args.preset else ""), args.out,
+            append=args.append)
 
 if __name__ == "__main__":
     main()
