@@ -18,7 +18,6 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [REPO, os.path.dirname(os.path.abspath(__file__))]  # this checkout's code
 import evaluate_recorded  # noqa: E402
-from make_preset import report_average  # noqa: E402
 from vcar_tf.errors import VcarError, cli_main  # noqa: E402
 from vcar_tf.fileutil import write_text_atomic  # noqa: E402
 from vcar_tf.models.presets import CARD, presets_dir, preset_card  # noqa: E402
@@ -29,24 +28,22 @@ OUTS = {("val", "fp32"): "runs/preset-eval-val/{}", ("val", "bf16"): "runs/prese
         ("test", "fp32"): "runs/preset-eval/{}", ("test", "bf16"): "runs/preset-eval-bf16/{}"}
 
 
-def sequence_costs(fp32, bf16):
-    """{sequence: fp32 ΔPSNR - bf16 ΔPSNR} of two reports of the same sequences."""
-    rows = [{r["sequence"]: float(r["delta_psnr"]) for r in read_report(path)[1] if r["sequence"] != "average"}
-            for path in (fp32, bf16)]
-    if rows[0].keys() != rows[1].keys():
-        raise VcarError(f"{fp32} and {bf16} hold different sequences")
-    return {name: rows[0][name] - rows[1][name] for name in rows[0]}
+def delta_psnr_by_sequence(folder):
+    """{sequence or "average": ΔPSNR} of an evaluation's report."""
+    return {r["sequence"]: float(r["delta_psnr"]) for r in read_report(folder)[1]}
 
 
 def bf16_entry(outs):
     """The card's "bf16" entry from the four evaluations {(split, precision): folder}."""
     entry = {}
     for split in ("val", "test"):
-        fp32, bf16 = (report_average(outs[split, p])["delta_psnr"] for p in ("fp32", "bf16"))
-        costs = sequence_costs(outs[split, "fp32"], outs[split, "bf16"])
-        entry[split] = {"delta_psnr_fp32": fp32, "delta_psnr_bf16": bf16,
-                        "max_sequence_cost_db": round(max(costs.values()), 4)}
-        entry[f"{split}_cost_db"] = round(fp32 - bf16, 4)
+        fp32, bf16 = (delta_psnr_by_sequence(outs[split, p]) for p in ("fp32", "bf16"))
+        if fp32.keys() != bf16.keys():
+            raise VcarError(f"{outs[split, 'fp32']} and {outs[split, 'bf16']} hold different sequences")
+        worst = max(fp32[name] - bf16[name] for name in fp32 if name != "average")
+        entry[split] = {"delta_psnr_fp32": fp32["average"], "delta_psnr_bf16": bf16["average"],
+                        "max_sequence_cost_db": round(worst, 4)}
+        entry[f"{split}_cost_db"] = round(fp32["average"] - bf16["average"], 4)
     return entry
 
 
@@ -58,9 +55,8 @@ def main(argv=None):
     p.add_argument("--test-data", default="data/presets-test")
     p.add_argument("--records", default=evaluate_recorded.RECORDS, help="evaluate_recorded.py's --records")
     args = p.parse_args(argv)
-    for name in args.names:
-        preset_card(name)  # an unknown name fails before any evaluation
-    for name in args.names:
+    cards = {name: preset_card(name) for name in args.names}  # an unknown name fails before any evaluation
+    for name, card in cards.items():
         outs = {key: out.format(name) for key, out in OUTS.items()}
         for (split, precision), out in outs.items():
             data = args.val_data if split == "val" else args.test_data
@@ -68,11 +64,8 @@ def main(argv=None):
                                            "--records", args.records])
             if code:
                 return code
-        path = os.path.join(presets_dir(), name, CARD)
-        with open(path) as f:
-            card = json.load(f)
         card["bf16"] = bf16_entry(outs)
-        write_text_atomic(path, json.dumps(card, indent=2) + "\n")
+        write_text_atomic(os.path.join(presets_dir(), name, CARD), json.dumps(card, indent=2) + "\n")
         print(f"{name}: bf16 costs {card['bf16']['val_cost_db']:+.4f} dB on val, "
               f"{card['bf16']['test_cost_db']:+.4f} dB on test")
     return 0

@@ -4,12 +4,11 @@ import sys
 
 from vcar_tf.errors import ArgumentParser, cli_main
 from vcar_tf.models import summary
+from vcar_tf.models.precision import bf16_val_cost
 from vcar_tf.models.presets import preset_card, preset_names
 
 
-def bf16_cost(card):
-    """What bf16 costs the preset on val (scripts/preset_bf16.py), as --precision auto reads it."""
-    cost = card.get("bf16", {}).get("val_cost_db")
+def bf16_text(cost):
     return "bf16 not measured" if cost is None else f"bf16 costs {cost:+.3f} dB on val"
 
 
@@ -24,7 +23,7 @@ def main(argv=None):
             card = preset_card(name)
             test = card.get("test", {})
             print(f"{name:28s} {card['model']:12s} QP{card['qp']}  test ΔPSNR {test.get('delta_psnr', float('nan')):+.3f} dB"
-                  f"  ΔSSIM {test.get('delta_ssim_x100', float('nan')):+.3f}x1e-2  {bf16_cost(card)}")
+                  f"  ΔSSIM {test.get('delta_ssim_x100', float('nan')):+.3f}x1e-2  {bf16_text(bf16_val_cost(card))}")
         if not names:
             print("no preset ships with this version")
         return 0

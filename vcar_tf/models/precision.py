@@ -27,17 +27,18 @@ def native_bf16_flags(cpuinfo="/proc/cpuinfo"):
     return tuple(f for f in NATIVE_BF16_FLAGS if f in flags)
 
 
+def bf16_val_cost(card):
+    """The val ΔPSNR that bf16 costs a preset (its card's, from scripts/preset_bf16.py), or None."""
+    return (card or {}).get("bf16", {}).get("val_cost_db")
+
+
 def auto_precision(card=None, cpuinfo="/proc/cpuinfo"):
-    """("bf16" or "fp32", why): bf16 where this CPU computes bfloat16 natively and `card` (a preset's)
-    records a val cost of bf16 within BF16_BUDGET_DB."""
-    cost = (card or {}).get("bf16", {}).get("val_cost_db")
-    if cost is None:
-        return "fp32", "no bf16 cost measured for this model"
-    if cost > BF16_BUDGET_DB:
-        return "fp32", f"bf16 costs {cost:.3f} dB on val, above {BF16_BUDGET_DB} dB"
-    flags = native_bf16_flags(cpuinfo)
+    """("bf16", why) where this CPU computes bfloat16 natively and `card` (a preset's) records a val
+    cost of bf16 within BF16_BUDGET_DB; ("fp32", None) otherwise."""
+    cost = bf16_val_cost(card)
+    flags = native_bf16_flags(cpuinfo) if cost is not None and cost <= BF16_BUDGET_DB else ()
     if not flags:
-        return "fp32", "this CPU has no AVX512-BF16 or AMX"
+        return "fp32", None
     return "bf16", f"this CPU has {' and '.join(flags)}; bf16 costs {cost:.3f} dB on val"
 
 
