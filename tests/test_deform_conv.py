@@ -126,6 +126,7 @@ FUSED_CASES = [
     (3, dict(b=1, h=23, w=19, c_in=7, c_out=64, k=3, dg=7, groups=1, spread=6.0)),  # many samples leave
     (4, dict(b=1, h=40, w=33, c_in=14, c_out=8, k=5, dg=7, groups=2)),  # several tiles
     (5, dict(b=1, h=7, w=9, c_in=4, c_out=6, k=3, dg=4, groups=2)),  # one channel per deformable group, 2 groups
+    (6, dict(b=1, h=200, w=400, c_in=7, c_out=8, k=3, dg=7, groups=1)),  # scratch over 2 MiB: huge-page mappings
 ]
 
 

@@ -65,30 +65,44 @@ struct Planar {
 // The AVX-512 path's condition (its gather indices are int32).
 inline bool use_planar(const Geometry& g, const Planar& pl) {
 #if VCAR_AVX512
-  return g.cd == 1 && pl.image < (int64_t{1} << 31);
+  return g.cd == 1 && g.dg * g.taps <= 112 && pl.image < (int64_t{1} << 31);
 #else
   return false;
 #endif
 }
 
 // Zero-filled scratch memory mapped for the op and unmapped after it: glibc would keep a freed
-// block of this size in the thread's arena, adding to the process's peak memory.
+// block of this size in the thread's arena, adding to the process's peak memory. From 2 MiB up it
+// is aligned to 2 MiB and asks for transparent huge pages (a first touch per 4 KiB page took
+// about 30% of the forward op's time at 832x480).
 class MappedFloats {
  public:
-  explicit MappedFloats(int64_t n) : bytes_(std::max<int64_t>(n, 1) * sizeof(float)) {
-    void* p = mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    data_ = p == MAP_FAILED ? nullptr : static_cast<float*>(p);
+  explicit MappedFloats(int64_t n) {
+    const size_t bytes = std::max<int64_t>(n, 1) * sizeof(float);
+    const bool huge = bytes >= kHuge;
+    mapped_ = bytes + (huge ? kHuge : 0);
+    void* p = mmap(nullptr, mapped_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return;
+    base_ = p;
+    uintptr_t start = reinterpret_cast<uintptr_t>(p);
+    if (huge) {
+      start = (start + kHuge - 1) / kHuge * kHuge;
+      madvise(reinterpret_cast<void*>(start), bytes, MADV_HUGEPAGE);  // advice: failure is harmless
+    }
+    data_ = reinterpret_cast<float*>(start);
   }
   ~MappedFloats() {
-    if (data_) munmap(data_, bytes_);
+    if (base_) munmap(base_, mapped_);
   }
   MappedFloats(const MappedFloats&) = delete;
   MappedFloats& operator=(const MappedFloats&) = delete;
   float* data() const { return data_; }
 
  private:
-  size_t bytes_;
-  float* data_;
+  static constexpr size_t kHuge = size_t{2} << 20;
+  size_t mapped_ = 0;
+  void* base_ = nullptr;
+  float* data_ = nullptr;
 };
 
 // The planar copy of x, or nothing (null data) where the AVX-512 path is not taken.
@@ -236,23 +250,39 @@ inline void forward_pixel_avx512(const Geometry& g, const Planar& pl, const TapT
   }
 }
 
+// One pixel's input-gradient adds, applied after the next pixel's are computed (measured faster
+// than reading them back right after their vector stores).
+struct PendingAdds {
+  alignas(64) int32_t index[112];  // per (group, tap) lane: planar index of its top-left corner
+  alignas(64) float pairs[2][224];  // per lane l: (left, right) corner gradients of row r at 2l
+  float* dimage = nullptr;
+  int64_t n = 0;
+
+  void apply(int64_t row_stride) {
+    for (int64_t l = 0; l < n; ++l)
+      for (int r = 0; r < 2; ++r) {
+        double* at = reinterpret_cast<double*>(dimage + index[l] + r * row_stride);
+        const __m128 sum = _mm_add_ps(_mm_castpd_ps(_mm_load_sd(at)),
+                                      _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(pairs[r] + 2 * l))));
+        _mm_store_sd(at, _mm_castps_pd(sum));
+      }
+    n = 0;
+  }
+};
+
 // Backward of one pixel: its im2col row, mask and offset gradients, and the input gradient into
-// the NHWC dimage, at corners clamped into the image with the weights of those outside set to 0
-// (scalar adds: a conflict-checked gather/scatter per corner measured slower; a planar padded
-// gradient per thread measured no faster and took more memory).
+// dimage, a zero-padded planar gradient like Planar: a corner outside the image lands in the
+// padding, dropped at the end, so no corner is masked or clamped, and each row's two corners are
+// one 64-bit add (a conflict-checked gather/scatter per corner measured slower).
 inline void backward_pixel_avx512(const Geometry& g, const Planar& pl, const TapTable& tt, const float* image,
                                   const float* off, const float* m, int64_t y, int64_t x, const float* drow, float* row,
-                                  float* dimage, float* dm, float* dof) {
+                                  float* dimage, float* dm, float* dof, PendingAdds* adds) {
   const int64_t J = g.dg * g.taps;
-  int32_t index_scratch[4][16];
-  float grad_scratch[4][16];
+  adds->dimage = dimage;
+  adds->n = J;
   const __m512i lo_idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
   const __m512i hi_idx = _mm512_add_epi32(lo_idx, _mm512_set1_epi32(8));
   const __m512 one_f = _mm512_set1_ps(1.f);
-  const __m512i zero = _mm512_setzero_si512(), minus1 = _mm512_set1_epi32(-1), one = _mm512_set1_epi32(1);
-  const __m512i h = _mm512_set1_epi32(static_cast<int32_t>(g.h)), w = _mm512_set1_epi32(static_cast<int32_t>(g.w));
-  const __m512i hm1 = _mm512_sub_epi32(h, one), wm1 = _mm512_sub_epi32(w, one);
-  const __m512i channels = _mm512_set1_epi32(static_cast<int32_t>(g.c));
   for (int64_t j = 0; j < J; j += 16) {
     const int64_t n = std::min<int64_t>(16, J - j);
     const Block blk = sample_block(g, pl, tt, off, y, x, j, n);
@@ -272,26 +302,12 @@ inline void backward_pixel_avx512(const Geometry& g, const Planar& pl, const Tap
     _mm512_mask_storeu_ps(dof + 2 * j, first_lanes(2 * n), _mm512_permutex2var_ps(gy, lo_idx, gx));
     _mm512_mask_storeu_ps(dof + 2 * j + 16, first_lanes(2 * n - 16), _mm512_permutex2var_ps(gy, hi_idx, gx));
     const __m512 gm = _mm512_mul_ps(gcol, mj);
-    const __m512i y0 = blk.y0, x0 = blk.x0;
-    const __mmask16 vy0 = _mm512_cmpge_epi32_mask(y0, zero) & _mm512_cmplt_epi32_mask(y0, h);
-    const __mmask16 vy1 = _mm512_cmpge_epi32_mask(y0, minus1) & _mm512_cmplt_epi32_mask(y0, hm1);
-    const __mmask16 vx0 = _mm512_cmpge_epi32_mask(x0, zero) & _mm512_cmplt_epi32_mask(x0, w);
-    const __mmask16 vx1 = _mm512_cmpge_epi32_mask(x0, minus1) & _mm512_cmplt_epi32_mask(x0, wm1);
-    const __m512i r0 = _mm512_mullo_epi32(_mm512_min_epi32(_mm512_max_epi32(y0, zero), hm1), w);
-    const __m512i r1 = _mm512_mullo_epi32(_mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(y0, one), zero), hm1), w);
-    const __m512i c0 = _mm512_min_epi32(_mm512_max_epi32(x0, zero), wm1);
-    const __m512i c1 = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(x0, one), zero), wm1);
-    const __m512i channel = _mm512_maskz_loadu_epi32(blk.k, tt.channel.data() + j);
-    const __m512i rows[4] = {r0, r0, r1, r1}, cols[4] = {c0, c1, c0, c1};
-    const __mmask16 inside[4] = {static_cast<__mmask16>(vy0 & vx0), static_cast<__mmask16>(vy0 & vx1),
-                                 static_cast<__mmask16>(vy1 & vx0), static_cast<__mmask16>(vy1 & vx1)};
-    for (int corner = 0; corner < 4; ++corner) {
-      _mm512_storeu_si512(index_scratch[corner],
-                          _mm512_add_epi32(_mm512_mullo_epi32(_mm512_add_epi32(rows[corner], cols[corner]), channels), channel));
-      _mm512_storeu_ps(grad_scratch[corner], _mm512_maskz_mul_ps(inside[corner], gm, blk.w[corner]));
+    for (int r = 0; r < 2; ++r) {
+      const __m512 left = _mm512_mul_ps(gm, blk.w[2 * r]), right = _mm512_mul_ps(gm, blk.w[2 * r + 1]);
+      _mm512_store_ps(adds->pairs[r] + 2 * j, _mm512_permutex2var_ps(left, lo_idx, right));
+      _mm512_store_ps(adds->pairs[r] + 2 * j + 16, _mm512_permutex2var_ps(left, hi_idx, right));
     }
-    for (int corner = 0; corner < 4; ++corner)
-      for (int64_t l = 0; l < n; ++l) dimage[index_scratch[corner][l]] += grad_scratch[corner][l];
+    _mm512_store_si512(adds->index + j, blk.index);
   }
 }
 #endif
@@ -402,18 +418,26 @@ class DeformConv2DGradOp : public DeformConvKernel {
     const int64_t tiles = (g.pixels + kTile - 1) / kTile;
     auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
     const Planar pl(g);
-    const std::unique_ptr<MappedFloats> planar = to_planar(g, pl, px, pool);
+    std::unique_ptr<MappedFloats> planar = to_planar(g, pl, px, pool);
     // One chunk per thread; each chunk keeps its own input/kernel/bias gradient (samples of any
-    // pixel may land anywhere in the image), summed at the end; chunk 0 accumulates the input
-    // gradient in the output itself. Offset and mask gradients belong to one pixel each, so
-    // chunks write them directly.
+    // pixel may land anywhere in the image), summed at the end. The input gradient is a planar
+    // padded one per chunk on the AVX-512 path; otherwise chunk 0 accumulates it in the output
+    // itself. Offset and mask gradients belong to one pixel each, so chunks write them directly.
     const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(pool->NumThreads(), tiles));
     const int64_t x_size = g.pixels * g.c, k_size = width * g.o;
+    std::vector<std::unique_ptr<MappedFloats>> dx_planar;
+    for (int64_t chunk = 0; planar && chunk < chunks; ++chunk) {
+      dx_planar.push_back(std::make_unique<MappedFloats>(g.b * pl.image));
+      if (dx_planar.back()->data() == nullptr) planar.reset();  // out of memory: the portable path
+    }
+    if (!planar) dx_planar.clear();
     std::vector<std::vector<float>> dx_part(chunks), dk_part(chunks), db_part(chunks);
     pool->ParallelFor(chunks, 1LL << 40, [&](int64_t first, int64_t last) {
       for (int64_t chunk = first; chunk < last; ++chunk) {
         float* dxc = pdx;
-        if (chunk > 0) {
+        if (planar) {
+          dxc = dx_planar[chunk]->data();
+        } else if (chunk > 0) {
           dx_part[chunk].assign(x_size, 0.f);
           dxc = dx_part[chunk].data();
         } else {
@@ -447,11 +471,25 @@ class DeformConv2DGradOp : public DeformConvKernel {
         }
       }
     });
+    if (planar) {
+      pool->ParallelFor(g.b * g.h, g.w * g.c * chunks, [&](int64_t first, int64_t last) {
+        for (int64_t r = first; r < last; ++r) {
+          const int64_t offset = r / g.h * pl.image + pl.at(r % g.h, 0);
+          float* dst = pdx + r * g.w * g.c;
+          for (int64_t i = 0; i < g.w; ++i)
+            for (int64_t c = 0; c < g.c; ++c) {
+              float sum = 0.f;
+              for (int64_t chunk = 0; chunk < chunks; ++chunk) sum += dx_planar[chunk]->data()[offset + c * pl.plane + i];
+              dst[i * g.c + c] = sum;
+            }
+        }
+      });
+    }
     std::fill(pdk, pdk + g.taps * g.cg * g.o, 0.f);
     std::fill(pdb, pdb + g.o, 0.f);
     const std::vector<int64_t> kernel_row = kernel_row_of_column(g);
     for (int64_t chunk = 0; chunk < chunks; ++chunk) {
-      if (chunk > 0)
+      if (chunk > 0 && !planar)
         for (int64_t i = 0; i < x_size; ++i) pdx[i] += dx_part[chunk][i];
       for (size_t r = 0; r < kernel_row.size(); ++r)
         for (int64_t o = 0; o < g.o; ++o) pdk[kernel_row[r] * g.o + o] += dk_part[chunk][r * g.o + o];
@@ -471,10 +509,12 @@ class DeformConv2DGradOp : public DeformConvKernel {
     const float *v0 = s->inside.data(), *v1 = v0 + J, *v2 = v1 + J, *v3 = v2 + J;
     const float *ly = s->ly.data(), *lx = s->lx.data();
     const int32_t* channel = tt.channel.data();
+#if VCAR_AVX512
+    PendingAdds adds[2];
+#endif
     for (int64_t i = 0; i < n; ++i) {
       const int64_t p = p0 + i, hw = p % (g.h * g.w), y = hw / g.w, xx = hw % g.w;
       const float* image = x + (p - hw) * C;
-      float* dimage = dx + (p - hw) * C;
       const float* m = mask + p * J;
       const float* drow = dcols + i * g.col_width;
       float* row = cols + i * g.col_width;
@@ -482,11 +522,14 @@ class DeformConv2DGradOp : public DeformConvKernel {
       float* dof = doff + p * 2 * J;
 #if VCAR_AVX512
       if (planar) {
-        backward_pixel_avx512(g, pl, tt, planar + (p - hw) / (g.h * g.w) * pl.image, offset + p * 2 * J, m, y, xx, drow,
-                              row, dimage, dm, dof);
+        const int64_t at = (p - hw) / (g.h * g.w) * pl.image;
+        backward_pixel_avx512(g, pl, tt, planar + at, offset + p * 2 * J, m, y, xx, drow, row, dx + at, dm, dof,
+                              &adds[i & 1]);
+        adds[(i + 1) & 1].apply(pl.wp);
         continue;
       }
 #endif
+      float* dimage = dx + (p - hw) * C;
       s->compute(g, tt, offset + p * 2 * J, y, xx);
       // d(weight)/dy of the corners is -(1-lx), -lx, (1-lx), lx (times inside); d/dx likewise.
       for (int64_t j = 0; j < J; ++j) {
@@ -518,6 +561,9 @@ class DeformConv2DGradOp : public DeformConvKernel {
         dof[2 * j + 1] = gx * m[j];
       }
     }
+#if VCAR_AVX512
+    adds[(n - 1) & 1].apply(pl.wp);
+#endif
   }
 };
 
