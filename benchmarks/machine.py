@@ -26,6 +26,28 @@ def cpu_features():
     return "features " + (" ".join(f for f in SPEED_FLAGS if f in flags) or "none of " + "/".join(SPEED_FLAGS))
 
 
+def cpu_times():
+    """The system-wide CPU time counters of /proc/stat (user, nice, system, idle, iowait, irq,
+    softirq, steal), or None where there is no such file."""
+    try:
+        with open("/proc/stat") as f:
+            return [int(v) for v in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+
+
+_TIMES_AT_START = cpu_times()
+
+
+def stolen_share(start=None, end=None):
+    """Share of the machine's CPU time that the hypervisor gave to other guests (steal) between
+    two cpu_times() readings (default: this process's start and now); None where unknown."""
+    start, end = start or _TIMES_AT_START, end or cpu_times()
+    if not start or not end or len(start) < 8 or len(end) < 8 or sum(end) <= sum(start):
+        return None
+    return (end[7] - start[7]) / (sum(end) - sum(start))
+
+
 def describe():
     cpu = platform.processor() or "unknown CPU"
     try:
@@ -59,8 +81,12 @@ def publish(title, body, out=None, append=False):
     """Print a benchmark result headed by the machine, the date and commit, and the exact command;
     also write it to `out` (after what `out` holds when `append`)."""
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    stolen = stolen_share()
+    stolen = "unknown" if stolen is None else f"{100 * stolen:.0f}%"
     text = (f"# {title}\n\nMachine: {describe()}; 1-minute load average at the end: {load:.1f} "
-            f"(above the core count means other jobs shared the CPU)\n\nRun: {revision()}\n\n"
+            f"(above the core count means other jobs shared the CPU); CPU time stolen by the hypervisor "
+            f"during the run: {stolen} (/proc/stat steal; above a few % the host was busy with other "
+            f"guests)\n\nRun: {revision()}\n\n"
             f"Command: `python {shlex.join(sys.argv)}`\n\n{body}")
     print(text)
     if out:
