@@ -165,7 +165,9 @@ def test_onnx_conversion_with_a_wrong_output_rank_is_converted_again_then_refuse
 
     monkeypatch.setattr(tf2onnx.convert, "from_function", flaky)
     assert onnx_export.inferred_output_ranks(onnx_export.onnx_model(model, 0)) == {"enhanced": 4}
-    assert len(calls) == 2
+    # the broken first one is converted again; a real conversion can itself come out wrong (why
+    # the retry exists: CI at 08b16a3 needed a third), so at least two and at most ATTEMPTS
+    assert 2 <= len(calls) <= onnx_export.ATTEMPTS
 
     monkeypatch.setattr(tf2onnx.convert, "from_function",
                         lambda *a, **k: (lambda p, s: (_with_rank5_output(p), s))(*real(*a, **k)))
