@@ -13,7 +13,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from machine import arg_parser, peak_rss_mb, publish, run_as_child, run_child, timed  # noqa: E402
+from machine import arg_parser, float_ops_by_type, peak_rss_mb, publish, run_as_child, run_child, timed  # noqa: E402
 
 SIZES = ((416, 240), (832, 480), (1920, 1080))
 
@@ -24,7 +24,6 @@ def child_macs(name, width, height):
     and the deformable conv's composite (the op the count is taken on) included."""
     os.environ["VCAR_DEFORM_IMPL"] = "composite"
     import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     from vcar_tf import models
 
@@ -36,11 +35,7 @@ def child_macs(name, width, height):
             return model.step(x, model.initial_state(x))[0]
         return model(x, training=False)
 
-    graph = convert_variables_to_constants_v2(
-        tf.function(infer).get_concrete_function(tf.TensorSpec([1, frames, height, width, 1]))).graph
-    builder = tf.compat.v1.profiler.ProfileOptionBuilder
-    options = builder(builder.float_operation()).with_empty_output().build()
-    flops = tf.compat.v1.profiler.profile(graph=graph, options=options).total_float_ops
+    flops = sum(float_ops_by_type(infer, tf.TensorSpec([1, frames, height, width, 1])).values())
     print(json.dumps({"macs": flops / 2}))
 
 

@@ -31,7 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(1, os.path.dirname(HERE))  # this tree's vcar_tf, not another checkout's
 
-from machine import arg_parser, publish, run_as_child, run_child  # noqa: E402
+from machine import arg_parser, publish, run_as_child, run_child, traced_op_seconds  # noqa: E402
 
 DEFAULT_MODELS = ("stdf_r3", "stdf_dsta", "rfda", "stifn_r3", "dncnn", "arcnn", "nl_convlstm")
 RECIPE = {"qp": 37, "batch": 16, "patch": 64, "steps": 5600, "lr": 5e-4, "warmup_steps": 200, "loss": "l2",
@@ -102,41 +102,25 @@ def op_kind(name):
 
 def child_profile(name, data, variant, steps):
     """Seconds per kind of op per step, over `steps` profiled steps after one warm-up step."""
-    import glob
     import time
-
-    import tensorflow as tf
-    try:
-        from tsl.profiler.protobuf import xplane_pb2
-    except ImportError:
-        from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
     with tempfile.TemporaryDirectory(prefix="bench-train-") as run_dir:
         trainer = make_trainer(name, data, "" if variant == "-" else variant, os.path.join(run_dir, "run"))
         it, step = trainer.batches(0), trainer.train_step_fn()
         float(step(*next(it)))
-        tf.profiler.experimental.start(os.path.join(run_dir, "trace"))
         waits = []
-        for _ in range(steps):
+
+        def timed_step():
             start = time.perf_counter()
             batch = next(it)
             waits.append(time.perf_counter() - start)
             float(step(*batch))
-        tf.profiler.experimental.stop()
-        space = xplane_pb2.XSpace()
-        with open(glob.glob(os.path.join(run_dir, "trace", "**", "*.xplane.pb"), recursive=True)[0], "rb") as f:
-            space.ParseFromString(f.read())
+
+        ops, wall = traced_op_seconds(timed_step, steps, os.path.join(run_dir, "trace"))
         del it
-    plane = next(p for p in space.planes if p.name == "/host:CPU")
-    names = {k: v.name for k, v in plane.event_metadata.items()}
-    kinds, wall = {}, 0.0
-    for line in plane.lines:
-        for event in line.events:
-            n = names.get(event.metadata_id, "")
-            if line.name == "python" and n == "TFE_Py_ExecuteCancelable":
-                wall += event.duration_ps * 1e-12 / steps
-            if line.name.startswith("tf_Compute") and ":" in n and "::" not in n:
-                kinds[op_kind(n)] = kinds.get(op_kind(n), 0.0) + event.duration_ps * 1e-12 / steps
+    kinds = {}
+    for op, seconds in ops.items():
+        kinds[op_kind(op)] = kinds.get(op_kind(op), 0.0) + seconds
     print(json.dumps({"kinds": kinds, "wall": wall, "input_wait": float(np.mean(waits))}))
 
 

@@ -31,9 +31,10 @@ def cpu_times():
     softirq, steal), or None where there is no such file."""
     try:
         with open("/proc/stat") as f:
-            return [int(v) for v in f.readline().split()[1:9]]
+            values = [int(v) for v in f.readline().split()[1:9]]
     except (OSError, ValueError):
         return None
+    return values if len(values) == 8 else None
 
 
 _TIMES_AT_START = cpu_times()
@@ -43,7 +44,7 @@ def stolen_share(start=None, end=None):
     """Share of the machine's CPU time that the hypervisor gave to other guests (steal) between
     two cpu_times() readings (default: this process's start and now); None where unknown."""
     start, end = start or _TIMES_AT_START, end or cpu_times()
-    if not start or not end or len(start) < 8 or len(end) < 8 or sum(end) <= sum(start):
+    if not start or not end or sum(end) <= sum(start):
         return None
     return (end[7] - start[7]) / (sum(end) - sum(start))
 
@@ -166,3 +167,53 @@ def run_as_child(args, children):
     kind, *rest = args.child
     children[kind](*(int(a) if a.lstrip("-").isdigit() else a for a in rest))
     return True
+
+
+def traced_op_seconds(run, calls, trace_dir):
+    """Call run() `calls` times under TF's profiler, tracing into trace_dir. Returns the seconds per
+    call of each kernel on TF's compute threads ({'scope/op:Type': s}) and of the Python-side
+    executes (the calls' wall time as the trace saw it)."""
+    import glob
+
+    import tensorflow as tf
+    try:
+        from tsl.profiler.protobuf import xplane_pb2
+    except ImportError:
+        from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    tf.profiler.experimental.start(trace_dir)
+    for _ in range(calls):
+        run()
+    tf.profiler.experimental.stop()
+    space = xplane_pb2.XSpace()
+    with open(glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)[0], "rb") as f:
+        space.ParseFromString(f.read())
+    plane = next(p for p in space.planes if p.name == "/host:CPU")
+    names = {k: v.name for k, v in plane.event_metadata.items()}
+    ops, wall = {}, 0.0
+    for line in plane.lines:
+        for event in line.events:
+            name, seconds = names.get(event.metadata_id, ""), event.duration_ps * 1e-12 / calls
+            if line.name == "python" and name == "TFE_Py_ExecuteCancelable":
+                wall += seconds
+            if line.name.startswith("tf_Compute") and ":" in name and "::" not in name:
+                ops[name] = ops.get(name, 0.0) + seconds
+    return ops, wall
+
+
+def float_ops_by_type(fn, *specs):
+    """TF's profiler float-op count of fn traced at `specs` with its variables frozen: {op type: FLOPs}
+    (the fused deformable conv has no count: trace under VCAR_DEFORM_IMPL=composite to include it)."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    graph = convert_variables_to_constants_v2(tf.function(fn).get_concrete_function(*specs)).graph
+    builder = tf.compat.v1.profiler.ProfileOptionBuilder
+    options = builder(builder.float_operation()).with_empty_output().build()
+    counts, nodes = {}, [tf.compat.v1.profiler.profile(graph=graph, cmd="op", options=options)]
+    while nodes:  # the op view nests each type under the previous one
+        node = nodes.pop()
+        if node.float_ops:
+            counts[node.name] = counts.get(node.name, 0) + node.float_ops
+        nodes.extend(node.children)
+    return counts
