@@ -2,13 +2,16 @@
 with --preset a shipped preset's inference of one frame.
 
     python benchmarks/bench_precision.py [--size 48] [--batch 8] [--repeats 5]
-        [--preset stdf_r3_x265_qp37 [--frame 832x480]] [--out FILE [--append]]
+        [--preset stdf_r3_x265_qp37 [--frame 832x480] [--profile N]] [--out FILE [--append]]
 
 Decides whether train_main.py --mixed_precision pays on a machine; each policy of the conv runs in
 its own process. The preset's two builds (one per policy, the same weights) run in one process,
 calls alternating, so that other load on the machine falls on both alike: seconds per frame (min,
 median, max of --repeats after a warm-up) and the largest and mean |difference| of the outputs in
-[0, 1] units (random frames: a speed check, not a quality figure).
+[0, 1] units (random frames: a speed check, not a quality figure). --profile N then traces N
+more calls of each build with TF's profiler: milliseconds per frame by kind of op, and the
+convolutions' GFLOP/s from the graph's float-op count, to tell how far a policy is from its
+convolutions' bound.
 """
 
 import argparse
@@ -20,7 +23,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from machine import publish  # noqa: E402
+from machine import float_ops_by_type, publish, traced_op_seconds  # noqa: E402
 
 
 def child(policy, size, batch, repeats):
@@ -48,9 +51,17 @@ def child(policy, size, batch, repeats):
     print(json.dumps({"ms": 1000 * seconds, "gflops": gflop / seconds}))
 
 
-def child_inference(preset, width, height, repeats):
+def is_conv(op_type):
+    """A convolution kind of TF op (oneDNN's fused ones included), not the deformable conv."""
+    return "Conv" in op_type and "Deform" not in op_type
+
+
+def child_inference(preset, width, height, repeats, profile=0):
+    import tempfile
+
     import keras
     import numpy as np
+    import tensorflow as tf
 
     from vcar_tf import models
     from vcar_tf.inference.streaming import inference_fn
@@ -71,13 +82,45 @@ def child_inference(preset, width, height, repeats):
             start = time.perf_counter()
             np.asarray(run(x))
             seconds[p].append(time.perf_counter() - start)
-    print(json.dumps({"seconds": seconds, "max_diff": float(diff.max()), "mean_diff": float(diff.mean())}))
+    result = {"seconds": seconds, "max_diff": float(diff.max()), "mean_diff": float(diff.mean())}
+    if profile:
+        flops = float_ops_by_type(runs["float32"], tf.TensorSpec(x.shape, tf.float32))
+        result["gflop"] = sum(flops.values()) / 1e9
+        result["conv_gflop"] = sum(v for k, v in flops.items() if is_conv(k)) / 1e9
+        result["kinds"] = {}
+        for p, run in runs.items():
+            with tempfile.TemporaryDirectory(prefix="bench-precision-") as trace_dir:
+                ops, _ = traced_op_seconds(lambda: np.asarray(run(x)), profile, trace_dir)
+            kinds = result["kinds"][p] = {}
+            for op, t in ops.items():
+                kind = op.rsplit(":", 1)[1]
+                kinds[kind] = kinds.get(kind, 0.0) + t
+    print(json.dumps(result))
 
 
-def _inference_section(preset, frame, repeats):
+def _profile_section(r, profile):
+    policies = ("float32", "mixed_bfloat16")
+    totals = {p: sum(r["kinds"][p].values()) for p in policies}
+    kinds = sorted(set(r["kinds"]["float32"]) | set(r["kinds"]["mixed_bfloat16"]),
+                   key=lambda k: -max(r["kinds"][p].get(k, 0.0) for p in policies))
+    rows = [f"| {k} | " + " | ".join(f"{1000 * r['kinds'][p].get(k, 0.0):.1f}" for p in policies) + " |"
+            for k in kinds if max(r["kinds"][p].get(k, 0.0) / totals[p] for p in policies) >= 0.005]
+    conv = {p: sum(t for k, t in r["kinds"][p].items() if is_conv(k)) for p in policies}
+    rows.append("| all convolutions | " + " | ".join(f"{1000 * conv[p]:.1f}" for p in policies) + " |")
+    rows.append("| all ops | " + " | ".join(f"{1000 * totals[p]:.1f}" for p in policies) + " |")
+    return (f"\n### Where the frame's time goes\n\nTF profiler trace of {profile} more calls per build: kernel "
+            "milliseconds per frame summed over TF's threads, by kind of op (kinds under 0.5% left out). The graph "
+            f"counts {r['gflop']:.1f} GFLOP per frame, {r['conv_gflop']:.1f} of them in convolutions (TF's "
+            "profiler float-op count of the frozen graph; the fused deformable conv has no count): the "
+            f"convolutions ran at {r['conv_gflop'] / conv['float32']:.0f} GFLOP/s in float32 and "
+            f"{r['conv_gflop'] / conv['mixed_bfloat16']:.0f} in mixed_bfloat16.\n\n"
+            "| kind of op | float32 ms | mixed_bfloat16 ms |\n|---|---|---|\n" + "\n".join(rows) + "\n")
+
+
+def _inference_section(preset, frame, repeats, profile=0):
     width, height = (int(v) for v in frame.split("x"))
     out = subprocess.run([sys.executable, __file__, "--child", "inference", "--preset", preset, "--frame", frame,
-                          "--repeats", str(repeats)], capture_output=True, text=True)
+                          "--repeats", str(repeats), "--profile", str(profile)], capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(out.stderr[-2000:])
     r = json.loads(out.stdout.strip().splitlines()[-1])
@@ -90,7 +133,8 @@ def _inference_section(preset, frame, repeats):
             f"Calls alternating between the two builds, {repeats} each after a warm-up.\n\n"
             "| policy | s min | s median | s max | FPS (median) |\n|---|---|---|---|---|\n" + "\n".join(rows)
             + f"\n\nbfloat16 / float32 speed (medians): {f32 / bf16:.2f}x; outputs apart by at most "
-            f"{r['max_diff']:.2e}, {r['mean_diff']:.2e} on average ([0, 1] units, random frames)\n")
+            f"{r['max_diff']:.2e}, {r['mean_diff']:.2e} on average ([0, 1] units, random frames)\n"
+            + (_profile_section(r, profile) if profile else ""))
 
 
 def main():
@@ -100,13 +144,15 @@ def main():
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--preset", default=None, help="also time this preset's inference in both policies")
     p.add_argument("--frame", default="832x480", help="--preset: frame size WxH")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="--preset: trace N more calls per build and list where the time goes")
     p.add_argument("--out", default=None)
     p.add_argument("--append", action="store_true", help="add this run after what --out holds")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child == "inference":
         width, height = (int(v) for v in args.frame.split("x"))
-        return child_inference(args.preset, width, height, args.repeats)
+        return child_inference(args.preset, width, height, args.repeats, args.profile)
     if args.child:
         return child(args.child, args.size, args.batch, args.repeats)
     results = {}
@@ -123,7 +169,7 @@ def main():
             f"| float32 | {f32['ms']:.1f} | {f32['gflops']:.0f} |\n"
             f"| mixed_bfloat16 | {bf16['ms']:.1f} | {bf16['gflops']:.0f} |\n\n"
             f"bfloat16 / float32 speed: {f32['ms'] / bf16['ms']:.2f}x\n"
-            + (_inference_section(args.preset, args.frame, args.repeats) if args.preset else ""), args.out,
+            + (_inference_section(args.preset, args.frame, args.repeats, args.profile) if args.preset else ""), args.out,
             append=args.append)
 
 if __name__ == "__main__":
