@@ -78,7 +78,7 @@ inline bool use_planar(const Geometry& g, const Planar& pl) {
 class MappedFloats {
  public:
   explicit MappedFloats(int64_t n) {
-    const size_t bytes = std::max<int64_t>(n, 1) * sizeof(float);
+    const size_t bytes = bytes_ = std::max<int64_t>(n, 1) * sizeof(float);
     const bool huge = bytes >= kHuge;
     mapped_ = bytes + (huge ? kHuge : 0);
     void* p = mmap(nullptr, mapped_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -94,13 +94,21 @@ class MappedFloats {
   ~MappedFloats() {
     if (base_) munmap(base_, mapped_);
   }
+  // Maps every page writable now, by the calling thread. A buffer read before it is written (the
+  // input gradient's adds) otherwise maps the shared zero page first and copies it on the first
+  // write, flushing the other cores' TLBs each time.
+  void populate() const {
+#ifdef MADV_POPULATE_WRITE
+    if (data_) madvise(data_, bytes_, MADV_POPULATE_WRITE);  // advice: failure leaves the lazy faults
+#endif
+  }
   MappedFloats(const MappedFloats&) = delete;
   MappedFloats& operator=(const MappedFloats&) = delete;
   float* data() const { return data_; }
 
  private:
   static constexpr size_t kHuge = size_t{2} << 20;
-  size_t mapped_ = 0;
+  size_t mapped_ = 0, bytes_ = 0;
   void* base_ = nullptr;
   float* data_ = nullptr;
 };
@@ -436,6 +444,7 @@ class DeformConv2DGradOp : public DeformConvKernel {
       for (int64_t chunk = first; chunk < last; ++chunk) {
         float* dxc = pdx;
         if (planar) {
+          dx_planar[chunk]->populate();
           dxc = dx_planar[chunk]->data();
         } else if (chunk > 0) {
           dx_part[chunk].assign(x_size, 0.f);
