@@ -99,6 +99,28 @@ def test_cell_warp_choice_and_bad_warp():
         NonLocalConvLSTM(warp="flow")
 
 
+@pytest.mark.parametrize("reverse", [False, True])
+def test_cell_gradient_copies_no_zero_padded_sequence_or_state(reverse):
+    """The cell unstacks its frames and splits its warped state: a slice's gradient would be a
+    zero-padded copy of the whole sequence or state per step (NL-ConvLSTM's training step spent
+    12% of its op time in them, benchmarks/bench_train.py --profile)."""
+    seq = tf.constant(np.random.default_rng(5).normal(size=(1, 3, 10, 10, 4)).astype(np.float32))
+    cell = NonLocalConvLSTM(filters=6, block=4, top_k=2, reverse=reverse)
+    cell.build(seq.shape)
+
+    @tf.function
+    def gradients(s):
+        with tf.GradientTape() as tape:
+            tape.watch(s)
+            loss = tf.reduce_sum(cell(s))
+        return tape.gradient(loss, [s, *cell.trainable_variables])
+
+    graph = gradients.get_concrete_function(tf.TensorSpec(seq.shape)).graph
+    padded = [op.outputs[0].shape.as_list() for op in graph.get_operations() if op.type == "StridedSliceGrad"]
+    assert [1, 3, 10, 10, 4] not in padded and [1, 10, 10, 12] not in padded, padded
+    assert all(np.isfinite(g.numpy()).all() for g in gradients(seq))
+
+
 @pytest.mark.parametrize("frames", [9, 2])  # longer than a window (terms dropped as it slides); shorter than R
 def test_streaming_with_the_feature_cache_equals_the_model_on_each_clipped_window(frames):
     radius = 3

@@ -67,14 +67,14 @@ class NonLocalConvLSTM(keras.layers.Layer):
             state = exact_warp(prev_features, features, state)
         else:
             state = approx_warp(prev_features, features, state, self.block, self.top_k)
-        return state[..., :self.filters], state[..., self.filters:]
+        return tf.split(state, 2, axis=-1)
 
     def call(self, sequence):
-        steps = sequence.shape[1]
-        order = range(steps - 1, -1, -1) if self.reverse else range(steps)
+        # unstack and split, not slices: a slice's gradient is a zero-padded copy of its whole input
+        frames = tf.unstack(sequence, axis=1)
+        order = reversed(frames) if self.reverse else frames
         h = c = prev = None
-        for t in order:
-            x = sequence[:, t]
+        for x in order:
             if h is None:
                 h = c = tf.zeros_like(x[..., :1]) * tf.zeros([self.filters], x.dtype)
             else:
