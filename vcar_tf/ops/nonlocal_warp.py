@@ -27,7 +27,7 @@ _EXCLUDED = -1e30  # logit of a padded candidate: its softmax weight is exactly 
 
 def _squared_distances(a, b):
     """a (..., N, C), b (..., M, C) -> (..., N, M): ‖a‖² + ‖b‖² − 2aᵀb."""
-    return (tf.reduce_sum(a * a, -1)[..., :, None] + tf.reduce_sum(b * b, -1)[..., None, :]
+    return (tf.expand_dims(tf.reduce_sum(a * a, -1), -1) + tf.expand_dims(tf.reduce_sum(b * b, -1), -2)
             - 2.0 * tf.matmul(a, b, transpose_b=True))
 
 
@@ -103,8 +103,8 @@ def approx_weights(prev_features, cur_features, block=10, top_k=4):
     # −d = 2aᵀb − ‖b‖² − ‖a‖²; ‖a‖² (the pixel of frame t) is the same for all its candidates, so
     # the softmax drops it. A padded candidate gets ‖b‖² = 1e30: weight exactly 0, no extra pass.
     prev_norm = tf.where(valid > 0, tf.reduce_sum(prev_b * prev_b, -1, keepdims=True), -_EXCLUDED)
-    cand_norm = candidates(prev_norm)[..., 0]  # (B, nb, k·p²)
-    logits = 2.0 * tf.matmul(cur_b, candidates(prev_b), transpose_b=True) - cand_norm[:, :, None, :]
+    cand_norm = tf.squeeze(candidates(prev_norm), -1)  # (B, nb, k·p²)
+    logits = 2.0 * tf.matmul(cur_b, candidates(prev_b), transpose_b=True) - tf.expand_dims(cand_norm, 2)
     return tf.nn.softmax(logits, axis=-1), nearest, cand_norm < -_EXCLUDED, blocks
 
 
