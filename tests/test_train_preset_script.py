@@ -1,5 +1,5 @@
-"""scripts/train_preset.sh: the QP37 recipe, the QP 22-42 fine-tunes of a QP37 preset, and a bad QP
-refused before anything runs. vcar-prepare and python are stubs on PATH that record their
+"""scripts/train_preset.sh: the QP37 recipe, the QP 22-42 fine-tunes of a QP37 preset, RFDA's stage 2
+from a finished stage 1, and a bad QP or an unfinished stage 1 refused before anything runs. vcar-prepare and python are stubs on PATH that record their
 arguments, so no data is prepared and nothing trains."""
 
 import os
@@ -68,3 +68,29 @@ def test_a_bad_qp_is_one_error_line_and_nothing_runs(workdir, qp):
     assert r.returncode == 2
     assert r.stderr.startswith("error: QP must be") and len(r.stderr.strip().splitlines()) == 1
     assert calls == [] and not (workdir / "runs").exists()
+
+
+def stage1(workdir, step, where="runs"):
+    checkpoints = workdir / where / "presets" / "stdf_dsta_x265_qp37" / "checkpoints"
+    os.makedirs(checkpoints)
+    (checkpoints / "checkpoint").write_text(f'model_checkpoint_path: "ckpt-{step}"\n')
+
+
+@pytest.mark.parametrize("where", ["runs", "training"])
+def test_rfda_stage_2_starts_from_the_finished_stage_1(workdir, where):
+    stage1(workdir, 5600, where)
+    r, calls = run(workdir, "rfda")
+    assert r.returncode == 0, r.stderr
+    train, = [c.split() for c in calls if c.startswith("python")]
+    assert {"--model=rfda", "--qp=37", "--batch=2", "--clip_length=15", "--steps=1400", "--eval_every=350",
+            "--init_from=runs/presets/stdf_dsta_x265_qp37", "--init_lr=1e-5",
+            "--model_dir=runs/presets/rfda_x265_qp37"} <= set(train)
+
+
+@pytest.mark.parametrize("args", [("rfda",), ("rfda", "32")])
+def test_rfda_without_a_finished_stage_1_or_at_another_qp_runs_nothing(workdir, args):
+    stage1(workdir, 5400)
+    r, calls = run(workdir, *args)
+    assert r.returncode == 2
+    assert r.stderr.startswith("error: RFDA") and len(r.stderr.strip().splitlines()) == 1
+    assert calls == [] and not (workdir / "runs" / "presets" / "rfda_x265_qp37").exists()
