@@ -10,17 +10,19 @@ and int8_full TFLite files) and ONNX Runtime, and, with --checkpoint (the STDF-P
 --models all (the default) runs every registered model; --append adds this run, with its own
 machine line, date, commit and command, after what --out holds (runs of a few models at a time).
 
-Each (model, size) is exported once (vcar_tf.export: SavedModel, TFLite fp32/fp16/int8/int8_full at
-that size, int8 (deformable sampling positions kept float) and int8_full calibrated on --calibration_frames
-windows of the embedded sample's training frames (8; fewer for NL-ConvLSTM, whose calibration in
-the TFLite interpreter takes minutes per window), ONNX with the composite and ONNX with native DeformConv nodes,
-the same graph for models without one), the SavedModel and ONNX files in one process and each TFLite file in
-its own (a converter that crashes loses only its file, named in its cells); then every runtime runs in its own process, so its peak
-RSS is its own: one frame (batch 1) through vcar_tf.inference.streaming.frame_step, as
-vcar-evaluate runs it (a recurrent model: one step of the stream), mean of --repeats after a
-warm-up. Keras runs the fused deformable conv where it builds; every export runs the stock-op
-composite but onnx_deformconv (onnxruntime's DeformConv kernel). LiteRT and ONNX Runtime get
---threads threads.
+Each (model, size) is exported once (vcar_tf.export): the SavedModel; TFLite fp32/fp16/int8/int8_full
+at that size, int8 (deformable sampling positions kept float) and int8_full calibrated on
+--calibration_frames windows of the embedded sample's training frames (8; fewer for NL-ConvLSTM,
+whose calibration in the TFLite interpreter takes minutes per window); ONNX with the composite and
+with native DeformConv nodes (the same graph for models without one), and both again with int8
+convolutions (onnx_int8, onnx_deformconv_int8; calibrated on as many windows at 240x416, as
+vcar-export does). The SavedModel and fp32 ONNX files come from one process, the int8 ONNX files
+from another and each TFLite file from its own (a converter that crashes loses only its files,
+named in their cells); then every runtime runs in its own process, so its peak RSS is its own: one
+frame (batch 1) through vcar_tf.inference.streaming.frame_step, as vcar-evaluate runs it (a
+recurrent model: one step of the stream), mean of --repeats after a warm-up. Keras runs the fused
+deformable conv where it builds; every export runs the stock-op composite but the deformconv files
+(onnxruntime's DeformConv kernel). LiteRT and ONNX Runtime get --threads threads.
 
 Quality (--checkpoint): STDF-R3 with the release weights exported at 416x240, every runtime over
 the embedded sample's held-out sequence (motorcycle-pan, 416x240, 32 frames, x265 QP37): ΔPSNR
@@ -37,7 +39,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from machine import arg_parser, peak_rss_mb, publish, run_as_child, run_child, timed  # noqa: E402
 
 QUANTIZATIONS = ("fp32", "fp16", "int8", "int8_full")
-RUNTIMES = ("keras", "saved_model", *(f"tflite_{q}" for q in QUANTIZATIONS), "onnx", "onnx_deformconv")
+ONNX_INT8 = ("onnx_int8", "onnx_deformconv_int8")
+RUNTIMES = ("keras", "saved_model", *(f"tflite_{q}" for q in QUANTIZATIONS), "onnx", "onnx_deformconv", *ONNX_INT8)
 
 
 def _build(name, checkpoint):
@@ -52,14 +55,18 @@ def _build(name, checkpoint):
 
 def _paths(folder, name):
     paths = {"saved_model": os.path.join(folder, name, "1"), "onnx": os.path.join(folder, f"{name}.onnx"),
-             "onnx_deformconv": os.path.join(folder, f"{name}_deformconv.onnx")}
+             "onnx_deformconv": os.path.join(folder, f"{name}_deformconv.onnx"),
+             "onnx_int8": os.path.join(folder, f"{name}_int8.onnx"),
+             "onnx_deformconv_int8": os.path.join(folder, f"{name}_deformconv_int8.onnx")}
     paths.update({f"tflite_{q}": os.path.join(folder, f"{name}_{q}.tflite") for q in QUANTIZATIONS})
     return paths
 
 
 def child_export(name, width, height, folder, checkpoint, calibration_frames, part):
-    """Export one part of (name, size): "base" (the SavedModel and both ONNX files) or one TFLite
-    quantization, each in its own process, so that a converter that crashes loses only its file."""
+    """Export one part of (name, size): "base" (the SavedModel and both ONNX files), "onnx_int8"
+    (both ONNX files with int8 convolutions, calibrated at the sample's 240x416 as vcar-export does)
+    or one TFLite quantization, each in its own process, so that a converter that crashes loses only
+    its files."""
     from vcar_tf import models
 
     model, radius, paths = _build(name, checkpoint), models.spec(name).radius, _paths(folder, name)
@@ -71,6 +78,14 @@ def child_export(name, width, height, folder, checkpoint, calibration_frames, pa
         export_onnx(model, radius, paths["onnx"])
         export_onnx(model, radius, paths["onnx_deformconv"], deform="native")
         made = BASE
+    elif part == "onnx_int8":
+        from vcar_tf.cli.export import ONNX_CALIBRATION_SIZE, calibration_windows
+        from vcar_tf.export.onnx import export_onnx
+
+        windows = calibration_windows(model, radius, *ONNX_CALIBRATION_SIZE, int(calibration_frames))
+        for runtime, deform in zip(ONNX_INT8, ("composite", "native")):
+            export_onnx(model, radius, paths[runtime], deform=deform, quantization="int8", representative=windows)
+        made = ONNX_INT8
     else:
         from vcar_tf.cli.export import calibration_windows
         from vcar_tf.export.tflite import export_tflite
@@ -87,11 +102,13 @@ BASE = ("saved_model", "onnx", "onnx_deformconv")  # the runtimes whose files th
 def export_all(name, width, height, folder, checkpoint, calibration_frames, runtimes=RUNTIMES):
     """{runtime_mb: size} of every file `runtimes` need, and {runtime: reason} of every part that failed."""
     sizes, failed = {}, {}
-    parts = (["base"] if set(BASE) & set(runtimes) else []) + [q for q in QUANTIZATIONS if f"tflite_{q}" in runtimes]
+    parts = ((["base"] if set(BASE) & set(runtimes) else []) + [q for q in QUANTIZATIONS if f"tflite_{q}" in runtimes]
+             + (["onnx_int8"] if set(ONNX_INT8) & set(runtimes) else []))
     for part in parts:
         made = run_child(__file__, "export", name, width, height, folder, checkpoint, calibration_frames, part)
         if "failed" in made:
-            failed.update({k: made["failed"] for k in (BASE if part == "base" else (f"tflite_{part}",))})
+            files = {"base": BASE, "onnx_int8": ONNX_INT8}.get(part, (f"tflite_{part}",))
+            failed.update({k: made["failed"] for k in files})
         else:
             sizes.update(made)
     return sizes, failed
@@ -201,7 +218,7 @@ def main():
                             f"{v['delta_psnr'] - base:+.4f} |")
             quality = (f"\n## Quality: STDF-R3 with `{os.path.basename(args.checkpoint)}` (STDF-PyTorch release)\n\n"
                        "The embedded sample's held-out sequence (416x240, 32 frames, x265 QP37), every file exported at "
-                       "416x240; int8 (deformable sampling positions kept float) and int8_full calibrated on "
+                       "416x240; int8 (deformable sampling positions kept float), int8_full and the ONNX int8 files calibrated on "
                        f"{args.calibration_frames} windows of the sample's training frames.\n\n" + "\n".join(rows) + "\n")
     load_at_end = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     publish(f"Runtimes: Keras/TF, SavedModel, LiteRT and ONNX Runtime ({', '.join(args.models)})",

@@ -45,7 +45,10 @@ def test_export_and_evaluate_commands_with_tflite_and_onnx(sample_cache, tmp_pat
     assert np.abs(outs["--model_dir"] - outs["--exported"]).max() <= 1
     capsys.readouterr()
     for flags, message in ((["--format", "tflite", "--height", "0", "--width", "64"], "both be positive, or both 0"),
-                           (["--format", "onnx", "--quantization", "int8"], "--quantization is for --format tflite"),
+                           (["--format", "onnx", "--quantization", "fp16"], "--format onnx takes --quantization fp32 or int8"),
+                           (["--quantization", "int8"], "--quantization is for --format tflite or onnx"),
+                           (["--format", "onnx", "--quantization", "int8", "--calibration_frames", "0"],
+                            "--calibration_frames must be at least 1"),
                            (["--format", "tflite", "--onnx_deform", "native"], "--onnx_deform is for --format onnx")):
         with pytest.raises(SystemExit) as e:
             export.main(["--model_dir", run, "--out", str(tmp_path / "bad"), *flags])
@@ -65,3 +68,34 @@ def export_small(export, run, tmp_path, capsys):
     assert export.main(["--model_dir", run, "--format", "tflite", "--height", "64", "--width", "64",
                         "--out", str(tmp_path)]) == 0
     return capsys.readouterr().out.split("exported ")[-1].strip()
+
+
+def test_onnx_int8_export_of_a_preset_costs_at_most_0_05_db(sample_cache, tmp_path, monkeypatch, capsys):
+    """vcar-export --preset stdf_r3_x265_qp37 --format onnx --onnx_deform native --quantization int8:
+    Conv nodes in int8 (QDQ), DeformConv float, and on the sample's held-out sequence a ΔPSNR
+    within 0.05 dB of the preset's own (vcar-evaluate --exported against --preset)."""
+    import onnx
+
+    from vcar_tf.cli import evaluate, export
+    from vcar_tf.ops.deform_conv_op import load_deform_conv
+
+    if load_deform_conv(required=False) is None:
+        pytest.skip("the fused deformable conv op does not build here")
+    monkeypatch.setenv("VCAR_TF_CACHE", sample_cache[0])
+    assert export.main(["--preset", "stdf_r3_x265_qp37", "--format", "onnx", "--onnx_deform", "native",
+                        "--quantization", "int8", "--calibration_frames", "4", "--out", str(tmp_path)]) == 0
+    path = capsys.readouterr().out.split("exported ")[-1].strip()
+    assert path.endswith("stdf_r3_deformconv_int8.onnx")
+    graph = onnx.load(path).graph
+    ops = [n.op_type for n in graph.node]
+    assert ops.count("QuantizeLinear") >= ops.count("Conv") > 0 and "DeformConv" in ops
+    floats = {t.name for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
+    assert all(n.input[1] in floats for n in graph.node if n.op_type == "DeformConv")  # float weights
+    delta = {}
+    for flag, value in (("--preset", "stdf_r3_x265_qp37"), ("--exported", path)):
+        out = tmp_path / flag.strip("-")
+        assert evaluate.main([flag, value, "--out", str(out)]) == 0
+        with open(out / "report.csv") as f:
+            delta[flag] = float(next(csv.DictReader(f))["delta_psnr"])
+    assert delta["--preset"] > 0.1
+    assert abs(delta["--exported"] - delta["--preset"]) <= 0.05, delta

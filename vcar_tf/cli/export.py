@@ -4,15 +4,18 @@
     vcar-export --model_dir RUN|--preset NAME --out DIR --format tflite [--height 480 --width 832]
                 [--quantization fp32|fp16|int8|int8_full] [--calibration_frames 8]
     vcar-export --model_dir RUN|--preset NAME --out DIR --format onnx [--onnx_deform composite|native]
+                [--quantization fp32|int8] [--calibration_frames 8]
 
 saved_model writes DIR/NAME/VERSION/ (TF Serving's layout; VERSION defaults to one more than the
 largest there); tflite writes DIR/NAME_HxW_QUANT.tflite (builtin ops only; `--height 0 --width 0`
 leaves H and W free for window models but NL-ConvLSTM); onnx writes DIR/NAME.onnx (free batch, H
 and W; `--onnx_deform native` maps deformable convolutions onto ONNX's DeformConv, opset 19, instead
-of the stock-op composite). Every other export uses stock ops only (the deformable convolution's composite); the signatures
+of the stock-op composite; `--quantization int8` writes DIR/NAME[_deformconv]_int8.onnx with int8
+convolutions). Every other export uses stock ops only (the deformable convolution's composite); the signatures
 are those of vcar_tf/export/signatures.py. int8 and int8_full are calibrated on windows of the
-embedded sample dataset's real frames; int8 keeps the deformable sampling positions float
-(vcar_tf/export/tflite.py).
+embedded sample dataset's real frames (TFLite at the export size, ONNX at the sample's 240x416);
+TFLite's int8 keeps the deformable sampling positions float (vcar_tf/export/tflite.py), ONNX's
+quantizes the convolutions only (vcar_tf/export/onnx.py).
 """
 
 import os
@@ -24,11 +27,13 @@ from vcar_tf import models
 from vcar_tf.cli.common import add_model_flags, load_model
 from vcar_tf.errors import ArgumentParser, VcarError, cli_main
 from vcar_tf.export.onnx import DEFORMS, export_onnx
+from vcar_tf.export.onnx import QUANTIZATIONS as ONNX_QUANTIZATIONS
 from vcar_tf.export.saved_model import export_saved_model
 from vcar_tf.export.tflite import QUANTIZATIONS, export_tflite
 from vcar_tf.models.recurrent import is_recurrent
 
 FORMATS = ("saved_model", "tflite", "onnx")
+ONNX_CALIBRATION_SIZE = (240, 416)  # the embedded sample's frames: an ONNX file has no fixed size
 
 
 def calibration_windows(model, radius, height, width, count):
@@ -64,10 +69,11 @@ def main(argv=None):
     p.add_argument("--version", type=int, default=None, help="saved_model only")
     p.add_argument("--height", type=int, default=480, help="tflite: input height (0 with --width 0: free)")
     p.add_argument("--width", type=int, default=832, help="tflite: input width (0 with --height 0: free)")
-    p.add_argument("--quantization", default="fp32", choices=QUANTIZATIONS, help="tflite only")
+    p.add_argument("--quantization", default="fp32", choices=QUANTIZATIONS,
+                   help="tflite: fp32|fp16|int8|int8_full; onnx: fp32|int8")
     p.add_argument("--onnx_deform", default="composite", choices=DEFORMS,
                    help="onnx: deformable convs as the stock-op composite (opset 18) or ONNX DeformConv (opset 19)")
-    p.add_argument("--calibration_frames", type=int, default=8, help="tflite int8: sample windows to calibrate on")
+    p.add_argument("--calibration_frames", type=int, default=8, help="int8: sample windows to calibrate on")
     args = p.parse_args(argv)
     if args.version is not None and args.version < 1:
         raise VcarError(f"--version must be 1 or more (TF Serving's version folders), not {args.version}")
@@ -78,10 +84,13 @@ def main(argv=None):
         if args.height < 0 or args.width < 0 or (args.height == 0) != (args.width == 0):
             raise VcarError(f"--height and --width must both be positive, or both 0 (free); got "
                             f"{args.height}x{args.width}")
-        if args.calibration_frames < 1:
-            raise VcarError(f"--calibration_frames must be at least 1; got {args.calibration_frames}")
-    elif args.quantization != "fp32":
-        raise VcarError(f"--quantization is for --format tflite (got --format {args.format})")
+    elif args.format == "onnx" and args.quantization not in ONNX_QUANTIZATIONS:
+        raise VcarError(f"--format onnx takes --quantization {' or '.join(ONNX_QUANTIZATIONS)}, "
+                        f"not {args.quantization}")
+    elif args.format == "saved_model" and args.quantization != "fp32":
+        raise VcarError(f"--quantization is for --format tflite or onnx (got --format {args.format})")
+    if args.quantization.startswith("int8") and args.calibration_frames < 1:
+        raise VcarError(f"--calibration_frames must be at least 1; got {args.calibration_frames}")
     if args.onnx_deform != "composite" and args.format != "onnx":
         raise VcarError(f"--onnx_deform is for --format onnx (got --format {args.format})")
     model, cfg, radius = load_model(args)
@@ -89,8 +98,12 @@ def main(argv=None):
     if args.format == "saved_model":
         path = export_saved_model(model, radius, os.path.join(args.out, name), args.version)
     elif args.format == "onnx":
-        suffix = "_deformconv" if args.onnx_deform == "native" else ""
-        path = export_onnx(model, radius, os.path.join(args.out, f"{name}{suffix}.onnx"), deform=args.onnx_deform)
+        suffix = ("_deformconv" if args.onnx_deform == "native" else "") + (
+            "_int8" if args.quantization == "int8" else "")
+        representative = (calibration_windows(model, radius, *ONNX_CALIBRATION_SIZE, args.calibration_frames)
+                          if args.quantization == "int8" else None)
+        path = export_onnx(model, radius, os.path.join(args.out, f"{name}{suffix}.onnx"), deform=args.onnx_deform,
+                           quantization=args.quantization, representative=representative)
     else:
         height, width = (args.height, args.width) if args.height else (None, None)
         representative = (calibration_windows(model, radius, height or 480, width or 832, args.calibration_frames)

@@ -14,13 +14,26 @@ Deformable convolutions: `deform="composite"` (the default) traces the stock-op 
 18. `deform="native"` traces the fused op and maps each onto ONNX's DeformConv (opset 19, which
 tf2onnx does not write itself: the model is converted at 18 and declared 19, whose changes to the
 other ops used here only add types); onnxruntime has a CPU kernel for it. It needs the fused op to
-build here (vcar_tf.ops.build). The command is vcar-export --format onnx [--onnx_deform native].
+build here (vcar_tf.ops.build).
+
+Quantization: "fp32" (none) or "int8": every Conv node in int8 as QuantizeLinear/DequantizeLinear
+pairs (onnxruntime.quantization.quantize_static, QDQ; weights int8 per output channel, activations
+uint8 over the 99.999th percentile of their values on `representative`, real frames as for TFLite:
+min/max ranges cost STDF-R3 twice as much, benchmarks/results/runtimes.md), which
+onnxruntime runs as integer convolutions; every other op (DeformConv, the composite's sampling,
+NL-ConvLSTM's warp) stays float32, as do the inputs and outputs. uint8 x int8 products are the
+layout of CPUs with VNNI (AVX512-VNNI, AVX-VNNI) and ARM; older x86 cores may saturate them.
+The command is vcar-export --format onnx [--onnx_deform native] [--quantization int8].
 """
+
+import logging
+import os
+import tempfile
 
 import tensorflow as tf
 
 from vcar_tf.errors import VcarError
-from vcar_tf.export.names import (ENHANCED, HIDDEN, META_RADIUS, META_RECURRENT, META_STATE_CHANNELS,
+from vcar_tf.export.names import (ENHANCED, FRAMES, HIDDEN, META_RADIUS, META_RECURRENT, META_STATE_CHANNELS,
                                   META_STATE_MULTIPLE, NEXT_HIDDEN)
 from vcar_tf.export.signatures import float_function, state_multiple
 from vcar_tf.fileutil import write_bytes_atomic
@@ -29,6 +42,7 @@ from vcar_tf.ops.deform_conv import composite_only, fused_only
 
 OPSET = 18
 DEFORMS = ("composite", "native")
+QUANTIZATIONS = ("fp32", "int8")
 FUSED_OP = "VcarDeformConv2D"
 ATTEMPTS = 5
 
@@ -64,12 +78,17 @@ def inferred_output_ranks(proto):
             for o in inferred}
 
 
-def onnx_model(model, radius, opset=OPSET, deform="composite"):
-    """The onnx.ModelProto of `model` (see the module docstring)."""
+def onnx_model(model, radius, opset=OPSET, deform="composite", quantization="fp32", representative=None):
+    """The onnx.ModelProto of `model` (see the module docstring); `representative`: int8's
+    calibration inputs, float32 windows [1, 2R+1, H, W, 1] (for a recurrent model (window, hidden))."""
     import tf2onnx
 
     if deform not in DEFORMS:
         raise VcarError(f"unknown deform {deform!r}; use one of {', '.join(DEFORMS)}")
+    if quantization not in QUANTIZATIONS:
+        raise VcarError(f"unknown ONNX quantization {quantization!r}; use one of {', '.join(QUANTIZATIONS)}")
+    if quantization == "int8" and not representative:
+        raise VcarError("int8 needs a representative dataset of real frames")
 
     fn = float_function(model, radius, checked=False)
     recurrent = is_recurrent(model)
@@ -107,10 +126,41 @@ def onnx_model(model, radius, opset=OPSET, deform="composite"):
     for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
-    return proto
+    return int8_convolutions(proto, representative, recurrent) if quantization == "int8" else proto
 
 
-def export_onnx(model, radius, path, opset=OPSET, deform="composite"):
+def int8_convolutions(proto, representative, recurrent):
+    """`proto` with its Conv nodes quantized to int8 (see the module docstring)."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    names = (FRAMES, HIDDEN) if recurrent else (FRAMES,)
+    feeds = iter([dict(zip(names, sample if recurrent else (sample,))) for sample in representative])
+
+    class Reader(CalibrationDataReader):
+        def get_next(self):
+            return next(feeds, None)
+
+    root = logging.getLogger()  # quantize_static's advice to pre-process goes to the root logger
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with tempfile.TemporaryDirectory(prefix="vcar-onnx-int8-") as tmp:
+            out = os.path.join(tmp, "int8.onnx")
+            source = onnx.ModelProto()
+            source.CopyFrom(proto)  # quantize_static moves the weights of the proto it is given to temp files
+            quantize_static(source, out, Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"],
+                            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=CalibrationMethod.Percentile)
+            return onnx.load(out)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
+        raise VcarError(f"ONNX int8 quantization failed: {first}") from e
+    finally:
+        root.setLevel(level)
+
+
+def export_onnx(model, radius, path, opset=OPSET, deform="composite", quantization="fp32", representative=None):
     """Write the .onnx file to `path` atomically (temp name in its folder, then rename); returns path."""
-    write_bytes_atomic(path, onnx_model(model, radius, opset, deform).SerializeToString())
+    write_bytes_atomic(path, onnx_model(model, radius, opset, deform, quantization, representative).SerializeToString())
     return path
