@@ -283,3 +283,17 @@ def test_cuda_tf_without_a_toolkit_of_its_cuda_version_warns_and_uses_the_cpu_ke
     with pytest.warns(RuntimeWarning, match="no CUDA 99 toolkit for this TF .*set VCAR_CUDA_HOME"):
         path = deform_conv_op._deform_conv_path()
     assert os.path.basename(path).startswith("deform_conv-"), path
+
+
+def test_a_build_error_without_a_message_still_warns_and_falls_back(monkeypatch):
+    from vcar_tf.ops import deform_conv_op
+    from vcar_tf.ops.deform_conv import selected_impl
+
+    def fail():
+        raise VcarError("")
+
+    monkeypatch.setattr(deform_conv_op, "_deform_conv_path", fail)
+    monkeypatch.setattr(deform_conv_op, "_LOADED", {})
+    monkeypatch.setenv("VCAR_DEFORM_IMPL", "auto")
+    with pytest.warns(RuntimeWarning, match=r"fused deformable conv unavailable \(VcarError\)"):
+        assert selected_impl() == "composite"

@@ -46,7 +46,7 @@ def test_export_and_evaluate_commands_with_tflite_and_onnx(sample_cache, tmp_pat
     capsys.readouterr()
     for flags, message in ((["--format", "tflite", "--height", "0", "--width", "64"], "both be positive, or both 0"),
                            (["--format", "onnx", "--quantization", "fp16"], "--format onnx takes --quantization fp32 or int8"),
-                           (["--quantization", "int8"], "--quantization is for --format tflite or onnx"),
+                           (["--quantization", "int8"], "--format saved_model takes --quantization fp32, not int8"),
                            (["--format", "onnx", "--quantization", "int8", "--calibration_frames", "0"],
                             "--calibration_frames must be at least 1"),
                            (["--format", "tflite", "--onnx_deform", "native"], "--onnx_deform is for --format onnx")):

@@ -9,6 +9,12 @@ class VcarError(Exception):
     """An error caused by the user's input; its message is shown as is."""
 
 
+def first_line(error):
+    """The first line of an exception's message (libraries raise multi-line dumps), or its type's name."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def cli_main(fn):
     """Wrap a CLI entry point so VcarError and OS errors end with one line and exit code 2."""
 

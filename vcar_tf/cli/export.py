@@ -26,13 +26,11 @@ import numpy as np
 from vcar_tf import models
 from vcar_tf.cli.common import add_model_flags, load_model
 from vcar_tf.errors import ArgumentParser, VcarError, cli_main
-from vcar_tf.export.onnx import DEFORMS, export_onnx
-from vcar_tf.export.onnx import QUANTIZATIONS as ONNX_QUANTIZATIONS
+from vcar_tf.export import onnx as onnx_export, tflite as tflite_export
 from vcar_tf.export.saved_model import export_saved_model
-from vcar_tf.export.tflite import QUANTIZATIONS, export_tflite
 from vcar_tf.models.recurrent import is_recurrent
 
-FORMATS = ("saved_model", "tflite", "onnx")
+QUANTIZATIONS = {"saved_model": ("fp32",), "tflite": tflite_export.QUANTIZATIONS, "onnx": onnx_export.QUANTIZATIONS}
 ONNX_CALIBRATION_SIZE = (240, 416)  # the embedded sample's frames: an ONNX file has no fixed size
 
 
@@ -63,15 +61,15 @@ def calibration_windows(model, radius, height, width, count):
 def main(argv=None):
     p = ArgumentParser(prog="vcar-export", description=__doc__.split("\n")[0])
     add_model_flags(p)
-    p.add_argument("--format", default="saved_model", choices=FORMATS)
+    p.add_argument("--format", default="saved_model", choices=list(QUANTIZATIONS))
     p.add_argument("--out", required=True, help="output folder (saved_model: the TF Serving model base folder)")
     p.add_argument("--name", default=None, help="default: the model's registry name")
     p.add_argument("--version", type=int, default=None, help="saved_model only")
     p.add_argument("--height", type=int, default=480, help="tflite: input height (0 with --width 0: free)")
     p.add_argument("--width", type=int, default=832, help="tflite: input width (0 with --height 0: free)")
-    p.add_argument("--quantization", default="fp32", choices=QUANTIZATIONS,
-                   help="tflite: fp32|fp16|int8|int8_full; onnx: fp32|int8")
-    p.add_argument("--onnx_deform", default="composite", choices=DEFORMS,
+    p.add_argument("--quantization", default="fp32", choices=list(dict.fromkeys(sum(QUANTIZATIONS.values(), ()))),
+                   help="; ".join(f"{f}: {'|'.join(q)}" for f, q in QUANTIZATIONS.items()))
+    p.add_argument("--onnx_deform", default="composite", choices=onnx_export.DEFORMS,
                    help="onnx: deformable convs as the stock-op composite (opset 18) or ONNX DeformConv (opset 19)")
     p.add_argument("--calibration_frames", type=int, default=8, help="int8: sample windows to calibrate on")
     args = p.parse_args(argv)
@@ -84,11 +82,9 @@ def main(argv=None):
         if args.height < 0 or args.width < 0 or (args.height == 0) != (args.width == 0):
             raise VcarError(f"--height and --width must both be positive, or both 0 (free); got "
                             f"{args.height}x{args.width}")
-    elif args.format == "onnx" and args.quantization not in ONNX_QUANTIZATIONS:
-        raise VcarError(f"--format onnx takes --quantization {' or '.join(ONNX_QUANTIZATIONS)}, "
+    if args.quantization not in QUANTIZATIONS[args.format]:
+        raise VcarError(f"--format {args.format} takes --quantization {' or '.join(QUANTIZATIONS[args.format])}, "
                         f"not {args.quantization}")
-    elif args.format == "saved_model" and args.quantization != "fp32":
-        raise VcarError(f"--quantization is for --format tflite or onnx (got --format {args.format})")
     if args.quantization.startswith("int8") and args.calibration_frames < 1:
         raise VcarError(f"--calibration_frames must be at least 1; got {args.calibration_frames}")
     if args.onnx_deform != "composite" and args.format != "onnx":
@@ -102,14 +98,14 @@ def main(argv=None):
             "_int8" if args.quantization == "int8" else "")
         representative = (calibration_windows(model, radius, *ONNX_CALIBRATION_SIZE, args.calibration_frames)
                           if args.quantization == "int8" else None)
-        path = export_onnx(model, radius, os.path.join(args.out, f"{name}{suffix}.onnx"), deform=args.onnx_deform,
+        path = onnx_export.export_onnx(model, radius, os.path.join(args.out, f"{name}{suffix}.onnx"), deform=args.onnx_deform,
                            quantization=args.quantization, representative=representative)
     else:
         height, width = (args.height, args.width) if args.height else (None, None)
         representative = (calibration_windows(model, radius, height or 480, width or 832, args.calibration_frames)
                           if args.quantization.startswith("int8") else None)
         size = f"{height}x{width}" if height else "free"
-        path = export_tflite(model, radius, os.path.join(args.out, f"{name}_{size}_{args.quantization}.tflite"),
+        path = tflite_export.export_tflite(model, radius, os.path.join(args.out, f"{name}_{size}_{args.quantization}.tflite"),
                              height, width, args.quantization, representative)
     print(f"exported {path}")
     return 0

@@ -32,7 +32,7 @@ import tempfile
 
 import tensorflow as tf
 
-from vcar_tf.errors import VcarError
+from vcar_tf.errors import VcarError, first_line
 from vcar_tf.export.names import (ENHANCED, FRAMES, HIDDEN, META_RADIUS, META_RECURRENT, META_STATE_CHANNELS,
                                   META_STATE_MULTIPLE, NEXT_HIDDEN)
 from vcar_tf.export.signatures import float_function, state_multiple
@@ -107,8 +107,7 @@ def onnx_model(model, radius, opset=OPSET, deform="composite", quantization="fp3
                 proto, _ = tf2onnx.convert.from_function(fn, input_signature=fn.input_signature, opset=opset,
                                                          custom_op_handlers={FUSED_OP: (_deform_conv_handler, [])})
             except Exception as e:
-                first = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
-                raise VcarError(f"ONNX conversion failed: {first}") from e
+                raise VcarError(f"ONNX conversion failed: {first_line(e)}") from e
             got = inferred_output_ranks(proto)
             if all(got.get(k) in (None, rank) for k, rank in ranks.items()):  # None: inference cannot tell
                 break
@@ -154,8 +153,7 @@ def int8_convolutions(proto, representative, recurrent):
                             calibrate_method=CalibrationMethod.Percentile)
             return onnx.load(out)
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
-        raise VcarError(f"ONNX int8 quantization failed: {first}") from e
+        raise VcarError(f"ONNX int8 quantization failed: {first_line(e)}") from e
     finally:
         root.setLevel(level)
 

@@ -31,7 +31,7 @@ The command is vcar-export --format tflite (vcar_tf/cli/export.py).
 
 import tensorflow as tf
 
-from vcar_tf.errors import VcarError
+from vcar_tf.errors import VcarError, first_line
 from vcar_tf.export.signatures import float_function
 from vcar_tf.fileutil import write_bytes_atomic
 from vcar_tf.models.blocks import framewise_conv3d
@@ -82,8 +82,7 @@ def tflite_bytes(model, radius, height=None, width=None, quantization="fp32", re
             return _int8_with_float_sampling(converter, dataset)
         return converter.convert()
     except Exception as e:  # the converter raises ConverterError and friends with MLIR dumps
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise VcarError(f"TFLite conversion failed (builtin ops only): {first}") from e
+        raise VcarError(f"TFLite conversion failed (builtin ops only): {first_line(e)}") from e
 
 
 def _int8_with_float_sampling(converter, dataset):

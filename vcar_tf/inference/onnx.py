@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 
-from vcar_tf.errors import VcarError
+from vcar_tf.errors import VcarError, first_line
 from vcar_tf.inference.input_checks import finite_input
 from vcar_tf.export.names import ENHANCED, FRAMES, HIDDEN, META_RADIUS, META_STATE_CHANNELS, META_STATE_MULTIPLE, NEXT_HIDDEN
 
@@ -26,7 +26,7 @@ class OnnxEnhancer:
         try:
             self._session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf types
-            raise VcarError(f"{path} is not an ONNX model onnxruntime loads ({str(e).splitlines()[0]})") from None
+            raise VcarError(f"{path} is not an ONNX model onnxruntime loads ({first_line(e)})") from None
         self.path = path
         inputs = {i.name: i for i in self._session.get_inputs()}
         meta = self._session.get_modelmeta().custom_metadata_map

@@ -7,7 +7,7 @@ The library is built by vcar_tf.ops.build on first use; a failed build is one wa
 import os
 import warnings
 
-from vcar_tf.errors import VcarError
+from vcar_tf.errors import VcarError, first_line
 from vcar_tf.ops import build
 
 _LOADED = {}
@@ -73,10 +73,10 @@ def load_deform_conv(required):
         _register_gradient(lib)
         _LOADED["deform_conv"] = (lib, None)
     except (VcarError, tf.errors.OpError) as e:
-        _LOADED["deform_conv"] = (None, str(e).splitlines()[0])
+        _LOADED["deform_conv"] = (None, first_line(e))
         if required:
             raise VcarError(f"VCAR_DEFORM_IMPL=fused but the fused op is unavailable: {e}") from None
-        warnings.warn(f"fused deformable conv unavailable ({str(e).splitlines()[0]}); using the composite",
+        warnings.warn(f"fused deformable conv unavailable ({first_line(e)}); using the composite",
                       RuntimeWarning, stacklevel=3)
         return None
     return lib

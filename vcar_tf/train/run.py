@@ -20,7 +20,7 @@ import tempfile
 import tensorflow as tf
 
 from vcar_tf import models
-from vcar_tf.errors import VcarError
+from vcar_tf.errors import VcarError, first_line
 from vcar_tf.models.presets import from_preset
 from vcar_tf.fileutil import ensure_writable_dir, hold_folder_lock, sweep_temps, write_text_atomic
 from vcar_tf.train.config import TrainConfig
@@ -154,7 +154,7 @@ def load_run(model_dir, checkpoint="latest"):
     try:
         tf.train.Checkpoint(model=model).restore(latest).expect_partial().assert_existing_objects_matched()
     except CHECKPOINT_ERRORS as e:
-        raise VcarError(f"cannot load {latest}: {str(e).splitlines()[0]}") from None
+        raise VcarError(f"cannot load {latest}: {first_line(e)}") from None
     return model, cfg, run_radius(cfg)
 
 

@@ -23,7 +23,7 @@ from vcar_tf import models
 from vcar_tf.data.codec import CodecSettings
 from vcar_tf.data.layout import find_pairs, split_datasets
 from vcar_tf.data.pipeline import PipelineConfig, make_dataset
-from vcar_tf.errors import VcarError
+from vcar_tf.errors import VcarError, first_line
 from vcar_tf.fileutil import ensure_writable_dir, write_text_atomic
 from vcar_tf.inference.sequence import enhance_sequence, evaluate_pairs
 from vcar_tf.reporting import write_report
@@ -126,7 +126,7 @@ class Trainer:
         try:
             self.checkpoint.restore(latest).assert_existing_objects_matched()
         except CHECKPOINT_ERRORS as e:
-            raise VcarError(f"cannot resume from {latest}: {str(e).splitlines()[0]}") from None
+            raise VcarError(f"cannot resume from {latest}: {first_line(e)}") from None
         return True
 
     def _check_same_run(self):

@@ -19,7 +19,7 @@ import zipfile
 
 import numpy as np
 
-from vcar_tf.errors import VcarError
+from vcar_tf.errors import VcarError, first_line
 
 _STORAGE_DTYPES = {
     "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
@@ -108,7 +108,7 @@ def _read_safetensors(path):
     try:
         return load_file(path)
     except (SafetensorError, ValueError, OSError) as e:
-        raise VcarError(f"{path}: not a readable safetensors file ({str(e).splitlines()[0]})") from None
+        raise VcarError(f"{path}: not a readable safetensors file ({first_line(e)})") from None
 
 
 def _unwrap(obj, path):
