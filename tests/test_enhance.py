@@ -373,3 +373,34 @@ def test_a_real_clip_keeps_its_frames_and_rate(tmp_path):
     assert len(frames_out) == len(frames_in) > 1
     assert [float(f[0] * facts_out["time_base"]) for f in frames_out] == \
         pytest.approx([float(f[0] * facts_in["time_base"]) for f in frames_in], abs=1e-3)
+
+
+@pytest.mark.parametrize("failure, code", [("error", 2), ("interrupt", 130)])
+def test_a_model_failure_or_ctrl_c_mid_video_ends_the_command_and_leaves_no_file(tmp_path, monkeypatch, failure, code):
+    import threading
+
+    from vcar_tf.errors import VcarError
+    from vcar_tf.inference import video
+
+    class Failing(video.StreamingEnhancer):  # as a fixed-size exported model given another size
+        def push(self, y):
+            raise VcarError("frames must be 1x1x47x65x1") if failure == "error" else KeyboardInterrupt()
+
+    monkeypatch.setattr(video, "StreamingEnhancer", Failing)
+    good = str(tmp_path / "good.mp4")
+    make_video(good, frames=20, audio=False)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    ended = []
+
+    def run():
+        try:
+            main([good, str(out_dir / "o.mp4"), "--model_dir", RUN, "--no_progress"])
+        except SystemExit as e:
+            ended.append(e.code)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout=120)
+    assert not thread.is_alive(), "vcar-enhance hung after the failure"
+    assert ended == [code] and os.listdir(out_dir) == []

@@ -43,7 +43,7 @@ class _Pipeline:
             try:
                 return q.get(timeout=0.1)
             except queue.Empty:
-                if self.errors:
+                if self.stop.is_set():  # a failure in any stage, the main thread's included
                     raise _Stopped() from None
 
     def thread(self, fn):
