@@ -105,3 +105,23 @@ def test_a_grid_merge_keeps_the_cells_it_has_and_adds_or_replaces_the_new_runs(t
     with pytest.raises(SystemExit) as e:
         main(["--out", str(out)])
     assert e.value.code == 2 and "give at least one run" in capsys.readouterr().err
+
+
+def test_an_input_is_never_the_output_and_bytes_that_are_not_text_are_one_error_line(tmp_path, capsys):
+    run = _run(tmp_path, "arcnn", 0.25)
+    report = tmp_path / "arcnn" / "eval" / "report.csv"
+    before = report.read_bytes()
+    binary = tmp_path / "clip.bin"
+    binary.write_bytes(b"\x00\x00\x00\x18ftypmp42\xdb\xff" * 20)
+    notes = tmp_path / "notes.md"
+    notes.write_text("notes\n")
+    for argv, message in (([run, "--out", str(report)], "is an input of this comparison"),
+                          ([run, "--notes", str(notes), "--out", str(notes)], "is an input of this comparison"),
+                          ([str(binary)], "clip.bin: not a UTF-8 text file (byte 12 is 0xdb)"),
+                          ([run, "--merge", str(binary)], "not a UTF-8 text file"),
+                          ([run, "--notes", str(binary)], "not a UTF-8 text file")):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert e.value.code == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0], (argv, err)
+    assert report.read_bytes() == before and notes.read_text() == "notes\n"

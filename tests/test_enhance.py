@@ -358,6 +358,8 @@ def test_max_memory_picks_a_tile_or_refuses(tmp_path, capsys, monkeypatch):
     assert "is below what the model" in _error(capsys, [src, str(tmp_path / "o.mp4"), "--model_dir", RUN,
                                                         "--max_memory", "1M"])
     assert "give a size" in _error(capsys, [src, str(tmp_path / "o.mp4"), "--model_dir", RUN, "--max_memory", "lots"])
+    assert "--tile_overlap must be 0 or more" in _error(capsys, [src, str(tmp_path / "o.mp4"), "--model_dir", RUN,
+                                                                 "--tile", "32", "--tile_overlap", "-5"])
     assert sorted(os.listdir(tmp_path)) == ["in.mp4"]
 
 

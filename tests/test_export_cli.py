@@ -45,6 +45,8 @@ def test_export_and_evaluate_commands_with_tflite_and_onnx(sample_cache, tmp_pat
     assert np.abs(outs["--model_dir"] - outs["--exported"]).max() <= 1
     capsys.readouterr()
     for flags, message in ((["--format", "tflite", "--height", "0", "--width", "64"], "both be positive, or both 0"),
+                           (["--format", "tflite", "--height", "100000", "--width", "100000"],
+                            "more than the 4096000 pixels"),
                            (["--format", "onnx", "--quantization", "fp16"], "--format onnx takes --quantization fp32 or int8"),
                            (["--quantization", "int8"], "--format saved_model takes --quantization fp32, not int8"),
                            (["--format", "onnx", "--quantization", "int8", "--calibration_frames", "0"],

@@ -84,6 +84,11 @@ def _bad_input_cases(tmp_path):
     empty.write_bytes(b"")
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
+    manifests = {}
+    for name, content in (("binary", b"file\tsplit\n\xdb\xff\n"), ("columns", b"name\tsplit\na.yuv\ttrain\n")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "MANIFEST.tsv").write_bytes(content)
+        manifests[name] = str(tmp_path / name)
     return [
         (["--raw", str(trunc)], "not a multiple"),
         (["--raw", str(odd)], "even width and height"),
@@ -94,6 +99,8 @@ def _bad_input_cases(tmp_path):
         (["--raw", ok_src, "--codec", "vp9"], "invalid choice"),
         (["--raw", str(tmp_path / "missing.yuv")], "no such file"),
         (["--raw", str(tmp_path), "--split", "train"], "needs a folder with a MANIFEST.tsv"),
+        (["--raw", manifests["binary"], "--split", "train"], "MANIFEST.tsv: not a UTF-8 text file"),
+        (["--raw", manifests["columns"], "--split", "train"], "MANIFEST.tsv: no 'file' column"),
         (["--raw", ok_src, "--gop", "ra", "--qp", "37", "--crf", "30"], "--qp and --crf exclude each other"),
         (["--raw", ok_src, "--crf", "30"], "--crf is for --gop ra"),
         (["--raw", ok_src, "--gop", "ra", "--crf", "52"], "CRF must be in 0..51"),

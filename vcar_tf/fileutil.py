@@ -1,4 +1,4 @@
-"""Atomic file writes and writable-folder checks."""
+"""Atomic file writes, text reads that fail in one line, and writable-folder checks."""
 
 import contextlib
 import fcntl
@@ -60,6 +60,15 @@ def write_bytes_atomic(path, data):
 
 def write_text_atomic(path, text):
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def read_text(path):
+    """A UTF-8 text file's contents; a file of other bytes is a one-line VcarError."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except UnicodeDecodeError as e:
+        raise VcarError(f"{path}: not a UTF-8 text file (byte {e.start} is {e.object[e.start]:#04x})") from None
 
 
 LOCK_NAME = ".lock"

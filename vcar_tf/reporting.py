@@ -12,7 +12,7 @@ from tqdm import tqdm
 from vcar_tf.data.codec import rate_folder
 from vcar_tf.data.layout import find_pairs
 from vcar_tf.errors import VcarError
-from vcar_tf.fileutil import atomic_path, ensure_writable_dir, write_text_atomic
+from vcar_tf.fileutil import atomic_path, ensure_writable_dir, read_text, write_text_atomic
 from vcar_tf.metrics.sequence import frame_metrics, sequence_row
 
 
@@ -101,14 +101,18 @@ def baseline_report(datasets, qp, out_dir, codec_folder=None, gaussian_ssim=Fals
     return write_report(out_dir, rows, curves, f"Compressed baseline, {rate_folder(qp, crf)}")
 
 
+def report_path(source):
+    """The report CSV of `source`: the CSV itself or REPORT_CSV in the folder."""
+    return source if os.path.isfile(source) else os.path.join(source, REPORT_CSV)
+
+
 def read_report(source, label=None):
     """(label, rows) of an evaluation report: `source` is the CSV or a folder holding REPORT_CSV;
     the label defaults to the folder's name."""
-    path = source if os.path.isfile(source) else os.path.join(source, REPORT_CSV)
+    path = report_path(source)
     if not os.path.isfile(path):
         raise VcarError(f"{source}: no {REPORT_CSV} (train it to the end or run vcar-evaluate)")
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = list(csv.DictReader(io.StringIO(read_text(path))))
     if not rows or "delta_psnr" not in rows[0]:
         raise VcarError(f"{path}: not an evaluation report (no delta_psnr column)")
     return label or os.path.basename(os.path.normpath(source)), rows
@@ -116,8 +120,7 @@ def read_report(source, label=None):
 
 def read_table(path):
     """[(label, rows)] from a Markdown table written by comparison_table (its printed precision)."""
-    with open(path) as f:  # the first table only (a --append section may follow it)
-        text = [l.strip() for l in f]
+    text = [l.strip() for l in read_text(path).splitlines()]  # the first table only (a --append section may follow)
     start = next((i for i, l in enumerate(text) if l.startswith("|")), len(text))
     end = next((i for i in range(start, len(text)) if not text[i].startswith("|")), len(text))
     lines = text[start:end]
@@ -153,9 +156,7 @@ def section_span(lines, title):
 def read_grid(path, title):
     """([(label, rows)], [group]) from the averages grid of the `## title` section of a file written
     by vcar-compare --group --append (its printed precision): one average row per filled cell."""
-    with open(path) as f:
-        text = f.read()
-    lines = text.splitlines()
+    lines = read_text(path).splitlines()
     span = section_span(lines, title)
     if span is None:
         raise VcarError(f"{path}: no section '## {title}' to merge")

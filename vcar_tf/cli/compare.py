@@ -18,17 +18,21 @@ import os
 import sys
 
 from vcar_tf.errors import ArgumentParser, VcarError, cli_main
-from vcar_tf.fileutil import write_text_atomic
+from vcar_tf.fileutil import read_text, write_text_atomic
 from vcar_tf.reporting import (REPORT_CSV, average_grid, comparison_table, merge_reports, read_grid,
-                               read_report, read_table, replace_section)
+                               read_report, read_table, replace_section, report_path)
 from vcar_tf.train.run import RunFolder, run_label
 
 
-def run_report(run):
-    """(label, rows) of a run folder's evaluation (its eval/), or of any folder or CSV holding a report."""
+def report_source(run):
+    """A run folder's evaluation (its eval/), or the folder or CSV itself."""
     evaluated = RunFolder(run).eval
-    source = evaluated if os.path.isfile(os.path.join(evaluated, REPORT_CSV)) else run
-    return read_report(source, run_label(run) or os.path.basename(os.path.normpath(run)))
+    return evaluated if os.path.isfile(os.path.join(evaluated, REPORT_CSV)) else run
+
+
+def run_report(run):
+    """(label, rows) of a run's report."""
+    return read_report(report_source(run), run_label(run) or os.path.basename(os.path.normpath(run)))
 
 
 @cli_main
@@ -55,6 +59,11 @@ def main(argv=None):
         raise VcarError(f"{len(args.label)} --label for {len(args.runs)} runs: give one per run")
     if args.group is not None and len(args.group) != len(args.runs):
         raise VcarError(f"{len(args.group)} groups for {len(args.runs)} runs: give one per run")
+    inputs = [report_path(report_source(run)) for run in args.runs] + ([args.notes] if args.notes else [])
+    if args.out and os.path.exists(args.out):
+        for path in inputs:
+            if os.path.exists(path) and os.path.samefile(path, args.out):
+                raise VcarError(f"--out {args.out} is an input of this comparison ({path}): write it elsewhere")
     reports = [run_report(run) for run in args.runs]
     if args.label:
         reports = [(label, rows) for label, (_, rows) in zip(args.label, reports)]
@@ -69,14 +78,12 @@ def main(argv=None):
         reports = merge_reports(read_table(args.merge), reports)
     notes = ""
     if args.notes:
-        with open(args.notes) as f:
-            notes = f.read().strip() + "\n\n"
+        notes = read_text(args.notes).strip() + "\n\n"
     table = average_grid(reports, groups) if groups is not None else comparison_table(reports)
     text = f"{'##' if args.append else '#'} {args.title}\n\n{notes}{table}"
     print(text)
     if args.append:
-        with open(args.out) as f:
-            text = replace_section(f.read(), args.title, text)
+        text = replace_section(read_text(args.out), args.title, text)
     if args.out:
         write_text_atomic(args.out, text)
     return 0

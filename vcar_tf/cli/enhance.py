@@ -124,6 +124,8 @@ def choose_preset(args, src):
 def plan_tiles(args, src, name, radius, channels=0):
     """(tile or None, overlap) from --tile / --tile_overlap / --max_memory; `channels` is a recurrent
     model's state channels (0 for a window model)."""
+    if args.tile_overlap is not None and args.tile_overlap < 0:
+        raise VcarError(f"--tile_overlap must be 0 or more pixels, got {args.tile_overlap}")
     overlap = args.tile_overlap if args.tile_overlap is not None else default_overlap(name or "")
     if args.tile is not None and args.max_memory is not None:
         raise VcarError("pass --tile or --max_memory, not both")

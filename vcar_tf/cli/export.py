@@ -27,6 +27,7 @@ from vcar_tf import models
 from vcar_tf.cli.common import add_model_flags, load_model
 from vcar_tf.errors import ArgumentParser, VcarError, cli_main
 from vcar_tf.export import onnx as onnx_export, tflite as tflite_export
+from vcar_tf.export.names import MAX_FRAME_PIXELS
 from vcar_tf.export.saved_model import export_saved_model
 from vcar_tf.models.recurrent import is_recurrent
 
@@ -82,6 +83,9 @@ def main(argv=None):
         if args.height < 0 or args.width < 0 or (args.height == 0) != (args.width == 0):
             raise VcarError(f"--height and --width must both be positive, or both 0 (free); got "
                             f"{args.height}x{args.width}")
+        if args.height * args.width > MAX_FRAME_PIXELS:
+            raise VcarError(f"--height {args.height} --width {args.width} is more than the {MAX_FRAME_PIXELS} pixels "
+                            f"of the largest frame vcar_tf serves (2560x1600)")
     if args.quantization not in QUANTIZATIONS[args.format]:
         raise VcarError(f"--format {args.format} takes --quantization {' or '.join(QUANTIZATIONS[args.format])}, "
                         f"not {args.quantization}")

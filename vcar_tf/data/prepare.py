@@ -10,6 +10,7 @@ import contextlib
 import csv
 import ctypes
 import ctypes.util
+import io
 import json
 import os
 import shutil
@@ -21,7 +22,8 @@ from tqdm import tqdm
 
 from vcar_tf.data.codec import CODECS, check_codec_available, dumps, encode, sidecar
 from vcar_tf.errors import VcarError
-from vcar_tf.fileutil import atomic_path, ensure_writable_dir, hold_folder_lock, sweep_temps, write_text_atomic
+from vcar_tf.fileutil import (atomic_path, ensure_writable_dir, hold_folder_lock, read_text, sweep_temps,
+                              write_text_atomic)
 from vcar_tf.metrics import psnr_y
 from vcar_tf.video import VIDEO_EXTENSIONS, decode_frames, write_yuv, yuv_name
 from vcar_tf.video.yuv import YuvSequence, parse_yuv_name
@@ -29,8 +31,10 @@ from vcar_tf.video.yuv import YuvSequence, parse_yuv_name
 
 def _manifest_files(folder, split):
     """Files listed in a MANIFEST.tsv (the shared-data layout), optionally of one split."""
-    with open(os.path.join(folder, "MANIFEST.tsv"), newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
+    path = os.path.join(folder, "MANIFEST.tsv")
+    rows = list(csv.DictReader(io.StringIO(read_text(path)), delimiter="\t"))
+    if rows and "file" not in rows[0]:
+        raise VcarError(f"{path}: no 'file' column (a tab-separated table with a header row)")
     return [os.path.join(folder, r["file"]) for r in rows if split in (None, r.get("split"))]
 
 
