@@ -36,7 +36,8 @@ def run_cli(*args, env=None):
 
 # TensorFlow's start-up log lines, printed on some CPUs whatever TF_CPP_MIN_LOG_LEVEL says (oneDNN's
 # note on Intel CPUs, where its optimisations are on by default, comes before absl's logging is set up)
-TF_STARTUP_LOG = re.compile(r"^(WARNING: All log messages before absl::InitializeLog|[IWEF]\d{4} \d\d:\d\d:\d\d)")
+TF_STARTUP_LOG = re.compile(r"^(WARNING: All log messages before absl::InitializeLog|[IWEF]\d{4} \d\d:\d\d:\d\d"
+                            r"|To enable the following instructions: )")  # the CPU-feature line continues
 
 
 def own_stderr(stderr):

@@ -53,3 +53,10 @@ def test_report_cli_main_job_on_sample(sample_cache, tmp_path):
 def test_report_errors(tmp_path):
     r = run_cli("-m", "vcar_tf.cli.report", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and own_stderr(r.stderr) == f"error: dataset not found: {tmp_path / 'nope'}"
+
+
+def test_evaluate_names_a_missing_dataset_before_it_loads_a_model(tmp_path):
+    r = run_cli("-m", "vcar_tf.cli.evaluate", "--preset", "dncnn_x265_qp37", "--data", str(tmp_path / "nope"),
+                "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and own_stderr(r.stderr) == f"error: dataset not found: {tmp_path / 'nope'}"
+    assert not (tmp_path / "o").exists()

@@ -18,7 +18,7 @@ import sys
 
 from vcar_tf.cli.common import add_model_flags, load_model
 from vcar_tf.data.codec import CodecSettings, rate_folder
-from vcar_tf.data.layout import find_pairs, split_datasets
+from vcar_tf.data.layout import check_dataset_folder, find_pairs, split_datasets
 from vcar_tf.errors import ArgumentParser, VcarError, cli_main
 from vcar_tf.fileutil import check_writable_dir
 from vcar_tf.inference.exported import load_exported
@@ -66,6 +66,7 @@ def main(argv=None):
             raise VcarError(f"--{flag} must be in 0..51, not {getattr(args, flag)}")
     if args.qp is not None and args.crf is not None:
         raise VcarError("--qp and --crf exclude each other: give one")
+    check_dataset_folder(args.data)
     model, cfg, radius = load_model_and_config(args)
     out = check_writable_dir(args.out or RunFolder(args.model_dir).eval)  # before the evaluation, not after
     if args.data is not None:

@@ -59,14 +59,24 @@ def find_pairs(root, qp=37, codec_folder=None, crf=None):
     return pairs
 
 
+def is_sample(data):
+    """Whether `data` names the embedded sample dataset rather than a folder."""
+    return data in (None, "", "sample")
+
+
+def check_dataset_folder(data):
+    """A one-line error for a dataset folder that does not exist (before a model is loaded)."""
+    if not is_sample(data) and not os.path.isdir(data):
+        raise VcarError(f"dataset not found: {data}")
+
+
 def resolve_datasets(data, settings=None):
     """Dataset roots by name: the embedded sample (data None or 'sample') builds itself;
     a folder with raw/ is one dataset; a folder of such folders (e.g. train/, test/) is several."""
-    if data in (None, "", "sample"):
+    if is_sample(data):
         root = ensure_sample_dataset([settings or CodecSettings()])
         return {split: os.path.join(root, split) for split in ("train", "test")}
-    if not os.path.isdir(data):
-        raise VcarError(f"dataset not found: {data}")
+    check_dataset_folder(data)
     if os.path.isdir(os.path.join(data, "raw")):
         return {os.path.basename(os.path.normpath(data)): data}
     found = {n: os.path.join(data, n) for n in sorted(os.listdir(data))
