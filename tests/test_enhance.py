@@ -273,7 +273,11 @@ def test_bad_input_is_one_error_line_and_leaves_no_file(tmp_path, capsys):
     make_video(str(tmp_path / "c444.mkv"), frames=2, codec="ffv1", pix_fmt="yuv444p", options={}, audio=False)
     make_video(str(tmp_path / "odd.mkv"), width=33, height=21, frames=2, codec="ffv1", options={}, audio=False)
     out = str(tmp_path / "out" / "o.mp4")
+    (tmp_path / "folder.mp4").mkdir()
     cases = [([good, link], "is the input file"),
+             ([str(tmp_path / "folder.mp4"), out], "is a folder, not a video file"),
+             ([str(tmp_path / "empty_40x32.yuv"), out, "--fps", "0"], "--fps 0: give a positive frame rate"),
+             ([good, out, "--fps", "nan"], "--fps nan: give a positive frame rate"),
              ([link, good], "is the input file"),
              ([str(junk), out], "cannot decode"),
              ([str(tmp_path / "empty_40x32.yuv"), out], "zero frames"),
@@ -288,7 +292,8 @@ def test_bad_input_is_one_error_line_and_leaves_no_file(tmp_path, capsys):
     for argv, message in cases:
         assert message in _error(capsys, [*argv, "--model_dir", RUN, "--no_progress"]), argv
     assert open(good, "rb").read() == before and os.path.islink(link)
-    assert sorted(os.listdir(tmp_path)) == ["c444.mkv", "empty_40x32.yuv", "good.mp4", "junk.mp4", "link.mp4", "odd.mkv"]
+    assert sorted(os.listdir(tmp_path)) == ["c444.mkv", "empty_40x32.yuv", "folder.mp4", "good.mp4", "junk.mp4",
+                                            "link.mp4", "odd.mkv"]
 
 
 def test_raw_10_bit_yuv_of_odd_size_in_and_out(tmp_path, arcnn_run):

@@ -24,7 +24,7 @@ from vcar_tf.errors import ArgumentParser, VcarError, cli_main
 from vcar_tf.inference.tiling import default_overlap, plan_for_memory
 from vcar_tf.inference.video import QUEUE, enhance_video
 from vcar_tf.models.recurrent import is_recurrent, state_channels
-from vcar_tf.video.stream import VideoInput, VideoOutput, output_format, read_stream_qp
+from vcar_tf.video.stream import VideoInput, VideoOutput, check_input_file, output_format, read_stream_qp
 
 DEFAULT_QP = 37  # the QP presets are trained for, assumed when the stream's cannot be read
 # encoder options for --lossless, per codec (codecs not listed have no lossless mode here)
@@ -66,8 +66,7 @@ def parse_bytes(text):
 
 
 def check_paths(args):
-    if not os.path.isfile(args.input):
-        raise VcarError(f"{args.input}: no such file")
+    check_input_file(args.input)
     output_format(args.output)
     if os.path.exists(args.output):
         if os.path.samefile(args.input, args.output):

@@ -78,13 +78,33 @@ def check_raw_size(path, width, height, bit_depth):
                         "(truncated or wrong size)")
 
 
+def check_input_file(path):
+    """A one-line error unless `path` is an existing file."""
+    if os.path.isdir(path):
+        raise VcarError(f"{path} is a folder, not a video file")
+    if not os.path.isfile(path):
+        raise VcarError(f"{path}: no such file")
+
+
+def frame_rate(text):
+    """--fps as a positive Fraction ("25", "29.97", "30000/1001"); a one-line error otherwise."""
+    try:
+        rate = Fraction(str(text))
+    except (ValueError, ZeroDivisionError):
+        rate = None
+    if rate is None or rate <= 0:
+        raise VcarError(f"--fps {text}: give a positive frame rate (25, 29.97 or 30000/1001)")
+    return rate
+
+
 class VideoInput:
     """A video file opened for one streamed pass. Raw .yuv needs its size (NAME_WxH[_N].yuv, or
     width/height) and takes pix_fmt (default yuv420p) and fps (default 25)."""
 
     def __init__(self, path, width=None, height=None, fps=None, pix_fmt=None):
-        if not os.path.isfile(path):
-            raise VcarError(f"{path}: no such file")
+        check_input_file(path)
+        if fps is not None:
+            fps = frame_rate(fps)
         self.path = path
         ext = os.path.splitext(path)[1].lower()
         fmt, options = RAW_INPUTS.get(ext), {}
