@@ -75,6 +75,7 @@ def _rows(runs, blocker, not_pt, out):
     return [
         ("train-steps-0", [*train, "--steps=0"], "--steps must be at least 1"),
         ("train-steps-negative", [*train, "--steps=-5"], "--steps must be at least 1"),
+        ("train-steps-huge", [*train, "--steps=99999999999999999999"], "--steps must be at most 2147483647"),
         ("train-batch-0", [*train, "--batch=0"], "--batch must be at least 1"),
         ("train-patch-0", [*train, "--patch=0"], "--patch must be at least 1"),
         ("train-checkpoint-every-0", [*train, "--checkpoint_every=0"], "--checkpoint_every must be at least 1"),

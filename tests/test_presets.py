@@ -106,3 +106,21 @@ def test_precision_auto_is_bf16_only_for_a_preset_measured_within_budget_on_a_na
     assert policy(0.5, ("amx_bf16",), chosen="bf16") == "mixed_bfloat16"  # asked for: always
     assert "note: computing" not in capsys.readouterr().err.replace(
         "note: computing in bf16 (this CPU has avx512_bf16; bf16 costs 0.050 dB on val)", "")
+
+
+def test_a_broken_card_or_weights_of_another_model_are_one_line_errors(presets):
+    import json
+
+    from vcar_tf.models.presets import file_sha256, from_preset
+
+    card_path = presets / "arcnn_toy" / "card.json"
+    card = json.loads(card_path.read_text())
+    for text, message in (("{bad json", "card.json is not JSON"), ("[1, 2]", "not a preset card (no model, qp, sha256)"),
+                          (json.dumps({k: v for k, v in card.items() if k != "sha256"}), "not a preset card (no sha256)")):
+        card_path.write_text(text)
+        with pytest.raises(VcarError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            from_preset("arcnn_toy")
+    weights = presets / "arcnn_toy" / "model.weights.h5"
+    card_path.write_text(json.dumps({**card, "model": "dncnn", "sha256": file_sha256(weights)}))
+    with pytest.raises(VcarError, match="model.weights.h5 does not load into dncnn"):
+        from_preset("arcnn_toy")

@@ -172,6 +172,19 @@ def test_grpc_with_the_official_stubs(served):
     with pytest.raises(grpc.RpcError) as info:
         prediction.Predict(big, timeout=TIMEOUT)
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    tiny = predict_pb2.PredictRequest()  # a few bytes whose one repeated value stands for a 1 MB shape
+    tiny.CopyFrom(request)
+    tiny.inputs["frames"].Clear()
+    tiny.inputs["frames"].dtype = tf.uint8.as_datatype_enum
+    tiny.inputs["frames"].tensor_shape.dim.add(size=1)
+    tiny.inputs["frames"].tensor_shape.dim.add(size=1000)
+    tiny.inputs["frames"].tensor_shape.dim.add(size=1000)
+    tiny.inputs["frames"].int_val.append(7)
+    with pytest.raises(grpc.RpcError) as info:
+        prediction.Predict(tiny, timeout=TIMEOUT)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "shape [1, 1000, 1000] holds more than" in info.value.details() and "--max_request_bytes" in info.value.details()
+    assert prediction.Predict(request, timeout=TIMEOUT).model_spec.version.value == 1  # still serving
     channel.close()
 
 

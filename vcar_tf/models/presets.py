@@ -10,11 +10,13 @@ import hashlib
 import json
 import os
 
-from vcar_tf.errors import VcarError
+from vcar_tf.errors import VcarError, first_line
+from vcar_tf.fileutil import read_text
 from vcar_tf.models.registry import build
 
 WEIGHTS = "model.weights.h5"
 CARD = "card.json"
+CARD_KEYS = ("model", "qp", "sha256")  # what loading and picking a preset read
 
 
 def presets_dir():
@@ -34,8 +36,14 @@ def preset_card(name):
     path = os.path.join(presets_dir(), name, CARD)
     if name not in preset_names():
         raise VcarError(f"unknown preset {name!r}; the package has: {', '.join(preset_names()) or 'none'}")
-    with open(path) as f:
-        return json.load(f)
+    try:
+        card = json.loads(read_text(path))
+    except json.JSONDecodeError as e:
+        raise VcarError(f"preset {name}: {CARD} is not JSON ({e})") from None
+    missing = [k for k in CARD_KEYS if k not in card] if isinstance(card, dict) else list(CARD_KEYS)
+    if missing:
+        raise VcarError(f"preset {name}: {CARD} is not a preset card (no {', '.join(missing)})")
+    return card
 
 
 def file_sha256(path):
@@ -60,5 +68,8 @@ def from_preset(name):
     if not os.path.isfile(path) or file_sha256(path) != card["sha256"]:
         raise VcarError(f"preset {name}: {WEIGHTS} is missing or corrupt (sha256 differs from its card)")
     model = build(card["model"], **card.get("overrides", {}))
-    model.load_weights(path)
+    try:
+        model.load_weights(path)
+    except (ValueError, OSError, KeyError, TypeError) as e:
+        raise VcarError(f"preset {name}: {WEIGHTS} does not load into {card['model']} ({first_line(e)})") from None
     return model

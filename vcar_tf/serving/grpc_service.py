@@ -3,6 +3,7 @@
 tensorflow.serving.PredictionService/Predict and /GetModelMetadata, ModelService/GetModelStatus.
 A client written for TF Serving works unchanged."""
 
+import math
 import sys
 import time
 from concurrent import futures
@@ -12,6 +13,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
+from vcar_tf.serving.signature import shape_text
 from vcar_tf.serving.status import ServingError, invalid
 
 GRPC_CODE = {name: getattr(grpc.StatusCode, name) for name in
@@ -25,9 +27,18 @@ def version_of(model_spec):
     return version, (model_spec.version_label or None)
 
 
-def tensor_to_array(name, proto):
+def tensor_to_array(name, proto, max_bytes):
+    """The TensorProto as an array; one whose shape declares more than `max_bytes` of values is
+    refused before anything is allocated (a single repeated value may stand for the whole shape)."""
     if proto.dtype == tf.string.as_datatype_enum:
         raise invalid(f"{name}: a string tensor; this input is numeric")
+    dims = [d.size for d in proto.tensor_shape.dim]
+    try:
+        itemsize = tf.dtypes.as_dtype(proto.dtype).size
+    except TypeError:
+        itemsize = 0  # an unknown dtype: make_ndarray names it
+    if min(dims, default=0) >= 0 and itemsize * math.prod(dims) > max_bytes:
+        raise invalid(f"{name}: shape {shape_text(dims)} holds more than {max_bytes} bytes (--max_request_bytes)")
     try:
         return tf.make_ndarray(proto)
     except Exception as e:  # noqa: BLE001  (a malformed TensorProto is the client's error)
@@ -60,9 +71,9 @@ class _Handler:
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer, _Handler):
-    def __init__(self, store, predictor, metrics):
+    def __init__(self, store, predictor, metrics, max_request_bytes):
         _Handler.__init__(self, metrics)
-        self.store, self.predictor = store, predictor
+        self.store, self.predictor, self.max_request_bytes = store, predictor, max_request_bytes
 
     def known_models(self):
         return self.store.models
@@ -71,7 +82,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer, _
         def predict():
             spec = request.model_spec
             version, label = version_of(spec)
-            arrays = {name: tensor_to_array(name, proto) for name, proto in request.inputs.items()}
+            arrays = {name: tensor_to_array(name, proto, self.max_request_bytes) for name, proto in request.inputs.items()}
             served, signature, outputs = self.predictor.predict(spec.name, version, label, spec.signature_name,
                                                                 arrays, strict_dtypes=True)
             wanted = set(request.output_filter)
@@ -155,7 +166,7 @@ def start_grpc_server(store, predictor, metrics, host, port, max_request_bytes, 
                          options=[("grpc.max_receive_message_length", max_request_bytes),
                                   ("grpc.max_send_message_length", max(max_request_bytes, 256 << 20))])
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionService(store, predictor, metrics), server)
+        PredictionService(store, predictor, metrics, max_request_bytes), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(store, metrics), server)
     try:
         bound = server.add_insecure_port(f"{host}:{port}")

@@ -6,6 +6,8 @@ from typing import Optional
 
 from vcar_tf.errors import VcarError
 
+MAX_STEPS = 2**31 - 1  # far beyond any run; a larger --steps overflowed the schedule's tensors
+
 
 @dataclasses.dataclass
 class TrainConfig:
@@ -39,6 +41,8 @@ class TrainConfig:
         A run read back may have 0 steps (vcar-import writes untrained runs): min_steps=0."""
         if self.steps < min_steps:
             raise VcarError(f"--steps must be at least {min_steps}, not {self.steps}")
+        if self.steps > MAX_STEPS:
+            raise VcarError(f"--steps must be at most {MAX_STEPS}, not {self.steps}")
         for name, value in {"batch": self.batch, "patch": self.patch, "checkpoint_every": self.checkpoint_every}.items():
             if value < 1:
                 raise VcarError(f"--{name} must be at least 1, not {value}")
