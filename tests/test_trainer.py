@@ -342,3 +342,22 @@ def test_the_best_checkpoint_on_val_is_kept_across_a_resume(tiny_dataset, tmp_pa
     shutil.rmtree(run / "best")
     with pytest.raises(VcarError, match="has no best checkpoint"):
         load_run(str(run), "best")
+
+
+def test_a_bad_init_from_or_model_dir_fails_before_any_data_is_prepared(tmp_path, monkeypatch):
+    from vcar_tf.errors import VcarError
+    from vcar_tf.train import trainer
+
+    def untouched(*args, **kwargs):
+        raise AssertionError("the dataset was prepared before the flags were checked")
+
+    monkeypatch.setattr(trainer, "split_datasets", untouched)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    for kw, message in (({"init_from": str(tmp_path / "missing")}, "missing"),
+                        ({"init_from": "preset:nope"}, "unknown preset 'nope'"),
+                        ({"model_dir": str(blocker / "run")}, "is not a folder")):
+        cfg = _config("sample", kw.pop("model_dir", tmp_path / "run"), 1, **kw)
+        with pytest.raises(VcarError, match=message):
+            trainer.Trainer(cfg)
+    assert not (tmp_path / "run").exists()

@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from vcar_tf import models
 from vcar_tf.errors import VcarError, first_line
-from vcar_tf.models.presets import from_preset
+from vcar_tf.models.presets import from_preset, preset_card
 from vcar_tf.fileutil import ensure_writable_dir, hold_folder_lock, sweep_temps, write_text_atomic
 from vcar_tf.train.config import TrainConfig
 
@@ -159,6 +159,15 @@ def load_run(model_dir, checkpoint="latest"):
 
 
 PRESET_PREFIX = "preset:"
+
+
+def check_init_source(run_dir):
+    """A one-line error now, before any data is prepared, for an --init_from that names no preset
+    or no run folder."""
+    if run_dir.startswith(PRESET_PREFIX):
+        preset_card(run_dir[len(PRESET_PREFIX):])
+    else:
+        read_config(run_dir)
 
 
 def initialise_from(model, run_dir):

@@ -24,12 +24,12 @@ from vcar_tf.data.codec import CodecSettings
 from vcar_tf.data.layout import find_pairs, split_datasets
 from vcar_tf.data.pipeline import PipelineConfig, make_dataset
 from vcar_tf.errors import VcarError, first_line
-from vcar_tf.fileutil import ensure_writable_dir, write_text_atomic
+from vcar_tf.fileutil import check_writable_dir, ensure_writable_dir, write_text_atomic
 from vcar_tf.inference.sequence import enhance_sequence, evaluate_pairs
 from vcar_tf.reporting import write_report
 from vcar_tf.train.losses import get_loss, per_example_loss
-from vcar_tf.train.run import (CHECKPOINT_ERRORS, RunFolder, build_model, hold_run_lock, initialise_from,
-                               read_best, read_config_dict, run_radius, write_config)
+from vcar_tf.train.run import (CHECKPOINT_ERRORS, RunFolder, build_model, check_init_source, hold_run_lock,
+                               initialise_from, read_best, read_config_dict, run_radius, write_config)
 from vcar_tf.train.strategy import make_strategy
 
 
@@ -63,6 +63,9 @@ class Trainer:
         replicas = self.strategy.num_replicas_in_sync
         if cfg.batch % replicas:
             raise VcarError(f"global batch {cfg.batch} is not divisible by the {replicas} replicas")
+        check_writable_dir(cfg.model_dir)  # these two before any data is prepared
+        if cfg.init_from:
+            check_init_source(cfg.init_from)
         train_roots, val_roots = split_datasets(cfg.data, CodecSettings(codec=cfg.codec, qp=cfg.qp))
         self.train_pairs = [p for r in train_roots.values() for p in find_pairs(r, cfg.qp)]
         # every choice is made on val/ where the dataset has one; test/ is then never seen in training
