@@ -115,8 +115,9 @@ def test_a_broken_card_or_weights_of_another_model_are_one_line_errors(presets):
 
     card_path = presets / "arcnn_toy" / "card.json"
     card = json.loads(card_path.read_text())
-    for text, message in (("{bad json", "card.json is not JSON"), ("[1, 2]", "not a preset card (no model, qp, sha256)"),
-                          (json.dumps({k: v for k, v in card.items() if k != "sha256"}), "not a preset card (no sha256)")):
+    for text, message in (("{bad json", "card.json is not JSON"), ("[1, 2]", "not a preset card (no model, qp)"),
+                          (json.dumps({k: v for k, v in card.items() if k != "qp"}), "not a preset card (no qp)"),
+                          (json.dumps({k: v for k, v in card.items() if k != "sha256"}), "card.json has no sha256")):
         card_path.write_text(text)
         with pytest.raises(VcarError, match=message.replace("(", r"\(").replace(")", r"\)")):
             from_preset("arcnn_toy")

@@ -16,7 +16,7 @@ from vcar_tf.models.registry import build
 
 WEIGHTS = "model.weights.h5"
 CARD = "card.json"
-CARD_KEYS = ("model", "qp", "sha256")  # what loading and picking a preset read
+CARD_KEYS = ("model", "qp")  # what listing and picking a preset read; loading also needs "sha256"
 
 
 def presets_dir():
@@ -65,6 +65,8 @@ def from_preset(name):
     """The preset's model with its trained weights (the file's sha256 checked against its card)."""
     card = preset_card(name)
     path = os.path.join(presets_dir(), name, WEIGHTS)
+    if "sha256" not in card:
+        raise VcarError(f"preset {name}: {CARD} has no sha256 to check {WEIGHTS} against")
     if not os.path.isfile(path) or file_sha256(path) != card["sha256"]:
         raise VcarError(f"preset {name}: {WEIGHTS} is missing or corrupt (sha256 differs from its card)")
     model = build(card["model"], **card.get("overrides", {}))
