@@ -158,3 +158,17 @@ def test_evaluation_refuses_frames_beyond_the_documented_maximum(tmp_path):
         (tmp_path / folder / f"big_{w}x{h}_1.yuv").write_bytes(bytes(w * h * 3 // 2))
     with pytest.raises(VcarError, match=f"larger than the {MAX_FRAME_PIXELS} pixels"):
         evaluate_pairs(None, find_pairs(str(tmp_path), 37), 0)
+
+
+def test_first_line_of_an_error_message():
+    import tensorflow as tf
+
+    from vcar_tf.errors import first_line
+    from vcar_tf.serving.signature import one_line_tf_error
+
+    assert first_line(ValueError("bad size\n  details: ...")) == "bad size"
+    assert first_line(KeyError()) == "KeyError" and first_line(RuntimeError("  \n ")) == "RuntimeError"
+    with pytest.raises(tf.errors.InvalidArgumentError) as caught:
+        tf.debugging.assert_equal(tf.constant(1), tf.constant(2), message="frames: expected 7")
+    assert first_line(caught.value) == caught.value.message.strip().splitlines()[0]
+    assert one_line_tf_error(caught.value) == "frames: expected 7"

@@ -55,6 +55,13 @@ def test_report_errors(tmp_path):
     assert r.returncode == 2 and own_stderr(r.stderr) == f"error: dataset not found: {tmp_path / 'nope'}"
 
 
+def test_report_on_a_dataset_without_compressed_twins_leaves_no_output_folder(tmp_path):
+    (tmp_path / "data" / "raw").mkdir(parents=True)
+    r = run_cli("-m", "vcar_tf.cli.report", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "has no compressed QP37 folder" in own_stderr(r.stderr)
+    assert not (tmp_path / "o").exists()
+
+
 def test_evaluate_names_a_missing_dataset_before_it_loads_a_model(tmp_path):
     r = run_cli("-m", "vcar_tf.cli.evaluate", "--preset", "dncnn_x265_qp37", "--data", str(tmp_path / "nope"),
                 "--out", str(tmp_path / "o"))

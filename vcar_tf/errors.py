@@ -10,8 +10,9 @@ class VcarError(Exception):
 
 
 def first_line(error):
-    """The first line of an exception's message (libraries raise multi-line dumps), or its type's name."""
-    text = str(error).strip()
+    """The first line of an exception's message (libraries raise multi-line dumps), or its type's name.
+    A TF OpError's `message` is used where it has one (str() may append the op's context)."""
+    text = str(getattr(error, "message", None) or error).strip()
     return text.splitlines()[0] if text else type(error).__name__
 
 

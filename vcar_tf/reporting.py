@@ -90,8 +90,8 @@ def write_report(out_dir, rows, curves, title):
 
 def baseline_report(datasets, qp, out_dir, codec_folder=None, gaussian_ssim=False, crf=None):
     """Compressed-versus-raw report for every sequence of the given dataset roots (at a CRF: crf)."""
-    ensure_writable_dir(out_dir)
     jobs = [(split, pair) for split, root in datasets.items() for pair in find_pairs(root, qp, codec_folder, crf)]
+    ensure_writable_dir(out_dir)  # after the dataset checks: a bad dataset leaves no folder behind
     rows, curves = [], {}
     for split, pair in tqdm(jobs, desc="metrics", unit="seq", file=sys.stderr):
         raw, comp = pair.open()

@@ -10,6 +10,7 @@ import re
 import numpy as np
 import tensorflow as tf
 
+from vcar_tf.errors import first_line
 from vcar_tf.serving.status import invalid
 
 # axes holding a frame's height and width, by rank: frames [N, H, W], hidden [B, H', W', C],
@@ -24,8 +25,7 @@ def shape_text(shape):
 def one_line_tf_error(error):
     """The message of an in-graph assertion ("assertion failed: [frames: ...] [Condition ...") or
     the first line of another TF error."""
-    text = (getattr(error, "message", None) or str(error)).strip()
-    first = text.splitlines()[0] if text else type(error).__name__
+    first = first_line(error)
     match = re.match(r"assertion failed: \[(.*?)\] \[", first)
     if match:
         return match.group(1)
