@@ -16,11 +16,10 @@ import os
 import platform
 import shutil
 import sys
-import tempfile
 
 from vcar_tf.data.codec import CodecSettings
 from vcar_tf.errors import VcarError, cli_main
-from vcar_tf.fileutil import ensure_writable_dir, write_text_atomic
+from vcar_tf.fileutil import ensure_writable_dir, make_temp_dir, write_text_atomic
 from vcar_tf.models.presets import CARD, save_preset_weights
 from vcar_tf.reporting import read_report
 from vcar_tf.train.run import CHECKPOINTS, load_run, read_best, read_config_dict
@@ -70,7 +69,7 @@ def main(argv=None):
     best = read_best(args.run) if args.checkpoint == "best" else None
     target = os.path.join(args.out, args.name)
     ensure_writable_dir(args.out)
-    tmp = tempfile.mkdtemp(prefix=".tmp-preset-", dir=args.out)
+    tmp = make_temp_dir(args.out, ".tmp-preset-")
     try:
         sha256 = save_preset_weights(model, tmp)
         card = {"name": args.name, "model": cfg.model, "codec": cfg.codec, "qp": cfg.qp,

@@ -125,3 +125,16 @@ def test_a_broken_card_or_weights_of_another_model_are_one_line_errors(presets):
     card_path.write_text(json.dumps({**card, "model": "dncnn", "sha256": file_sha256(weights)}))
     with pytest.raises(VcarError, match="model.weights.h5 does not load into dncnn"):
         from_preset("arcnn_toy")
+
+
+def test_a_made_preset_and_a_written_run_are_readable_folders_not_mkdtemps_0700(presets, tmp_path):
+    from vcar_tf.train.run import load_run, write_run
+
+    umask = os.umask(0o022)
+    try:
+        model, cfg, _ = load_run(RUN)
+        written = write_run(str(tmp_path / "copy"), model, cfg)
+    finally:
+        os.umask(umask)
+    assert oct(os.stat(written).st_mode & 0o777) == oct(0o755)
+    assert oct(os.stat(presets / "arcnn_toy").st_mode & 0o777) == oct(0o777 & ~umask)

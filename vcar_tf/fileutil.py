@@ -33,6 +33,20 @@ def check_writable_dir(path):
     return path
 
 
+def _umasked(mode):
+    umask = os.umask(0)
+    os.umask(umask)
+    return mode & ~umask
+
+
+def make_temp_dir(parent, prefix):
+    """A temp folder in `parent`, to be renamed into place: made with the umask's mode, not
+    mkdtemp's 0700, so the folder it becomes reads like any other (a preset, a run)."""
+    tmp = tempfile.mkdtemp(prefix=prefix, dir=parent)
+    os.chmod(tmp, _umasked(0o777))
+    return tmp
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temp path beside `path`; it is renamed onto `path` only if the block succeeds."""
@@ -40,9 +54,7 @@ def atomic_path(path):
     ensure_writable_dir(folder)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+    os.chmod(tmp, _umasked(0o666))
     try:
         yield tmp
         os.replace(tmp, path)

@@ -15,14 +15,13 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 
 import tensorflow as tf
 
 from vcar_tf import models
 from vcar_tf.errors import VcarError, first_line
 from vcar_tf.models.presets import from_preset, preset_card
-from vcar_tf.fileutil import ensure_writable_dir, hold_folder_lock, sweep_temps, write_text_atomic
+from vcar_tf.fileutil import ensure_writable_dir, hold_folder_lock, make_temp_dir, sweep_temps, write_text_atomic
 from vcar_tf.train.config import TrainConfig
 
 
@@ -102,7 +101,7 @@ def write_run(model_dir, model, cfg, step=0):
     if os.path.exists(model_dir) and os.listdir(model_dir):
         raise VcarError(f"{model_dir} exists and is not empty")
     ensure_writable_dir(parent)
-    tmp = tempfile.mkdtemp(prefix=".tmp-run-", dir=parent)
+    tmp = make_temp_dir(parent, ".tmp-run-")
     try:
         write_config(tmp, cfg)
         checkpoint = tf.train.Checkpoint(model=model, step=tf.Variable(step, dtype=tf.int64, trainable=False))
