@@ -1,10 +1,12 @@
 """Make a preset (vcar_tf/presets/NAME/: model.weights.h5 + card.json) from a training run.
 
-    python scripts/make_preset.py RUN --name stdf_r3_x265_qp37 --val RUN/eval-val --test RUN/eval-test
+    python scripts/make_preset.py RUN --name stdf_r3_x265_qp37 --test RUN/eval-test [--val RUN/eval]
         [--checkpoint latest|best] [--recipe "..."] [--wall "..."] [--out vcar_tf/presets]
 
 --checkpoint best takes the run's checkpoint with the best val ΔPSNR (RunFolder.best) instead of its
 latest; --val and --test must then be evaluations of that checkpoint (vcar-evaluate --checkpoint best).
+--val defaults to the trainer's own validation of the checkpoint: RUN/eval (the last step's) for
+latest, RUN/best/eval for best.
 The card records the model, the codec settings and QP of the run, its data and recipe, the steps,
 wall time and machine, the val and test averages (from their report.csv) and the weights' sha256.
 """
@@ -22,7 +24,7 @@ from vcar_tf.errors import VcarError, cli_main
 from vcar_tf.fileutil import ensure_writable_dir, make_temp_dir, write_text_atomic
 from vcar_tf.models.presets import CARD, save_preset_weights
 from vcar_tf.reporting import read_report
-from vcar_tf.train.run import CHECKPOINTS, load_run, read_best, read_config_dict
+from vcar_tf.train.run import CHECKPOINTS, RunFolder, load_run, read_best, read_config_dict
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -57,7 +59,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("run")
     p.add_argument("--name", required=True)
-    p.add_argument("--val", required=True, help="the run's evaluation on the val split (folder or report.csv)")
+    p.add_argument("--val", help="the run's evaluation on the val split (folder or report.csv); "
+                                 "default: the trainer's, RUN/eval or with --checkpoint best RUN/best/eval")
     p.add_argument("--test", required=True, help="its evaluation on the test split")
     p.add_argument("--checkpoint", default="latest", choices=CHECKPOINTS)
     p.add_argument("--recipe", default="", help="free text: how it was trained")
@@ -65,6 +68,8 @@ def main(argv=None):
     p.add_argument("--out", default=os.path.join(REPO, "vcar_tf", "presets"))
     args = p.parse_args(argv)
     model, cfg, _ = load_run(args.run, args.checkpoint)
+    folder = RunFolder(args.run)
+    args.val = args.val or (folder.best_eval if args.checkpoint == "best" else folder.eval)
     config = read_config_dict(args.run)
     best = read_best(args.run) if args.checkpoint == "best" else None
     target = os.path.join(args.out, args.name)

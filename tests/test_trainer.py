@@ -344,6 +344,35 @@ def test_the_best_checkpoint_on_val_is_kept_across_a_resume(tiny_dataset, tmp_pa
         load_run(str(run), "best")
 
 
+def test_the_best_checkpoint_keeps_its_validation_report_for_make_preset(tiny_dataset, tmp_path, monkeypatch):
+    """RunFolder.best_eval is the report of the validation that made the best checkpoint: make_preset
+    --checkpoint best takes it as --val; a later best without a report removes it, never leaves it stale."""
+    import json
+
+    from vcar_tf.reporting import read_report
+    from vcar_tf.train.run import read_best
+    from vcar_tf.train.trainer import Trainer
+
+    run = tmp_path / "run"
+    Trainer(_config(tiny_dataset, run, 2)).run()
+    best = read_best(str(run))
+    _, rows = read_report(str(run / "best" / "eval"))
+    average, = [r for r in rows if r["sequence"] == "average"]
+    assert best["step"] == 2 and float(average["delta_psnr"]) == pytest.approx(best["delta_psnr"], abs=1e-4)
+    config = json.load(open(run / "config.json"))
+    (run / "config.json").write_text(json.dumps({**config, "data": None}))
+    r = run_cli("scripts/make_preset.py", str(run), "--name", "tiny_best", "--checkpoint", "best",
+                "--test", str(run / "eval"), "--out", str(tmp_path / "p"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    card = json.load(open(tmp_path / "p" / "tiny_best" / "card.json"))
+    assert card["val"]["delta_psnr"] == pytest.approx(best["delta_psnr"], abs=1e-4)
+
+    monkeypatch.setattr(Trainer, "validate", lambda self: ([], {}, best["delta_psnr"] + 1.0, 0.0))
+    (run / "config.json").write_text(json.dumps(config))
+    Trainer(_config(tiny_dataset, run, 4)).run()
+    assert read_best(str(run))["step"] == 4 and not (run / "best" / "eval").exists()
+
+
 def test_a_bad_init_from_or_model_dir_fails_before_any_data_is_prepared(tmp_path, monkeypatch):
     from vcar_tf.errors import VcarError
     from vcar_tf.train import trainer

@@ -2,8 +2,8 @@
 
     MODEL_DIR/config.json       the TrainConfig of the run
     MODEL_DIR/checkpoints/      tf.train checkpoints (model, optimizer, step)
-    MODEL_DIR/best/             the checkpoint (model, step) with the best val ΔPSNR so far, and
-                                best.json: its step, val ΔPSNR and ΔSSIM
+    MODEL_DIR/best/             the checkpoint (model, step) with the best val ΔPSNR so far,
+                                best.json: its step, val ΔPSNR and ΔSSIM, and eval/: that validation's report
     MODEL_DIR/logs/             TensorBoard
     MODEL_DIR/eval/             the evaluation report (report.csv, report.md, curves/)
     MODEL_DIR/serving/NAME/N/   TF Serving SavedModels
@@ -38,6 +38,7 @@ class RunFolder:
         self.checkpoints = os.path.join(root, "checkpoints")
         self.best = os.path.join(root, "best")
         self.best_json = os.path.join(self.best, "best.json")
+        self.best_eval = os.path.join(self.best, "eval")
         self.logs = os.path.join(root, "logs")
         self.eval = os.path.join(root, "eval")
         self.serving = os.path.join(root, "serving")

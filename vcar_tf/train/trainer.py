@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -249,21 +250,26 @@ class Trainer:
                 signal.signal(s, handler)
         return result
 
-    def _keep_if_best(self, step, dpsnr, dssim):
-        """Save the model to RunFolder.best when its val ΔPSNR beats every earlier validation's."""
+    def _keep_if_best(self, step, dpsnr, dssim, rows, curves):
+        """Save the model to RunFolder.best when its val ΔPSNR beats every earlier validation's, with
+        that validation's report in RunFolder.best_eval (removed first: never an older step's)."""
         best = read_best(self.work_dir)
         if best is not None and best["delta_psnr"] >= dpsnr:
             return
+        shutil.rmtree(self.folder.best_eval, ignore_errors=True)
         self.best_manager.save(checkpoint_number=step)
         write_text_atomic(self.folder.best_json, json.dumps(
             {"step": step, "delta_psnr": dpsnr, "delta_ssim_x100": dssim}, indent=2) + "\n")
+        if rows:
+            write_report(self.folder.best_eval, rows, curves,
+                         f"{self.spec.name} at QP{self.cfg.qp} after {step} steps (the best on val)")
 
     def _lr(self, step):
         return float(self.lr_schedule(step)) if callable(self.lr_schedule) else float(self.lr_schedule)
 
     def _log_validation(self, step):
         rows, curves, dpsnr, dssim = self.validate()
-        self._keep_if_best(step, dpsnr, dssim)
+        self._keep_if_best(step, dpsnr, dssim, rows, curves)
         with self.writer.as_default(step=step):
             tf.summary.scalar("val/delta_psnr", dpsnr)
             tf.summary.scalar("val/delta_ssim_x100", dssim)
