@@ -99,6 +99,13 @@ def test_a_grid_merge_keeps_the_cells_it_has_and_adds_or_replaces_the_new_runs(t
                         "| test | S | +0.500 | +0.500 | -0.500 | -0.500 |",
                         "| test | D |  |  | +0.375 | +0.375 |"]
     assert out.read_text().split("## Robustness")[0] == before.split("## Robustness")[0]
+    head = "in-domain ΔPSNR (dB) | in-domain ΔSSIM (×10⁻²) | x264 ΔPSNR (dB)"
+    # every cell of the first column fresh, every other one kept: the columns keep their order
+    fresh = [_run(tmp_path / f"{m}2", m, 0.125) for m in ("arcnn", "stdf_r3", "dncnn")]
+    labels = ["--label", "A", "--label", "S", "--label", "D"]
+    assert main([*fresh, *labels, *["--group", "in-domain"] * 3, "--merge", str(out), *grid]) == 0
+    rows = [l for l in out.read_text().split("## Robustness")[1].splitlines() if l.startswith("| ")]
+    assert head in rows[0] and rows[-1] == "| test | D | +0.125 | +0.125 | +0.375 | +0.375 |"
     with pytest.raises(SystemExit) as e:
         main([*new, "--merge", str(out), *grid])
     assert e.value.code == 2 and "give --group per run" in capsys.readouterr().err

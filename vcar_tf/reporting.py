@@ -214,12 +214,13 @@ def comparison_table(reports):
     return "\n".join(lines) + "\n"
 
 
-def average_grid(reports, groups):
+def average_grid(reports, groups, first_groups=()):
     """Markdown: the average rows only, one row per label, a ΔPSNR and a ΔSSIM column per group
-    (e.g. a compression); above them the compressed input's mean PSNR and SSIM in each group."""
+    (e.g. a compression; `first_groups` first, in their order, then the others as they come);
+    above them the compressed input's mean PSNR and SSIM in each group."""
     if len(groups) != len(reports):
         raise VcarError(f"{len(groups)} groups for {len(reports)} runs: give one per run")
-    order = list(dict.fromkeys(groups))
+    order = [g for g in dict.fromkeys([*first_groups, *groups]) if g in set(groups)]
     cells, inputs, labels = {}, {}, list(dict.fromkeys(label for label, _ in reports))
     for (label, rows), group in zip(reports, groups):
         for r in rows:

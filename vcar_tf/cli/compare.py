@@ -67,19 +67,20 @@ def main(argv=None):
     reports = [run_report(run) for run in args.runs]
     if args.label:
         reports = [(label, rows) for label, (_, rows) in zip(args.label, reports)]
-    groups = args.group
+    groups, first_groups = args.group, ()
     if args.merge and args.append:
         old, old_groups = read_grid(args.merge, args.title)
         groups = groups or []
         fresh = set(zip((label for label, _ in reports), groups))
         kept = [(r, g) for r, g in zip(old, old_groups) if (r[0], g) not in fresh]
         reports, groups = [r for r, _ in kept] + reports, [g for _, g in kept] + groups
+        first_groups = old_groups  # the merged grid keeps its columns' order
     elif args.merge:
         reports = merge_reports(read_table(args.merge), reports)
     notes = ""
     if args.notes:
         notes = read_text(args.notes).strip() + "\n\n"
-    table = average_grid(reports, groups) if groups is not None else comparison_table(reports)
+    table = average_grid(reports, groups, first_groups) if groups is not None else comparison_table(reports)
     text = f"{'##' if args.append else '#'} {args.title}\n\n{notes}{table}"
     print(text)
     if args.append:
