@@ -165,3 +165,38 @@ def test_bad_inputs_leave_no_output_and_inputs_unchanged(table):
     assert table["after"] == table["before"]
     left = [os.path.relpath(os.path.join(d, f), table["out"]) for d, _, files in os.walk(table["out"]) for f in files]
     assert left == []
+
+
+# Runs a command module with TensorFlow and Keras unimportable: a command that needs them before its
+# error line fails with a traceback instead.
+WITHOUT_TF = ("import runpy, sys; sys.modules['tensorflow'] = sys.modules['keras'] = None; "
+              "runpy.run_module(sys.argv.pop(1), run_name='__main__', alter_sys=True)")
+
+
+def test_argument_and_path_errors_come_before_tensorflow_loads(tmp_path):
+    """A mistyped flag or a missing file is one `error:` line, said before TensorFlow loads (which
+    takes seconds and prints start-up lines of its own on stderr)."""
+    video = tmp_path / "in.mp4"
+    video.write_bytes(b"not decoded before the output check")
+    exists = tmp_path / "exists.mp4"
+    exists.write_bytes(b"")
+    enhance = ["vcar_tf.cli.enhance", "--preset", "dncnn_x265_qp37"]
+    export = ["vcar_tf.cli.export", "--preset", "dncnn_x265_qp37", "--out", str(tmp_path / "x")]
+    cases = [([*enhance, str(tmp_path / "missing.mp4"), str(tmp_path / "o.mp4")], "no such file"),
+             ([*enhance, str(video), str(exists)], "exists; pass --overwrite"),
+             ([*enhance, str(video), str(tmp_path / "o.xyz")], "unknown output extension"),
+             ([*enhance, str(video), str(tmp_path / "o.mp4"), "--checkpoint", "first"], "invalid choice"),
+             (["vcar_tf.cli.evaluate", "--preset", "dncnn_x265_qp37", "--qp", "60"], "--qp must be in 0..51"),
+             (["vcar_tf.cli.evaluate", "--preset", "x", "--data", str(tmp_path / "missing")], "missing"),
+             ([*export, "--version", "0"], "--version must be 1"),
+             ([*export, "--format", "tflite", "--quantization", "int9"], "invalid choice"),
+             ([*export, "--format", "onnx", "--quantization", "fp16"], "--format onnx takes --quantization"),
+             (["vcar_tf.cli.import_weights", "nope", str(video), "--out", str(tmp_path / "i")], "invalid choice"),
+             (["vcar_tf.cli.compare", "--label", "a"], "give at least one run")]
+    for argv, fragment in cases:
+        r = subprocess.run([sys.executable, "-c", WITHOUT_TF, *argv], capture_output=True, text=True, cwd=REPO,
+                           timeout=120)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), (argv, r.stderr[-2000:])
+        assert fragment in lines[0], (argv, lines)
+    assert not (tmp_path / "x").exists() and not (tmp_path / "i").exists() and exists.read_bytes() == b""

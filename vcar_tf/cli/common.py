@@ -1,22 +1,19 @@
-"""What the commands share: where the model comes from (--model_dir RUN or --preset NAME)."""
+"""What the commands share: where the model comes from (--model_dir RUN or --preset NAME).
+TensorFlow loads in load_model, not on import, so a command reports a bad argument or path first."""
 
 import sys
 
 from vcar_tf.errors import VcarError
-from vcar_tf.models import spec
-from vcar_tf.models.precision import PRECISIONS, auto_precision, precision_policy
-from vcar_tf.models.presets import from_preset, preset_card
-from vcar_tf.train.config import TrainConfig
-from vcar_tf.train.run import CHECKPOINTS, load_run
+from vcar_tf.train.config import CHECKPOINTS, TrainConfig
 
 
 def add_model_flags(parser, precision=False):
     """--model_dir, --checkpoint, --preset and, with `precision`, --precision (a Keras model's compute)."""
     if precision:
-        parser.add_argument("--precision", default="auto", choices=PRECISIONS,
-                            help="with --model_dir or --preset: bf16 computes in bfloat16; auto (default) is bf16 "
-                            "for a preset whose measured bf16 cost is within budget on a CPU with native bf16 "
-                            "(see the README), fp32 otherwise")
+        parser.add_argument("--precision", default="auto",
+                            help="auto, fp32 or bf16, with --model_dir or --preset: bf16 computes in bfloat16; "
+                            "auto (default) is bf16 for a preset whose measured bf16 cost is within budget on a "
+                            "CPU with native bf16 (see the README), fp32 otherwise")
     parser.add_argument("--model_dir", default=None, help="a train_main.py (or vcar-import) run")
     parser.add_argument("--checkpoint", default="latest", choices=CHECKPOINTS,
                         help="with --model_dir: the run's latest checkpoint, or its best on val")
@@ -35,6 +32,14 @@ def load_model(args, others=()):
     precision = getattr(args, "precision", "fp32")
     if precision not in ("fp32", "auto") and args.model_dir is None and args.preset is None:
         raise VcarError(f"--precision {precision} goes with --model_dir or --preset (an export keeps its own)")
+    if args.model_dir is None and args.preset is None:
+        return None
+    from vcar_tf.models import spec
+    from vcar_tf.models.precision import auto_precision, check_precision, precision_policy
+    from vcar_tf.models.presets import from_preset, preset_card
+    from vcar_tf.train.run import load_run
+
+    check_precision(precision)
     card = preset_card(args.preset) if args.preset is not None else None
     if precision == "auto":
         precision, why = auto_precision(card)
@@ -44,6 +49,4 @@ def load_model(args, others=()):
         if card is not None:
             cfg = TrainConfig(model=card["model"], qp=card["qp"], codec=card.get("codec", "x265"))
             return from_preset(args.preset), cfg, spec(card["model"]).radius
-        if args.model_dir is not None:
-            return load_run(args.model_dir, args.checkpoint)
-    return None
+        return load_run(args.model_dir, args.checkpoint)

@@ -8,6 +8,7 @@ keeps the input's frame rate and time stamps, audio and subtitle streams (copied
 colour metadata, rotation and bit depth (8 or 10); chroma passes through unchanged. Default
 encoding: --lossless (libx264 at QP 0), which keeps the enhancement exactly. With no model flag,
 the preset nearest to the stream's QP is used (read from the stream where FFmpeg allows).
+TensorFlow loads after the arguments, the input and the output are checked.
 """
 
 import math
@@ -22,8 +23,6 @@ from vcar_tf.cli.common import add_model_flags, load_model
 from vcar_tf.inference.exported import load_exported
 from vcar_tf.errors import ArgumentParser, VcarError, cli_main
 from vcar_tf.inference.tiling import default_overlap, plan_for_memory
-from vcar_tf.inference.video import QUEUE, enhance_video
-from vcar_tf.models.recurrent import is_recurrent, state_channels
 from vcar_tf.video.stream import VideoInput, VideoOutput, check_input_file, output_format, read_stream_qp
 
 DEFAULT_QP = 37  # the QP presets are trained for, assumed when the stream's cannot be read
@@ -135,6 +134,8 @@ def plan_tiles(args, src, name, radius, channels=0):
     if args.max_memory is None:
         return None, overlap
     budget = parse_bytes(args.max_memory)
+    from vcar_tf.inference.video import QUEUE
+
     tile, fixed = plan_for_memory(budget, name, src.width, src.height, radius, 2 * QUEUE + radius + 1,
                                   src.bit_depth // 8 + 1, overlap, channels)
     if tile == 0:
@@ -193,6 +194,9 @@ def main(argv=None):
         dst = VideoOutput(args.output, src, codec=args.codec, options=options)
         dst.check()
         model, radius, name = load_enhancer(args, src)
+        from vcar_tf.inference.video import enhance_video
+        from vcar_tf.models.recurrent import is_recurrent, state_channels
+
         tile, overlap = plan_tiles(args, src, name, radius, state_channels(model) if is_recurrent(model) else 0)
         start = time.perf_counter()
         with dst:

@@ -22,10 +22,8 @@ from vcar_tf.data.layout import check_dataset_folder, find_pairs, split_datasets
 from vcar_tf.errors import ArgumentParser, VcarError, cli_main
 from vcar_tf.fileutil import check_writable_dir
 from vcar_tf.inference.exported import load_exported
-from vcar_tf.inference.sequence import evaluate_pairs
 from vcar_tf.reporting import write_report
 from vcar_tf.train.config import TrainConfig
-from vcar_tf.train.run import RunFolder
 
 DEFAULT_BATCH = 1
 
@@ -68,6 +66,9 @@ def main(argv=None):
         raise VcarError("--qp and --crf exclude each other: give one")
     check_dataset_folder(args.data)
     model, cfg, radius = load_model_and_config(args)
+    from vcar_tf.inference.sequence import evaluate_pairs
+    from vcar_tf.train.run import RunFolder
+
     out = check_writable_dir(args.out or RunFolder(args.model_dir).eval)  # before the evaluation, not after
     if args.data is not None:
         cfg.data = args.data

@@ -15,7 +15,7 @@ convolutions). Every other export uses stock ops only (the deformable convolutio
 are those of vcar_tf/export/signatures.py. int8 and int8_full are calibrated on windows of the
 embedded sample dataset's real frames (TFLite at the export size, ONNX at the sample's 240x416);
 TFLite's int8 keeps the deformable sampling positions float (vcar_tf/export/tflite.py), ONNX's
-quantizes the convolutions only (vcar_tf/export/onnx.py).
+quantizes the convolutions only (vcar_tf/export/onnx.py). TensorFlow loads after the arguments are checked.
 """
 
 import os
@@ -23,15 +23,11 @@ import sys
 
 import numpy as np
 
-from vcar_tf import models
 from vcar_tf.cli.common import add_model_flags, load_model
 from vcar_tf.errors import ArgumentParser, VcarError, cli_main
-from vcar_tf.export import onnx as onnx_export, tflite as tflite_export
-from vcar_tf.export.names import MAX_FRAME_PIXELS
-from vcar_tf.export.saved_model import export_saved_model
-from vcar_tf.models.recurrent import is_recurrent
+from vcar_tf.export.names import MAX_FRAME_PIXELS, ONNX_DEFORMS, ONNX_QUANTIZATIONS, TFLITE_QUANTIZATIONS
 
-QUANTIZATIONS = {"saved_model": ("fp32",), "tflite": tflite_export.QUANTIZATIONS, "onnx": onnx_export.QUANTIZATIONS}
+QUANTIZATIONS = {"saved_model": ("fp32",), "tflite": TFLITE_QUANTIZATIONS, "onnx": ONNX_QUANTIZATIONS}
 ONNX_CALIBRATION_SIZE = (240, 416)  # the embedded sample's frames: an ONNX file has no fixed size
 
 
@@ -42,6 +38,7 @@ def calibration_windows(model, radius, height, width, count):
 
     from vcar_tf.data.layout import find_pairs
     from vcar_tf.data.sample import ensure_sample_dataset
+    from vcar_tf.models.recurrent import is_recurrent
 
     root = ensure_sample_dataset()
     sequences = [pair.open()[1] for pair in find_pairs(os.path.join(root, "train"), 37)]
@@ -70,7 +67,7 @@ def main(argv=None):
     p.add_argument("--width", type=int, default=832, help="tflite: input width (0 with --height 0: free)")
     p.add_argument("--quantization", default="fp32", choices=list(dict.fromkeys(sum(QUANTIZATIONS.values(), ()))),
                    help="; ".join(f"{f}: {'|'.join(q)}" for f, q in QUANTIZATIONS.items()))
-    p.add_argument("--onnx_deform", default="composite", choices=onnx_export.DEFORMS,
+    p.add_argument("--onnx_deform", default="composite", choices=ONNX_DEFORMS,
                    help="onnx: deformable convs as the stock-op composite (opset 18) or ONNX DeformConv (opset 19)")
     p.add_argument("--calibration_frames", type=int, default=8, help="int8: sample windows to calibrate on")
     args = p.parse_args(argv)
@@ -94,6 +91,10 @@ def main(argv=None):
     if args.onnx_deform != "composite" and args.format != "onnx":
         raise VcarError(f"--onnx_deform is for --format onnx (got --format {args.format})")
     model, cfg, radius = load_model(args)
+    from vcar_tf import models
+    from vcar_tf.export import onnx as onnx_export, tflite as tflite_export
+    from vcar_tf.export.saved_model import export_saved_model
+
     name = args.name or models.spec(cfg.model).name
     if args.format == "saved_model":
         path = export_saved_model(model, radius, os.path.join(args.out, name), args.version)

@@ -12,11 +12,9 @@ import sys
 
 from vcar_tf.errors import ArgumentParser, VcarError, cli_main
 from vcar_tf.fileutil import ensure_writable_dir
-from vcar_tf.models.stdf.pytorch import load_release
 from vcar_tf.train.config import TrainConfig
-from vcar_tf.train.run import write_run
 
-SOURCES = {"stdf-pytorch": load_release}
+SOURCES = ("stdf-pytorch",)  # the releases whose checkpoints this command reads
 
 
 def write_weights_h5(path, model):
@@ -36,13 +34,16 @@ def write_weights_h5(path, model):
 @cli_main
 def main(argv=None):
     p = ArgumentParser(prog="vcar-import", description=__doc__.split("\n")[0])
-    p.add_argument("source", choices=sorted(SOURCES), help="which release the checkpoint comes from")
+    p.add_argument("source", choices=SOURCES, help="which release the checkpoint comes from")
     p.add_argument("checkpoint", help=".pt/.pth or .safetensors file")
     p.add_argument("--out", required=True, help="a new run folder, or a file ending in .weights.h5")
     args = p.parse_args(argv)
     if os.path.abspath(args.out) == os.path.abspath(args.checkpoint):
         raise VcarError("--out must differ from the checkpoint")
-    name, model = SOURCES[args.source](args.checkpoint)
+    from vcar_tf.models.stdf.pytorch import load_release  # TensorFlow loads here, after the arguments' checks
+    from vcar_tf.train.run import write_run
+
+    name, model = load_release(args.checkpoint)
     if args.out.endswith(".weights.h5"):
         write_weights_h5(args.out, model)
     else:

@@ -17,6 +17,10 @@ NEXT_HIDDEN = "next_hidden"  # ONNX: an output may not share the input `hidden`'
 # the field's test sets; larger frames are refused rather than risking the process (tile them).
 MAX_FRAME_PIXELS = 2560 * 1600
 
+TFLITE_QUANTIZATIONS = ("fp32", "fp16", "int8", "int8_full")
+ONNX_QUANTIZATIONS = ("fp32", "int8")
+ONNX_DEFORMS = ("composite", "native")  # the stock-op composite (opset 18), or ONNX DeformConv (opset 19)
+
 # ONNX metadata (model.metadata_props)
 META_RADIUS = "vcar_tf.radius"
 META_RECURRENT = "vcar_tf.recurrent"

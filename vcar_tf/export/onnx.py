@@ -34,15 +34,15 @@ import tensorflow as tf
 
 from vcar_tf.errors import VcarError, first_line
 from vcar_tf.export.names import (ENHANCED, FRAMES, HIDDEN, META_RADIUS, META_RECURRENT, META_STATE_CHANNELS,
-                                  META_STATE_MULTIPLE, NEXT_HIDDEN)
+                                  META_STATE_MULTIPLE, NEXT_HIDDEN, ONNX_DEFORMS, ONNX_QUANTIZATIONS)
 from vcar_tf.export.signatures import float_function, state_multiple
 from vcar_tf.fileutil import write_bytes_atomic
 from vcar_tf.models.recurrent import is_recurrent, state_channels
 from vcar_tf.ops.deform_conv import composite_only, fused_only
 
 OPSET = 18
-DEFORMS = ("composite", "native")
-QUANTIZATIONS = ("fp32", "int8")
+DEFORMS = ONNX_DEFORMS
+QUANTIZATIONS = ONNX_QUANTIZATIONS
 FUSED_OP = "VcarDeformConv2D"
 ATTEMPTS = 5
 

@@ -32,13 +32,14 @@ The command is vcar-export --format tflite (vcar_tf/cli/export.py).
 import tensorflow as tf
 
 from vcar_tf.errors import VcarError, first_line
+from vcar_tf.export.names import TFLITE_QUANTIZATIONS
 from vcar_tf.export.signatures import float_function
 from vcar_tf.fileutil import write_bytes_atomic
 from vcar_tf.models.blocks import framewise_conv3d
 from vcar_tf.models.recurrent import is_recurrent
 from vcar_tf.ops.deform_conv import SAMPLING_SCOPE, composite_only
 
-QUANTIZATIONS = ("fp32", "fp16", "int8", "int8_full")
+QUANTIZATIONS = TFLITE_QUANTIZATIONS
 
 
 def frozen_function(model, radius, batch=1, height=None, width=None):

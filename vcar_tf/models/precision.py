@@ -42,11 +42,15 @@ def auto_precision(card=None, cpuinfo="/proc/cpuinfo"):
     return "bf16", f"this CPU has {' and '.join(flags)}; bf16 costs {cost:.3f} dB on val"
 
 
+def check_precision(precision):
+    if precision not in PRECISIONS:
+        raise VcarError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+
+
 @contextlib.contextmanager
 def precision_policy(precision):
     """Models built inside this context compute in `precision` (the previous global policy is restored)."""
-    if precision not in PRECISIONS:
-        raise VcarError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    check_precision(precision)
     if precision == "bf16" and not native_bf16_flags():
         print("warning: this CPU has no AVX512-BF16 or AMX: bf16 is emulated and slower than fp32", file=sys.stderr)
     previous = keras.mixed_precision.global_policy()

@@ -7,6 +7,7 @@ from typing import Optional
 from vcar_tf.errors import VcarError
 
 MAX_STEPS = 2**31 - 1  # far beyond any run; a larger --steps overflowed the schedule's tensors
+CHECKPOINTS = ("latest", "best")  # which checkpoint of a run to load: its last, or its best on val
 
 
 @dataclasses.dataclass

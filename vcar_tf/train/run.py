@@ -22,7 +22,7 @@ from vcar_tf import models
 from vcar_tf.errors import VcarError, first_line
 from vcar_tf.models.presets import from_preset, preset_card
 from vcar_tf.fileutil import ensure_writable_dir, hold_folder_lock, make_temp_dir, sweep_temps, write_text_atomic
-from vcar_tf.train.config import TrainConfig
+from vcar_tf.train.config import CHECKPOINTS, TrainConfig
 
 
 # What a missing, truncated or foreign checkpoint raises when it is restored.
@@ -129,9 +129,6 @@ def run_radius(cfg):
 def build_model(cfg):
     """The registered model of a config, with its --radius override."""
     return models.build(cfg.model, **({} if cfg.radius is None else {"radius": cfg.radius}))
-
-
-CHECKPOINTS = ("latest", "best")
 
 
 def read_best(model_dir):
