@@ -11,10 +11,7 @@ import sys
 from absl import app, flags
 
 from vcar_tf.errors import VcarError, cli_main
-from vcar_tf.export.saved_model import export_saved_model
 from vcar_tf.train.config import TrainConfig
-from vcar_tf.train.run import RunFolder
-from vcar_tf.train.trainer import Trainer
 
 _D = TrainConfig()
 flags.DEFINE_string("model", _D.model, "registered model name (python -m vcar_tf.models lists them)")
@@ -72,6 +69,10 @@ def parse_flags(argv):
 def main(argv):
     del argv
     cfg = config_from_flags()
+    from vcar_tf.export.saved_model import export_saved_model  # TensorFlow loads here, after the flags' checks
+    from vcar_tf.train.run import RunFolder
+    from vcar_tf.train.trainer import Trainer
+
     trainer = Trainer(cfg)
     result = trainer.run()
     if "stopped_by" in result:

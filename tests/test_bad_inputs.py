@@ -167,10 +167,11 @@ def test_bad_inputs_leave_no_output_and_inputs_unchanged(table):
     assert left == []
 
 
-# Runs a command module with TensorFlow and Keras unimportable: a command that needs them before its
-# error line fails with a traceback instead.
-WITHOUT_TF = ("import runpy, sys; sys.modules['tensorflow'] = sys.modules['keras'] = None; "
-              "runpy.run_module(sys.argv.pop(1), run_name='__main__', alter_sys=True)")
+# Runs a command (a module, or a script ending in .py) with TensorFlow and Keras unimportable: a
+# command that needs them before its error line fails with a traceback instead.
+WITHOUT_TF = ("import runpy, sys; sys.modules['tensorflow'] = sys.modules['keras'] = None; target = sys.argv.pop(1); "
+              "runpy.run_path(target, run_name='__main__') if target.endswith('.py') else "
+              "runpy.run_module(target, run_name='__main__', alter_sys=True)")
 
 
 def test_argument_and_path_errors_come_before_tensorflow_loads(tmp_path):
@@ -192,11 +193,13 @@ def test_argument_and_path_errors_come_before_tensorflow_loads(tmp_path):
              ([*export, "--format", "tflite", "--quantization", "int9"], "invalid choice"),
              ([*export, "--format", "onnx", "--quantization", "fp16"], "--format onnx takes --quantization"),
              (["vcar_tf.cli.import_weights", "nope", str(video), "--out", str(tmp_path / "i")], "invalid choice"),
-             (["vcar_tf.cli.compare", "--label", "a"], "give at least one run")]
+             (["vcar_tf.cli.compare", "--label", "a"], "give at least one run"),
+             (["train_main.py", "--steps=0", f"--model_dir={tmp_path}/t"], "--steps must be at least 1"),
+             (["train_main.py", "--lr=nan", f"--model_dir={tmp_path}/t"], "--lr must be a positive number")]
     for argv, fragment in cases:
         r = subprocess.run([sys.executable, "-c", WITHOUT_TF, *argv], capture_output=True, text=True, cwd=REPO,
                            timeout=120)
         lines = r.stderr.strip().splitlines()
         assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), (argv, r.stderr[-2000:])
         assert fragment in lines[0], (argv, lines)
-    assert not (tmp_path / "x").exists() and not (tmp_path / "i").exists() and exists.read_bytes() == b""
+    assert not any((tmp_path / name).exists() for name in ("x", "i", "t")) and exists.read_bytes() == b""
