@@ -12,6 +12,7 @@ from absl import app, flags
 
 from vcar_tf.errors import VcarError, cli_main
 from vcar_tf.train.config import TrainConfig
+from vcar_tf.train.folder import RunFolder
 
 _D = TrainConfig()
 flags.DEFINE_string("model", _D.model, "registered model name (python -m vcar_tf.models lists them)")
@@ -70,7 +71,6 @@ def main(argv):
     del argv
     cfg = config_from_flags()
     from vcar_tf.export.saved_model import export_saved_model  # TensorFlow loads here, after the flags' checks
-    from vcar_tf.train.run import RunFolder
     from vcar_tf.train.trainer import Trainer
 
     trainer = Trainer(cfg)

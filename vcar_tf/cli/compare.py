@@ -21,20 +21,17 @@ from vcar_tf.errors import ArgumentParser, VcarError, cli_main
 from vcar_tf.fileutil import read_text, write_text_atomic
 from vcar_tf.reporting import (REPORT_CSV, average_grid, comparison_table, merge_reports, read_grid,
                                read_report, read_table, replace_section, report_path)
+from vcar_tf.train.folder import RunFolder, run_label
 
 
 def report_source(run):
     """A run folder's evaluation (its eval/), or the folder or CSV itself."""
-    from vcar_tf.train.run import RunFolder
-
     evaluated = RunFolder(run).eval
     return evaluated if os.path.isfile(os.path.join(evaluated, REPORT_CSV)) else run
 
 
 def run_report(run):
     """(label, rows) of a run's report."""
-    from vcar_tf.train.run import run_label
-
     return read_report(report_source(run), run_label(run) or os.path.basename(os.path.normpath(run)))
 
 

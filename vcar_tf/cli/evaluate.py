@@ -24,6 +24,7 @@ from vcar_tf.fileutil import check_writable_dir
 from vcar_tf.inference.exported import load_exported
 from vcar_tf.reporting import write_report
 from vcar_tf.train.config import TrainConfig
+from vcar_tf.train.folder import RunFolder
 
 DEFAULT_BATCH = 1
 
@@ -67,7 +68,6 @@ def main(argv=None):
     check_dataset_folder(args.data)
     model, cfg, radius = load_model_and_config(args)
     from vcar_tf.inference.sequence import evaluate_pairs
-    from vcar_tf.train.run import RunFolder
 
     out = check_writable_dir(args.out or RunFolder(args.model_dir).eval)  # before the evaluation, not after
     if args.data is not None:

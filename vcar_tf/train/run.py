@@ -1,13 +1,5 @@
-"""The run folder that train_main.py writes, and what reads it back.
-
-    MODEL_DIR/config.json       the TrainConfig of the run
-    MODEL_DIR/checkpoints/      tf.train checkpoints (model, optimizer, step)
-    MODEL_DIR/best/             the checkpoint (model, step) with the best val ΔPSNR so far,
-                                best.json: its step, val ΔPSNR and ΔSSIM, and eval/: that validation's report
-    MODEL_DIR/logs/             TensorBoard
-    MODEL_DIR/eval/             the evaluation report (report.csv, report.md, curves/)
-    MODEL_DIR/serving/NAME/N/   TF Serving SavedModels
-"""
+"""The run folder that train_main.py writes (its layout: vcar_tf.train.folder), its checkpoints
+and the models they restore."""
 
 import contextlib
 import dataclasses
@@ -23,25 +15,11 @@ from vcar_tf.errors import VcarError, first_line
 from vcar_tf.models.presets import from_preset, preset_card
 from vcar_tf.fileutil import ensure_writable_dir, hold_folder_lock, make_temp_dir, sweep_temps, write_text_atomic
 from vcar_tf.train.config import CHECKPOINTS, TrainConfig
+from vcar_tf.train.folder import RunFolder, read_config, read_config_dict, read_json_object, run_label  # noqa: F401
 
 
 # What a missing, truncated or foreign checkpoint raises when it is restored.
 CHECKPOINT_ERRORS = (tf.errors.OpError, AssertionError, ValueError, IndexError)
-
-
-class RunFolder:
-    """The paths of a run folder (module docstring)."""
-
-    def __init__(self, root):
-        self.root = root
-        self.config = os.path.join(root, "config.json")
-        self.checkpoints = os.path.join(root, "checkpoints")
-        self.best = os.path.join(root, "best")
-        self.best_json = os.path.join(self.best, "best.json")
-        self.best_eval = os.path.join(self.best, "eval")
-        self.logs = os.path.join(root, "logs")
-        self.eval = os.path.join(root, "eval")
-        self.serving = os.path.join(root, "serving")
 
 
 @contextlib.contextmanager
@@ -52,43 +30,6 @@ def hold_run_lock(model_dir):
         for folder in (RunFolder(model_dir).checkpoints, RunFolder(model_dir).best):
             sweep_temps(folder, ("*_temp",))
         yield
-
-
-def _read_json_object(path, what):
-    """The JSON object in `path`, or None when there is no file; `what` names it in errors."""
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        try:
-            values = json.load(f)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise VcarError(f"{path} is not valid JSON ({e}); it is not {what}") from None
-    if not isinstance(values, dict):
-        raise VcarError(f"{path} is not a JSON object; it is not {what}")
-    return values
-
-
-def read_config_dict(model_dir):
-    """The raw config.json of a run, or None when there is none."""
-    return _read_json_object(RunFolder(model_dir).config, "a config.json that train_main.py wrote")
-
-
-def read_config(model_dir):
-    """The TrainConfig of a run."""
-    values = read_config_dict(model_dir)
-    if values is None:
-        raise VcarError(f"{model_dir} is not a training run (no config.json)")
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise VcarError(f"{RunFolder(model_dir).config}: unknown setting(s) {', '.join(unknown)}")
-    if "model" not in values:
-        raise VcarError(f"{RunFolder(model_dir).config} names no model")
-    values["lr_milestones"] = tuple(values.get("lr_milestones", ()))
-    try:
-        return TrainConfig(**values).validate(min_steps=0)
-    except (TypeError, ValueError) as e:
-        raise VcarError(f"{RunFolder(model_dir).config}: {e}") from None
 
 
 def write_config(model_dir, cfg):
@@ -115,12 +56,6 @@ def write_run(model_dir, model, cfg, step=0):
     return model_dir
 
 
-def run_label(run):
-    """'MODEL (N steps)' of a run folder, or None for a folder that is not one."""
-    values = read_config_dict(run) if os.path.isdir(run) else None
-    return f"{values['model']} ({values['steps']} steps)" if values else None
-
-
 def run_radius(cfg):
     """The radius a config's model uses: --radius, or the registered model's."""
     return models.spec(cfg.model).radius if cfg.radius is None else cfg.radius
@@ -133,7 +68,7 @@ def build_model(cfg):
 
 def read_best(model_dir):
     """best.json of a run ({'step', 'delta_psnr', 'delta_ssim_x100'}), or None before its first validation."""
-    return _read_json_object(RunFolder(model_dir).best_json, "a best.json that training wrote")
+    return read_json_object(RunFolder(model_dir).best_json, "a best.json that training wrote")
 
 
 def load_run(model_dir, checkpoint="latest"):
