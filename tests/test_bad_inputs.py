@@ -195,6 +195,7 @@ def test_argument_and_path_errors_come_before_tensorflow_loads(tmp_path):
              (["vcar_tf.cli.import_weights", "nope", str(video), "--out", str(tmp_path / "i")], "invalid choice"),
              (["vcar_tf.cli.compare", "--label", "a"], "give at least one run"),
              (["vcar_tf.cli.compare", str(tmp_path / "missing")], "no report.csv"),
+             (["vcar_tf.cli.serve", "--model_base_path", str(tmp_path / "missing")], "is not a folder"),
              (["train_main.py", "--steps=0", f"--model_dir={tmp_path}/t"], "--steps must be at least 1"),
              (["train_main.py", "--lr=nan", f"--model_dir={tmp_path}/t"], "--lr must be a positive number")]
     for argv, fragment in cases:

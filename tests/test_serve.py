@@ -201,6 +201,8 @@ BAD_REQUESTS = [
     ("POST", "/v1/models/arcnn:predict", b'{"inputs": [[[1, 2]], [[3, 4]]]}', 400, "expected uint8 [1, ?, ?]"),
     ("POST", "/v1/models/arcnn:predict", b'{"inputs": {"b64": "AAAA"}}', 400, "string tensors"),
     ("POST", "/v1/models/arcnn:predict", b'{"inputs": [[["a", "b"]]]}', 400, "strings"),
+    ("POST", "/v1/models/arcnn:predict", b'{"inputs": [[[1, true], [3, 4]]]}', 400, "JSON boolean (true)"),
+    ("POST", "/v1/models/arcnn:predict", b'{"instances": [[[0, 2], [false, 4]]]}', 400, "JSON boolean (false)"),
     ("POST", "/v1/models/arcnn:predict", b'{"inputs": {"frames": [[[1]]], "x": 1}}', 400, "unknown: x"),
     ("POST", "/v1/models/arcnn:predict", b'{"signature_name": "serve_float", "inputs": [[[[[NaN]]]]]}', 400, "NaN"),
     ("POST", "/v1/models/arcnn:predict", json.dumps({"inputs": [[[0] * 65] * 65]}).encode(), 400, "more than 4096"),

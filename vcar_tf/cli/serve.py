@@ -76,12 +76,13 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         from vcar_tf.serving.config import models_from_flags
-        from vcar_tf.serving.server import ModelServer, ServerOptions
+
+        models = models_from_flags(args.model_name, args.model_base_path, args.model_config_file)
+        from vcar_tf.serving.server import ModelServer, ServerOptions  # TensorFlow loads here, after the checks
     except ModuleNotFoundError as e:
         if e.name and e.name.startswith("tensorflow_serving"):
             raise VcarError(PROTOS_MISSING) from None
         raise
-    models = models_from_flags(args.model_name, args.model_base_path, args.model_config_file)
     options = ServerOptions(host=args.host, rest_api_port=args.rest_api_port, grpc_port=args.port,
                             poll_wait_s=args.file_system_poll_wait_seconds, enable_batching=args.enable_batching,
                             max_batch_size=args.max_batch_size, batch_timeout_s=args.batch_timeout_micros / 1e6,

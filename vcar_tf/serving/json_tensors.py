@@ -30,6 +30,23 @@ def to_array(value, name):
     return array
 
 
+def reject_booleans(body, request):
+    """INVALID_ARGUMENT where the parsed `request` holds a JSON true or false: every vcar_tf input is
+    numeric, TF Serving refuses booleans there, and NumPy would read them as 1 and 0. `body` is the
+    raw JSON, which spares the walk for the requests that have neither word."""
+    if b"true" not in body and b"false" not in body:
+        return
+    pending = [request]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, bool):
+            raise invalid(f"expected numbers, got a JSON boolean ({str(value).lower()})")
+        if isinstance(value, dict):
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+
+
 def _describe(array):
     return {"U": "strings", "O": "mixed or non-numeric values (an object or null?)"}.get(array.dtype.kind,
                                                                                        array.dtype.name)

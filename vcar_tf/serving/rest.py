@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from vcar_tf.serving.json_tensors import decode_columns, decode_predict, encode_predict
+from vcar_tf.serving.json_tensors import decode_columns, decode_predict, encode_predict, reject_booleans
 from vcar_tf.serving.status import ServingError, invalid, not_found
 
 MODEL_PATH = re.compile(r"^(?P<name>[^/:]+)(?:/versions/(?P<version>\d{1,18})|/labels/(?P<label>[^/:]+))?"
@@ -171,6 +171,7 @@ class RestApi:
 
     def _predict(self, body, name, version, label):
         request = parse_json(body)
+        reject_booleans(body, request)
         with self.store.use(name, version, label) as loaded:
             signature_name = request.get("signature_name") if isinstance(request, dict) else None
             signature = loaded.signature(signature_name if isinstance(signature_name, str) else None)
@@ -188,6 +189,7 @@ class RestApi:
 
     def _stream_step(self, body, name, stream_id):
         request = parse_json(body)
+        reject_booleans(body, request)
         if not isinstance(request, dict) or "inputs" not in request:
             raise invalid('a step takes {"inputs": window} or {"inputs": {"frames": window}}')
         outputs, step = self.streams.step(name, stream_id, decode_columns(request["inputs"], ["frames"]))
