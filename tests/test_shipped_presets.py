@@ -86,3 +86,21 @@ def test_bf16_precision_evaluates_the_preset_within_0_05_db_of_fp32(tmp_path):
     assert native_bf16_flags(str(cpuinfo)) == ("avx512_bf16",)
     cpuinfo.write_text("processor : 0\nflags\t\t: fpu sse avx2\n")
     assert native_bf16_flags(str(cpuinfo)) == () == native_bf16_flags(str(tmp_path / "missing"))
+
+
+def test_precision_bf16_doc_is_the_one_its_script_makes_from_the_records(tmp_path):
+    """docs/precision-bf16.md is what scripts/precision_bf16_doc.sh makes from docs/evaluations/ today
+    (a bf16 record added without regenerating it, or a hand edit, fails)."""
+    import shutil
+    import subprocess
+
+    from tests.conftest import REPO
+
+    for folder in ("docs/evaluations/preset-eval", "docs/evaluations/preset-eval-bf16"):
+        shutil.copytree(os.path.join(REPO, folder), tmp_path / folder)
+    shutil.copy(os.path.join(REPO, "docs", "precision-bf16-notes.md"), tmp_path / "docs")
+    r = subprocess.run(["bash", os.path.join(REPO, "scripts", "precision_bf16_doc.sh")], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    with open(os.path.join(REPO, "docs", "precision-bf16.md")) as f:
+        assert (tmp_path / "docs" / "precision-bf16.md").read_text() == f.read()
