@@ -102,7 +102,8 @@ def child_tiles(name, sequence, frames, tile, weights):
 
     settings = CodecSettings(qp=37)
     if weights.startswith("preset:"):
-        from vcar_tf.models.presets import from_preset, preset_card
+        from vcar_tf.models.presets import from_preset
+        from vcar_tf.presets import preset_card
 
         card = preset_card(weights[len("preset:"):])
         settings = CodecSettings(**card["codec_settings"])
@@ -203,7 +204,7 @@ def main():
     if "tiles" not in args.skip:
         rows = ["| model | weights | sequence | frames | tile | overlap | compressed dB | untiled dB | tiled dB | "
                 "tiled − untiled ΔPSNR dB | max abs diff (of 255) | on the last frame |", "|" + "---|" * 12]
-        from vcar_tf.models.presets import preset_card
+        from vcar_tf.presets import preset_card
 
         by_model = {preset_card(n)["model"]: n for n in args.presets}
         for name in args.tile_models:

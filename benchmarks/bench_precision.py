@@ -65,7 +65,7 @@ def child_inference(preset, width, height, repeats, profile=0):
 
     from vcar_tf import models
     from vcar_tf.inference.streaming import inference_fn
-    from vcar_tf.models.presets import preset_card
+    from vcar_tf.presets import preset_card
 
     runs = {}
     for policy in ("float32", "mixed_bfloat16"):

@@ -38,7 +38,8 @@ from vcar_tf.data.codec import CodecSettings  # noqa: E402
 from vcar_tf.data.layout import find_pairs, split_datasets  # noqa: E402
 from vcar_tf.errors import ArgumentParser, VcarError, cli_main  # noqa: E402
 from vcar_tf.fileutil import ensure_writable_dir, write_text_atomic  # noqa: E402
-from vcar_tf.models.presets import file_sha256, preset_card, save_preset_weights  # noqa: E402
+from vcar_tf.models.presets import save_preset_weights  # noqa: E402
+from vcar_tf.presets import file_sha256, preset_card  # noqa: E402
 from vcar_tf.reporting import REPORT_CSV, read_grid, read_table  # noqa: E402
 from vcar_tf.train.run import CHECKPOINTS, load_run  # noqa: E402
 

@@ -22,7 +22,8 @@ import sys
 from vcar_tf.data.codec import CodecSettings
 from vcar_tf.errors import VcarError, cli_main
 from vcar_tf.fileutil import ensure_writable_dir, make_temp_dir, write_text_atomic
-from vcar_tf.models.presets import CARD, save_preset_weights
+from vcar_tf.models.presets import save_preset_weights
+from vcar_tf.presets import CARD
 from vcar_tf.reporting import read_report
 from vcar_tf.train.run import CHECKPOINTS, RunFolder, load_run, read_best, read_config_dict
 

@@ -20,7 +20,7 @@ sys.path[:0] = [REPO, os.path.dirname(os.path.abspath(__file__))]  # this checko
 import evaluate_recorded  # noqa: E402
 from vcar_tf.errors import VcarError, cli_main  # noqa: E402
 from vcar_tf.fileutil import write_text_atomic  # noqa: E402
-from vcar_tf.models.presets import CARD, presets_dir, preset_card  # noqa: E402
+from vcar_tf.presets import CARD, presets_dir, preset_card  # noqa: E402
 from vcar_tf.reporting import read_report  # noqa: E402
 
 # (split, precision) -> the folder under runs/ of that evaluation of preset NAME

@@ -18,6 +18,7 @@ import sys
 import pytest
 
 from tests.conftest import REPO
+from tests.test_enhance import make_video
 
 LEGACY_RUN = os.path.join(REPO, "tests", "legacy", "run_arcnn")
 
@@ -175,23 +176,28 @@ WITHOUT_TF = ("import runpy, sys; sys.modules['tensorflow'] = sys.modules['keras
 
 
 def test_argument_and_path_errors_come_before_tensorflow_loads(tmp_path):
-    """A mistyped flag or a missing file is one `error:` line, said before TensorFlow loads (which
-    takes seconds and prints start-up lines of its own on stderr)."""
+    """A mistyped flag, a missing file or an unknown preset is one `error:` line, said before
+    TensorFlow loads (which takes seconds and prints start-up lines of its own on stderr)."""
     video = tmp_path / "in.mp4"
     video.write_bytes(b"not decoded before the output check")
     exists = tmp_path / "exists.mp4"
     exists.write_bytes(b"")
+    clip = tmp_path / "clip.mp4"
+    make_video(str(clip), frames=2, audio=False)
     enhance = ["vcar_tf.cli.enhance", "--preset", "dncnn_x265_qp37"]
     export = ["vcar_tf.cli.export", "--preset", "dncnn_x265_qp37", "--out", str(tmp_path / "x")]
     cases = [([*enhance, str(tmp_path / "missing.mp4"), str(tmp_path / "o.mp4")], "no such file"),
              ([*enhance, str(video), str(exists)], "exists; pass --overwrite"),
              ([*enhance, str(video), str(tmp_path / "o.xyz")], "unknown output extension"),
              ([*enhance, str(video), str(tmp_path / "o.mp4"), "--checkpoint", "first"], "invalid choice"),
+             (["vcar_tf.cli.enhance", "--preset", "nope", str(clip), str(tmp_path / "o.mp4")], "unknown preset 'nope'"),
+             (["vcar_tf.cli.evaluate", "--preset", "nope", "--data", str(tmp_path)], "unknown preset 'nope'"),
              (["vcar_tf.cli.evaluate", "--preset", "dncnn_x265_qp37", "--qp", "60"], "--qp must be in 0..51"),
              (["vcar_tf.cli.evaluate", "--preset", "x", "--data", str(tmp_path / "missing")], "missing"),
              ([*export, "--version", "0"], "--version must be 1"),
              ([*export, "--format", "tflite", "--quantization", "int9"], "invalid choice"),
              ([*export, "--format", "onnx", "--quantization", "fp16"], "--format onnx takes --quantization"),
+             (["vcar_tf.cli.export", "--preset", "nope", "--out", str(tmp_path / "x")], "unknown preset 'nope'"),
              (["vcar_tf.cli.import_weights", "nope", str(video), "--out", str(tmp_path / "i")], "invalid choice"),
              (["vcar_tf.cli.compare", "--label", "a"], "give at least one run"),
              (["vcar_tf.cli.compare", str(tmp_path / "missing")], "no report.csv"),

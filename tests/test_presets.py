@@ -30,7 +30,8 @@ def presets(tmp_path, monkeypatch):
 
 
 def test_from_preset_loads_the_run_and_its_card(presets):
-    from vcar_tf.models.presets import from_preset, preset_card, preset_names
+    from vcar_tf.models.presets import from_preset
+    from vcar_tf.presets import preset_card, preset_names
     from vcar_tf.train.run import load_run
 
     assert preset_names() == ["arcnn_toy"]
@@ -111,7 +112,8 @@ def test_precision_auto_is_bf16_only_for_a_preset_measured_within_budget_on_a_na
 def test_a_broken_card_or_weights_of_another_model_are_one_line_errors(presets):
     import json
 
-    from vcar_tf.models.presets import file_sha256, from_preset
+    from vcar_tf.models.presets import from_preset
+    from vcar_tf.presets import file_sha256
 
     card_path = presets / "arcnn_toy" / "card.json"
     card = json.loads(card_path.read_text())

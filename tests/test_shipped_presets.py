@@ -12,8 +12,7 @@ from vcar_tf.cli.enhance import main as enhance
 from vcar_tf.data.codec import CodecSettings
 from vcar_tf.data.sample import ensure_sample_dataset
 from vcar_tf.metrics.psnr import psnr_y
-from vcar_tf import models
-from vcar_tf.models import presets
+from vcar_tf import models, presets
 from vcar_tf.video.container import decode_frames
 from vcar_tf.video.yuv import YuvSequence
 

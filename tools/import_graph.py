@@ -22,7 +22,7 @@ PACKAGE = "vcar_tf"
 LAYERS = [
     ("errors", ""),
     ("fileutil",),
-    ("video", "metrics", "weights"),
+    ("video", "metrics", "weights", "presets"),
     ("data", "ops"),
     ("models",),
     ("export", "reporting"),

@@ -4,6 +4,7 @@ TensorFlow loads in load_model, not on import, so a command reports a bad argume
 import sys
 
 from vcar_tf.errors import VcarError
+from vcar_tf.presets import preset_card
 from vcar_tf.train.config import CHECKPOINTS, TrainConfig
 
 
@@ -34,13 +35,13 @@ def load_model(args, others=()):
         raise VcarError(f"--precision {precision} goes with --model_dir or --preset (an export keeps its own)")
     if args.model_dir is None and args.preset is None:
         return None
+    card = preset_card(args.preset) if args.preset is not None else None  # a card is read without TF
     from vcar_tf.models import spec
     from vcar_tf.models.precision import auto_precision, check_precision, precision_policy
-    from vcar_tf.models.presets import from_preset, preset_card
+    from vcar_tf.models.presets import from_preset
     from vcar_tf.train.run import load_run
 
     check_precision(precision)
-    card = preset_card(args.preset) if args.preset is not None else None
     if precision == "auto":
         precision, why = auto_precision(card)
         if precision != "fp32":

@@ -99,7 +99,7 @@ def load_enhancer(args, src):
 def choose_preset(args, src):
     """The shipped preset trained at the QP nearest to the stream's (or --input_qp's); of several at
     that QP, the one with the best val ΔPSNR."""
-    from vcar_tf.models.presets import preset_card, preset_names
+    from vcar_tf.presets import preset_card, preset_names
 
     names = preset_names()
     if not names:

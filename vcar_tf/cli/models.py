@@ -5,7 +5,7 @@ import sys
 from vcar_tf.errors import ArgumentParser, cli_main
 from vcar_tf.models import summary
 from vcar_tf.models.precision import bf16_val_cost
-from vcar_tf.models.presets import preset_card, preset_names
+from vcar_tf.presets import preset_card, preset_names
 
 
 def bf16_text(cost):

@@ -12,7 +12,8 @@ import tensorflow as tf
 
 from vcar_tf import models
 from vcar_tf.errors import VcarError, first_line
-from vcar_tf.models.presets import from_preset, preset_card
+from vcar_tf.models.presets import from_preset
+from vcar_tf.presets import preset_card
 from vcar_tf.fileutil import ensure_writable_dir, hold_folder_lock, make_temp_dir, sweep_temps, write_text_atomic
 from vcar_tf.train.config import CHECKPOINTS, TrainConfig
 from vcar_tf.train.folder import RunFolder, read_config, read_config_dict, read_json_object, run_label  # noqa: F401
