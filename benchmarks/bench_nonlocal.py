@@ -2,10 +2,14 @@
 
     python benchmarks/bench_nonlocal.py [--repeats 3] [--out benchmarks/results/nonlocal.md]
     python benchmarks/bench_nonlocal.py --streaming [--repeats 3] [--out benchmarks/results/nonlocal.md]
+    python benchmarks/bench_nonlocal.py --bound [--repeats 3] [--out benchmarks/results/nonlocal.md]
 
 --streaming measures NL-ConvLSTM over a video instead (StreamingEnhancer, whole windows against
 the window feature cache, vcar_tf/models/nl_convlstm/window_cache.py) with the time of each part
-of the network, and appends its section to --out.
+of the network, and appends its section to --out. --bound counts the multiply-adds the window
+feature cache does per 832x480 frame, times the network's main convolution (3x3, 64 -> 256) on
+its own in fp32 and bf16, and appends what that rate allows per frame against the cache's measured
+seconds per frame in both precisions.
 
 One warp moves h and c (2 x 64 channels) of frame t-1 toward frame t with 64-channel features,
 batch 1, float32, as in the model. Each measurement runs in its own process; memory is the peak
@@ -53,7 +57,7 @@ def child_model(kind, width, height, repeats):
     print(json.dumps({"ms": 1000 * seconds, "rss_mb": peak_rss_mb()}))
 
 
-def child_stream(path, width, height, repeats):
+def child_stream(path, width, height, repeats, precision="fp32"):
     """s/frame of StreamingEnhancer over R + 2 + repeats frames, from the first frame enhanced
     (tracing, the first window's encoding) to the last enhanced before the flush."""
     import time
@@ -62,8 +66,10 @@ def child_stream(path, width, height, repeats):
 
     from vcar_tf import models
     from vcar_tf.inference.streaming import StreamingEnhancer
+    from vcar_tf.models.precision import precision_policy
 
-    model, radius = models.build("nl_convlstm"), models.spec("nl_convlstm").radius
+    with precision_policy(precision):
+        model, radius = models.build("nl_convlstm"), models.spec("nl_convlstm").radius
     enhancer = StreamingEnhancer(model, radius, feature_cache=path == "cache")
     frames = np.random.default_rng(0).random((radius + 2 + repeats, height, width), dtype=np.float32)
     base, done = rss_mb(), []
@@ -104,6 +110,82 @@ def child_parts(width, height, repeats):
         fn = tf.function(fn)
         out[name] = 1000 * timed(lambda: tf.nest.map_structure(np.asarray, fn(*inputs)), repeats)
     print(json.dumps(out))
+
+
+def cached_macs_per_pixel(model, radius):
+    """{part: multiply-adds per pixel} of one frame enhanced through the window feature cache: the
+    encoder and both directions' input gates on the new frame, 2R warps and 2R recurrent gate
+    convs, the decoder. A conv does kh·kw·Cin·Cout per output pixel (its kernel's size)."""
+    import numpy as np
+
+    def conv(name):
+        return int(np.prod(model.get_layer(name).weights[0].shape))
+
+    cell = model.get_layer("forward")
+    half = int(np.prod(cell.gates.kernel.shape)) // 2  # the x half and the h half of the gates conv
+    features = cell.gates.kernel.shape[2] - cell.filters
+    candidates = cell.top_k * cell.block ** 2
+    return {"encoder": conv("encoder_1") + conv("encoder_2"),
+            "input gates (2 directions)": 2 * half,
+            f"recurrent gate convs ({2 * radius})": 2 * radius * half,
+            f"warps ({2 * radius}: similarities and weighted sum)": 2 * radius * candidates * (features + 2 * cell.filters),
+            "decoder": sum(conv(n) for n in ("merge", "decoder_1", "decoder_2", "decoder_out"))}
+
+
+def child_bound(width, height, repeats):
+    """The cache's multiply-adds per frame by part, and GMAC/s of one 3x3 64 -> 256 conv at this
+    size in fp32 and bf16 (the gates' halves, 8 of the cache's 10 convs per frame)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from vcar_tf import models
+
+    macs = cached_macs_per_pixel(models.build("nl_convlstm"), models.spec("nl_convlstm").radius)
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(1, height, width, 64)).astype(np.float32))
+    kernel = tf.constant(rng.normal(0, 0.05, (3, 3, 64, 256)).astype(np.float32))
+    rate = {}
+    for precision, dtype in (("fp32", tf.float32), ("bf16", tf.bfloat16)):
+        xc, kc = tf.cast(x, dtype), tf.cast(kernel, dtype)
+        conv = tf.function(lambda: tf.nn.conv2d(xc, kc, 1, "SAME"))
+        seconds = timed(lambda: conv().numpy(), repeats)
+        rate[precision] = width * height * 9 * 64 * 256 / seconds / 1e9
+    print(json.dumps({"gmac_per_frame": {k: v * width * height / 1e9 for k, v in macs.items()}, "gmac_per_s": rate}))
+
+
+def bound(args):
+    w, h, target = 832, 480, 4.0  # the issue's size and target, seconds per frame
+    b = run_child(__file__, "bound", w, h, args.repeats)
+    if "failed" in b:
+        raise SystemExit(f"child bound failed: {b['failed']}")
+    measured = {p: run_child(__file__, "stream", "cache", w, h, args.repeats, p) for p in ("fp32", "bf16")}
+    total = sum(b["gmac_per_frame"].values())
+    rows = ["| part | GMAC per frame | share |", "|---|---|---|"]
+    rows += [f"| {name} | {g:.1f} | {g / total:.0%} |" for name, g in b["gmac_per_frame"].items()]
+    rows.append(f"| total | {total:.1f} | |")
+    lines = []
+    for p in ("fp32", "bf16"):
+        rate, m = b["gmac_per_s"][p], measured[p]
+        seconds = m["failed"] if "failed" in m else f"{m['s_per_frame']:.2f} s ({total / m['s_per_frame']:.0f} GMAC/s)"
+        lines.append(f"| {p} | {rate:.0f} | {total / rate:.2f} s | {seconds} |")
+    body = (f"NL-ConvLSTM at {w}x{h} through the window feature cache (untrained weights, warp approx): the "
+            "multiply-adds one enhanced frame needs, counted from the layers' shapes (a conv does kh·kw·Cin·Cout "
+            "per pixel; a warp k·p² candidates x (64 feature + 128 state channels)), against the rate of one 3x3 "
+            f"64 -> 256 conv at this size on its own (the gates' halves; mean of {args.repeats} after a warm-up). "
+            "At that rate the whole frame could not take less than total / rate, whatever the code around the "
+            f"convs does; the issue's target is {target:g} s per frame, {total / target:.0f} GMAC/s.\n\n"
+            + "\n".join(rows) + "\n\n| precision | 3x3 64->256 conv GMAC/s | total / rate | the cache measured "
+            f"(s per frame, mean of {args.repeats + 1} after the first) |\n|---|---|---|---|\n" + "\n".join(lines) + "\n")
+    text = publish("NL-ConvLSTM: the arithmetic of a frame against the conv rate", body).replace("# ", "## ", 1)
+    append_section(args.out, text)
+
+
+def append_section(out, text):
+    if out:
+        from vcar_tf.fileutil import write_text_atomic
+
+        with open(out) as f:
+            write_text_atomic(out, f.read().rstrip("\n") + "\n\n" + text)
 
 
 # Calls of each part per enhanced frame (R 3): whole windows run the encoder on 7 frames and the
@@ -155,21 +237,22 @@ def streaming(args):
             f"{args.repeats} after a warm-up; the parts' sum leaves out the copies and Python between them):\n\n"
             + "\n".join(table) + "\n")
     text = publish("NL-ConvLSTM streaming: whole windows against the window feature cache", body).replace("# ", "## ", 1)
-    if args.out:
-        from vcar_tf.fileutil import write_text_atomic
-
-        with open(args.out) as f:
-            write_text_atomic(args.out, f.read().rstrip("\n") + "\n\n" + text)
+    append_section(args.out, text)
 
 
 def main():
     parser = arg_parser(__doc__)
     parser.add_argument("--streaming", action="store_true", help="NL-ConvLSTM over a video, appended to --out")
+    parser.add_argument("--bound", action="store_true", help="NL-ConvLSTM's arithmetic per frame against the conv "
+                        "rate, appended to --out")
     args = parser.parse_args()
-    if run_as_child(args, {"warp": child_warp, "model": child_model, "stream": child_stream, "parts": child_parts}):
+    if run_as_child(args, {"warp": child_warp, "model": child_model, "stream": child_stream, "parts": child_parts,
+                             "bound": child_bound}):
         return
     if args.streaming:
         return streaming(args)
+    if args.bound:
+        return bound(args)
 
     def cell(r, key, fmt):
         return r["failed"] if "failed" in r else format(r[key], fmt)
