@@ -176,8 +176,8 @@ WITHOUT_TF = ("import runpy, sys; sys.modules['tensorflow'] = sys.modules['keras
 
 
 def test_argument_and_path_errors_come_before_tensorflow_loads(tmp_path):
-    """A mistyped flag, a missing file or an unknown preset is one `error:` line, said before
-    TensorFlow loads (which takes seconds and prints start-up lines of its own on stderr)."""
+    """A mistyped flag, a missing or unreadable file or an unknown preset is one `error:` line, said
+    before TensorFlow loads (which takes seconds and prints start-up lines of its own on stderr)."""
     video = tmp_path / "in.mp4"
     video.write_bytes(b"not decoded before the output check")
     exists = tmp_path / "exists.mp4"
@@ -199,6 +199,10 @@ def test_argument_and_path_errors_come_before_tensorflow_loads(tmp_path):
              ([*export, "--format", "onnx", "--quantization", "fp16"], "--format onnx takes --quantization"),
              (["vcar_tf.cli.export", "--preset", "nope", "--out", str(tmp_path / "x")], "unknown preset 'nope'"),
              (["vcar_tf.cli.import_weights", "nope", str(video), "--out", str(tmp_path / "i")], "invalid choice"),
+             (["vcar_tf.cli.import_weights", "stdf-pytorch", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "i")],
+              "checkpoint not found"),
+             (["vcar_tf.cli.import_weights", "stdf-pytorch", str(video), "--out", str(tmp_path / "i")],
+              "not a PyTorch zip checkpoint"),
              (["vcar_tf.cli.compare", "--label", "a"], "give at least one run"),
              (["vcar_tf.cli.compare", str(tmp_path / "missing")], "no report.csv"),
              (["vcar_tf.cli.serve", "--model_base_path", str(tmp_path / "missing")], "is not a folder"),

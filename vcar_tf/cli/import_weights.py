@@ -13,6 +13,7 @@ import sys
 from vcar_tf.errors import ArgumentParser, VcarError, cli_main
 from vcar_tf.fileutil import ensure_writable_dir
 from vcar_tf.train.config import TrainConfig
+from vcar_tf.weights.state_dict import read_state_dict
 
 SOURCES = ("stdf-pytorch",)  # the releases whose checkpoints this command reads
 
@@ -40,10 +41,11 @@ def main(argv=None):
     args = p.parse_args(argv)
     if os.path.abspath(args.out) == os.path.abspath(args.checkpoint):
         raise VcarError("--out must differ from the checkpoint")
-    from vcar_tf.models.stdf.pytorch import load_release  # TensorFlow loads here, after the arguments' checks
+    state = read_state_dict(args.checkpoint)  # without TensorFlow: a missing or unreadable file is said first
+    from vcar_tf.models.stdf.pytorch import stdf_from_state_dict  # TensorFlow loads here
     from vcar_tf.train.run import write_run
 
-    name, model = load_release(args.checkpoint)
+    name, model = stdf_from_state_dict(state)
     if args.out.endswith(".weights.h5"):
         write_weights_h5(args.out, model)
     else:
