@@ -132,3 +132,31 @@ def test_an_input_is_never_the_output_and_bytes_that_are_not_text_are_one_error_
         err = capsys.readouterr().err.strip().splitlines()
         assert e.value.code == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0], (argv, err)
     assert report.read_bytes() == before and notes.read_text() == "notes\n"
+
+
+def test_a_report_or_table_with_a_cell_that_is_not_a_number_is_one_error_line(tmp_path, capsys):
+    run = _run(tmp_path, "arcnn", 0.25)
+    report = tmp_path / "arcnn" / "eval" / "report.csv"
+    broken = tmp_path / "broken" / "eval"
+    broken.mkdir(parents=True)
+    lines = report.read_text().splitlines()
+    head = lines[0].split(",")
+    cells = lines[1].split(",")
+    cells[head.index("delta_psnr")] = "abc"
+    (broken / "report.csv").write_text("\n".join([lines[0], ",".join(cells), *lines[2:]]) + "\n")
+    (tmp_path / "empty.csv").write_text(lines[0] + "\n")
+    table = tmp_path / "table.md"
+    assert main([run, "--out", str(table)]) == 0
+    text = table.read_text()
+    bad_cell = tmp_path / "bad_cell.md"
+    bad_cell.write_text(text.replace("+0.250", "abc", 1))
+    short_row = tmp_path / "short_row.md"
+    short_row.write_text(text.replace(" | +0.250 |", " |", 1))
+    for argv, message in (([run, str(broken.parent)], "delta_psnr of test/a is not a number ('abc')"),
+                          ([str(tmp_path / "empty.csv")], "an evaluation report with no rows"),
+                          ([run, "--merge", str(bad_cell)], "is not a number ('abc')"),
+                          ([run, "--merge", str(short_row)], "a row of 6 cells in a table of 7 columns")):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert e.value.code == 2 and len(err) == 1 and message in err[0], (argv, err)

@@ -112,10 +112,29 @@ def read_report(source, label=None):
     path = report_path(source)
     if not os.path.isfile(path):
         raise VcarError(f"{source}: no {REPORT_CSV} (train it to the end or run vcar-evaluate)")
-    rows = list(csv.DictReader(io.StringIO(read_text(path))))
-    if not rows or "delta_psnr" not in rows[0]:
+    reader = csv.DictReader(io.StringIO(read_text(path)))
+    rows = list(reader)
+    if "delta_psnr" not in (reader.fieldnames or ()):
         raise VcarError(f"{path}: not an evaluation report (no delta_psnr column)")
-    return label or os.path.basename(os.path.normpath(source)), rows
+    if not rows:
+        raise VcarError(f"{path}: an evaluation report with no rows")
+    return label or os.path.basename(os.path.normpath(source)), checked_numbers(rows, path)
+
+
+NUMBER_COLUMNS = ("psnr", "ssim", "delta_psnr", "delta_ssim_x100")
+
+
+def checked_numbers(rows, path):
+    """rows, once every cell of NUMBER_COLUMNS they have reads as a number (else a one-line error)."""
+    for r in rows:
+        for column in NUMBER_COLUMNS:
+            value = r.get(column)
+            try:
+                float(value)
+            except (TypeError, ValueError):
+                raise VcarError(f"{path}: {column} of {r.get('split')}/{r.get('sequence')} is not a number "
+                                f"({value!r})") from None
+    return rows
 
 
 def read_table(path):
@@ -134,13 +153,15 @@ def read_table(path):
     reports = [(label, []) for label in labels]
     for line in lines[2:]:
         cells = cell(line)
+        if len(cells) != len(head):
+            raise VcarError(f"{path}: a row of {len(cells)} cells in a table of {len(head)} columns")
         base = {"split": cells[0], "sequence": cells[1].strip("*"), "size": cells[2],
                 "psnr": cells[3], "ssim": cells[4]}
         for i, (_, rows) in enumerate(reports):
             dpsnr, dssim = cells[5 + 2 * i], cells[6 + 2 * i]
             if dpsnr:
                 rows.append(dict(base, delta_psnr=dpsnr, delta_ssim_x100=dssim))
-    return reports
+    return [(label, checked_numbers(rows, path)) for label, rows in reports]
 
 
 def section_span(lines, title):
@@ -172,6 +193,8 @@ def read_grid(path, title):
         if not line.startswith("|"):
             break
         cells = cell(line)
+        if len(cells) != len(head):
+            raise VcarError(f"{path}: a row of {len(cells)} cells in a grid of {len(head)} columns")
         split, label, values = cells[0], cells[1], cells[2:]
         if label.startswith("*compressed input"):
             inputs.update({(split, g): values[2 * j: 2 * j + 2] for j, g in enumerate(groups)})
@@ -180,8 +203,9 @@ def read_grid(path, title):
             dpsnr, dssim = values[2 * j: 2 * j + 2]
             if dpsnr:
                 psnr, ssim = inputs[split, g]
-                reports.append((label, [{"split": split, "sequence": "average", "psnr": psnr, "ssim": ssim,
-                                         "delta_psnr": dpsnr, "delta_ssim_x100": dssim}]))
+                reports.append((label, checked_numbers([{"split": split, "sequence": "average", "psnr": psnr,
+                                                         "ssim": ssim, "delta_psnr": dpsnr,
+                                                         "delta_ssim_x100": dssim}], path)))
                 report_groups.append(g)
     return reports, report_groups
 
