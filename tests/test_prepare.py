@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -85,10 +86,14 @@ def _bad_input_cases(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     manifests = {}
-    for name, content in (("binary", b"file\tsplit\n\xdb\xff\n"), ("columns", b"name\tsplit\na.yuv\ttrain\n")):
+    for name, content in (("binary", b"file\tsplit\n\xdb\xff\n"), ("columns", b"name\tsplit\na.yuv\ttrain\n"),
+                          ("short", b"name\tfile\tsplit\nx\n"), ("missing", b"file\tsplit\nnope.yuv\ttrain\n")):
         (tmp_path / name).mkdir()
         (tmp_path / name / "MANIFEST.tsv").write_bytes(content)
         manifests[name] = str(tmp_path / name)
+    for twin in ("twin1", "twin2"):  # two sources that would be one sequence
+        (tmp_path / twin).mkdir()
+        shutil.copyfile(ok_src, tmp_path / twin / "good_32x16.yuv")
     return [
         (["--raw", str(trunc)], "not a multiple"),
         (["--raw", str(odd)], "even width and height"),
@@ -101,6 +106,9 @@ def _bad_input_cases(tmp_path):
         (["--raw", str(tmp_path), "--split", "train"], "needs a folder with a MANIFEST.tsv"),
         (["--raw", manifests["binary"], "--split", "train"], "MANIFEST.tsv: not a UTF-8 text file"),
         (["--raw", manifests["columns"], "--split", "train"], "MANIFEST.tsv: no 'file' column"),
+        (["--raw", manifests["short"]], "MANIFEST.tsv, line 2: no file named"),
+        (["--raw", manifests["missing"], "--split", "train"], "MANIFEST.tsv, line 2: .*nope.yuv: no such file"),
+        (["--raw", str(tmp_path / "twin1"), str(tmp_path / "twin2")], "would both be the sequence 'good'"),
         (["--raw", ok_src, "--gop", "ra", "--qp", "37", "--crf", "30"], "--qp and --crf exclude each other"),
         (["--raw", ok_src, "--crf", "30"], "--crf is for --gop ra"),
         (["--raw", ok_src, "--gop", "ra", "--crf", "52"], "CRF must be in 0..51"),

@@ -35,7 +35,16 @@ def _manifest_files(folder, split):
     rows = list(csv.DictReader(io.StringIO(read_text(path)), delimiter="\t"))
     if rows and "file" not in rows[0]:
         raise VcarError(f"{path}: no 'file' column (a tab-separated table with a header row)")
-    return [os.path.join(folder, r["file"]) for r in rows if split in (None, r.get("split"))]
+    files = []
+    for line, row in enumerate(rows, 2):
+        if split not in (None, row.get("split")):
+            continue
+        if not (row.get("file") or "").strip():
+            raise VcarError(f"{path}, line {line}: no file named")
+        files.append(os.path.join(folder, row["file"]))
+        if not os.path.isfile(files[-1]):
+            raise VcarError(f"{path}, line {line}: {files[-1]}: no such file")
+    return files
 
 
 def find_sources(inputs, split=None):
@@ -56,7 +65,19 @@ def find_sources(inputs, split=None):
             raise VcarError(f"{item}: no such file or folder")
     if not sources:
         raise VcarError(f"no video files found in {' '.join(inputs)}")
-    return sources
+    by_name = {}
+    for source in sources:
+        other = by_name.setdefault(sequence_stem(source), source)
+        if os.path.abspath(other) != os.path.abspath(source):
+            raise VcarError(f"{other} and {source} would both be the sequence {sequence_stem(source)!r}: "
+                            f"rename one")
+    return list(by_name.values())
+
+
+def sequence_stem(source):
+    """The name a source's sequence gets in the dataset (a raw NAME_WxH_N.yuv keeps its NAME)."""
+    parsed = parse_yuv_name(source)
+    return parsed[0] if parsed else os.path.splitext(os.path.basename(source))[0]
 
 
 def _fingerprint(path):
@@ -75,8 +96,7 @@ def _load_json(path):
 def prepare_raw(source, out_dir, width=None, height=None):
     """Write one source as out_dir/raw/NAME_WxH_N.yuv; returns (path, did_work)."""
     raw_dir = os.path.join(out_dir, "raw")
-    parsed = parse_yuv_name(source)
-    stem = parsed[0] if parsed else os.path.splitext(os.path.basename(source))[0]
+    stem = sequence_stem(source)
     record_path = os.path.join(raw_dir, f".{stem}.source.json")
     record = _load_json(record_path)
     src = {"source": os.path.abspath(source), **_fingerprint(source)}
