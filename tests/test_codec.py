@@ -59,6 +59,18 @@ def test_hm_ldp_offsets_make_peaks_and_valleys(tmp_path):
     assert encoder_version(bits).startswith("x265")
 
 
+@pytest.mark.skipif(not x265_cli(), reason="the x265 command is not installed (apt-get install x265)")
+def test_hm_ldp_offsets_encode_pictures_smaller_than_a_ctu_and_clip_the_qp_at_51(tmp_path):
+    assert [hm_ldp_qp(50, poc) for poc in range(5)] == [50, 51, 51, 51, 51]
+    rng = np.random.default_rng(0)
+    frames = [tuple(rng.integers(0, 256, shape, dtype=np.uint8) for shape in ((48, 64), (24, 32), (24, 32)))
+              for _ in range(3)]
+    for qp in (37, 50):  # 48 rows are under x265's default CTU of 64; QP 50 + 3 was an invalid qpfile line
+        out = str(tmp_path / f"qp{qp}.hevc")
+        assert encode(frames, CodecSettings(qp=qp, hm_ldp_offsets=True), out) == 3
+        assert len(list(decode_frames(out))) == 3
+
+
 def test_x264_hm_ldp_offsets(tmp_path):
     hm, _, _ = _encode_psnr(tmp_path, "tabletennis-b", CodecSettings(codec="x264", qp=37, hm_ldp_offsets=True),
                             frames=33)

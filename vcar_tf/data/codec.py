@@ -33,8 +33,8 @@ def rate_folder(qp, crf=None):
 
 
 def hm_ldp_qp(qp, poc):
-    """The QP HM's low-delay-P configuration gives picture `poc` at base QP `qp`."""
-    return qp if poc == 0 else qp + HM_LDP_QP_OFFSETS[poc % 4]
+    """The QP HM's low-delay-P configuration gives picture `poc` at base QP `qp` (at most 51, as HM clips it)."""
+    return qp if poc == 0 else min(51, qp + HM_LDP_QP_OFFSETS[poc % 4])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,6 +205,12 @@ def _encode_x265_cli(frames, settings, bitstream_path):
             "--output", bitstream_path]
     for k, v in settings.encoder_param_dict().items():
         args += [f"--{k}"] if k.startswith("no-") else [f"--{k}", str(v)]
+    # x265 refuses a picture smaller than one CTU (64 by default), which FFmpeg's libx265 encodes
+    ctu = next((c for c in (64, 32, 16) if min(width, height) >= c), None)
+    if ctu is None:
+        raise VcarError(f"{bitstream_path}: x265 encodes pictures of at least 16x16, not {width}x{height}")
+    if ctu < 64:
+        args += ["--ctu", str(ctu)]
     try:
         proc = subprocess.Popen(args, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
