@@ -349,6 +349,10 @@ def test_max_memory_picks_a_tile_or_refuses(tmp_path, capsys, monkeypatch):
     assert 8 <= tile < 1600 and tile % 8 == 0
     assert tiling.plan_for_memory(4 * 2**30, "nl_convlstm", 1920, 1080, 3, 20)[0] < tile  # the hungrier model
     assert tiling.plan_for_memory(2**30, "stdf_r3", 1920, 1080, 3, 20)[0] == 0
+    # a small frame that fits whole is never refused for want of room for a tile with its overlap
+    monkeypatch.setattr(tiling, "process_rss_bytes", lambda: 600 * 2**20)
+    assert tiling.plan_for_memory(2**30, None, 64, 48, 0, 20)[0] is None
+    monkeypatch.setattr(tiling, "process_rss_bytes", lambda: 2**30)
     # a recurrent model's hidden states (one per tile, 64 float32 channels) are planned for too
     budget = 4 * 2**30
     stateless, fixed = tiling.plan_for_memory(budget, "rfda", 2560, 1600, 3, 20)
@@ -360,7 +364,7 @@ def test_max_memory_picks_a_tile_or_refuses(tmp_path, capsys, monkeypatch):
     assert fixed + held + tiling.BYTES_PER_PIXEL["rfda"] * (stateful + 2 * overlap) ** 2 <= tiling.HEADROOM * budget
     src = str(tmp_path / "in.mp4")
     make_video(src, frames=2, audio=False)
-    assert "is below what the model" in _error(capsys, [src, str(tmp_path / "o.mp4"), "--model_dir", RUN,
+    assert "is too small" in _error(capsys, [src, str(tmp_path / "o.mp4"), "--model_dir", RUN,
                                                         "--max_memory", "1M"])
     assert "give a size" in _error(capsys, [src, str(tmp_path / "o.mp4"), "--model_dir", RUN, "--max_memory", "lots"])
     assert "--tile_overlap must be 0 or more" in _error(capsys, [src, str(tmp_path / "o.mp4"), "--model_dir", RUN,

@@ -22,7 +22,7 @@ import av
 from vcar_tf.cli.common import add_model_flags, load_model
 from vcar_tf.inference.exported import load_exported
 from vcar_tf.errors import ArgumentParser, VcarError, cli_main
-from vcar_tf.inference.tiling import default_overlap, plan_for_memory
+from vcar_tf.inference.tiling import HEADROOM, default_overlap, plan_for_memory
 from vcar_tf.video.stream import VideoInput, VideoOutput, check_input_file, output_format, read_stream_qp
 
 DEFAULT_QP = 37  # the QP presets are trained for, assumed when the stream's cannot be read
@@ -139,8 +139,9 @@ def plan_tiles(args, src, name, radius, channels=0):
     tile, fixed = plan_for_memory(budget, name, src.width, src.height, radius, 2 * QUEUE + radius + 1,
                                   src.bit_depth // 8 + 1, overlap, channels)
     if tile == 0:
-        raise VcarError(f"--max_memory {args.max_memory} is below what the model and the frame buffers "
-                        f"already hold ({fixed / 2**30:.2f} GiB)")
+        raise VcarError(f"--max_memory {args.max_memory} is too small: {HEADROOM:.0%} of it, less the "
+                        f"{fixed / 2**30:.2f} GiB that the model and the frame buffers already hold, leaves too "
+                        f"little for whole frames or the smallest tile")
     if tile is None:
         print(f"--max_memory {args.max_memory}: whole frames fit, no tiling")
         return None, overlap

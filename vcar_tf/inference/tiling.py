@@ -95,8 +95,8 @@ def process_rss_bytes():
 
 def plan_for_memory(budget_bytes, name, width, height, radius, queued_frames, bytes_per_sample=1, overlap=None,
                     state_channels=0):
-    """(tile, fixed bytes) for a width x height stream within `budget_bytes`; the tile is 0 when not
-    even the smallest fits, None when whole frames do. Beside a tile's working memory stay the
+    """(tile, fixed bytes) for a width x height stream within `budget_bytes`; the tile is None when
+    whole frames fit, 0 when not even the smallest tile does. Beside a tile's working memory stay the
     process now (TF, the model), the float32 window of 2R+1 frames, the YUV frames queued between
     the stages, what else grows with the frame (FRAME_BYTES_PER_PIXEL) and, for a recurrent model
     (`state_channels` > 0), every tile's hidden state."""
@@ -104,6 +104,10 @@ def plan_for_memory(budget_bytes, name, width, height, radius, queued_frames, by
     fixed = (process_rss_bytes() + 4 * frame * (2 * radius + 1) + queued_frames * frame * 1.5 * bytes_per_sample
              + FRAME_BYTES_PER_PIXEL * frame)
     overlap = default_overlap(name) if overlap is None else overlap
+    whole = BYTES_PER_PIXEL.get(name, DEFAULT_BYTES_PER_PIXEL) * frame + states_bytes(height, width, None, 0,
+                                                                                        state_channels)
+    if whole <= HEADROOM * budget_bytes - fixed:
+        return None, fixed
     tile = tile_for_memory(budget_bytes, name, fixed, overlap,
                            lambda t: states_bytes(height, width, t, overlap, state_channels))
     if tile is not None and tile >= max(width, height):
