@@ -12,7 +12,8 @@ from absl import app, flags
 
 from vcar_tf.errors import VcarError, cli_main
 from vcar_tf.train.config import TrainConfig
-from vcar_tf.train.folder import RunFolder
+from vcar_tf.fileutil import check_writable_dir
+from vcar_tf.train.folder import RunFolder, check_init_source
 
 _D = TrainConfig()
 flags.DEFINE_string("model", _D.model, "registered model name (python -m vcar_tf.models lists them)")
@@ -70,6 +71,10 @@ def parse_flags(argv):
 def main(argv):
     del argv
     cfg = config_from_flags()
+    if cfg.init_from:
+        check_init_source(cfg.init_from)
+    if cfg.export and cfg.export_dir:
+        check_writable_dir(cfg.export_dir)  # now, not after the training
     from vcar_tf.export.saved_model import export_saved_model  # TensorFlow loads here, after the flags' checks
     from vcar_tf.train.trainer import Trainer
 

@@ -207,7 +207,12 @@ def test_argument_and_path_errors_come_before_tensorflow_loads(tmp_path):
              (["vcar_tf.cli.compare", str(tmp_path / "missing")], "no report.csv"),
              (["vcar_tf.cli.serve", "--model_base_path", str(tmp_path / "missing")], "is not a folder"),
              (["train_main.py", "--steps=0", f"--model_dir={tmp_path}/t"], "--steps must be at least 1"),
-             (["train_main.py", "--lr=nan", f"--model_dir={tmp_path}/t"], "--lr must be a positive number")]
+             (["train_main.py", "--lr=nan", f"--model_dir={tmp_path}/t"], "--lr must be a positive number"),
+             (["train_main.py", "--init_lr=0.01", f"--model_dir={tmp_path}/t"], "--init_lr needs --init_from"),
+             (["train_main.py", f"--init_from={tmp_path}/missing", f"--model_dir={tmp_path}/t"], "missing"),
+             (["train_main.py", "--init_from=preset:nope", f"--model_dir={tmp_path}/t"], "unknown preset 'nope'"),
+             (["train_main.py", f"--export_dir={exists}", f"--model_dir={tmp_path}/t"],
+              "is not a folder")]
     for argv, fragment in cases:
         r = subprocess.run([sys.executable, "-c", WITHOUT_TF, *argv], capture_output=True, text=True, cwd=REPO,
                            timeout=120)

@@ -60,6 +60,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise VcarError(f"--{name} must be a positive number, not {value}")
+        if self.init_lr is not None and not self.init_from:
+            raise VcarError("--init_lr needs --init_from")
         if any(m < 1 for m in self.lr_milestones):
             raise VcarError(f"--lr_milestones must be steps of 1 or more, not {list(self.lr_milestones)}")
         return self

@@ -15,6 +15,7 @@ import json
 import os
 
 from vcar_tf.errors import VcarError
+from vcar_tf.presets import preset_card
 from vcar_tf.train.config import TrainConfig
 
 
@@ -74,3 +75,15 @@ def run_label(run):
     """'MODEL (N steps)' of a run folder, or None for a folder that is not one."""
     values = read_config_dict(run) if os.path.isdir(run) else None
     return f"{values['model']} ({values['steps']} steps)" if values else None
+
+
+PRESET_PREFIX = "preset:"  # --init_from=preset:NAME names a shipped preset instead of a run folder
+
+
+def check_init_source(run_dir):
+    """A one-line error now, before any data is prepared (or TensorFlow loaded), for an --init_from
+    that names no preset or no run folder."""
+    if run_dir.startswith(PRESET_PREFIX):
+        preset_card(run_dir[len(PRESET_PREFIX):])
+    else:
+        read_config(run_dir)

@@ -13,10 +13,10 @@ import tensorflow as tf
 from vcar_tf import models
 from vcar_tf.errors import VcarError, first_line
 from vcar_tf.models.presets import from_preset
-from vcar_tf.presets import preset_card
 from vcar_tf.fileutil import ensure_writable_dir, hold_folder_lock, make_temp_dir, sweep_temps, write_text_atomic
 from vcar_tf.train.config import CHECKPOINTS, TrainConfig
-from vcar_tf.train.folder import RunFolder, read_config, read_config_dict, read_json_object, run_label  # noqa: F401
+from vcar_tf.train.folder import (PRESET_PREFIX, RunFolder, read_config, read_config_dict,  # noqa: F401
+                                  read_json_object, run_label)
 
 
 # What a missing, truncated or foreign checkpoint raises when it is restored.
@@ -89,18 +89,6 @@ def load_run(model_dir, checkpoint="latest"):
     except CHECKPOINT_ERRORS as e:
         raise VcarError(f"cannot load {latest}: {first_line(e)}") from None
     return model, cfg, run_radius(cfg)
-
-
-PRESET_PREFIX = "preset:"
-
-
-def check_init_source(run_dir):
-    """A one-line error now, before any data is prepared, for an --init_from that names no preset
-    or no run folder."""
-    if run_dir.startswith(PRESET_PREFIX):
-        preset_card(run_dir[len(PRESET_PREFIX):])
-    else:
-        read_config(run_dir)
 
 
 def initialise_from(model, run_dir):
