@@ -190,10 +190,19 @@ def test_argument_and_path_errors_come_before_tensorflow_loads(tmp_path):
              ([*enhance, str(video), str(exists)], "exists; pass --overwrite"),
              ([*enhance, str(video), str(tmp_path / "o.xyz")], "unknown output extension"),
              ([*enhance, str(video), str(tmp_path / "o.mp4"), "--checkpoint", "first"], "invalid choice"),
+             ([*enhance, str(video), str(tmp_path / "o.mp4"), "--tile", "0"], "--tile must be at least 8"),
+             ([*enhance, str(video), str(tmp_path / "o.mp4"), "--tile_overlap", "-1"], "--tile_overlap must be 0"),
+             ([*enhance, str(video), str(tmp_path / "o.mp4"), "--max_memory", "4X"], "give a size"),
+             ([*enhance, str(video), str(tmp_path / "o.mp4"), "--tile", "64", "--max_memory", "4G"], "not both"),
              (["vcar_tf.cli.enhance", "--preset", "nope", str(clip), str(tmp_path / "o.mp4")], "unknown preset 'nope'"),
-             (["vcar_tf.cli.evaluate", "--preset", "nope", "--data", str(tmp_path)], "unknown preset 'nope'"),
+             (["vcar_tf.cli.enhance", str(clip), str(tmp_path / "o.mp4"), "--exported", str(exists), "--precision",
+               "bf16"], "--precision bf16 goes with --model_dir or --preset"),
+             (["vcar_tf.cli.evaluate", "--preset", "nope", "--data", str(tmp_path), "--out", str(tmp_path / "e")],
+              "unknown preset 'nope'"),
              (["vcar_tf.cli.evaluate", "--preset", "dncnn_x265_qp37", "--qp", "60"], "--qp must be in 0..51"),
              (["vcar_tf.cli.evaluate", "--preset", "x", "--data", str(tmp_path / "missing")], "missing"),
+             (["vcar_tf.cli.evaluate", "--preset", "dncnn_x265_qp37", "--out", str(exists)], "is not a folder"),
+             (["vcar_tf.cli.evaluate", "--preset", "dncnn_x265_qp37"], "need --out"),
              ([*export, "--version", "0"], "--version must be 1"),
              ([*export, "--format", "tflite", "--quantization", "int9"], "invalid choice"),
              ([*export, "--format", "onnx", "--quantization", "fp16"], "--format onnx takes --quantization"),
@@ -219,4 +228,4 @@ def test_argument_and_path_errors_come_before_tensorflow_loads(tmp_path):
         lines = r.stderr.strip().splitlines()
         assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), (argv, r.stderr[-2000:])
         assert fragment in lines[0], (argv, lines)
-    assert not any((tmp_path / name).exists() for name in ("x", "i", "t")) and exists.read_bytes() == b""
+    assert not any((tmp_path / name).exists() for name in ("x", "i", "t", "e")) and exists.read_bytes() == b""

@@ -83,8 +83,7 @@ def load_enhancer(args, src):
     model file (runs, presets, and through load_exported SavedModel, TFLite and ONNX exports)."""
     exports = [p for p in (args.saved_model, args.exported) if p is not None]
     if exports:
-        if len(exports) > 1 or args.preset is not None or args.model_dir is not None:
-            raise VcarError("pass exactly one of --model_dir, --preset, --saved_model, --exported")
+        load_model(args, others=("saved_model", "exported"))  # its checks of the flags; an export loads below
         path = os.path.normpath(exports[0])
         runner = load_exported(path)
         name = (os.path.basename(os.path.dirname(os.path.abspath(path))) if os.path.isdir(path)
@@ -122,14 +121,8 @@ def choose_preset(args, src):
 def plan_tiles(args, src, name, radius, channels=0):
     """(tile or None, overlap) from --tile / --tile_overlap / --max_memory; `channels` is a recurrent
     model's state channels (0 for a window model)."""
-    if args.tile_overlap is not None and args.tile_overlap < 0:
-        raise VcarError(f"--tile_overlap must be 0 or more pixels, got {args.tile_overlap}")
     overlap = args.tile_overlap if args.tile_overlap is not None else default_overlap(name or "")
-    if args.tile is not None and args.max_memory is not None:
-        raise VcarError("pass --tile or --max_memory, not both")
     if args.tile is not None:
-        if args.tile < 8:
-            raise VcarError(f"--tile must be at least 8 pixels, got {args.tile}")
         return args.tile, overlap
     if args.max_memory is None:
         return None, overlap
@@ -182,6 +175,14 @@ def parse_args(argv):
         setattr(args, flag, given[0])
     if args.input_qp is not None and not 0 <= args.input_qp <= 51:
         raise VcarError(f"--input_qp must be in 0..51, got {args.input_qp}")
+    if args.tile_overlap is not None and args.tile_overlap < 0:
+        raise VcarError(f"--tile_overlap must be 0 or more pixels, got {args.tile_overlap}")
+    if args.tile is not None and args.max_memory is not None:
+        raise VcarError("pass --tile or --max_memory, not both")
+    if args.tile is not None and args.tile < 8:
+        raise VcarError(f"--tile must be at least 8 pixels, got {args.tile}")
+    if args.max_memory is not None:
+        parse_bytes(args.max_memory)  # a size now; plan_tiles plans with it once the model is known
     return args
 
 

@@ -32,9 +32,9 @@ DEFAULT_BATCH = 1
 def load_model_and_config(args):
     """(model or an export's runner, TrainConfig giving data/qp, radius) from --model_dir, --preset,
     --saved_model or --exported."""
-    loaded = load_model(args, others=("saved_model", "exported"))
-    if args.out is None and args.model_dir is None:
+    if args.out is None and args.model_dir is None and (args.preset or args.saved_model or args.exported):
         raise VcarError("--preset, --saved_model and --exported need --out")
+    loaded = load_model(args, others=("saved_model", "exported"))
     if loaded is not None:
         return loaded
     path = os.path.normpath(args.saved_model or args.exported)
@@ -66,6 +66,8 @@ def main(argv=None):
     if args.qp is not None and args.crf is not None:
         raise VcarError("--qp and --crf exclude each other: give one")
     check_dataset_folder(args.data)
+    if args.out is not None:
+        check_writable_dir(args.out)  # before TensorFlow loads
     model, cfg, radius = load_model_and_config(args)
     from vcar_tf.inference.sequence import evaluate_pairs
 
