@@ -115,6 +115,7 @@ def _bad_input_cases(tmp_path):
         (["--raw", ok_src, "--gop", "ra", "--codec", "x264"], "x264 has --gop ldp only"),
         (["--raw", ok_src, "--gop", "ra", "--hm-ldp-offsets"], "not with --gop ra"),
         (["--raw", ok_src, "--gop", "b"], "invalid choice"),
+        (["--raw", ok_src, "--preset", "bogus"], "invalid choice"),
     ], blocker
 
 
@@ -131,6 +132,13 @@ def test_bad_input_one_line_error_no_partial_output(tmp_path):
         assert re.search(pattern, lines[-1]), (args, r.stderr)
         assert not [f for f in (_files(out) if out.exists() else []) if not f.endswith(".json")], args
         assert not [f for f in (_files(out) if out.exists() else []) if f.endswith(".yuv") or ".tmp-" in f]
+    # a first prepare that fails before finishing a file leaves no folder; one that finished some keeps them
+    odd = cases[1][0][1]
+    r = run_cli("-m", "vcar_tf.cli.prepare", "--raw", odd, "--out", str(tmp_path / "fresh"))
+    assert r.returncode == 2 and not (tmp_path / "fresh").exists(), r.stderr
+    r = run_cli("-m", "vcar_tf.cli.prepare", "--raw", ok_src, odd, "--out", str(tmp_path / "partly"),
+                "--workers", "1")
+    assert r.returncode == 2 and (tmp_path / "partly" / "raw" / "good_32x16_2.yuv").exists(), r.stderr
     # an output folder that cannot be written (its parent is a file)
     r = run_cli("-m", "vcar_tf.cli.prepare", "--raw", ok_src, "--out", str(blocker / "sub"))
     assert r.returncode == 2 and r.stderr.strip().startswith("error: cannot create output folder")

@@ -14,6 +14,7 @@ import sys
 import numpy as np
 
 from vcar_tf.data.codec import CODECS, GOPS, CodecSettings
+from vcar_tf.data.codec import ENCODER_PRESETS
 from vcar_tf.data.prepare import find_sources, prepare_dataset
 from vcar_tf.errors import ArgumentParser, VcarError, cli_main
 
@@ -28,7 +29,7 @@ def add_codec_args(parser):
     parser.add_argument("--sao", action="store_true", help="turn SAO on (x265)")
     parser.add_argument("--hm-ldp-offsets", action="store_true",
                         help="HM16.5 low-delay-P QP offsets per GOP position (+3, +2, +3, +1)")
-    parser.add_argument("--preset", default="medium")
+    parser.add_argument("--preset", default="medium", choices=ENCODER_PRESETS, help="the x265/x264 speed preset")
 
 
 def settings_from_args(args):

@@ -21,6 +21,9 @@ CODECS = {"x265": ("libx265", "hevc", "x265-params", ".hevc"),
 
 # HM16.5 encoder_lowdelay_P_main.cfg: QP offset by POC % 4 (GOP of 4; POC 0 is the I frame at QP).
 HM_LDP_QP_OFFSETS = {1: 3, 2: 2, 3: 3, 0: 1}
+# The speed presets x265 and x264 share.
+ENCODER_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
+                   "veryslow", "placebo")
 # FFmpeg maps an ROI qoffset of 1.0 to this many QP steps for 8-bit video.
 _ROI_QP_RANGE = 51
 # GOP structures: low-delay P (no B-frames, one I frame) or x265's default random access.

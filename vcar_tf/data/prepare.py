@@ -8,6 +8,7 @@ its bitstreams/ folder, each bitstream with a JSON sidecar. A finished output is
 import concurrent.futures as cf
 import contextlib
 import csv
+import fnmatch
 import ctypes
 import ctypes.util
 import io
@@ -22,11 +23,13 @@ from tqdm import tqdm
 
 from vcar_tf.data.codec import CODECS, check_codec_available, dumps, encode, sidecar
 from vcar_tf.errors import VcarError
-from vcar_tf.fileutil import (atomic_path, ensure_writable_dir, hold_folder_lock, read_text, sweep_temps,
+from vcar_tf.fileutil import (LOCK_NAME, atomic_path, ensure_writable_dir, hold_folder_lock, read_text, sweep_temps,
                               write_text_atomic)
 from vcar_tf.metrics import psnr_y
 from vcar_tf.video import VIDEO_EXTENSIONS, decode_frames, write_yuv, yuv_name
 from vcar_tf.video.yuv import YuvSequence, parse_yuv_name
+
+TEMP_PATTERNS = (".tmp-*", ".*.decoded.yuv")  # what a killed or failed writer leaves
 
 
 def _manifest_files(folder, split):
@@ -205,11 +208,28 @@ def prepare_dataset(sources, out_dir, settings_list, workers=None, width=None, h
     for s in settings_list:
         check_codec_available(s)
     workers = workers or os.cpu_count() or 1
-    with hold_dataset_lock(out_dir, settings_list):
-        raws = _run_parallel(prepare_raw, [(s, out_dir, width, height) for s in sources], workers, "raw")
-        summary = _compress_all([p for p, _ in raws], out_dir, settings_list, workers)
+    new_folder = not os.path.exists(out_dir)
+    try:
+        with hold_dataset_lock(out_dir, settings_list):
+            raws = _run_parallel(prepare_raw, [(s, out_dir, width, height) for s in sources], workers, "raw")
+            summary = _compress_all([p for p, _ in raws], out_dir, settings_list, workers)
+    except BaseException:
+        if new_folder:
+            remove_if_nothing_kept(out_dir)
+        raise
     summary["raw_written"] = sum(w for _, w in raws)
     return summary
+
+
+def remove_if_nothing_kept(out_dir):
+    """Remove a dataset folder that a failed first prepare made, when it holds nothing but folders,
+    its lock and what a failed writer leaves (TEMP_PATTERNS); a folder with any finished file stays,
+    a cache for the next run."""
+    for folder, _, files in os.walk(out_dir):
+        if any(folder != out_dir or name != LOCK_NAME for name in files
+               if not any(fnmatch.fnmatch(name, p) for p in TEMP_PATTERNS)):
+            return
+    shutil.rmtree(out_dir, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -221,7 +241,7 @@ def hold_dataset_lock(out_dir, settings_list, wait=False):
         for s in settings_list:
             folders += [os.path.join(out_dir, s.folder), os.path.join(out_dir, s.folder, "bitstreams")]
         for folder in folders:
-            sweep_temps(folder, (".tmp-*", ".*.decoded.yuv"))
+            sweep_temps(folder, TEMP_PATTERNS)
         yield
 
 
