@@ -26,6 +26,7 @@ from vcar_tf.inference.tiling import HEADROOM, default_overlap, plan_for_memory
 from vcar_tf.video.stream import VideoInput, VideoOutput, check_input_file, output_format, read_stream_qp
 
 DEFAULT_QP = 37  # the QP presets are trained for, assumed when the stream's cannot be read
+MODEL_FLAGS = ("model_dir", "preset", "saved_model", "exported")
 # encoder options for --lossless, per codec (codecs not listed have no lossless mode here)
 LOSSLESS = {"libx264": {"qp": "0"}, "libx265": {"x265-params": "lossless=1"}, "libvpx-vp9": {"lossless": "1"},
             "ffv1": {}, "rawvideo": {}, "wrapped_avframe": {}}
@@ -175,6 +176,8 @@ def parse_args(argv):
         setattr(args, flag, given[0])
     if args.input_qp is not None and not 0 <= args.input_qp <= 51:
         raise VcarError(f"--input_qp must be in 0..51, got {args.input_qp}")
+    if args.input_qp is not None and any(getattr(args, f) is not None for f in MODEL_FLAGS):
+        raise VcarError("--input_qp picks a preset: not with --model_dir, --preset, --saved_model or --exported")
     if args.tile_overlap is not None and args.tile_overlap < 0:
         raise VcarError(f"--tile_overlap must be 0 or more pixels, got {args.tile_overlap}")
     if args.tile is not None and args.max_memory is not None:
