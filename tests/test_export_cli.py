@@ -51,7 +51,9 @@ def test_export_and_evaluate_commands_with_tflite_and_onnx(sample_cache, tmp_pat
                            (["--quantization", "int8"], "--format saved_model takes --quantization fp32, not int8"),
                            (["--format", "onnx", "--quantization", "int8", "--calibration_frames", "0"],
                             "--calibration_frames must be at least 1"),
-                           (["--format", "tflite", "--onnx_deform", "native"], "--onnx_deform is for --format onnx")):
+                           (["--format", "tflite", "--onnx_deform", "native"], "--onnx_deform is for --format onnx"),
+                           (["--format", "onnx", "--height", "64"], "--height and --width are for --format tflite"),
+                           (["--format", "tflite", "--version", "2"], "--version is for --format saved_model")):
         with pytest.raises(SystemExit) as e:
             export.main(["--model_dir", run, "--out", str(tmp_path / "bad"), *flags])
         err = capsys.readouterr().err

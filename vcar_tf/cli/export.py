@@ -63,8 +63,9 @@ def main(argv=None):
     p.add_argument("--out", required=True, help="output folder (saved_model: the TF Serving model base folder)")
     p.add_argument("--name", default=None, help="default: the model's registry name")
     p.add_argument("--version", type=int, default=None, help="saved_model only")
-    p.add_argument("--height", type=int, default=480, help="tflite: input height (0 with --width 0: free)")
-    p.add_argument("--width", type=int, default=832, help="tflite: input width (0 with --height 0: free)")
+    p.add_argument("--height", type=int, default=None,
+                   help="tflite: input height (default 480; 0 with --width 0: free)")
+    p.add_argument("--width", type=int, default=None, help="tflite: input width (default 832; 0 with --height 0: free)")
     p.add_argument("--quantization", default="fp32", choices=list(dict.fromkeys(sum(QUANTIZATIONS.values(), ()))),
                    help="; ".join(f"{f}: {'|'.join(q)}" for f, q in QUANTIZATIONS.items()))
     p.add_argument("--onnx_deform", default="composite", choices=ONNX_DEFORMS,
@@ -76,7 +77,13 @@ def main(argv=None):
     if args.name is not None and (not args.name or args.name in (".", "..") or os.sep in args.name
                                   or (os.altsep and os.altsep in args.name)):
         raise VcarError(f"--name must be a plain folder name, not {args.name!r}")
+    if args.version is not None and args.format != "saved_model":
+        raise VcarError(f"--version is for --format saved_model (got --format {args.format})")
+    if (args.height is not None or args.width is not None) and args.format != "tflite":
+        raise VcarError(f"--height and --width are for --format tflite (got --format {args.format})")
     if args.format == "tflite":
+        args.height = 480 if args.height is None else args.height
+        args.width = 832 if args.width is None else args.width
         if args.height < 0 or args.width < 0 or (args.height == 0) != (args.width == 0):
             raise VcarError(f"--height and --width must both be positive, or both 0 (free); got "
                             f"{args.height}x{args.width}")
