@@ -270,6 +270,7 @@ def test_bad_input_is_one_error_line_and_leaves_no_file(tmp_path, capsys):
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(os.urandom(2000))
     (tmp_path / "empty_40x32.yuv").write_bytes(b"")
+    (tmp_path / "short_40x32_5.yuv").write_bytes(b"\x80" * (40 * 32 * 3 // 2 * 3))
     make_video(str(tmp_path / "c444.mkv"), frames=2, codec="ffv1", pix_fmt="yuv444p", options={}, audio=False)
     make_video(str(tmp_path / "odd.mkv"), width=33, height=21, frames=2, codec="ffv1", options={}, audio=False)
     out = str(tmp_path / "out" / "o.mp4")
@@ -281,6 +282,7 @@ def test_bad_input_is_one_error_line_and_leaves_no_file(tmp_path, capsys):
              ([link, good], "is the input file"),
              ([str(junk), out], "cannot decode"),
              ([str(tmp_path / "empty_40x32.yuv"), out], "zero frames"),
+             ([str(tmp_path / "short_40x32_5.yuv"), out], "the name says 5 frames, the file holds 3"),
              ([str(tmp_path / "c444.mkv"), out], "pixel format yuv444p"),
              ([str(tmp_path / "odd.mkv"), out], "odd sizes"),
              ([good, str(tmp_path / "o.xyz")], "unknown output extension"),
@@ -293,7 +295,7 @@ def test_bad_input_is_one_error_line_and_leaves_no_file(tmp_path, capsys):
         assert message in _error(capsys, [*argv, "--model_dir", RUN, "--no_progress"]), argv
     assert open(good, "rb").read() == before and os.path.islink(link)
     assert sorted(os.listdir(tmp_path)) == ["c444.mkv", "empty_40x32.yuv", "folder.mp4", "good.mp4", "junk.mp4",
-                                            "link.mp4", "odd.mkv"]
+                                            "link.mp4", "odd.mkv", "short_40x32_5.yuv"]
 
 
 def test_raw_10_bit_yuv_of_odd_size_in_and_out(tmp_path, arcnn_run):

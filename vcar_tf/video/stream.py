@@ -65,8 +65,9 @@ def raw_frame_bytes(width, height, bit_depth):
     return (width * height + 2 * ((width + 1) // 2) * ((height + 1) // 2)) * (1 if bit_depth == 8 else 2)
 
 
-def check_raw_size(path, width, height, bit_depth):
-    """A raw 4:2:0 file must hold a whole number of width x height frames (and at least one)."""
+def check_raw_size(path, width, height, bit_depth, frames=None):
+    """A raw 4:2:0 file must hold a whole number of width x height frames (and at least one; exactly
+    `frames` where its name says how many)."""
     if width <= 0 or height <= 0:
         raise VcarError(f"{path}: invalid size {width}x{height}")
     frame = raw_frame_bytes(width, height, bit_depth)
@@ -76,6 +77,8 @@ def check_raw_size(path, width, height, bit_depth):
     if size % frame:
         raise VcarError(f"{path}: size {size} B is not a multiple of the {width}x{height} frame size {frame} B "
                         "(truncated or wrong size)")
+    if frames is not None and size // frame != frames:
+        raise VcarError(f"{path}: the name says {frames} frames, the file holds {size // frame}")
 
 
 def check_input_file(path):
@@ -119,7 +122,8 @@ class VideoInput:
             pix_fmt = pix_fmt or "yuv420p"
             if pix_fmt not in PIX_FMTS:
                 raise VcarError(f"--pix_fmt {pix_fmt}: raw .yuv is read as {' or '.join(PIX_FMTS)}")
-            check_raw_size(path, int(width), int(height), PIX_FMTS[pix_fmt])
+            named = parsed is not None and (int(width), int(height)) == parsed[1:3]
+            check_raw_size(path, int(width), int(height), PIX_FMTS[pix_fmt], parsed[3] if named else None)
             fmt, options = "rawvideo", {"video_size": f"{width}x{height}", "pixel_format": pix_fmt,
                                         "framerate": str(fps or 25)}
         elif fps is not None and fmt is not None:
