@@ -59,11 +59,16 @@ def round_tile(tile):
     return max(ALIGN, ALIGN * (int(tile) // ALIGN))
 
 
+def bytes_per_pixel(name):
+    """A model's working memory per pixel of a tile or frame (DEFAULT_BYTES_PER_PIXEL when unmeasured)."""
+    return BYTES_PER_PIXEL.get(name, DEFAULT_BYTES_PER_PIXEL)
+
+
 def tile_for_memory(budget_bytes, name, fixed_bytes, overlap, states_bytes=lambda tile: 0):
     """The largest tile (a multiple of ALIGN) whose step, and the hidden states of all tiles
     (`states_bytes(tile)`, for a recurrent model), fit `budget_bytes` beside `fixed_bytes` (what the
     process already holds); None when the budget does not even cover that."""
-    per_pixel = BYTES_PER_PIXEL.get(name, DEFAULT_BYTES_PER_PIXEL)
+    per_pixel = bytes_per_pixel(name)
     free = HEADROOM * budget_bytes - fixed_bytes
     if free <= 0:
         return None
@@ -104,8 +109,7 @@ def plan_for_memory(budget_bytes, name, width, height, radius, queued_frames, by
     fixed = (process_rss_bytes() + 4 * frame * (2 * radius + 1) + queued_frames * frame * 1.5 * bytes_per_sample
              + FRAME_BYTES_PER_PIXEL * frame)
     overlap = default_overlap(name) if overlap is None else overlap
-    whole = BYTES_PER_PIXEL.get(name, DEFAULT_BYTES_PER_PIXEL) * frame + states_bytes(height, width, None, 0,
-                                                                                        state_channels)
+    whole = bytes_per_pixel(name) * frame + states_bytes(height, width, None, 0, state_channels)
     if whole <= HEADROOM * budget_bytes - fixed:
         return None, fixed
     tile = tile_for_memory(budget_bytes, name, fixed, overlap,
