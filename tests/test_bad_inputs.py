@@ -202,6 +202,7 @@ def test_argument_and_path_errors_come_before_tensorflow_loads(tmp_path):
              (["vcar_tf.cli.enhance", "--preset", "nope", str(clip), str(tmp_path / "o.mp4")], "unknown preset 'nope'"),
              (["vcar_tf.cli.enhance", str(clip), str(tmp_path / "o.mp4"), "--exported", str(exists), "--precision",
                "bf16"], "--precision bf16 goes with --model_dir or --preset"),
+             ([*enhance, str(video), str(tmp_path / "o.mp4"), "--precision", "fp16"], "invalid choice: 'fp16'"),
              (["vcar_tf.cli.evaluate", "--preset", "nope", "--data", str(tmp_path), "--out", str(tmp_path / "e")],
               "unknown preset 'nope'"),
              (["vcar_tf.cli.evaluate", "--preset", "dncnn_x265_qp37", "--qp", "60"], "--qp must be in 0..51"),

@@ -81,7 +81,7 @@ def test_precision_auto_is_bf16_only_for_a_preset_measured_within_budget_on_a_na
     from types import SimpleNamespace
 
     from vcar_tf.cli.common import load_model
-    from vcar_tf.models import precision
+    from vcar_tf import precision
 
     path = presets / "arcnn_toy" / "card.json"
     card = json.loads(path.read_text())

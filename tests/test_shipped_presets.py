@@ -61,7 +61,7 @@ def test_bf16_precision_evaluates_the_preset_within_0_05_db_of_fp32(tmp_path):
     import keras
 
     from vcar_tf.cli.evaluate import main as evaluate
-    from vcar_tf.models.precision import native_bf16_flags
+    from vcar_tf.precision import native_bf16_flags
     from vcar_tf.reporting import read_report
 
     settings = CodecSettings(qp=37, deblock=True, sao=True)

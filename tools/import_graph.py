@@ -22,7 +22,7 @@ PACKAGE = "vcar_tf"
 LAYERS = [
     ("errors", ""),
     ("fileutil",),
-    ("video", "metrics", "weights", "presets"),
+    ("video", "metrics", "weights", "presets", "precision"),
     ("data", "ops"),
     ("models",),
     ("export", "reporting"),

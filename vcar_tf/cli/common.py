@@ -4,6 +4,7 @@ TensorFlow loads in load_model, not on import, so a command reports a bad argume
 import sys
 
 from vcar_tf.errors import VcarError
+from vcar_tf.precision import PRECISIONS, auto_precision, check_precision
 from vcar_tf.presets import preset_card
 from vcar_tf.train.config import CHECKPOINTS, TrainConfig
 
@@ -11,7 +12,7 @@ from vcar_tf.train.config import CHECKPOINTS, TrainConfig
 def add_model_flags(parser, precision=False):
     """--model_dir, --checkpoint, --preset and, with `precision`, --precision (a Keras model's compute)."""
     if precision:
-        parser.add_argument("--precision", default="auto",
+        parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                             help="auto, fp32 or bf16, with --model_dir or --preset: bf16 computes in bfloat16; "
                             "auto (default) is bf16 for a preset whose measured bf16 cost is within budget on a "
                             "CPU with native bf16 (see the README), fp32 otherwise")
@@ -31,17 +32,17 @@ def load_model(args, others=()):
     if getattr(args, "checkpoint", "latest") != "latest" and args.model_dir is None:
         raise VcarError("--checkpoint goes with --model_dir")
     precision = getattr(args, "precision", "fp32")
+    check_precision(precision)
     if precision not in ("fp32", "auto") and args.model_dir is None and args.preset is None:
         raise VcarError(f"--precision {precision} goes with --model_dir or --preset (an export keeps its own)")
     if args.model_dir is None and args.preset is None:
         return None
     card = preset_card(args.preset) if args.preset is not None else None  # a card is read without TF
     from vcar_tf.models import spec
-    from vcar_tf.models.precision import auto_precision, check_precision, precision_policy
+    from vcar_tf.models.precision import precision_policy
     from vcar_tf.models.presets import from_preset
     from vcar_tf.train.run import load_run
 
-    check_precision(precision)
     if precision == "auto":
         precision, why = auto_precision(card)
         if precision != "fp32":

@@ -4,7 +4,7 @@ import sys
 
 from vcar_tf.errors import ArgumentParser, cli_main
 from vcar_tf.models import summary
-from vcar_tf.models.precision import bf16_val_cost
+from vcar_tf.precision import bf16_val_cost
 from vcar_tf.presets import preset_card, preset_names
 
 
