@@ -10,6 +10,7 @@ import sys
 
 from absl import app, flags
 
+from vcar_tf.data.codec import CODECS
 from vcar_tf.errors import VcarError, cli_main
 from vcar_tf.train.config import TrainConfig
 from vcar_tf.fileutil import check_writable_dir
@@ -19,7 +20,9 @@ _D = TrainConfig()
 flags.DEFINE_string("model", _D.model, "registered model name (python -m vcar_tf.models lists them)")
 flags.DEFINE_string("data", _D.data, "dataset folder with train/ and test/ (default: embedded sample)")
 flags.DEFINE_integer("qp", _D.qp, "QP of the compressed inputs")
-flags.DEFINE_string("codec", _D.codec, "codec of the embedded sample dataset")
+flags.DEFINE_enum("codec", _D.codec, sorted(CODECS), "codec of the embedded sample dataset")
+flags.DEFINE_string("codec_folder", _D.codec_folder, "the compressed folder of --data's roots, e.g. "
+                    "x265_LDP_dbk_sao (default: the only one they have at --qp)")
 flags.DEFINE_integer("radius", _D.radius, "frames on each side (default: the model's)")
 flags.DEFINE_integer("clip_length", _D.clip_length, "recurrent models: frames per training clip (default: "
                      "the model's, 15 for RFDA)")

@@ -224,6 +224,7 @@ def test_argument_and_path_errors_come_before_tensorflow_loads(tmp_path):
              (["train_main.py", "--steps=0", f"--model_dir={tmp_path}/t"], "--steps must be at least 1"),
              (["train_main.py", "--lr=nan", f"--model_dir={tmp_path}/t"], "--lr must be a positive number"),
              (["train_main.py", "--init_lr=0.01", f"--model_dir={tmp_path}/t"], "--init_lr needs --init_from"),
+             (["train_main.py", "--codec=vp9", f"--model_dir={tmp_path}/t"], "should be one of <x264|x265>"),
              (["train_main.py", f"--init_from={tmp_path}/missing", f"--model_dir={tmp_path}/t"], "missing"),
              (["train_main.py", "--init_from=preset:nope", f"--model_dir={tmp_path}/t"], "unknown preset 'nope'"),
              (["train_main.py", f"--export_dir={exists}", f"--model_dir={tmp_path}/t"],

@@ -77,6 +77,22 @@ def test_bad_configs(tiny_dataset, tmp_path):
         Trainer(_config(tiny_dataset, tmp_path, 2, loss="l1"))
 
 
+def test_codec_folder_picks_one_of_several_at_the_qp(tiny_dataset, tmp_path):
+    import shutil
+
+    from vcar_tf.train.trainer import Trainer
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data)
+    for split in ("train", "test"):
+        shutil.copytree(data / split / "x265_LDP", data / split / "x265_LDP_dbk_sao")
+    with pytest.raises(VcarError, match=r"several QP37 codec folders \(x265_LDP, x265_LDP_dbk_sao\)"):
+        Trainer(_config(str(data), tmp_path / "a", 2))
+    trainer = Trainer(_config(str(data), tmp_path / "b", 2, codec_folder="x265_LDP_dbk_sao"))
+    compressed = [p.compressed_path for p in trainer.train_pairs + trainer.val_pairs]
+    assert len(compressed) == 3 and all(f"{os.sep}x265_LDP_dbk_sao{os.sep}QP37{os.sep}" in c for c in compressed)
+
+
 def test_train_main_cli_errors_and_replica_divisibility(tiny_dataset, tmp_path):
     r = run_cli("train_main.py", "--model=nope", f"--data={tiny_dataset}", f"--model_dir={tmp_path}")
     assert r.returncode == 2 and "error: unknown model 'nope'; the registry has:" in r.stderr.strip().splitlines()[-1]

@@ -15,7 +15,8 @@ class TrainConfig:
     model: str = "stifn_r3"
     data: Optional[str] = None  # None: the embedded sample dataset
     qp: int = 37
-    codec: str = "x265"
+    codec: str = "x265"  # of the embedded sample dataset (data None)
+    codec_folder: Optional[str] = None  # the compressed folder of a --data root (None: its only one at qp)
     radius: Optional[int] = None  # None: the model's own
     clip_length: Optional[int] = None  # recurrent models: frames per training clip (None: the model's)
     patch: int = 48

@@ -69,10 +69,10 @@ class Trainer:
         if cfg.init_from:
             check_init_source(cfg.init_from)
         train_roots, val_roots = split_datasets(cfg.data, CodecSettings(codec=cfg.codec, qp=cfg.qp))
-        self.train_pairs = [p for r in train_roots.values() for p in find_pairs(r, cfg.qp)]
+        self.train_pairs = [p for r in train_roots.values() for p in find_pairs(r, cfg.qp, cfg.codec_folder)]
         # every choice is made on val/ where the dataset has one; test/ is then never seen in training
         val_roots = {k: v for k, v in val_roots.items() if k != "test"} or val_roots
-        self.val_sets = {split: find_pairs(root, cfg.qp) for split, root in val_roots.items()}
+        self.val_sets = {split: find_pairs(root, cfg.qp, cfg.codec_folder) for split, root in val_roots.items()}
         self.val_pairs = [p for pairs in self.val_sets.values() for p in pairs]
         if cfg.mixed_precision:
             keras.mixed_precision.set_global_policy("mixed_bfloat16")
