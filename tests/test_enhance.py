@@ -290,7 +290,11 @@ def test_bad_input_is_one_error_line_and_leaves_no_file(tmp_path, capsys):
              ([good, str(tmp_path / "o.webm")], "webm cannot hold libx264"),
              ([good, out, "--qp", "60"], "--qp must be in 0..51"),
              ([good, out, "--crf", "20", "--qp", "20"], "at most one of"),
-             ([good, str(junk)], "exists; pass --overwrite")]
+             ([good, str(junk)], "exists; pass --overwrite"),
+             ([good, out, "--width", "40"], "--width describe a raw .yuv"),
+             ([good, out, "--pix_fmt", "yuv420p10le", "--fps", "30"], "--pix_fmt, --fps describe a raw .yuv"),
+             ([good, str(tmp_path / "o.yuv"), "--crf", "16"], "is raw video, stored without encoding: --crf would"),
+             ([good, str(tmp_path / "o.y4m"), "--codec", "libx265", "--qp", "20"], "--codec, --qp would not apply")]
     for argv, message in cases:
         assert message in _error(capsys, [*argv, "--model_dir", RUN, "--no_progress"]), argv
     assert open(good, "rb").read() == before and os.path.islink(link)

@@ -23,8 +23,10 @@ from vcar_tf.cli.common import add_model_flags, load_model
 from vcar_tf.inference.exported import load_exported
 from vcar_tf.errors import ArgumentParser, VcarError, cli_main
 from vcar_tf.inference.tiling import HEADROOM, default_overlap, plan_for_memory
-from vcar_tf.video.stream import VideoInput, VideoOutput, check_input_file, output_format, read_stream_qp
+from vcar_tf.video.stream import (RAW_OUTPUTS, VideoInput, VideoOutput, check_input_file, output_format,
+                                  read_stream_qp)
 
+DEFAULT_CODEC = "libx264"
 DEFAULT_QP = 37  # the QP presets are trained for, assumed when the stream's cannot be read
 MODEL_FLAGS = ("model_dir", "preset", "saved_model", "exported")
 # encoder options for --lossless, per codec (codecs not listed have no lossless mode here)
@@ -33,7 +35,15 @@ LOSSLESS = {"libx264": {"qp": "0"}, "libx265": {"x265-params": "lossless=1"}, "l
 
 
 def encoder_options(args):
-    """FFmpeg encoder options for --lossless / --crf / --qp (lossless when none is given)."""
+    """FFmpeg encoder options for --lossless / --crf / --qp (lossless when none is given); a raw
+    output (.yuv, .y4m) has none, and takes none of --codec, --crf, --qp."""
+    if output_format(args.output) in RAW_OUTPUTS:
+        given = [f"--{f}" for f in ("codec", "crf", "qp") if getattr(args, f) is not None]
+        if given:
+            raise VcarError(f"{args.output} is raw video, stored without encoding: {', '.join(given)} "
+                            "would not apply")
+        return {}
+    args.codec = args.codec or DEFAULT_CODEC
     if args.codec not in av.codecs_available:
         raise VcarError(f"unknown codec {args.codec!r} (not in this FFmpeg build)")
     chosen = [f for f in ("lossless", "crf", "qp") if getattr(args, f) not in (None, False)]
@@ -154,7 +164,8 @@ def parse_args(argv):
     p.add_argument("--exported", default=None, help="a vcar-export .tflite or .onnx file (or a SavedModel folder)")
     p.add_argument("--input_qp", type=int, default=None,
                    help="with no model flag: pick the preset for this QP instead of the stream's")
-    p.add_argument("--codec", default="libx264", help="video encoder (default libx264)")
+    p.add_argument("--codec", default=None, help=f"video encoder (default {DEFAULT_CODEC}); not for a raw .yuv or "
+                   ".y4m output")
     p.add_argument("--lossless", action="store_true", help="lossless encoding (the default)")
     p.add_argument("--crf", type=int, default=None, help="constant-quality encoding at this CRF (0..51)")
     p.add_argument("--qp", type=int, default=None, help="constant-QP encoding (0..51)")

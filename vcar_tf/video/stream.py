@@ -126,8 +126,15 @@ class VideoInput:
             check_raw_size(path, int(width), int(height), PIX_FMTS[pix_fmt], parsed[3] if named else None)
             fmt, options = "rawvideo", {"video_size": f"{width}x{height}", "pixel_format": pix_fmt,
                                         "framerate": str(fps or 25)}
-        elif fps is not None and fmt is not None:
-            options = {"framerate": str(fps)}
+        else:
+            given = [f"--{k}" for k, v in (("width", width), ("height", height), ("pix_fmt", pix_fmt)) if v is not None]
+            if fps is not None and fmt is None:
+                given.append("--fps")
+            if given:
+                raise VcarError(f"{path}: {', '.join(given)} describe a raw .yuv (--fps also a raw .h264/.hevc) "
+                                "input; this file's stream says its own")
+            if fps is not None:
+                options = {"framerate": str(fps)}
         try:
             self._container = av.open(path, format=fmt, options=options)
         except (av.error.FFmpegError, ValueError) as e:
