@@ -19,6 +19,8 @@ def load_exported(path, num_threads=None):
 
         return OnnxEnhancer(path, num_threads)
     if os.path.isdir(path):
+        if not os.path.exists(os.path.join(path, "saved_model.pb")):  # said before TensorFlow loads
+            raise VcarError(f"{path} is not a SavedModel (no saved_model.pb); pass DIR/NAME/VERSION")
         from vcar_tf.inference.saved_model import SavedModelEnhancer
 
         return SavedModelEnhancer(path)

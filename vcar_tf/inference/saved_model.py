@@ -1,7 +1,5 @@
 """Run a vcar-export SavedModel in place of the Keras model (evaluation, enhancement)."""
 
-import os
-
 import tensorflow as tf
 
 from vcar_tf.errors import VcarError
@@ -14,8 +12,6 @@ class SavedModelEnhancer:
     (the protocol of vcar_tf.models.recurrent)."""
 
     def __init__(self, path):
-        if not os.path.exists(os.path.join(path, "saved_model.pb")):
-            raise VcarError(f"{path} is not a SavedModel (no saved_model.pb); pass DIR/NAME/VERSION")
         signatures = tf.saved_model.load(path).signatures
         self.recurrent = STEP_FLOAT in signatures
         name = STEP_FLOAT if self.recurrent else SERVE_FLOAT
