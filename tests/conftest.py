@@ -34,6 +34,19 @@ def run_cli(*args, env=None):
                           cwd=REPO, timeout=600)
 
 
+# Runs a command (a module, or a script ending in .py) with TensorFlow and Keras unimportable: a
+# command that needs them before its error line fails with a traceback instead.
+WITHOUT_TF = ("import runpy, sys; sys.modules['tensorflow'] = sys.modules['keras'] = None; target = sys.argv.pop(1); "
+              "runpy.run_path(target, run_name='__main__') if target.endswith('.py') else "
+              "runpy.run_module(target, run_name='__main__', alter_sys=True)")
+
+
+def run_without_tf(*argv):
+    """A command run in a fresh process that cannot import TensorFlow or Keras (see WITHOUT_TF)."""
+    return subprocess.run([sys.executable, "-c", WITHOUT_TF, *argv], capture_output=True, text=True, cwd=REPO,
+                          timeout=120)
+
+
 # TensorFlow's start-up log lines, printed on some CPUs whatever TF_CPP_MIN_LOG_LEVEL says (oneDNN's
 # note on Intel CPUs, where its optimisations are on by default, comes before absl's logging is set up)
 TF_STARTUP_LOG = re.compile(r"^(WARNING: All log messages before absl::InitializeLog|[IWEF]\d{4} \d\d:\d\d:\d\d"

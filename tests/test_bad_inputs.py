@@ -17,7 +17,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, run_without_tf
 from tests.test_enhance import make_video
 
 LEGACY_RUN = os.path.join(REPO, "tests", "legacy", "run_arcnn")
@@ -172,13 +172,6 @@ def test_bad_inputs_leave_no_output_and_inputs_unchanged(table):
     assert left == []
 
 
-# Runs a command (a module, or a script ending in .py) with TensorFlow and Keras unimportable: a
-# command that needs them before its error line fails with a traceback instead.
-WITHOUT_TF = ("import runpy, sys; sys.modules['tensorflow'] = sys.modules['keras'] = None; target = sys.argv.pop(1); "
-              "runpy.run_path(target, run_name='__main__') if target.endswith('.py') else "
-              "runpy.run_module(target, run_name='__main__', alter_sys=True)")
-
-
 def test_argument_and_path_errors_come_before_tensorflow_loads(tmp_path):
     """A mistyped flag, a missing or unreadable file or an unknown preset is one `error:` line, said
     before TensorFlow loads (which takes seconds and prints start-up lines of its own on stderr)."""
@@ -234,8 +227,7 @@ def test_argument_and_path_errors_come_before_tensorflow_loads(tmp_path):
              (["train_main.py", f"--export_dir={exists}", f"--model_dir={tmp_path}/t"],
               "is not a folder")]
     for argv, fragment in cases:
-        r = subprocess.run([sys.executable, "-c", WITHOUT_TF, *argv], capture_output=True, text=True, cwd=REPO,
-                           timeout=120)
+        r = run_without_tf(*argv)
         lines = r.stderr.strip().splitlines()
         assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), (argv, r.stderr[-2000:])
         assert fragment in lines[0], (argv, lines)

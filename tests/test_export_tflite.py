@@ -1,8 +1,12 @@
+import os
+
 import numpy as np
 import pytest
 
 from tests.export_parity import (RECURRENT_MODELS, SIZE_A, SIZE_B, WINDOW_MODELS, parity_model, psnr, run_fresh,
                                  sample_clips, windows)
+from tests.conftest import run_without_tf
+from tests.test_enhance import make_video
 from vcar_tf.errors import VcarError
 from vcar_tf.export.tflite import export_tflite
 from vcar_tf.models import build, spec
@@ -117,7 +121,18 @@ def test_free_size_tflite_resizes_and_runner_rejects_bad_input(sample_root, tmp_
     streamed = np.stack(list(enhance_frames(runner, comp, 3)))
     assert np.abs(streamed - np.clip(_keras_frames(model, windows(comp, 3)), 0, 1)).max() <= 1e-4
 
-    fixed = load_exported(export_tflite(build("arcnn"), 0, str(tmp_path / "fixed.tflite"), *SIZE_A))
+    fixed_path = export_tflite(build("arcnn"), 0, str(tmp_path / "fixed.tflite"), *SIZE_A)
+    fixed = load_exported(fixed_path)
+    # vcar-enhance says so before TensorFlow loads: another size, or tiles of the file's own size
+    for (h, w), extra, message in ((SIZE_B, [], "exported for 53x37 frames, the video's are 45x30: export it with "
+                                    "--height 30 --width 45"),
+                                   (SIZE_A, ["--tile", "16"], "--tile needs a free-size export")):
+        clip = str(tmp_path / f"clip_{w}x{h}.mkv")
+        make_video(clip, width=w, height=h, frames=2, codec="ffv1", options={}, audio=False)
+        r = run_without_tf("vcar_tf.cli.enhance", clip, str(tmp_path / "o.y4m"), "--exported", fixed_path, *extra)
+        lines = r.stderr.strip().splitlines()  # LiteRT's INFO line on the XNNPACK delegate may come first
+        assert r.returncode == 2 and lines[-1].startswith("error: ") and "Traceback" not in r.stderr, r.stderr[-2000:]
+        assert message in lines[-1] and not os.path.exists(tmp_path / "o.y4m")
     assert fixed.input_size == SIZE_A
     with pytest.raises(VcarError, match=r"frames must be 1x1x37x53x1; got 1x1x30x45x1"):
         fixed(np.zeros((1, 1, *SIZE_B, 1), np.float32))

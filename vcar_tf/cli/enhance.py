@@ -106,6 +106,20 @@ def load_enhancer(args, src):
     return model, radius, cfg.model
 
 
+def check_fixed_size(model, src, args):
+    """A TFLite file exported for one H x W runs whole frames of that size only (said before TensorFlow loads)."""
+    size = getattr(model, "input_size", None)
+    if size is None:
+        return
+    if size != (src.height, src.width):
+        raise VcarError(f"{args.exported} was exported for {size[1]}x{size[0]} frames, the video's are "
+                        f"{src.width}x{src.height}: export it with --height {src.height} --width {src.width}, or "
+                        "--height 0 --width 0 for any size")
+    if args.tile is not None:
+        raise VcarError(f"{args.exported} was exported for whole {size[1]}x{size[0]} frames: --tile needs a "
+                        "free-size export (--height 0 --width 0)")
+
+
 def choose_preset(args, src):
     """The shipped preset trained at the QP nearest to the stream's (or --input_qp's); of several at
     that QP, the one with the best val ΔPSNR."""
@@ -210,6 +224,7 @@ def main(argv=None):
         dst = VideoOutput(args.output, src, codec=args.codec, options=options)
         dst.check()
         model, radius, name = load_enhancer(args, src)
+        check_fixed_size(model, src, args)
         from vcar_tf.inference.video import enhance_video
         from vcar_tf.models.recurrent import is_recurrent, state_channels
 
