@@ -75,6 +75,8 @@ def test_bad_configs(tiny_dataset, tmp_path):
         Trainer(_config(str(tmp_path / "missing"), tmp_path, 2))
     with pytest.raises(VcarError, match="unknown loss"):
         Trainer(_config(tiny_dataset, tmp_path, 2, loss="l1"))
+    with pytest.raises(VcarError, match="--clip_length is for the recurrent models; arcnn trains on windows"):
+        Trainer(_config(tiny_dataset, tmp_path, 2, clip_length=4))
 
 
 def test_codec_folder_picks_one_of_several_at_the_qp(tiny_dataset, tmp_path):

@@ -56,6 +56,9 @@ class Trainer:
         self.cfg = cfg.validate()
         self.spec = models.spec(cfg.model)
         cfg.model = self.spec.name  # an alias resumes the run of its model
+        if cfg.clip_length is not None and not self.spec.recurrent:
+            raise VcarError(f"--clip_length is for the recurrent models; {cfg.model} trains on windows of "
+                            "2R+1 frames")
         if cfg.model_dir is None:
             cfg.model_dir = os.path.join("runs", self.spec.name)
         self.radius = run_radius(cfg)
