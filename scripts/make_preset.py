@@ -25,7 +25,8 @@ from vcar_tf.fileutil import ensure_writable_dir, make_temp_dir, write_text_atom
 from vcar_tf.models.presets import save_preset_weights
 from vcar_tf.presets import CARD
 from vcar_tf.reporting import read_report
-from vcar_tf.train.run import CHECKPOINTS, RunFolder, load_run, read_best, read_config_dict
+from vcar_tf.train.folder import RunFolder, read_config_dict
+from vcar_tf.train.run import CHECKPOINTS, load_run, read_best
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

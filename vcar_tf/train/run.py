@@ -14,9 +14,8 @@ from vcar_tf import models
 from vcar_tf.errors import VcarError, first_line
 from vcar_tf.models.presets import from_preset
 from vcar_tf.fileutil import ensure_writable_dir, hold_folder_lock, make_temp_dir, sweep_temps, write_text_atomic
-from vcar_tf.train.config import CHECKPOINTS, TrainConfig
-from vcar_tf.train.folder import (PRESET_PREFIX, RunFolder, read_config, read_config_dict,  # noqa: F401
-                                  read_json_object, run_label)
+from vcar_tf.train.config import CHECKPOINTS
+from vcar_tf.train.folder import PRESET_PREFIX, RunFolder, read_config, read_json_object
 
 
 # What a missing, truncated or foreign checkpoint raises when it is restored.

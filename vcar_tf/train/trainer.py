@@ -29,9 +29,9 @@ from vcar_tf.fileutil import check_writable_dir, ensure_writable_dir, write_text
 from vcar_tf.inference.sequence import enhance_sequence, evaluate_pairs
 from vcar_tf.reporting import write_report
 from vcar_tf.train.losses import get_loss, per_example_loss
-from vcar_tf.train.folder import check_init_source
-from vcar_tf.train.run import (CHECKPOINT_ERRORS, RunFolder, build_model, hold_run_lock, initialise_from, read_best,
-                               read_config_dict, run_radius, write_config)
+from vcar_tf.train.folder import RunFolder, check_init_source, read_config_dict
+from vcar_tf.train.run import (CHECKPOINT_ERRORS, build_model, hold_run_lock, initialise_from, read_best, run_radius,
+                               write_config)
 from vcar_tf.train.strategy import make_strategy
 
 
