@@ -43,9 +43,9 @@ def encoder_options(args):
             raise VcarError(f"{args.output} is raw video, stored without encoding: {', '.join(given)} "
                             "would not apply")
         return {}
-    args.codec = args.codec or DEFAULT_CODEC
-    if args.codec not in av.codecs_available:
-        raise VcarError(f"unknown codec {args.codec!r} (not in this FFmpeg build)")
+    codec = args.codec or DEFAULT_CODEC
+    if codec not in av.codecs_available:
+        raise VcarError(f"unknown codec {codec!r} (not in this FFmpeg build)")
     chosen = [f for f in ("lossless", "crf", "qp") if getattr(args, f) not in (None, False)]
     if len(chosen) > 1:
         raise VcarError(f"pass at most one of --lossless, --crf, --qp (got {', '.join('--' + f for f in chosen)})")
@@ -57,13 +57,13 @@ def encoder_options(args):
     if args.crf is not None:
         options = {"crf": str(args.crf)}
     elif args.qp is not None:
-        options = {"x265-params": f"qp={args.qp}"} if args.codec == "libx265" else {"qp": str(args.qp)}
-    elif args.codec not in LOSSLESS:
-        raise VcarError(f"{args.codec} has no lossless mode here; pass --crf or --qp "
+        options = {"x265-params": f"qp={args.qp}"} if codec == "libx265" else {"qp": str(args.qp)}
+    elif codec not in LOSSLESS:
+        raise VcarError(f"{codec} has no lossless mode here; pass --crf or --qp "
                         f"(lossless: {', '.join(c for c in LOSSLESS if c.startswith(('lib', 'ffv')))})")
     else:
-        options = dict(LOSSLESS[args.codec])
-    if args.codec == "libx265":
+        options = dict(LOSSLESS[codec])
+    if codec == "libx265":
         options["x265-params"] = ":".join(filter(None, [options.get("x265-params"), "log-level=error"]))
     return options
 
@@ -221,7 +221,7 @@ def main(argv=None):
     options = encoder_options(args)
     src = VideoInput(args.input, args.width, args.height, args.fps, args.pix_fmt)
     try:
-        dst = VideoOutput(args.output, src, codec=args.codec, options=options)
+        dst = VideoOutput(args.output, src, codec=args.codec or DEFAULT_CODEC, options=options)
         dst.check()
         model, radius, name = load_enhancer(args, src)
         check_fixed_size(model, src, args)
