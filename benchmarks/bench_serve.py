@@ -172,7 +172,7 @@ def rest_fuzz_case(rng):
             return "POST", path, json.dumps({"inputs": [[[0] * 400] * 300] * FRAMES}).encode()
         return "POST", path, b" " * (FUZZ_MAX_REQUEST_BYTES + 1)  # over its --max_request_bytes
     if kind == 12:
-        return "POST", rng.choice([f"/v1/models/nope:predict", f"/v1/models/{MODEL}/versions/99:predict",
+        return "POST", rng.choice(["/v1/models/nope:predict", f"/v1/models/{MODEL}/versions/99:predict",
                                    f"/v1/models/{MODEL}/labels/x:predict", f"/v1/models/{MODEL}:regress",
                                    "/v1/models/", "/v2/x", f"/v1/models/{MODEL}/streams/zz:step"]), b"{}"
     if kind == 13:

@@ -117,7 +117,7 @@ def child_profile(name, data, variant, steps):
             float(step(*batch))
 
         ops, wall = traced_op_seconds(timed_step, steps, os.path.join(run_dir, "trace"))
-        del it
+        it = None  # the dataset iterator goes before its temporary folder
     kinds = {}
     for op, seconds in ops.items():
         kinds[op_kind(op)] = kinds.get(op_kind(op), 0.0) + seconds
@@ -196,7 +196,7 @@ def profile(args):
                 continue
             total = sum(r["kinds"].values())
             rows = sorted(r["kinds"].items(), key=lambda kv: -kv[1])
-            table = [f"| kind of op | ms per step | share |", "|---|---|---|"]
+            table = ["| kind of op | ms per step | share |", "|---|---|---|"]
             table += [f"| {k} | {1000 * t:.1f} | {100 * t / total:.1f}% |" for k, t in rows if t >= 0.002 * total]
             parts.append(f"### {name} ({v or 'recipe'})\n\nOp time {1000 * total:.0f} ms per step summed over TF's "
                          f"threads; the step's wall time in the trace {1000 * r['wall']:.0f} ms, and waiting for "
