@@ -48,8 +48,13 @@ def reject_booleans(body, request):
 
 
 def _describe(array):
-    return {"U": "strings", "O": "mixed or non-numeric values (an object or null?)"}.get(array.dtype.kind,
-                                                                                       array.dtype.name)
+    if array.dtype.kind == "O":
+        huge = next((v for v in array.flat if isinstance(v, int) and not -2 ** 63 <= v < 2 ** 64), None)
+        if huge is not None:
+            return f"an integer beyond 64 bits ({str(huge)[:24]}{'...' if len(str(huge)) > 24 else ''})"
+        if any(v is None for v in array.flat):
+            return "null"
+    return {"U": "strings", "O": "mixed or non-numeric values (an object?)"}.get(array.dtype.kind, array.dtype.name)
 
 
 def decode_predict(body, input_names):
