@@ -412,7 +412,7 @@ def test_a_model_failure_or_ctrl_c_mid_video_ends_the_command_and_leaves_no_file
 
     def run():
         try:
-            main([good, str(out_dir / "o.mp4"), "--model_dir", RUN, "--no_progress"])
+            main([good, str(out_dir / "new" / "deeper" / "o.mp4"), "--model_dir", RUN, "--no_progress"])
         except SystemExit as e:
             ended.append(e.code)
 
@@ -420,4 +420,4 @@ def test_a_model_failure_or_ctrl_c_mid_video_ends_the_command_and_leaves_no_file
     thread.start()
     thread.join(timeout=120)
     assert not thread.is_alive(), "vcar-enhance hung after the failure"
-    assert ended == [code] and os.listdir(out_dir) == []
+    assert ended == [code] and os.listdir(out_dir) == []  # nor the folders made for it; out/ was there

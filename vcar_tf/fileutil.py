@@ -23,9 +23,8 @@ def ensure_writable_dir(path):
 
 def check_writable_dir(path):
     """Fail with one clear line now if `path` could not be created or written later; creates nothing."""
-    probe = os.path.abspath(path)
-    while not os.path.exists(probe):
-        probe = os.path.dirname(probe)
+    missing = _missing_folders(os.path.abspath(path))
+    probe = os.path.dirname(missing[-1]) if missing else os.path.abspath(path)
     if not os.path.isdir(probe):
         raise VcarError(f"cannot create output folder {path}: {probe} is not a folder")
     if not os.access(probe, os.W_OK | os.X_OK):
@@ -51,6 +50,7 @@ def make_temp_dir(parent, prefix):
 def atomic_path(path):
     """Yield a temp path beside `path`; it is renamed onto `path` only if the block succeeds."""
     folder = os.path.dirname(os.path.abspath(path))
+    missing = _missing_folders(folder)
     ensure_writable_dir(folder)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
     os.close(fd)
@@ -61,7 +61,19 @@ def atomic_path(path):
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
+        for created in missing:  # the folders made for `path`, deepest first, where still empty
+            with contextlib.suppress(OSError):
+                os.rmdir(created)
         raise
+
+
+def _missing_folders(folder):
+    """The folders of `folder`'s path that do not exist yet, deepest first."""
+    missing = []
+    while not os.path.exists(folder):
+        missing.append(folder)
+        folder = os.path.dirname(folder)
+    return missing
 
 
 def write_bytes_atomic(path, data):
