@@ -35,14 +35,14 @@ LOSSLESS = {"libx264": {"qp": "0"}, "libx265": {"x265-params": "lossless=1"}, "l
 
 
 def encoder_options(args):
-    """FFmpeg encoder options for --lossless / --crf / --qp (lossless when none is given); a raw
-    output (.yuv, .y4m) has none, and takes none of --codec, --crf, --qp."""
+    """(codec, FFmpeg encoder options) for --codec and --lossless / --crf / --qp (lossless when none is
+    given); a raw output (.yuv, .y4m) has neither, and takes none of --codec, --crf, --qp."""
     if output_format(args.output) in RAW_OUTPUTS:
         given = [f"--{f}" for f in ("codec", "crf", "qp") if getattr(args, f) is not None]
         if given:
             raise VcarError(f"{args.output} is raw video, stored without encoding: {', '.join(given)} "
                             "would not apply")
-        return {}
+        return None, {}
     codec = args.codec or DEFAULT_CODEC
     if codec not in av.codecs_available:
         raise VcarError(f"unknown codec {codec!r} (not in this FFmpeg build)")
@@ -65,7 +65,7 @@ def encoder_options(args):
         options = dict(LOSSLESS[codec])
     if codec == "libx265":
         options["x265-params"] = ":".join(filter(None, [options.get("x265-params"), "log-level=error"]))
-    return options
+    return codec, options
 
 
 def parse_bytes(text):
@@ -218,10 +218,10 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv)
     check_paths(args)
-    options = encoder_options(args)
+    codec, options = encoder_options(args)
     src = VideoInput(args.input, args.width, args.height, args.fps, args.pix_fmt)
     try:
-        dst = VideoOutput(args.output, src, codec=args.codec or DEFAULT_CODEC, options=options)
+        dst = VideoOutput(args.output, src, codec=codec, options=options)
         dst.check()
         model, radius, name = load_enhancer(args, src)
         check_fixed_size(model, src, args)

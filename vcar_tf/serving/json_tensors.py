@@ -51,7 +51,8 @@ def _describe(array):
     if array.dtype.kind == "O":
         huge = next((v for v in array.flat if isinstance(v, int) and not -2 ** 63 <= v < 2 ** 64), None)
         if huge is not None:
-            return f"an integer beyond 64 bits ({str(huge)[:24]}{'...' if len(str(huge)) > 24 else ''})"
+            digits = str(huge)
+            return f"an integer beyond 64 bits ({digits[:24]}{'...' if len(digits) > 24 else ''})"
         if any(v is None for v in array.flat):
             return "null"
     return {"U": "strings", "O": "mixed or non-numeric values (an object?)"}.get(array.dtype.kind, array.dtype.name)
