@@ -54,10 +54,17 @@ def test_unknown_and_corrupt_presets_are_one_line_errors(presets):
         from_preset("arcnn_toy")
 
 
-def test_presets_in_the_commands_and_as_init_from(presets, tmp_path):
+def test_presets_in_the_commands_and_as_init_from(presets, tmp_path, capsys):
     r = run_cli("-m", "vcar_tf.models", "--presets", env={"VCAR_TF_PRESETS": str(presets)})
     assert r.returncode == 0 and "arcnn_toy" in r.stdout and "test ΔPSNR +0.125 dB" in r.stdout
     assert "bf16 not measured" in r.stdout
+    import json
+
+    from vcar_tf.cli.models import main as list_models
+    card = presets / "arcnn_toy" / "card.json"
+    card.write_text(json.dumps({k: v for k, v in json.loads(card.read_text()).items() if k != "test"}))
+    assert list_models(["--presets"]) == 0
+    assert "arcnn_toy" in capsys.readouterr().out.split("test not measured")[0]
     r = run_cli("-m", "vcar_tf.cli.export", "--preset", "arcnn_toy", "--out", str(tmp_path / "serving"),
                 env={"VCAR_TF_PRESETS": str(presets)})
     assert r.returncode == 0 and os.path.exists(tmp_path / "serving" / "arcnn" / "1" / "saved_model.pb"), r.stderr[-2000:]

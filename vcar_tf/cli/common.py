@@ -23,9 +23,9 @@ def add_model_flags(parser, precision=False):
                         "(python -m vcar_tf.models --presets lists them)")
 
 
-def load_model(args, others=()):
-    """(model, TrainConfig with its data/qp/codec, radius) from --model_dir or --preset; `others`
-    names further flags that may stand in for both (e.g. --saved_model)."""
+def check_model_flags(args, others=()):
+    """Says a wrong combination of the model flags (before TensorFlow loads); `others` names further
+    flags that may stand in for --model_dir and --preset (e.g. --saved_model). Returns --precision."""
     given = [f for f in ("model_dir", "preset", *others) if getattr(args, f, None) is not None]
     if len(given) != 1:
         raise VcarError(f"pass exactly one of {', '.join('--' + f for f in ('model_dir', 'preset', *others))}")
@@ -35,6 +35,13 @@ def load_model(args, others=()):
     check_precision(precision)
     if precision not in ("fp32", "auto") and args.model_dir is None and args.preset is None:
         raise VcarError(f"--precision {precision} goes with --model_dir or --preset (an export keeps its own)")
+    return precision
+
+
+def load_model(args, others=()):
+    """(model, TrainConfig with its data/qp/codec, radius) from --model_dir or --preset, after
+    check_model_flags(args, others); None when one of `others` was given instead."""
+    precision = check_model_flags(args, others)
     if args.model_dir is None and args.preset is None:
         return None
     card = preset_card(args.preset) if args.preset is not None else None  # a card is read without TF

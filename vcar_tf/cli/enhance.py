@@ -19,7 +19,7 @@ import time
 
 import av
 
-from vcar_tf.cli.common import add_model_flags, load_model
+from vcar_tf.cli.common import add_model_flags, check_model_flags, load_model
 from vcar_tf.inference.exported import load_exported
 from vcar_tf.errors import ArgumentParser, VcarError, cli_main
 from vcar_tf.inference.tiling import HEADROOM, default_overlap, plan_for_memory
@@ -94,7 +94,7 @@ def load_enhancer(args, src):
     model file (runs, presets, and through load_exported SavedModel, TFLite and ONNX exports)."""
     exports = [p for p in (args.saved_model, args.exported) if p is not None]
     if exports:
-        load_model(args, others=("saved_model", "exported"))  # its checks of the flags; an export loads below
+        check_model_flags(args, others=("saved_model", "exported"))
         path = os.path.normpath(exports[0])
         runner = load_exported(path)
         name = (os.path.basename(os.path.dirname(os.path.abspath(path))) if os.path.isdir(path)

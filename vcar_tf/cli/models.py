@@ -8,6 +8,13 @@ from vcar_tf.precision import bf16_val_cost
 from vcar_tf.presets import preset_card, preset_names
 
 
+def test_text(card):
+    test = card.get("test")
+    if not test:
+        return "test not measured"
+    return f"test ΔPSNR {test['delta_psnr']:+.3f} dB  ΔSSIM {test['delta_ssim_x100']:+.3f}x1e-2"
+
+
 def bf16_text(cost):
     return "bf16 not measured" if cost is None else f"bf16 costs {cost:+.3f} dB on val"
 
@@ -21,9 +28,7 @@ def main(argv=None):
         names = preset_names()
         for name in names:
             card = preset_card(name)
-            test = card.get("test", {})
-            print(f"{name:28s} {card['model']:12s} QP{card['qp']}  test ΔPSNR {test.get('delta_psnr', float('nan')):+.3f} dB"
-                  f"  ΔSSIM {test.get('delta_ssim_x100', float('nan')):+.3f}x1e-2  {bf16_text(bf16_val_cost(card))}")
+            print(f"{name:28s} {card['model']:12s} QP{card['qp']}  {test_text(card)}  {bf16_text(bf16_val_cost(card))}")
         if not names:
             print("no preset ships with this version")
         return 0
