@@ -184,6 +184,15 @@ def test_grpc_with_the_official_stubs(served):
         prediction.Predict(tiny, timeout=TIMEOUT)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "shape [1, 1000, 1000] holds more than" in info.value.details() and "--max_request_bytes" in info.value.details()
+    negative = predict_pb2.PredictRequest()  # negative sizes skip the byte cap unless refused first
+    negative.CopyFrom(tiny)
+    negative.inputs["frames"].tensor_shape.Clear()
+    for size in (-1, -1, 5):
+        negative.inputs["frames"].tensor_shape.dim.add(size=size)
+    with pytest.raises(grpc.RpcError) as info:
+        prediction.Predict(negative, timeout=TIMEOUT)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "shape [-1, -1, 5] has a negative dimension" in info.value.details()
     assert prediction.Predict(request, timeout=TIMEOUT).model_spec.version.value == 1  # still serving
     channel.close()
 

@@ -202,6 +202,54 @@ def test_a_replaced_version_is_unloaded_after_its_in_flight_requests(tmp_path):
     assert store.poll() == [] and len(loaded) == 2  # an unchanged failed version is not retried
 
 
+def test_version_folders_as_tf_serving_reads_them(tmp_path):
+    """A zero-padded folder is its version, a non-ASCII digit name is ignored, a failed version is
+    retried when any of its files changes (a copy that wrote saved_model.pb before variables/), and
+    a model with no version is NOT_FOUND in its status."""
+    from vcar_tf.serving.model_store import ModelConfig, ModelStore
+    from vcar_tf.serving.status import ServingError
+
+    loaded = []
+
+    def loader(path):
+        if not os.path.exists(os.path.join(path, "variables", "variables.index")):
+            raise ValueError("no variables")
+        loaded.append(os.path.basename(path))
+        return object(), {}, {}
+
+    base, empty = tmp_path / "m", tmp_path / "empty"
+    for folder in ("0004", "²"):
+        (base / folder / "variables").mkdir(parents=True)
+        (base / folder / "saved_model.pb").write_bytes(b"")
+    empty.mkdir()
+    store = ModelStore([ModelConfig("m", str(base)), ModelConfig("e", str(empty))], loader=loader, log=lambda line: None)
+    assert store.poll() == [] and store.status("m") == [(4, "END", "UNKNOWN", "ValueError: no variables")]
+    assert store.poll() == []  # unchanged: not retried
+    (base / "0004" / "variables" / "variables.index").write_bytes(b"x")
+    assert store.poll() == ["m"] and loaded == ["0004"] and store.served("m").version == 4
+    with pytest.raises(ServingError, match="Could not find any versions of model e") as info:
+        store.status("e")
+    assert info.value.code == "NOT_FOUND"
+
+
+def test_in_flight_requests_are_counted_in_the_metrics():
+    from vcar_tf.serving.metrics import ServingMetrics
+    from vcar_tf.serving.predictor import Predictor
+    from vcar_tf.serving.status import ServingError
+
+    metrics = ServingMetrics()
+    predictor = Predictor(None, 100, 2, in_flight=metrics.in_flight)
+    gauge = lambda: metrics.registry.get_sample_value("vcar_serve_in_flight_requests")  # noqa: E731
+    with predictor.slot():
+        with predictor.slot():
+            assert gauge() == 2
+            with pytest.raises(ServingError, match="overloaded"):
+                with predictor.slot():
+                    pass
+        assert gauge() == 1
+    assert gauge() == 0
+
+
 def test_command_errors_are_one_line_and_leave_nothing_running(exports, capsys):
     import socket
 

@@ -37,7 +37,9 @@ def tensor_to_array(name, proto, max_bytes):
         itemsize = tf.dtypes.as_dtype(proto.dtype).size
     except TypeError:
         itemsize = 0  # an unknown dtype: make_ndarray names it
-    if min(dims, default=0) >= 0 and itemsize * math.prod(dims) > max_bytes:
+    if min(dims, default=0) < 0:  # TF Serving refuses them; make_ndarray would allocate prod(dims) values
+        raise invalid(f"{name}: shape {shape_text(dims)} has a negative dimension")
+    if itemsize * math.prod(dims) > max_bytes:
         raise invalid(f"{name}: shape {shape_text(dims)} holds more than {max_bytes} bytes (--max_request_bytes)")
     try:
         return tf.make_ndarray(proto)

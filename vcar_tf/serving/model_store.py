@@ -1,15 +1,16 @@
 """The versions of each served model, as TF Serving handles a base path (its latest-version policy).
 
-BASE/VERSION/saved_model.pb is a version; VERSION is digits. The newest version that loads is
+BASE/VERSION/saved_model.pb is a version; VERSION is ASCII digits (0007 is 7). The newest version that loads is
 served; poll() picks up a new one. A folder with another name (vcar-export's `.tmp-export-*`) or
 without saved_model.pb yet is half-written and ignored. A version that fails to load is reported
-(status END with the error) and leaves the previous one serving; it is retried when its folder
+(status END with the error) and leaves the previous one serving; it is retried when any of its files
 changes. A replaced version stops taking requests at once and is unloaded when its in-flight
 requests (and open streams) end.
 """
 
 import contextlib
 import os
+import re
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -29,21 +30,31 @@ class ModelConfig:
 
 
 def ready_versions(base_path):
-    """The complete versions under base_path, newest first."""
+    """[(version, folder)] of the complete versions under base_path, newest first; a folder is named
+    by ASCII digits (`0007` is version 7; of two folders for one version, the first by name)."""
     try:
-        names = os.listdir(base_path)
+        names = sorted(os.listdir(base_path))
     except OSError:
         return []
-    return sorted((int(n) for n in names if n.isdigit() and os.path.isfile(os.path.join(base_path, n, SAVED_MODEL_FILE))),
-                  reverse=True)
+    folders = {}
+    for n in names:
+        if re.fullmatch(r"[0-9]+", n) and os.path.isfile(os.path.join(base_path, n, SAVED_MODEL_FILE)):
+            folders.setdefault(int(n), os.path.join(base_path, n))
+    return sorted(folders.items(), reverse=True)
 
 
 def folder_stamp(path):
-    """What changes when a version folder is rewritten (a failed version is retried then)."""
-    try:
-        return os.stat(os.path.join(path, SAVED_MODEL_FILE)).st_mtime_ns
-    except OSError:
-        return None
+    """What changes when any file of a version folder is written (a failed version is retried then):
+    the newest modification time and the total size of its files."""
+    newest = total = 0
+    for folder, _, files in os.walk(path):
+        for f in files:
+            try:
+                st = os.stat(os.path.join(folder, f))
+            except OSError:
+                continue
+            newest, total = max(newest, st.st_mtime_ns), total + st.st_size
+    return newest, total
 
 
 def load_saved_model(path):
@@ -108,10 +119,9 @@ class ModelStore:
 
     def _poll_model(self, config):
         current = self._served.get(config.name)
-        for version in ready_versions(config.base_path):
+        for version, path in ready_versions(config.base_path):
             if current is not None and version == current.version:
                 return False
-            path = os.path.join(config.base_path, str(version))
             stamp = folder_stamp(path)
             failed = self._failed[config.name].get(version)
             if failed and failed[0] == stamp:
@@ -179,6 +189,8 @@ class ModelStore:
             served = self._served.get(name)
             rows = [(served.version, "AVAILABLE", "OK", "")] if served else []
             rows += [(v, "END", "UNKNOWN", message) for v, (_, message) in self._failed[name].items()]
+        if not rows:
+            raise not_found(f"Could not find any versions of model {name}")  # TF Serving's answer
         if version is not None:
             rows = [r for r in rows if r[0] == version]
             if not rows:

@@ -10,8 +10,9 @@ from vcar_tf.serving.status import ServingError
 
 
 class Predictor:
-    def __init__(self, store, max_frame_pixels, max_inflight, batcher=None):
+    def __init__(self, store, max_frame_pixels, max_inflight, batcher=None, in_flight=None):
         self.store = store
+        self.in_flight = in_flight  # a Prometheus gauge of the slots held
         self.max_frame_pixels = max_frame_pixels
         self.max_inflight = max_inflight
         self.batcher = batcher
@@ -26,8 +27,12 @@ class Predictor:
                 if not predictor._slots.acquire(blocking=False):
                     raise ServingError("UNAVAILABLE", f"server overloaded: {predictor.max_inflight} requests in "
                                                       f"flight (--max_inflight); retry later")
+                if predictor.in_flight is not None:
+                    predictor.in_flight.inc()
 
             def __exit__(self, *exc):
+                if predictor.in_flight is not None:
+                    predictor.in_flight.dec()
                 predictor._slots.release()
 
         return _Slot()

@@ -113,7 +113,8 @@ class RestApi:
             method, handler = self.route(match["rest"], request.method)
             stream = STREAM_PATH.match(match["rest"])
             extra = (stream["id"],) if stream and stream["id"] else ()
-            return json_response(await handler(request, name, version, label, *extra))
+            answer = await handler(request, name, version, label, *extra)
+            return await run_in_threadpool(json_response, answer)  # a large answer encodes off the event loop
         except ServingError as e:
             code = e.code
             return error_response(e)
@@ -196,4 +197,4 @@ class RestApi:
         return {**encode_predict(outputs, False), "step": step}
 
     async def stream_close(self, request, name, version, label, stream_id):
-        return self.streams.close(name, stream_id)
+        return await run_in_threadpool(self.streams.close, name, stream_id)  # waits for a step in progress

@@ -2,6 +2,7 @@
 started and stopped together (vcar-serve runs one; tests run one in a thread)."""
 
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -51,7 +52,8 @@ class ModelServer:
         self.store = ModelStore(models, log=log)
         self.batcher = (Batcher(options.max_batch_size, options.batch_timeout_s, self.metrics.batch_size.observe)
                         if options.enable_batching else None)
-        self.predictor = Predictor(self.store, options.max_frame_pixels, options.max_inflight, self.batcher)
+        self.predictor = Predictor(self.store, options.max_frame_pixels, options.max_inflight, self.batcher,
+                                   in_flight=self.metrics.in_flight)
         self.streams = StreamStore(self.store, options.max_streams, options.stream_idle_timeout_s,
                                    options.max_frame_pixels, on_count=self.metrics.open_streams.set)
         self.rest_port = self.grpc_port = None
@@ -98,9 +100,12 @@ class ModelServer:
     def _poll_loop(self):
         wait = self.options.poll_wait_s
         while not self._stopping.wait(wait if wait > 0 else 1.0):
-            if wait > 0:
-                self.store.poll()
-            self.streams.close_idle()
+            try:
+                if wait > 0:
+                    self.store.poll()
+                self.streams.close_idle()
+            except Exception as e:  # noqa: BLE001  (the next poll tries again; reloads and expiry go on)
+                print(f"vcar-serve: poll failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
 
     def request_stop(self):
         """Make wait() return (safe in a signal handler); stop() then shuts down."""

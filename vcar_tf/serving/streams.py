@@ -70,11 +70,11 @@ class StreamStore:
     def step(self, name, stream_id, arrays):
         """Enhance one window of the stream: {input: array} with `frames` -> ({"enhanced": frame}, step index)."""
         stream = self._get(name, stream_id)
-        signature = stream.loaded.signature(SERVING_DEFAULT)
-        frames = signature.check(arrays, self.max_frame_pixels, names=[FRAMES])[FRAMES]
         with stream.lock:
-            if stream.id not in self._streams:
+            if stream.id not in self._streams:  # closed since _get: its version may be unloaded
                 raise not_found(f"stream {stream_id} was closed")
+            signature = stream.loaded.signature(SERVING_DEFAULT)
+            frames = signature.check(arrays, self.max_frame_pixels, names=[FRAMES])[FRAMES]
             size = frames.shape[1:]
             if stream.frame_size is not None and size != stream.frame_size:
                 raise invalid(f"{FRAMES}: frame size {size[0]}x{size[1]} differs from the stream's "
