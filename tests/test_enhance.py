@@ -317,11 +317,13 @@ def test_raw_10_bit_yuv_of_odd_size_in_and_out(tmp_path, arcnn_run):
         np.testing.assert_array_equal(got[t, w * h:], np.concatenate([planes[t][1].ravel(), planes[t][2].ravel()]))
 
 
-def test_tiles_share_one_recurrent_state_of_the_previous_frame():
+@pytest.mark.parametrize("tile,overlap", [(16, 8), (8, 16), (8, 24)])
+def test_tiles_share_one_recurrent_state_of_the_previous_frame(tile, overlap):
     """A toy recurrent model whose state is the frame itself shifted by one frame (its output: the
     previous frame's pixel, read from the state at the same place). Tiled, every tile must read the
     previous frame's state over its whole context, neighbours' cores included, never the state of
-    the frame being enhanced: so tiled output equals untiled output exactly, padding included."""
+    the frame being enhanced: so tiled output equals untiled output exactly, padding included, also
+    where the overlap spans more than one row of tiles above."""
     from vcar_tf.inference.tiling import TiledState, tiled_step
 
     def step(window, state):
@@ -335,13 +337,13 @@ def test_tiles_share_one_recurrent_state_of_the_previous_frame():
 
     rng = np.random.default_rng(0)
     frames = [rng.random((1, 1, 37, 45, 1), np.float32) for _ in range(4)]
-    run, state, whole = tiled_step(step, 16, 8), None, None
+    run, state, whole = tiled_step(step, tile, overlap), None, None
     for t, x in enumerate(frames):
         out, state = run(x, state)
         want, whole = step(x, whole)
         assert isinstance(state, TiledState) and state.array.shape == (1, 40, 48, 1)
         # the cores' borders see their neighbours' state; only np.roll's wrap at the tile's context
-        # edge differs, and the 8-pixel overlap keeps it out of every core
+        # edge differs, and an overlap of 8 pixels or more keeps it out of every core
         np.testing.assert_array_equal(out[:, 1:-1, 1:-1], want[:, 1:-1, 1:-1])
         np.testing.assert_array_equal(state.array, whole)
 

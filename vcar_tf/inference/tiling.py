@@ -146,13 +146,13 @@ def tiled_step(step, tile, overlap):
             rows.setdefault(box[0][:2], []).append(box)
         for row in rows.values():
             for i, ((y0, y1, x0, x1), (py0, py1, px0, px1)) in enumerate(row):
-                part, tile_state = step(window[:, :, py0:py1, px0:px1], state.read(py0, px0, y0))
+                part, tile_state = step(window[:, :, py0:py1, px0:px1], state.read((y0, x0), (py0, px0)))
                 out[:, y0:y1, x0:x1] = np.asarray(part)[:, y0 - py0:y1 - py0, x0 - px0:x1 - px0]
                 if tile_state is not None:
                     state.hand_back(np.asarray(tile_state), (y0, y1, x0, x1), (py0, px0), (height, width))
             if state.pending:
-                next_top = max(0, row[0][0][1] - overlap)  # the next row's context starts here
-                state.end_row(next_top, row[0][0][1])
+                core_top, next_core_top = row[0][0][:2]
+                state.end_row(core_top, max(0, next_core_top - overlap), next_core_top)  # next context from there
         return out, (state if state.array is not None else None)
 
     return run
@@ -164,15 +164,18 @@ class TiledState:
     While a row of tiles runs, the frame state still holds the previous frame's values (the row's
     new cores wait in `pending`); before they are written, the rows the next row of tiles reads as
     context above its cores are kept aside (`band`), so every tile reads only the previous frame's
-    state. Memory: one frame's state, one row of cores and one band of `overlap` rows."""
+    state, also where the overlap reaches above the row just written. Memory: one frame's state,
+    one row of cores and one band of `overlap` rows."""
 
     def __init__(self):
         self.array, self.band, self.band_top, self.pending = None, None, 0, []
-        self.shapes = {}  # a tile's state shape (its context, padded as the model pads it)
+        self.shapes = {}  # core corner -> its tile's state shape (the context, padded as the model pads it)
 
-    def read(self, top, left, core_top):
-        """The previous frame's state over the context starting at (top, left); None at the start."""
-        shape = self.shapes.get((top, left))
+    def read(self, core, corner):
+        """The previous frame's state over the context at `corner` (top, left) of the tile whose core
+        starts at `core`; None at the start."""
+        (core_top, _), (top, left) = core, corner
+        shape = self.shapes.get(core)
         if self.array is None or shape is None:
             return None
         rows, cols = shape[1], shape[2]
@@ -185,15 +188,20 @@ class TiledState:
         """Keep a tile's new state over its core (and over the padding past the frame's last row or
         column, where the tile is the frame's last)."""
         (y0, y1, x0, x1), (top, left), (height, width) = core, corner, frame
-        self.shapes[(top, left)] = tile_state.shape
+        self.shapes[(y0, x0)] = tile_state.shape
         y1 = y1 if y1 < height else top + tile_state.shape[1]
         x1 = x1 if x1 < width else left + tile_state.shape[2]
         self.pending.append(((y0, y1, x0, x1), tile_state[:, y0 - top:y1 - top, x0 - left:x1 - left]))
 
-    def end_row(self, next_top, next_core_top):
-        """Write the row's new cores, keeping the previous frame's rows next_top..next_core_top."""
+    def end_row(self, core_top, next_top, next_core_top):
+        """Write the new cores of the row starting at core_top, keeping the previous frame's rows
+        next_top..next_core_top: those above core_top are already this frame's in the array, and
+        come from the band kept at the row before."""
         if self.array is not None:
-            self.band, self.band_top = self.array[:, next_top:next_core_top].copy(), next_top
+            kept = self.array[:, max(next_top, core_top):next_core_top]
+            if next_top < core_top and self.band is not None:
+                kept = np.concatenate([self.band[:, next_top - self.band_top:core_top - self.band_top], kept], axis=1)
+            self.band, self.band_top = kept.copy(), next_top
         rows = max(y1 for (_, y1, _, _), _ in self.pending)
         cols = max(x1 for (_, _, _, x1), _ in self.pending)
         channels = self.pending[0][1].shape[-1]
