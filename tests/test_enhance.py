@@ -289,6 +289,7 @@ def test_bad_input_is_one_error_line_and_leaves_no_file(tmp_path, capsys):
              ([good, out, "--codec", "nope264"], "unknown codec"),
              ([good, str(tmp_path / "o.webm")], "webm cannot hold libx264"),
              ([good, out, "--qp", "60"], "--qp must be in 0..51"),
+             ([good, out, "--codec", "mpeg4", "--crf", "18"], "mpeg4 has no option crf, so it would ignore"),
              ([good, out, "--crf", "20", "--qp", "20"], "at most one of"),
              ([good, str(junk)], "exists; pass --overwrite"),
              ([good, out, "--width", "40"], "--width describe a raw .yuv"),

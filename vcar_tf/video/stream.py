@@ -368,8 +368,11 @@ class VideoOutput:
             odd = " (odd sizes: ffv1, libsvtav1 or libvpx-vp9 in .mkv, or .y4m)" if self.like.width % 2 or self.like.height % 2 else ""
             raise VcarError(f"{self.codec} cannot encode {self.like.width}x{self.like.height} {self.like.pix_fmt} "
                             f"with {self.options or 'its defaults'}{odd}: {e}") from None
-        finally:
-            del ctx
+        unused = sorted(ctx.options)  # FFmpeg hands back the options the encoder does not have
+        del ctx
+        if unused:
+            raise VcarError(f"{self.codec} has no option {', '.join(unused)}, so it would ignore "
+                            f"{self.options}; pick another --codec or rate control")
 
     def __enter__(self):
         self.check()
