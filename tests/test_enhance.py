@@ -349,6 +349,28 @@ def test_tiles_share_one_recurrent_state_of_the_previous_frame(tile, overlap):
         np.testing.assert_array_equal(state.array, whole)
 
 
+def test_frames_over_a_saved_model_limit_are_tiled_to_fit(capsys):
+    from types import SimpleNamespace
+
+    from vcar_tf.cli.enhance import fit_export_limit
+    from vcar_tf.errors import VcarError
+    from vcar_tf.export.names import MAX_FRAME_PIXELS
+    from vcar_tf.inference.tiling import tile_within_pixels
+
+    uhd = SimpleNamespace(width=3840, height=2160)
+    saved_model, keras_model = SimpleNamespace(max_frame_pixels=MAX_FRAME_PIXELS), SimpleNamespace()
+    tile = fit_export_limit(saved_model, uhd, None, 64)
+    assert tile % 8 == 0 and (tile + 128) ** 2 <= MAX_FRAME_PIXELS < (tile + 136) ** 2
+    assert "3840x2160 frames are over the export's 4096000 pixels a call: tiles of" in capsys.readouterr().out
+    assert fit_export_limit(keras_model, uhd, None, 64) is None  # no limit
+    assert fit_export_limit(saved_model, SimpleNamespace(width=2560, height=1600), None, 64) is None  # at the limit
+    assert tile_within_pixels(MAX_FRAME_PIXELS, 2160, 3840, 512, 60) == 512  # a --tile that fits is kept
+    assert tile_within_pixels(MAX_FRAME_PIXELS, 1000, 9000, 4000, 0) == 4000  # cut by the frame's height
+    with pytest.raises(VcarError, match="--tile 3000 with 64 px overlap makes model calls of more than 4096000 "
+                                        "pixels, the export's limit: --tile 1888 or less"):
+        tile_within_pixels(MAX_FRAME_PIXELS, 2160, 3840, 3000, 64)
+
+
 def test_max_memory_picks_a_tile_or_refuses(tmp_path, capsys, monkeypatch):
     from vcar_tf.inference import tiling
 

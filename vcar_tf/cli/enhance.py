@@ -22,7 +22,7 @@ import av
 from vcar_tf.cli.common import add_model_flags, check_model_flags, load_model
 from vcar_tf.inference.exported import load_exported
 from vcar_tf.errors import ArgumentParser, VcarError, cli_main
-from vcar_tf.inference.tiling import HEADROOM, default_overlap, plan_for_memory
+from vcar_tf.inference.tiling import HEADROOM, default_overlap, plan_for_memory, tile_within_pixels
 from vcar_tf.video.stream import (RAW_OUTPUTS, VideoInput, VideoOutput, check_input_file, output_format,
                                   read_stream_qp)
 
@@ -118,6 +118,18 @@ def check_fixed_size(model, src, args):
     if args.tile is not None:
         raise VcarError(f"{args.exported} was exported for whole {size[1]}x{size[0]} frames: --tile needs a "
                         "free-size export (--height 0 --width 0)")
+
+
+def fit_export_limit(model, src, tile, overlap):
+    """The tile, made small enough for an export that takes at most so many pixels a call."""
+    limit = getattr(model, "max_frame_pixels", None)
+    if limit is None:
+        return tile
+    fitted = tile_within_pixels(limit, src.height, src.width, tile, overlap)
+    if fitted != tile:
+        print(f"{src.width}x{src.height} frames are over the export's {limit} pixels a call: tiles of "
+              f"{fitted}x{fitted} with {overlap} px overlap")
+    return fitted
 
 
 def choose_preset(args, src):
@@ -229,6 +241,7 @@ def main(argv=None):
         from vcar_tf.models.recurrent import is_recurrent, state_channels
 
         tile, overlap = plan_tiles(args, src, name, radius, state_channels(model) if is_recurrent(model) else 0)
+        tile = fit_export_limit(model, src, tile, overlap)
         start = time.perf_counter()
         with dst:
             n = enhance_video(model, radius, src, dst, tile, overlap, progress=not args.no_progress)

@@ -3,6 +3,7 @@
 import tensorflow as tf
 
 from vcar_tf.errors import VcarError
+from vcar_tf.export.names import MAX_FRAME_PIXELS
 from vcar_tf.export.signatures import ENHANCED, FRAMES, HIDDEN, INITIAL_STATE, SERVE_FLOAT, STEP_FLOAT
 
 
@@ -18,6 +19,7 @@ class SavedModelEnhancer:
         if name not in signatures:
             raise VcarError(f"{path} has no {SERVE_FLOAT} or {STEP_FLOAT} signature (not a vcar-export SavedModel)")
         self._fn = signatures[name]
+        self.max_frame_pixels = MAX_FRAME_PIXELS  # what its signatures take a call (larger frames are tiled)
         self._initial = signatures.get(INITIAL_STATE)
         inputs = self._fn.structured_input_signature[1]
         self.radius = (inputs[FRAMES].shape[1] - 1) // 2

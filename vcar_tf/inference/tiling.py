@@ -21,6 +21,8 @@ import math
 
 import numpy as np
 
+from vcar_tf.errors import VcarError
+
 ALIGN = 8
 RECEPTIVE_RADIUS = {"arcnn": 9, "dncnn": 17, "stifn_r3": 13, "stifn_r3l": 20, "stdf_r3": 46, "stdf_r3l": 54}
 WHOLE_FRAME = ("stdf_dsta", "stdf_rf", "rfda", "nl_convlstm")  # reach the whole frame (see above)
@@ -57,6 +59,24 @@ def default_overlap(name):
 
 def round_tile(tile):
     return max(ALIGN, ALIGN * (int(tile) // ALIGN))
+
+
+def tile_within_pixels(limit, height, width, tile, overlap):
+    """The tile for a model that takes at most `limit` pixels a call (a SavedModel export): `tile`
+    (None: whole frames) where its calls fit, else the largest tile whose calls fit; a --tile too
+    large for the limit is an error."""
+    overlap = ALIGN * math.ceil(overlap / ALIGN)
+    if tile is None:
+        pixels = height * width
+    else:
+        pixels = min(height, round_tile(tile) + 2 * overlap) * min(width, round_tile(tile) + 2 * overlap)
+    if pixels <= limit:
+        return tile
+    largest = round_tile(math.isqrt(limit) - 2 * overlap)
+    if tile is not None:
+        raise VcarError(f"--tile {tile} with {overlap} px overlap makes model calls of more than {limit} pixels, "
+                        f"the export's limit: --tile {largest} or less")
+    return largest
 
 
 def bytes_per_pixel(name):
