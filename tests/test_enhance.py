@@ -446,3 +446,27 @@ def test_a_model_failure_or_ctrl_c_mid_video_ends_the_command_and_leaves_no_file
     thread.join(timeout=120)
     assert not thread.is_alive(), "vcar-enhance hung after the failure"
     assert ended == [code] and os.listdir(out_dir) == []  # nor the folders made for it; out/ was there
+
+
+def test_sigterm_mid_video_ends_like_ctrl_c_and_leaves_no_file(tmp_path):
+    """`timeout`, `docker stop` or a scheduler send SIGTERM: the command ends with 143 and removes
+    its temp file and the folders it made, as for Ctrl-C (the default action would leave them)."""
+    import subprocess
+    import sys
+
+    good = str(tmp_path / "good.mp4")
+    make_video(good, frames=20, audio=False)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    script = (
+        "import os, signal, sys, time\n"
+        "from vcar_tf.inference import video\n"
+        "from vcar_tf.cli.enhance import main\n"
+        "def push(self, y):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(60)\n"
+        "video.StreamingEnhancer.push = push\n"
+        f"sys.exit(main([{good!r}, {str(out_dir / 'new' / 'o.mp4')!r}, '--model_dir', {RUN!r}, '--no_progress']))\n")
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert r.returncode == 143 and r.stderr.strip().splitlines()[-1] == "error: terminated (SIGTERM)", r.stderr[-2000:]
+    assert os.listdir(out_dir) == []

@@ -2,7 +2,9 @@
 
 import argparse
 import functools
+import signal
 import sys
+import threading
 
 
 class VcarError(Exception):
@@ -16,13 +18,29 @@ def first_line(error):
     return text.splitlines()[0] if text else type(error).__name__
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`timeout`, `docker stop`, a batch scheduler), raised like Ctrl-C so that the same
+    cleanups run: no temp file or partial output is left."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def cli_main(fn):
-    """Wrap a CLI entry point so VcarError and OS errors end with one line and exit code 2."""
+    """Wrap a CLI entry point so VcarError and OS errors end with one line and exit code 2, and
+    SIGTERM ends it as Ctrl-C does (exit code 143)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, _raise_terminated)
         try:
             return fn(*args, **kwargs)
+        except Terminated:
+            print("error: terminated (SIGTERM)", file=sys.stderr)
+            sys.exit(128 + signal.SIGTERM)
         except VcarError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
@@ -32,6 +50,9 @@ def cli_main(fn):
         except KeyboardInterrupt:
             print("error: interrupted", file=sys.stderr)
             sys.exit(130)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
     return wrapper
 
