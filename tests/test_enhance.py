@@ -16,7 +16,7 @@ RUN = os.path.join(REPO, "tests", "legacy", "run_arcnn")
 
 
 def make_video(path, width=40, height=32, frames=12, fps=50, codec="libx264", pix_fmt="yuv420p",
-               options=None, audio=True, rotation=0, seed=0, subtitles=False):
+               options=None, audio=True, rotation=0, seed=0, subtitles=False, sar=None):
     """A video of smooth moving content (so codecs and models have something real to do) with,
     optionally, a stereo AAC track as long as the video and two SubRip subtitles; returns the luma
     planes written."""
@@ -28,6 +28,8 @@ def make_video(path, width=40, height=32, frames=12, fps=50, codec="libx264", pi
     ctx.color_primaries = ctx.color_trc = ctx.colorspace = 1  # BT.709
     if rotation:
         video.set_display_rotation(rotation)
+    if sar:
+        ctx.sample_aspect_ratio = sar
     if audio:
         sound = out.add_stream("aac", rate=48000)
         sound.layout = "stereo"
@@ -82,6 +84,7 @@ def decode(path):
         ctx = v.codec_context
         facts = {"rate": v.average_rate, "time_base": v.time_base, "pix_fmt": ctx.format.name,
                  "size": (ctx.width, ctx.height), "colour": (ctx.color_primaries, ctx.colorspace, ctx.color_trc),
+                 "sar": ctx.sample_aspect_ratio,
                  "duration": c.duration, "streams": [s.type for s in c.streams]}
         dtype = np.uint16 if facts["pix_fmt"].endswith("10le") else np.uint8
         frames = [(f.pts, *(plane_array(p, dtype) for p in f.planes), f.rotation) for f in c.decode(video=0)]
@@ -106,12 +109,13 @@ def arcnn_run():
 
 def test_50fps_mp4_keeps_time_stamps_audio_colour_rotation(tmp_path, arcnn_run):
     src, out = str(tmp_path / "in.mp4"), str(tmp_path / "out.mp4")
-    make_video(src, rotation=90)
+    make_video(src, rotation=90, sar=Fraction(32, 27))  # an anamorphic picture
     assert main([src, out, "--model_dir", RUN, "--no_progress"]) == 0
     facts_in, frames_in, audio_in = decode(src)
     facts_out, frames_out, audio_out = decode(out)
     assert facts_out["rate"] == Fraction(50) and facts_out["duration"] == facts_in["duration"]
     assert facts_out["streams"] == ["video", "audio"] and facts_out["colour"] == facts_in["colour"]
+    assert facts_out["sar"] == facts_in["sar"] == Fraction(32, 27)
     assert [f[0] for f in frames_out] == [f[0] for f in frames_in]  # every pts, in display order
     assert [f[4] for f in frames_out] == [f[4] for f in frames_in] == [90] * len(frames_in)
     assert audio_out == audio_in and len(audio_in) > 5  # copied packet for packet

@@ -8,9 +8,9 @@
 
 Frames are YUV 4:2:0 planes, uint8 (8-bit) or uint16 (10-bit), any width and height (odd ones
 have ceil(W/2) x ceil(H/2) chroma). The output keeps each frame's pts and time base, the frame
-rate, colour metadata (range, matrix, primaries, transfer), the display rotation, and copies the
-input's audio and subtitle packets unchanged. It is written to a temp file beside OUTPUT and
-renamed only when complete.
+rate, colour metadata (range, matrix, primaries, transfer), the sample aspect ratio, the display
+rotation, and copies the input's audio and subtitle packets unchanged. It is written to a temp
+file beside OUTPUT and renamed only when complete.
 """
 
 import contextlib
@@ -157,6 +157,7 @@ class VideoInput:
         self.time_base = self.stream.time_base or 1 / Fraction(self.rate)
         self.num_frames = self.stream.frames or self._estimated_frames(fmt)  # for the progress bar's ETA
         self.colour = {k: getattr(ctx, k) for k in COLOUR}
+        self.sample_aspect_ratio = ctx.sample_aspect_ratio or self.stream.sample_aspect_ratio  # anamorphic SD/HDV
         self.copied = [s for s in self._container.streams if s.type in COPIED]
         self.dropped = [s for s in self._container.streams if s.index != self.stream.index and s.type not in COPIED]
         self.rotation = self._first_frame_rotation(fmt, options)
@@ -322,7 +323,7 @@ def output_format(path):
 
 
 class VideoOutput:
-    """The enhanced video: same size, pixel format, frame times, colour, rotation; the input's
+    """The enhanced video: same size, pixel format, frame times, colour, sample aspect ratio, rotation; the input's
     audio and subtitle streams copied. A context manager: the file appears only on success."""
 
     def __init__(self, path, like, codec="libx264", options=None, warn=sys.stderr):
@@ -395,6 +396,8 @@ class VideoOutput:
         for key, value in self.like.colour.items():
             with contextlib.suppress(AttributeError, ValueError, TypeError):
                 setattr(ctx, key, value)
+        if self.like.sample_aspect_ratio and not self.raw:
+            ctx.sample_aspect_ratio = self.like.sample_aspect_ratio
         self._video.options = self.options
         self._copies = {}
         for s in self.like.copied:
@@ -426,8 +429,16 @@ class VideoOutput:
             out.pts, out.time_base = self.count, self.time_base
         else:
             out.pts, out.time_base = frame.pts, frame.time_base
-        self._mux(self._video.encode(out))
+        self._encode(out)
         self.count += 1
+
+    def _encode(self, frame=None):
+        """Encode a frame (None: flush the encoder) and mux what comes out."""
+        try:
+            packets = self._video.encode(frame)
+        except av.error.FFmpegError as e:
+            raise VcarError(f"encoding {self.path} failed ({self.codec}): {e}") from None
+        self._mux(packets)
 
     def copy(self, packet):
         """Mux a packet of a copied input stream unchanged."""
@@ -448,7 +459,7 @@ class VideoOutput:
             if kind is None:
                 if self.count == 0:
                     raise VcarError(f"{self.path}: zero frames to write")
-                self._mux(self._video.encode())
+                self._encode()
         except BaseException:
             self._stack.__exit__(*sys.exc_info())
             raise
