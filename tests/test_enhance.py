@@ -474,3 +474,24 @@ def test_sigterm_mid_video_ends_like_ctrl_c_and_leaves_no_file(tmp_path):
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert r.returncode == 143 and r.stderr.strip().splitlines()[-1] == "error: terminated (SIGTERM)", r.stderr[-2000:]
     assert os.listdir(out_dir) == []
+
+
+def test_avi_output_is_written_at_the_frame_rate(tmp_path):
+    """AVI declares 1/time base as its frame rate: written in the input's mp4 time base (1/12800)
+    it claimed 600 fps and padded 20 frames to 240 with empty ones."""
+    from vcar_tf.video.stream import Frame, VideoInput, VideoOutput
+
+    src_path, out = str(tmp_path / "in.mp4"), str(tmp_path / "out.avi")
+    make_video(src_path, frames=20, audio=False)
+    src = VideoInput(src_path)
+    try:
+        with VideoOutput(out, src, codec="libx264", options={"qp": "0"}) as dst:
+            for item in src.items():
+                if isinstance(item, Frame):
+                    dst.write(item)
+    finally:
+        src.close()
+    with av.open(out) as c:
+        stream = c.streams.video[0]
+        assert (stream.average_rate, stream.frames) == (50, 20)
+        assert [p.size > 0 for p in c.demux(video=0)][:20] == [True] * 20  # no empty frames between

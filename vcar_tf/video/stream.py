@@ -35,6 +35,9 @@ MUXERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".web
 RAW_INPUTS = {".hevc": "hevc", ".h265": "hevc", ".265": "hevc", ".h264": "h264", ".264": "h264"}
 # outputs that hold one raw video stream and no audio: their encoder is fixed
 RAW_OUTPUTS = {"rawvideo": "rawvideo", "yuv4mpegpipe": "wrapped_avframe"}
+# containers whose time base is the frame rate (AVI writes 1/time base as the rate, and fills
+# gaps with empty frames): their frames are written 1/rate apart, as raw outputs' are
+CONSTANT_RATE = ("avi", *RAW_OUTPUTS)
 COPIED = ("audio", "subtitle")
 COLOUR = ("color_range", "colorspace", "color_primaries", "color_trc")
 
@@ -331,8 +334,8 @@ class VideoOutput:
         self.format = output_format(path)
         self.raw = self.format in RAW_OUTPUTS
         self.codec = RAW_OUTPUTS.get(self.format, codec)
-        # raw outputs have no time stamps: their frames are 1/rate apart
-        self.time_base = 1 / Fraction(like.rate) if self.raw else like.time_base
+        self.constant_rate = self.format in CONSTANT_RATE
+        self.time_base = 1 / Fraction(like.rate) if self.constant_rate else like.time_base
         self.options = dict(options or {})
         self._warn = warn
         self._stack = contextlib.ExitStack()
@@ -425,7 +428,7 @@ class VideoOutput:
         for key, value in self.like.colour.items():
             with contextlib.suppress(AttributeError, ValueError, TypeError):
                 setattr(out, key, value)
-        if self.raw:  # frame after frame at the frame rate: y4m writes its rate from the time base
+        if self.constant_rate:  # frame after frame at the frame rate (y4m and avi write it from the time base)
             out.pts, out.time_base = self.count, self.time_base
         else:
             out.pts, out.time_base = frame.pts, frame.time_base
