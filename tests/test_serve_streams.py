@@ -167,6 +167,37 @@ def test_the_batcher_groups_by_key_up_to_the_max_size():
         batcher.close()
 
 
+def test_a_batch_counts_rows_and_batches_run_on_several_threads():
+    """--max_batch_size counts rows as TF Serving does: requests of 2 rows go 2 to a batch of 4, one
+    of 5 rows is refused; two keys' batches run at the same time on two threads."""
+    from vcar_tf.serving.batching import Batcher
+    from vcar_tf.serving.status import ServingError
+
+    sizes, running, overlapped, lock = [], [0], [False], threading.Lock()
+
+    def run_batch(jobs):
+        with lock:
+            sizes.append(len(jobs))
+            running[0] += 1
+            overlapped[0] |= running[0] > 1
+        time.sleep(0.3)
+        with lock:
+            running[0] -= 1
+        return [j * 2 for j in jobs]
+
+    batcher = Batcher(max_batch_size=4, timeout_s=0.2, threads=2)
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda i: batcher.run("a" if i < 6 else "b", i, run_batch, rows=2), range(8)))
+        assert results == [i * 2 for i in range(8)]
+        assert max(sizes) == 2 and sum(sizes) == 8 and overlapped[0]
+        with pytest.raises(ServingError, match="Task size 5 is larger than maximum input batch size 4") as info:
+            batcher.run("a", 1, run_batch, rows=5)
+        assert info.value.code == "INVALID_ARGUMENT"
+    finally:
+        batcher.close()
+
+
 def test_a_replaced_version_is_unloaded_after_its_in_flight_requests(tmp_path):
     """ModelStore with a stand-in loader: version 2 takes new requests at once, version 1 lives
     until the request that holds it ends; a version failing to load leaves 2 serving."""

@@ -51,7 +51,10 @@ def parse_args(argv):
     p.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0,
                    help="seconds between polls of the base paths for new versions (default 1; 0: once at start)")
     p.add_argument("--enable_batching", action="store_true", help="batch concurrent requests of the same shape")
-    p.add_argument("--max_batch_size", type=positive(int), default=8, help="largest batch (default 8)")
+    p.add_argument("--max_batch_size", type=positive(int), default=8,
+                   help="largest batch in rows: requests times their own batch rows (default 8)")
+    p.add_argument("--num_batch_threads", type=positive(int), default=1,
+                   help="batches run at once, each on its own thread (default 1)")
     p.add_argument("--batch_timeout_micros", type=int, default=5000,
                    help="how long a batch waits for more requests after its first (default 5000)")
     p.add_argument("--max_request_bytes", type=positive(int), default=64 << 20,
@@ -86,6 +89,7 @@ def main(argv=None):
     options = ServerOptions(host=args.host, rest_api_port=args.rest_api_port, grpc_port=args.port,
                             poll_wait_s=args.file_system_poll_wait_seconds, enable_batching=args.enable_batching,
                             max_batch_size=args.max_batch_size, batch_timeout_s=args.batch_timeout_micros / 1e6,
+                            num_batch_threads=args.num_batch_threads,
                             max_request_bytes=args.max_request_bytes,
                             body_timeout_s=args.body_timeout_seconds, max_frame_pixels=args.max_frame_pixels,
                             max_inflight=args.max_inflight, max_streams=args.max_streams,

@@ -50,7 +50,7 @@ class Predictor:
             return signature.run(arrays)
         key = (id(loaded), signature.name, tuple((k, v.shape, v.dtype.str) for k, v in sorted(arrays.items())))
         if signature.batchable:
-            return self.batcher.run(key, arrays, signature.run_batch)
+            return self.batcher.run(key, arrays, signature.run_batch, rows=len(next(iter(arrays.values()))))
         if signature.name == SERVING_DEFAULT and not loaded.recurrent and SERVE_FLOAT in loaded.signatures:
             return self.batcher.run(key, arrays, lambda jobs: uint8_windows_through_float(loaded, jobs))
         return signature.run(arrays)

@@ -28,6 +28,7 @@ class ServerOptions:
     enable_batching: bool = False
     max_batch_size: int = 8
     batch_timeout_s: float = 0.005
+    num_batch_threads: int = 1
     max_request_bytes: int = 64 << 20
     body_timeout_s: float = 60.0
     max_frame_pixels: int = MAX_FRAME_PIXELS
@@ -50,7 +51,8 @@ class ModelServer:
         self.options = options = options or ServerOptions()
         self.metrics = ServingMetrics()
         self.store = ModelStore(models, log=log)
-        self.batcher = (Batcher(options.max_batch_size, options.batch_timeout_s, self.metrics.batch_size.observe)
+        self.batcher = (Batcher(options.max_batch_size, options.batch_timeout_s, self.metrics.batch_size.observe,
+                                options.num_batch_threads)
                         if options.enable_batching else None)
         self.predictor = Predictor(self.store, options.max_frame_pixels, options.max_inflight, self.batcher,
                                    in_flight=self.metrics.in_flight)
