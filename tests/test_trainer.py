@@ -10,9 +10,9 @@ from vcar_tf.video import write_yuv
 
 @pytest.fixture(scope="module")
 def tiny_dataset(tmp_path_factory):
-    """train/ and test/ splits of random 40x32 sequences whose compressed twin is a noisy copy."""
+    """train/, val/ and test/ splits of random 40x32 sequences whose compressed twin is a noisy copy."""
     root = tmp_path_factory.mktemp("tiny")
-    for split, n_seq in (("train", 2), ("test", 1)):
+    for split, n_seq in (("train", 2), ("val", 1), ("test", 1)):
         for i in range(n_seq):
             raw = [make_planes(40, 32, t, seed=10 * i + len(split)) for t in range(6)]
             rng = np.random.default_rng(i)
@@ -86,7 +86,7 @@ def test_codec_folder_picks_one_of_several_at_the_qp(tiny_dataset, tmp_path):
 
     data = tmp_path / "data"
     shutil.copytree(tiny_dataset, data)
-    for split in ("train", "test"):
+    for split in ("train", "val", "test"):
         shutil.copytree(data / split / "x265_LDP", data / split / "x265_LDP_dbk_sao")
     with pytest.raises(VcarError, match=r"several QP37 codec folders \(x265_LDP, x265_LDP_dbk_sao\)"):
         Trainer(_config(str(data), tmp_path / "a", 2))
@@ -118,9 +118,11 @@ def test_evaluate_cli_reports_the_trained_run(tiny_dataset, tmp_path):
     import csv
 
     rows = list(csv.DictReader(open(tmp_path / "run" / "eval" / "report.csv")))
-    assert rows[0]["sequence"] == "s0_40x32_6" and rows[0]["split"] == "test"
-    assert abs(float(rows[0]["delta_psnr"]) - result["delta_psnr"]) < 1e-3
-    assert len(os.listdir(tmp_path / "run" / "eval" / "curves")) == 1
+    assert [(r["sequence"], r["split"]) for r in rows if r["sequence"] != "average"] == [("s0_40x32_6", "test"),
+                                                                                          ("s0_40x32_6", "val")]
+    val, = [r for r in rows if r["split"] == "val" and r["sequence"] != "average"]
+    assert abs(float(val["delta_psnr"]) - result["delta_psnr"]) < 1e-3  # the trainer validated on val
+    assert len(os.listdir(tmp_path / "run" / "eval" / "curves")) == 2
     r = run_cli("-m", "vcar_tf.evaluate", "--model_dir", str(tmp_path / "nothing"))
     assert r.returncode == 2 and "is not a training run" in r.stderr
     # the same report through the exported SavedModel (serve_float signature)
@@ -408,3 +410,25 @@ def test_a_bad_init_from_or_model_dir_fails_before_any_data_is_prepared(tmp_path
         with pytest.raises(VcarError, match=message):
             trainer.Trainer(cfg)
     assert not (tmp_path / "run").exists()
+
+
+def test_without_a_val_split_validations_choose_nothing(tiny_dataset, tmp_path, capsys):
+    """With train/ and test/ only, a validation reports on test/ but keeps no best/: no choice is
+    made on test. MFQE's folder names (test_18/) are held out, not trained on."""
+    from vcar_tf.data.layout import split_datasets
+    from vcar_tf.train.trainer import Trainer
+
+    data = tmp_path / "no_val"
+    data.mkdir()
+    for split in ("train", "test"):
+        os.symlink(os.path.join(tiny_dataset, split), data / split)
+    run = tmp_path / "run"
+    result = Trainer(_config(str(data), run, 2, eval_every=1)).run()
+    assert np.isfinite(result["delta_psnr"]) and not (run / "best").exists()
+    assert f"note: {data} has no val/ split: validations report on test and keep no best/" in capsys.readouterr().err
+
+    mfqe = tmp_path / "mfqe"
+    for name in ("train_108", "test_18", "val-2", "values", "testing"):
+        (mfqe / name / "raw").mkdir(parents=True)
+    train, held_out = split_datasets(str(mfqe))
+    assert sorted(train) == ["train_108", "values"] and sorted(held_out) == ["test_18", "testing", "val-2"]

@@ -4,6 +4,7 @@ CRF<crf>/) with the same names. Reads the MFQE 2.0 release as distributed (train
 import dataclasses
 import glob
 import os
+import re
 
 from vcar_tf.data.codec import CodecSettings, rate_folder
 from vcar_tf.data.sample import ensure_sample_dataset
@@ -86,14 +87,21 @@ def resolve_datasets(data, settings=None):
     return found
 
 
-VALIDATION_SPLITS = ("test", "val", "valid", "validation")
+def is_test_split(name):
+    """test/, testing/ and names that go on past them with a non-letter (MFQE's test_18/)."""
+    return re.fullmatch(r"test(ing)?([^a-z].*)?", name.lower()) is not None
+
+
+def is_held_out_split(name):
+    """A test split, or val/, valid/, validation/ (and val_2/...): never trained on."""
+    return is_test_split(name) or re.fullmatch(r"val(id(ation)?)?([^a-z].*)?", name.lower()) is not None
 
 
 def split_datasets(data, settings=None, need_train=True):
-    """(train roots, validation roots) of resolve_datasets(data, settings): folders named
-    test/val/valid/validation validate, the rest train (evaluation passes need_train=False)."""
+    """(train roots, held-out roots) of resolve_datasets(data, settings): test and validation
+    folders (is_held_out_split) are held out, the rest train (evaluation passes need_train=False)."""
     roots = resolve_datasets(data, settings)
-    val = {k: v for k, v in roots.items() if k in VALIDATION_SPLITS}
+    val = {k: v for k, v in roots.items() if is_held_out_split(k)}
     train = {k: v for k, v in roots.items() if k not in val}
     if not train and need_train:
         raise VcarError(f"{data}: no training split found (expected e.g. train/ beside test/)")

@@ -83,9 +83,11 @@ class PatchSampler:
 
     def _item(self, index):
         epoch, pos = divmod(int(index), len(self.items))
-        if epoch not in self._perms:
-            self._perms = {epoch: np.random.default_rng([self.config.seed, epoch]).permutation(len(self.items))}
-        return self.items[self._perms[epoch][pos]]
+        perm = self._perms.get(epoch)  # read once: another loader thread may start the next epoch meanwhile
+        if perm is None:
+            perm = np.random.default_rng([self.config.seed, epoch]).permutation(len(self.items))
+            self._perms = {epoch: perm}
+        return self.items[perm[pos]]
 
     def describe(self, index):
         """(sequence, frame or clip start, y0, x0, rot90, flip) drawn for sample `index`."""

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from vcar_tf import models
 from vcar_tf.data.codec import CodecSettings
-from vcar_tf.data.layout import find_pairs, split_datasets
+from vcar_tf.data.layout import find_pairs, is_test_split, split_datasets
 from vcar_tf.data.pipeline import PipelineConfig, make_dataset
 from vcar_tf.errors import VcarError, first_line
 from vcar_tf.fileutil import check_writable_dir, ensure_writable_dir, write_text_atomic
@@ -73,8 +73,10 @@ class Trainer:
             check_init_source(cfg.init_from)
         train_roots, val_roots = split_datasets(cfg.data, CodecSettings(codec=cfg.codec, qp=cfg.qp))
         self.train_pairs = [p for r in train_roots.values() for p in find_pairs(r, cfg.qp, cfg.codec_folder)]
-        # every choice is made on val/ where the dataset has one; test/ is then never seen in training
-        val_roots = {k: v for k, v in val_roots.items() if k != "test"} or val_roots
+        # every choice is made on val/ where the dataset has one; test/ is then never seen in training.
+        # Without one, validations report on test/ but choose nothing: no best/ is kept.
+        val_roots = {k: v for k, v in val_roots.items() if not is_test_split(k)} or val_roots
+        self.selects_on_val = any(not is_test_split(k) for k in val_roots)
         self.val_sets = {split: find_pairs(root, cfg.qp, cfg.codec_folder) for split, root in val_roots.items()}
         self.val_pairs = [p for pairs in self.val_sets.values() for p in pairs]
         if cfg.mixed_precision:
@@ -209,6 +211,9 @@ class Trainer:
         start = int(self.step.numpy())
         if resumed:
             print(f"resumed from {self.manager.latest_checkpoint} at step {start}", file=sys.stderr)
+        if not self.selects_on_val:
+            print(f"note: {cfg.data or 'the embedded sample'} has no val/ split: validations report on "
+                  f"{', '.join(self.val_sets)} and keep no best/ (a choice is made on val only)", file=sys.stderr)
         it = self.batches(start)
         train_step = self.train_step_fn()
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -273,7 +278,8 @@ class Trainer:
 
     def _log_validation(self, step):
         rows, curves, dpsnr, dssim = self.validate()
-        self._keep_if_best(step, dpsnr, dssim, rows, curves)
+        if self.selects_on_val:
+            self._keep_if_best(step, dpsnr, dssim, rows, curves)
         with self.writer.as_default(step=step):
             tf.summary.scalar("val/delta_psnr", dpsnr)
             tf.summary.scalar("val/delta_ssim_x100", dssim)
