@@ -195,3 +195,17 @@ def test_fp16_and_int8_variants_are_builtin_and_close_to_fp32(sample_root, tmp_p
     with pytest.raises(VcarError, match="representative"):
         export_tflite(model, 3, str(tmp_path / "x.tflite"), *SIZE_A, quantization="int8")
 
+
+
+def test_recurrent_calibration_carries_the_state_from_frame_to_frame():
+    """int8 calibration of a recurrent model sees the state of a running stream, not only the zero
+    state of its first frame (whose range [0, 0] would leave every later state's scale arbitrary)."""
+    from vcar_tf.cli.export import calibration_windows
+    from vcar_tf.models import build
+
+    model = build("rfda")
+    samples = calibration_windows(model, 3, 32, 48, 4)  # two frames of each of the first two sequences
+    assert len(samples) == 4 and samples[0][0].shape == (1, 7, 32, 48, 1)
+    states = [np.asarray(state) for _, state in samples]
+    assert not states[0].any() and states[1].any() and not states[2].any() and states[3].any()
+    np.testing.assert_allclose(states[1], np.asarray(model.step(samples[0][0], states[0])[1]), atol=1e-5)

@@ -32,26 +32,50 @@ ONNX_CALIBRATION_SIZE = (240, 416)  # the embedded sample's frames: an ONNX file
 
 
 def calibration_windows(model, radius, height, width, count):
-    """`count` float32 windows [1, 2R+1, H, W, 1] (with a zero state for a recurrent model) of the
-    embedded sample dataset's compressed training frames, cropped or mirrored to H x W."""
+    """`count` float32 windows [1, 2R+1, H, W, 1] of the embedded sample dataset's compressed
+    training frames, cropped or mirrored to H x W. A recurrent model gets (window, state) pairs:
+    each sequence's first frames in order, the state carried by the float model from frame to
+    frame, so that the state's ranges are those of a running stream, not only the zero start."""
     from tqdm import tqdm
 
+    from vcar_tf.data.codec import CodecSettings
     from vcar_tf.data.layout import find_pairs
     from vcar_tf.data.sample import ensure_sample_dataset
     from vcar_tf.models.recurrent import is_recurrent
 
     root = ensure_sample_dataset()
-    sequences = [pair.open()[1] for pair in find_pairs(os.path.join(root, "train"), 37)]
-    samples = []
-    for i in tqdm(range(count), desc="calibration windows", unit="window", file=sys.stderr, leave=False):
-        seq = sequences[i % len(sequences)]
-        t = (i * 7) % seq.num_frames
+    # the sample's default compression (another codec may be cached beside it by a run's --codec)
+    sequences = [pair.open()[1] for pair in find_pairs(os.path.join(root, "train"), 37, CodecSettings().codec_folder)]
+
+    def window(seq, t):
         index = np.clip(np.arange(t - radius, t + radius + 1), 0, seq.num_frames - 1)
         frames = np.stack([seq.y(int(j)) for j in index]).astype(np.float32) / 255.0
         frames = np.pad(frames, [(0, 0), (0, max(0, height - frames.shape[1])), (0, max(0, width - frames.shape[2]))],
                         mode="symmetric")[:, :height, :width]
-        window = frames[None, ..., None]
-        samples.append((window, np.asarray(model.initial_state(window))) if is_recurrent(model) else window)
+        return frames[None, ..., None]
+
+    bar = tqdm(total=count, desc="calibration windows", unit="window", file=sys.stderr, leave=False)
+    if not is_recurrent(model):
+        samples = []
+        for i in range(count):
+            seq = sequences[i % len(sequences)]
+            samples.append(window(seq, (i * 7) % seq.num_frames))
+            bar.update()
+        bar.close()
+        return samples
+    samples, per_sequence = [], -(-count // len(sequences))
+    for seq in sequences:
+        state = None
+        for t in range(min(per_sequence, seq.num_frames)):
+            x = window(seq, t)
+            state = model.initial_state(x) if state is None else state
+            samples.append((x, np.asarray(state)))
+            bar.update()
+            if len(samples) == count:
+                bar.close()
+                return samples
+            state = model.step(x, state)[1]
+    bar.close()
     return samples
 
 

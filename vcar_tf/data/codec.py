@@ -80,12 +80,17 @@ class CodecSettings:
             object.__setattr__(self, "ref", None)
 
     @property
+    def codec_folder(self):
+        """The codec part of `folder`, e.g. x265_LDP, x265_RA_dbk_sao."""
+        tags = "".join(t for t, on in (("_hmqp", self.hm_ldp_offsets), ("_dbk", self.deblock),
+                                       ("_sao", self.sao)) if on)
+        return f"{self.codec}_{self.gop.upper()}{tags}"
+
+    @property
     def folder(self):
         """Folder of the compressed sequences, e.g. x265_LDP/QP37 (MFQE: HM16.5_LDP/QP37),
         x265_RA_dbk_sao/CRF30."""
-        tags = "".join(t for t, on in (("_hmqp", self.hm_ldp_offsets), ("_dbk", self.deblock),
-                                       ("_sao", self.sao)) if on)
-        return f"{self.codec}_{self.gop.upper()}{tags}/{rate_folder(self.qp, self.crf)}"
+        return f"{self.codec_folder}/{rate_folder(self.qp, self.crf)}"
 
     @property
     def encoder_name(self):
