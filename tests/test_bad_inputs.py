@@ -193,6 +193,7 @@ def test_argument_and_path_errors_come_before_tensorflow_loads(tmp_path):
              ([*enhance, str(video), str(tmp_path / "o.mp4"), "--max_memory", "4X"], "give a size"),
              ([*enhance, str(video), str(tmp_path / "o.mp4"), "--tile", "64", "--max_memory", "4G"], "not both"),
              (["vcar_tf.cli.enhance", "--preset", "nope", str(clip), str(tmp_path / "o.mp4")], "unknown preset 'nope'"),
+             ([*export, "--format", "tflite", "--height", "240"], "give --height and --width together"),
              (["vcar_tf.cli.enhance", str(clip), str(tmp_path / "o.mp4"), "--exported", str(exists), "--precision",
                "bf16"], "--precision bf16 goes with --model_dir or --preset"),
              ([*enhance, str(video), str(tmp_path / "o.mp4"), "--precision", "fp16"], "invalid choice: 'fp16'"),

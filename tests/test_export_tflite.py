@@ -209,3 +209,25 @@ def test_recurrent_calibration_carries_the_state_from_frame_to_frame():
     states = [np.asarray(state) for _, state in samples]
     assert not states[0].any() and states[1].any() and not states[2].any() and states[3].any()
     np.testing.assert_allclose(states[1], np.asarray(model.step(samples[0][0], states[0])[1]), atol=1e-5)
+
+
+def test_the_tflite_runner_uses_every_core_unless_told(tmp_path, monkeypatch):
+    """LiteRT's Interpreter runs on one thread when given none; vcar-enhance and vcar-evaluate
+    --exported give it every core, as onnxruntime and TensorFlow have."""
+    import ai_edge_litert.interpreter as litert
+
+    from vcar_tf.inference.tflite import TFLiteEnhancer
+
+    seen = []
+
+    def interpreter(model_path, num_threads):
+        seen.append(num_threads)
+        raise ValueError("a stand-in")
+
+    monkeypatch.setattr(litert, "Interpreter", interpreter)
+    path = tmp_path / "x.tflite"
+    path.write_bytes(b"x")
+    for threads in (None, 1):
+        with pytest.raises(VcarError, match="is not a TFLite model"):
+            TFLiteEnhancer(str(path), threads)
+    assert seen == [os.cpu_count(), 1]

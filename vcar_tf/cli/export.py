@@ -105,6 +105,8 @@ def main(argv=None):
         raise VcarError(f"--version is for --format saved_model (got --format {args.format})")
     if (args.height is not None or args.width is not None) and args.format != "tflite":
         raise VcarError(f"--height and --width are for --format tflite (got --format {args.format})")
+    if (args.height is None) != (args.width is None):
+        raise VcarError("give --height and --width together (the other would be the default 480x832's)")
     if args.format == "tflite":
         args.height = 480 if args.height is None else args.height
         args.width = 832 if args.width is None else args.width

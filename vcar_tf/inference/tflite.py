@@ -4,7 +4,8 @@ Same interface as vcar_tf.inference.saved_model.SavedModelEnhancer: `enhancer(x)
 model, `initial_state(window)` and `step(window, hidden)` for a recurrent one (the protocol of
 vcar_tf.models.recurrent), `radius`, `recurrent`. Inputs are numpy-like float32; outputs numpy.
 A file exported with fixed H and W runs only at that size (a clear VcarError otherwise); one
-exported with free H and W is resized to each new input size (resize_tensor_input).
+exported with free H and W is resized to each new input size (resize_tensor_input). It runs on
+every core unless num_threads says otherwise.
 """
 
 import os
@@ -22,8 +23,8 @@ class TFLiteEnhancer:
 
         if not os.path.isfile(path):
             raise VcarError(f"{path} is not a file (a vcar-export .tflite file)")
-        try:
-            self._interpreter = Interpreter(model_path=path, num_threads=num_threads)
+        try:  # LiteRT's default is one thread; onnxruntime's and TensorFlow's are every core
+            self._interpreter = Interpreter(model_path=path, num_threads=num_threads or os.cpu_count() or 1)
         except ValueError as e:
             raise VcarError(f"{path} is not a TFLite model ({e})") from None
         inputs = {d["name"].split(":")[0]: d for d in self._interpreter.get_input_details()}
