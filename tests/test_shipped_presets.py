@@ -103,3 +103,18 @@ def test_precision_bf16_doc_is_the_one_its_script_makes_from_the_records(tmp_pat
     assert r.returncode == 0, r.stderr[-2000:]
     with open(os.path.join(REPO, "docs", "precision-bf16.md")) as f:
         assert (tmp_path / "docs" / "precision-bf16.md").read_text() == f.read()
+
+
+def test_evaluating_a_preset_without_data_compresses_the_sample_the_preset_s_way():
+    """vcar-evaluate --preset with no --data builds the embedded sample with the card's codec
+    settings (x265 LDP with deblocking and SAO for the shipped presets), not the sample's default
+    of loop filters off."""
+    from types import SimpleNamespace
+
+    from vcar_tf.cli.evaluate import sample_settings
+    from vcar_tf.train.config import TrainConfig
+
+    cfg = TrainConfig(model="stdf_r3", qp=32)
+    settings = sample_settings(SimpleNamespace(preset="stdf_r3_x265_qp37"), cfg)
+    assert (settings.codec_folder, settings.qp) == ("x265_LDP_dbk_sao", 32)
+    assert sample_settings(SimpleNamespace(preset=None), cfg).folder == "x265_LDP/QP32"

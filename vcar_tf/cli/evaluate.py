@@ -7,7 +7,8 @@
 
 (also `python -m vcar_tf.evaluate`). Writes the same report as vcar-report (CSV, Markdown,
 per-frame PSNR curves) with the enhanced columns. With no --data it evaluates on the held-out
-split of the run's own dataset (for an export: of the embedded sample dataset). A fixed-size TFLite
+split of the run's own dataset (for an export: of the embedded sample dataset; for a preset: of the
+sample compressed with the preset's codec settings). A fixed-size TFLite
 file evaluates only sequences of its size (vcar-export --height/--width). --crf reads the CRF<crf>
 folders (vcar-prepare --gop ra --crf) in place of QP<qp>; --codec-folder picks one codec folder
 (e.g. x264_LDP_dbk) where a dataset has several at that QP or CRF.
@@ -22,6 +23,7 @@ from vcar_tf.data.layout import check_dataset_folder, find_pairs, split_datasets
 from vcar_tf.errors import ArgumentParser, VcarError, cli_main
 from vcar_tf.fileutil import check_writable_dir
 from vcar_tf.inference.exported import load_exported
+from vcar_tf.presets import preset_card
 from vcar_tf.reporting import write_report
 from vcar_tf.train.config import TrainConfig
 from vcar_tf.train.folder import RunFolder
@@ -41,6 +43,14 @@ def load_model_and_config(args):
     model = load_exported(path)
     name = os.path.basename(os.path.dirname(path)) if os.path.isdir(path) else os.path.splitext(os.path.basename(path))[0]
     return model, TrainConfig(model=name), model.radius
+
+
+def sample_settings(args, cfg):
+    """How the embedded sample is compressed when no --data is given: a preset's own codec settings
+    (its loop filters among them) at the QP evaluated, else the run's codec at that QP."""
+    if args.preset is not None:
+        return CodecSettings(**{**preset_card(args.preset).get("codec_settings", {"codec": cfg.codec}), "qp": cfg.qp})
+    return CodecSettings(codec=cfg.codec, qp=cfg.qp)
 
 
 @cli_main
@@ -75,7 +85,7 @@ def main(argv=None):
     if args.data is not None:
         cfg.data = args.data
     cfg.qp = args.qp if args.qp is not None else cfg.qp
-    train_roots, val_roots = split_datasets(cfg.data, CodecSettings(codec=cfg.codec, qp=cfg.qp), need_train=False)
+    train_roots, val_roots = split_datasets(cfg.data, sample_settings(args, cfg), need_train=False)
     roots = val_roots or train_roots
     rows, curves = [], {}
     for split, root in roots.items():
