@@ -160,3 +160,31 @@ def test_a_report_or_table_with_a_cell_that_is_not_a_number_is_one_error_line(tm
             main(argv)
         err = capsys.readouterr().err.strip().splitlines()
         assert e.value.code == 2 and len(err) == 1 and message in err[0], (argv, err)
+
+
+def test_runs_on_other_compressed_inputs_are_refused_and_other_sequences_noted(tmp_path, capsys):
+    """Side by side, ΔPSNR means something only on the same compressed frames: a run whose inputs
+    differ (another codec folder, say) is an error; one averaging other sequences gets a note."""
+    import csv
+
+    same, other = _run(tmp_path, "arcnn", 0.25), _run(tmp_path / "x", "dncnn", 0.5)
+    report = tmp_path / "x" / "dncnn" / "eval" / "report.csv"
+    rows = list(csv.DictReader(report.open()))
+    rows[0]["psnr"] = str(float(rows[0]["psnr"]) + 0.5)  # sequence a, compressed another way
+    with report.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    with pytest.raises(SystemExit) as e:
+        main([same, other])
+    assert e.value.code == 2 and "were evaluated on different compressed inputs: test/a" in capsys.readouterr().err
+
+    fewer = _run(tmp_path / "y", "stdf_r3", 1.0)
+    report = tmp_path / "y" / "stdf_r3" / "eval" / "report.csv"
+    rows = [r for r in csv.DictReader(report.open()) if r["sequence"] != "b"]
+    with report.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert main([same, fewer]) == 0
+    assert "note: the runs average different test sequences" in capsys.readouterr().err

@@ -217,12 +217,33 @@ def merge_reports(old, new):
     return merged + [(label, rows) for label, rows in new if label in fresh]
 
 
+def same_input(a, b):
+    """Two rows' compressed PSNR and SSIM agree within a table's printed precision (2 decimals of
+    PSNR, 4 of SSIM), as merged cells have no more."""
+    return np.allclose((float(a["psnr"]), float(a["ssim"])), (float(b["psnr"]), float(b["ssim"])), atol=(0.006, 1e-3))
+
+
 def comparison_table(reports):
-    """Markdown: one row per (split, sequence), a ΔPSNR and a ΔSSIM column per run."""
-    first = {}
-    for _, rows in reports:
+    """Markdown: one row per (split, sequence), a ΔPSNR and a ΔSSIM column per run. Runs whose
+    compressed inputs differ are an error; runs that average different sequences get a note."""
+    first, labels = {}, {}
+    for label, rows in reports:
         for r in rows:
-            first.setdefault((r["split"], r["sequence"]), r)
+            key = (r["split"], r["sequence"])
+            if key in first and r["sequence"] != "average" and not same_input(first[key], r):
+                raise VcarError(f"{label} and {labels[key]} were evaluated on different compressed inputs: "
+                                f"{key[0]}/{key[1]} PSNR {float(r['psnr']):.2f} against {float(first[key]['psnr']):.2f} dB")
+            first.setdefault(key, r)
+            labels.setdefault(key, label)
+    covered = {}
+    for label, rows in reports:
+        for split in dict.fromkeys(r["split"] for r in rows):
+            sequences = frozenset(r["sequence"] for r in rows if r["split"] == split and r["sequence"] != "average")
+            covered.setdefault(split, {}).setdefault(sequences, label)
+    for split, kinds in covered.items():
+        if len(kinds) > 1:
+            print(f"note: the runs average different {split} sequences ({' / '.join(kinds.values())} differ): "
+                  "their average rows are not comparable", file=sys.stderr)
     keys = [(split, seq, r["size"], r["psnr"], r["ssim"]) for (split, seq), r in first.items()]
     index = [{(r["split"], r["sequence"]): r for r in rows} for _, rows in reports]
     head = ["split", "sequence", "size", "PSNR QP (dB)", "SSIM QP"]
@@ -245,18 +266,19 @@ def average_grid(reports, groups, first_groups=()):
     if len(groups) != len(reports):
         raise VcarError(f"{len(groups)} groups for {len(reports)} runs: give one per run")
     order = [g for g in dict.fromkeys([*first_groups, *groups]) if g in set(groups)]
-    cells, inputs, labels = {}, {}, list(dict.fromkeys(label for label, _ in reports))
+    cells, bases, labels = {}, {}, list(dict.fromkeys(label for label, _ in reports))
     for (label, rows), group in zip(reports, groups):
         for r in rows:
             if r["sequence"] != "average":
                 continue
             key = (r["split"], group)
-            base = (float(r["psnr"]), float(r["ssim"]))
-            # within a grid's printed precision (2 decimals of PSNR), as merged cells have no more
-            if key in inputs and not np.allclose(inputs[key], base, atol=(0.006, 1e-3)):
-                raise VcarError(f"{group}: the runs' compressed inputs differ ({inputs[key]} vs {base})")
-            inputs.setdefault(key, base)
+            if key in bases and not same_input(bases[key], r):
+                raise VcarError(f"{group}: the runs' compressed inputs differ (PSNR {float(bases[key]['psnr']):.2f} "
+                                f"vs {float(r['psnr']):.2f} dB, SSIM {float(bases[key]['ssim']):.4f} vs "
+                                f"{float(r['ssim']):.4f})")
+            bases.setdefault(key, r)
             cells[r["split"], label, group] = r
+    inputs = {key: (float(r["psnr"]), float(r["ssim"])) for key, r in bases.items()}
     head = ["split", "preset"]
     for g in order:
         head += [f"{g} ΔPSNR (dB)", f"{g} ΔSSIM (×10⁻²)"]
