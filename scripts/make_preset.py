@@ -25,7 +25,7 @@ from vcar_tf.fileutil import ensure_writable_dir, make_temp_dir, write_text_atom
 from vcar_tf.models.presets import save_preset_weights
 from vcar_tf.presets import CARD
 from vcar_tf.reporting import read_report
-from vcar_tf.train.folder import RunFolder, read_config_dict
+from vcar_tf.train.folder import RunFolder, imported_origin, read_config_dict
 from vcar_tf.train.run import CHECKPOINTS, load_run, read_best
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -69,6 +69,10 @@ def main(argv=None):
     p.add_argument("--wall", default="", help="training wall time")
     p.add_argument("--out", default=os.path.join(REPO, "vcar_tf", "presets"))
     args = p.parse_args(argv)
+    origin = imported_origin(args.run)
+    if origin is not None:
+        raise VcarError(f"{args.run} holds released weights (imported into {origin} by vcar-import): they are for "
+                        "tests and benchmarks only, never shipped as a preset")
     model, cfg, _ = load_run(args.run, args.checkpoint)
     folder = RunFolder(args.run)
     args.val = args.val or (folder.best_eval if args.checkpoint == "best" else folder.eval)

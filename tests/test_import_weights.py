@@ -113,6 +113,43 @@ def test_pt_that_would_run_code_is_refused_before_running_it(tmp_path):
     assert not marker.exists() and not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("shape,offset,stride,message", [
+    ((3,), -1, (1,), "bad size, stride or offset"),  # read the element before the storage
+    ((50000, 50000), 0, (0, 0), "lies outside its storage"),  # one value repeated into 10 GB
+    ((2,), 2, (1,), "lies outside its storage"),
+    ((2,), 1.5, (1,), "bad size, stride or offset"),
+])
+def test_a_hostile_tensor_view_is_refused_before_any_read(tmp_path, shape, offset, stride, message):
+    from tests.torch_pickle import strided_payload
+
+    path = str(tmp_path / "view.pt")
+    write_pt(path, {"w": np.arange(3, dtype=np.float32)}, wrap=False, prefix="",
+             payload=strided_payload(3, shape, offset, stride))
+    with pytest.raises(VcarError, match=message):
+        read_state_dict(path)
+
+
+def test_a_file_cannot_change_the_storage_types_later_loads_use(tmp_path):
+    """pickle's BUILD on torch.FloatStorage (its dict or its slots) would have turned every later
+    file's float32 storages into float16 ones; a deflated storage (a zip bomb) is refused."""
+    import zipfile
+
+    good = str(tmp_path / "good.pt")
+    write_pt(good, {"w": np.arange(3, dtype=np.float32)}, wrap=False, prefix="")
+    for build in (b"}Vdtype\nVf2\nsb.", b"(N}Vdtype\nVf2\nstb."):
+        bad = str(tmp_path / "bad.pt")
+        write_pt(bad, {"w": np.zeros(3, np.float32)}, payload=b"ctorch\nFloatStorage\n" + build)
+        with pytest.raises(VcarError, match="corrupt checkpoint"):
+            read_state_dict(bad)
+        np.testing.assert_array_equal(read_state_dict(good)["w"], [0, 1, 2])
+    bomb = str(tmp_path / "bomb.pt")
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(bomb, "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info), zipfile.ZIP_DEFLATED if "/data/" in info.filename else 0)
+    with pytest.raises(VcarError, match="is compressed, which torch.save never writes"):
+        read_state_dict(bomb)
+
+
 def test_missing_unexpected_and_wrongly_shaped_tensors_are_named(release_state):
     state = dict(release_state)
     del state["qenet.hid_conv.4.bias"]
@@ -156,3 +193,37 @@ def test_vcar_import_bad_input_is_one_line(tmp_path):
     r = run_cli("-m", "vcar_tf.cli.import_weights", "stdf-pytorch", str(tmp_path / "bad.pt"), "--out", str(tmp_path / "o"))
     assert one_error_line(r) and "not a PyTorch zip checkpoint" in r.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_imported_weights_are_marked_and_never_become_a_preset(release_state, tmp_path, capsys):
+    """vcar-import's run says where its weights come from (imported.json); make_preset refuses it
+    and any run started from it (--init_from), since released weights are never shipped. --out is
+    checked before the checkpoint is read: inside the package, an existing file, a full folder."""
+    import json
+    import shutil
+
+    from vcar_tf.cli.import_weights import main
+
+    pt = str(tmp_path / "ckp_290000.pt")
+    write_pt(pt, release_state)
+    assert main(["stdf-pytorch", pt, "--out", str(tmp_path / "release")]) == 0
+    record = json.loads((tmp_path / "release" / "imported.json").read_text())
+    assert record["source"] == "stdf-pytorch" and record["checkpoint"] == "ckp_290000.pt" and len(record["sha256"]) == 64
+    tuned = tmp_path / "tuned"
+    shutil.copytree(os.path.join(REPO, "tests", "legacy", "run_arcnn"), tuned)
+    config = json.loads((tuned / "config.json").read_text())
+    (tuned / "config.json").write_text(json.dumps({**config, "init_from": str(tmp_path / "release")}))
+    for run in (tmp_path / "release", tuned):
+        r = run_cli("scripts/make_preset.py", str(run), "--name", "x", "--test", str(tmp_path), "--out",
+                    str(tmp_path / "presets"))
+        assert one_error_line(r) and "holds released weights" in r.stderr and not (tmp_path / "presets").exists()
+
+    (tmp_path / "w.weights.h5").write_bytes(b"mine")
+    for out, message in ((os.path.join(REPO, "vcar_tf", "presets", "x", "model.weights.h5"), "inside the vcar_tf package"),
+                         (str(tmp_path / "w.weights.h5"), "exists; pass --overwrite"),
+                         (str(tmp_path / "release"), "exists and is not an empty folder")):
+        with pytest.raises(SystemExit) as e:
+            main(["stdf-pytorch", pt, "--out", out])
+        assert e.value.code == 2 and message in capsys.readouterr().err
+    assert (tmp_path / "w.weights.h5").read_bytes() == b"mine"
+    assert not os.path.exists(os.path.join(REPO, "vcar_tf", "presets", "x"))

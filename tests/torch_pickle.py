@@ -24,12 +24,20 @@ class _Storage:
 
 
 class _Tensor:
-    def __init__(self, storage, shape):
-        self.storage, self.shape = storage, tuple(shape)
+    def __init__(self, storage, shape, offset=0, stride=None):
+        self.storage, self.shape, self.offset = storage, tuple(shape), offset
+        self.stride = stride if stride is not None else tuple(int(np.prod(self.shape[i + 1:]))
+                                                               for i in range(len(self.shape)))
 
     def __reduce__(self):
-        stride = tuple(int(np.prod(self.shape[i + 1:])) for i in range(len(self.shape)))
-        return _rebuild_tensor_v2, (self.storage, 0, self.shape, stride, False, collections.OrderedDict())
+        return _rebuild_tensor_v2, (self.storage, self.offset, self.shape, self.stride, False,
+                                    collections.OrderedDict())
+
+
+def strided_payload(numel, shape, offset, stride):
+    """The pickle of {"w": a tensor of the given view on storage "0" of `numel` floats}, however
+    hostile the view (write_pt(..., payload=...) puts the storage beside it)."""
+    return pickle_bytes({"w": _Tensor(_Storage("0", numel), shape, offset, stride)})
 
 
 class _Pickler(pickle.Pickler):

@@ -8,6 +8,7 @@
     MODEL_DIR/logs/             TensorBoard
     MODEL_DIR/eval/             the evaluation report (report.csv, report.md, curves/)
     MODEL_DIR/serving/NAME/N/   TF Serving SavedModels
+    MODEL_DIR/imported.json     (vcar-import) the released checkpoint the weights come from
 """
 
 import dataclasses
@@ -32,6 +33,20 @@ class RunFolder:
         self.logs = os.path.join(root, "logs")
         self.eval = os.path.join(root, "eval")
         self.serving = os.path.join(root, "serving")
+        self.imported = os.path.join(root, "imported.json")
+
+
+def imported_origin(run, seen=()):
+    """The run folder holding released weights (vcar-import's imported.json) that `run` is, or
+    starts from through its --init_from runs; None when its weights are this project's own."""
+    if not os.path.isdir(run) or os.path.realpath(run) in seen:
+        return None
+    if os.path.exists(RunFolder(run).imported):
+        return run
+    source = (read_config_dict(run) or {}).get("init_from")
+    if isinstance(source, str) and not source.startswith(PRESET_PREFIX):
+        return imported_origin(source, (*seen, os.path.realpath(run)))
+    return None
 
 
 def read_json_object(path, what):

@@ -36,9 +36,10 @@ def write_config(model_dir, cfg):
     write_text_atomic(RunFolder(model_dir).config, json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
 
 
-def write_run(model_dir, model, cfg, step=0):
+def write_run(model_dir, model, cfg, step=0, extra=None):
     """A run folder holding `model` as its latest checkpoint, that load_run, --init_from and every
-    command read; written beside model_dir and renamed, so it is never half there."""
+    command read, and `extra` {file name: text}; written beside model_dir and renamed, so it is
+    never half there."""
     parent = os.path.dirname(os.path.abspath(model_dir))
     if os.path.exists(model_dir) and os.listdir(model_dir):
         raise VcarError(f"{model_dir} exists and is not empty")
@@ -46,6 +47,8 @@ def write_run(model_dir, model, cfg, step=0):
     tmp = make_temp_dir(parent, ".tmp-run-")
     try:
         write_config(tmp, cfg)
+        for name, text in (extra or {}).items():
+            write_text_atomic(os.path.join(tmp, name), text)
         checkpoint = tf.train.Checkpoint(model=model, step=tf.Variable(step, dtype=tf.int64, trainable=False))
         tf.train.CheckpointManager(checkpoint, RunFolder(tmp).checkpoints, max_to_keep=1).save(checkpoint_number=step)
         if os.path.isdir(model_dir):

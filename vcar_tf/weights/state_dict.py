@@ -30,19 +30,41 @@ STATE_DICT_KEYS = ("state_dict", "model", "params", "net")
 
 
 class _StorageType:
-    """Stands for torch.<X>Storage in the pickle: only its dtype is used."""
+    """Stands for torch.<X>Storage in the pickle: only its dtype is used. Immutable, so that a
+    file's BUILD opcode cannot change the type every later load shares."""
+
+    __slots__ = ("name", "dtype")
 
     def __init__(self, name):
-        self.name, self.dtype = name, _STORAGE_DTYPES[name]
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "dtype", _STORAGE_DTYPES[name])
+
+    def __setattr__(self, key, value):
+        raise pickle.UnpicklingError("a storage type cannot be changed")
+
+
+def _count(value):
+    """A size, stride or offset of the file: a plain int >= 0, or the file is refused."""
+    if type(value) is not int or value < 0:
+        raise VcarError(f"a tensor of the checkpoint has a bad size, stride or offset ({str(value)[:40]})")
+    return value
 
 
 def _rebuild_tensor(storage, offset, size, stride, *_):
-    """torch._utils._rebuild_tensor(_v2): a strided view of a storage, copied to a NumPy array."""
-    size, stride = tuple(size), tuple(stride)
+    """torch._utils._rebuild_tensor(_v2): a strided view of a storage, copied to a NumPy array.
+    Every number comes from the file, so the view is checked to lie inside its storage and to hold
+    no more elements than it (a stride of 0 would repeat one value into any size)."""
+    if not isinstance(storage, np.ndarray) or not isinstance(size, (tuple, list)) or \
+            not isinstance(stride, (tuple, list)) or len(size) != len(stride):
+        raise VcarError("a tensor of the checkpoint is malformed")
+    offset, size, stride = _count(offset), tuple(map(_count, size)), tuple(map(_count, stride))
+    if 0 in size:
+        return np.zeros(size, storage.dtype)
+    elements = int(np.prod(size, dtype=object))
+    if elements > len(storage) or offset + sum((n - 1) * s for n, s in zip(size, stride)) >= len(storage):
+        raise VcarError("a tensor of the checkpoint lies outside its storage")
     if not size:
         return np.array(storage[offset])
-    if any(s < 0 for s in stride) or offset + sum((n - 1) * s for n, s in zip(size, stride)) >= len(storage):
-        raise VcarError("a tensor of the checkpoint lies outside its storage")
     item = storage.itemsize
     view = np.lib.stride_tricks.as_strided(storage[offset:], size, tuple(s * item for s in stride), writeable=False)
     return np.array(view)
@@ -60,6 +82,7 @@ class _StateDictUnpickler(pickle.Unpickler):
     def __init__(self, file, archive, prefix, path):
         super().__init__(file)
         self._archive, self._prefix, self._path = archive, prefix, path
+        self._storages = {}  # each storage read once, however often the pickle names it
 
     def find_class(self, module, name):
         found = _ALLOWED.get((module, name))
@@ -73,11 +96,18 @@ class _StateDictUnpickler(pickle.Unpickler):
                 and isinstance(pid[1], _StorageType)):
             raise VcarError(f"{self._path}: unknown persistent reference {str(pid)[:60]}")
         storage_type, key = pid[1], str(pid[2])
+        if (key, storage_type.name) in self._storages:
+            return self._storages[key, storage_type.name]
+        name = f"{self._prefix}data/{key}"
         try:
-            raw = self._archive.read(f"{self._prefix}data/{key}")
+            info = self._archive.getinfo(name)
         except KeyError:
             raise VcarError(f"{self._path}: storage {key} is missing from the archive") from None
-        return np.frombuffer(raw, dtype=np.dtype(storage_type.dtype).newbyteorder("<"))
+        if info.compress_type != zipfile.ZIP_STORED:  # torch.save stores them; a deflated one may be a bomb
+            raise VcarError(f"{self._path}: storage {key} is compressed, which torch.save never writes")
+        storage = np.frombuffer(self._archive.read(name), dtype=np.dtype(storage_type.dtype).newbyteorder("<"))
+        self._storages[key, storage_type.name] = storage
+        return storage
 
 
 def _read_pt(path):
@@ -91,14 +121,15 @@ def _read_pt(path):
         if len(pickles) != 1:
             raise VcarError(f"{path}: expected one data.pkl in the archive, found {len(pickles)}")
         prefix = pickles[0][: -len("data.pkl")]
-        if archive.namelist() and f"{prefix}byteorder" in archive.namelist() and \
-                archive.read(f"{prefix}byteorder").strip() != b"little":
-            raise VcarError(f"{path}: big-endian checkpoints are not supported")
-        with archive.open(pickles[0]) as f:
-            try:
+        try:
+            if f"{prefix}byteorder" in archive.namelist() and archive.read(f"{prefix}byteorder").strip() != b"little":
+                raise VcarError(f"{path}: big-endian checkpoints are not supported")
+            with archive.open(pickles[0]) as f:
                 return _StateDictUnpickler(f, archive, prefix, path).load()
-            except (pickle.UnpicklingError, EOFError, TypeError, ValueError, AttributeError) as e:
-                raise VcarError(f"{path}: corrupt checkpoint ({e})") from None
+        except VcarError:
+            raise
+        except Exception as e:  # noqa: BLE001  (whatever a damaged or hostile file raises: one line)
+            raise VcarError(f"{path}: corrupt checkpoint ({type(e).__name__}: {first_line(e)})") from None
 
 
 def _read_safetensors(path):
@@ -116,7 +147,8 @@ def _unwrap(obj, path):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
             break
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, np.ndarray) for v in obj.values()):
+    if not isinstance(obj, dict) or not obj or not all(isinstance(k, str) and isinstance(v, np.ndarray)
+                                                       and v.dtype.kind in "biuf" for k, v in obj.items()):
         raise VcarError(f"{path}: no state_dict of tensors found")
     return obj
 

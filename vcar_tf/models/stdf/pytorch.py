@@ -52,11 +52,14 @@ def keras_layer_of(key, nb_qe):
 def variant_of(state):
     """The registered name whose shapes the release state_dict has (stdf_r3 or stdf_r3l)."""
     try:
-        nf = state["ffnet.in_conv.0.weight"].shape[0]
-        nf_qe = state["qenet.in_conv.0.weight"].shape[0]
-        frames = state["ffnet.in_conv.0.weight"].shape[1]
+        first, qe_first = state["ffnet.in_conv.0.weight"], state["qenet.in_conv.0.weight"]
     except KeyError as e:
         raise VcarError(f"not an STDF-PyTorch state_dict: no {e.args[0]}") from None
+    if first.ndim != 4 or qe_first.ndim != 4:
+        raise VcarError(f"not an STDF-PyTorch state_dict: its input convolutions' weights have shapes "
+                        f"{first.shape} and {qe_first.shape}, not (out, in, 3, 3)")
+    nf, frames = first.shape[:2]
+    nf_qe = qe_first.shape[0]
     nb_qe = 2 + len({k for k in state if k.startswith("qenet.hid_conv.") and k.endswith(".weight")})
     for name, v in VARIANTS.items():
         if (nf, nf_qe, nb_qe) == (v["nf"], v["nf_qe"], v["nb_qe"]) and frames == 2 * spec(name).radius + 1:
