@@ -66,6 +66,27 @@ def test_corrupt_checkpoint_is_an_error_not_a_fresh_start(tiny_dataset, tmp_path
         Trainer(_config(tiny_dataset, tmp_path, 4, lr_schedule="cosine")).run()
 
 
+def test_a_resume_refuses_settings_that_change_the_training(tiny_dataset, tmp_path):
+    """Resuming with another batch, seed or learning rate would silently train another run on the
+    checkpoint; where it saves, how often it validates and --steps may change. A folder whose
+    first attempt failed before any checkpoint takes new settings."""
+    import json
+
+    from vcar_tf.train.trainer import Trainer
+
+    run = tmp_path / "run"
+    Trainer(_config(tiny_dataset, run, 2)).run()
+    for change, message in (({"batch": 4}, "batch=2, not 4"), ({"seed": 1}, "seed=0, not 1"),
+                            ({"lr": 5e-4}, "lr=0.001, not 0.0005"), ({"patch": 8}, "patch=16, not 8")):
+        with pytest.raises(VcarError, match=f"was trained with {message}"):
+            Trainer(_config(tiny_dataset, run, 4, **change)).run()
+    assert Trainer(_config(tiny_dataset, run, 3, eval_every=1, checkpoint_every=1)).run()["step"] == 3
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "config.json").write_text(json.dumps({"model": "dncnn", "batch": 64}))  # a failed first attempt
+    assert Trainer(_config(tiny_dataset, fresh, 1)).run()["step"] == 1
+
+
 def test_bad_configs(tiny_dataset, tmp_path):
     from vcar_tf.train.trainer import Trainer
 

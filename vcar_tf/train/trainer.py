@@ -127,20 +127,25 @@ class Trainer:
             and "chief" not in resolver.cluster_spec().as_dict())
 
     def restore(self):
-        self._check_same_run()
         latest = self.manager.latest_checkpoint
         if latest is None:
             if os.path.exists(os.path.join(self.manager.directory, "checkpoint")):
                 raise VcarError(f"{self.manager.directory}: checkpoint index names no readable checkpoint")
-            return False
+            return False  # nothing trained yet: a retry with other settings starts afresh
+        self._check_same_run()
         try:
             self.checkpoint.restore(latest).assert_existing_objects_matched()
         except CHECKPOINT_ERRORS as e:
             raise VcarError(f"cannot resume from {latest}: {first_line(e)}") from None
         return True
 
+    # What a resume may change: where things go, how often it validates or saves, the devices, and
+    # --steps (to extend a run; the cosine schedule then changes from where it is). Any other
+    # setting changes the model, the optimizer, the loss or the data stream the checkpoint was on.
+    RESUMABLE_CHANGES = ("model_dir", "export", "export_dir", "eval_every", "checkpoint_every", "strategy", "steps")
+
     def _check_same_run(self):
-        """Resuming needs the same model and optimizer structure as the run that wrote the checkpoints."""
+        """Resuming needs the settings of the run that wrote the checkpoints (RESUMABLE_CHANGES aside)."""
         saved = read_config_dict(self.work_dir)
         if saved is None:
             return
@@ -148,12 +153,16 @@ class Trainer:
         if "model" in saved:
             with contextlib.suppress(VcarError):
                 saved["model"] = models.spec(saved["model"]).name
-        for key in ("model", "radius", "lr_schedule", "lr_milestones", "init_lr"):
-            was, now = saved.get(key), current[key]
-            if key in ("lr_milestones", "init_lr"):
-                was, now = bool(was), bool(now)  # optimizer structure: milestones replace the schedule
-            if key in saved and was != now:
-                raise VcarError(f"{self.work_dir} was trained with {key}={saved.get(key)!r}, not {current[key]!r}; "
+        for key, now in current.items():
+            if key in self.RESUMABLE_CHANGES or key not in saved:
+                continue
+            was = saved[key]
+            if key == "lr_milestones":
+                was, now = [int(m) for m in was or ()], [int(m) for m in now or ()]
+            elif key in ("data", "init_from") and was and now:
+                was, now = os.path.normpath(was), os.path.normpath(now)
+            if was != now:
+                raise VcarError(f"{self.work_dir} was trained with {key}={saved[key]!r}, not {current[key]!r}; "
                                 f"resume with the same value or use another --model_dir")
 
     def batches(self, start_step=0):
