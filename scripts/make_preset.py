@@ -20,25 +20,30 @@ import shutil
 import sys
 
 from vcar_tf.data.codec import CodecSettings
+from vcar_tf.data.layout import is_test_split
 from vcar_tf.errors import VcarError, cli_main
 from vcar_tf.fileutil import ensure_writable_dir, make_temp_dir, write_text_atomic
 from vcar_tf.models.presets import save_preset_weights
 from vcar_tf.presets import CARD
 from vcar_tf.reporting import read_report
 from vcar_tf.train.folder import RunFolder, imported_origin, read_config_dict
-from vcar_tf.train.run import CHECKPOINTS, load_run, read_best
+from vcar_tf.train.run import CHECKPOINTS, checkpoint_step, load_run
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def report_average(path):
-    """{'delta_psnr', 'delta_ssim_x100', 'sequences'} of a report's average row."""
+def report_average(path, split="test"):
+    """{'delta_psnr', 'delta_ssim_x100', 'sequences'} of a report's average over its test split
+    (split="test") or over a held-out split that is not a test split (split="val"): a run without
+    val/ evaluates on test, which is no val figure."""
     _, rows = read_report(path)
-    average = [r for r in rows if r["sequence"] == "average"]
-    if not average:
-        raise VcarError(f"{path}: no average row")
-    return {"delta_psnr": float(average[0]["delta_psnr"]), "delta_ssim_x100": float(average[0]["delta_ssim_x100"]),
-            "sequences": len(rows) - len(average)}
+    averages = [r for r in rows if r["sequence"] == "average" and is_test_split(r["split"]) == (split == "test")]
+    if not averages:
+        found = sorted({r["split"] for r in rows})
+        raise VcarError(f"{path}: no average over a {split} split (the report has {', '.join(found) or 'no rows'})")
+    average = averages[0]
+    return {"delta_psnr": float(average["delta_psnr"]), "delta_ssim_x100": float(average["delta_ssim_x100"]),
+            "sequences": sum(1 for r in rows if r["split"] == average["split"] and r["sequence"] != "average")}
 
 
 def codec_settings(data, codec, qp):
@@ -77,7 +82,6 @@ def main(argv=None):
     folder = RunFolder(args.run)
     args.val = args.val or (folder.best_eval if args.checkpoint == "best" else folder.eval)
     config = read_config_dict(args.run)
-    best = read_best(args.run) if args.checkpoint == "best" else None
     target = os.path.join(args.out, args.name)
     ensure_writable_dir(args.out)
     tmp = make_temp_dir(args.out, ".tmp-preset-")
@@ -86,9 +90,9 @@ def main(argv=None):
         card = {"name": args.name, "model": cfg.model, "codec": cfg.codec, "qp": cfg.qp,
                 "codec_settings": codec_settings(cfg.data, cfg.codec, cfg.qp),
                 "data": cfg.data, "train_config": config,
-                "checkpoint": args.checkpoint, "step": best["step"] if best else config["steps"], "recipe": args.recipe, "wall_time": args.wall,
+                "checkpoint": args.checkpoint, "step": checkpoint_step(args.run, args.checkpoint), "recipe": args.recipe, "wall_time": args.wall,
                 "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-                "val": report_average(args.val), "test": report_average(args.test),
+                "val": report_average(args.val, "val"), "test": report_average(args.test),
                 "sha256": sha256}
         write_text_atomic(os.path.join(tmp, CARD), json.dumps(card, indent=2) + "\n")
         if os.path.exists(target):

@@ -12,7 +12,7 @@ from vcar_tf.metrics.sequence import sequence_row
 from vcar_tf.reporting import average_rows, to_csv
 
 
-def _run(tmp_path, model, shift):
+def _run(tmp_path, model, shift, split="test"):
     """A run folder with config.json and eval/report.csv whose ΔPSNR is `shift` dB everywhere."""
     run = tmp_path / model
     (run / "eval").mkdir(parents=True)
@@ -21,7 +21,7 @@ def _run(tmp_path, model, shift):
     rows = []
     for name, (w, h) in {"a": (64, 48), "b": (96, 64)}.items():
         psnr_c, ssim_c = 30 + rng.random(5), 0.8 + 0.1 * rng.random(5)
-        rows.append(sequence_row("test", name, w, h, psnr_c, ssim_c, psnr_c + shift, ssim_c + shift / 100))
+        rows.append(sequence_row(split, name, w, h, psnr_c, ssim_c, psnr_c + shift, ssim_c + shift / 100))
     (run / "eval" / "report.csv").write_text(to_csv(rows + average_rows(rows)))
     return str(run)
 

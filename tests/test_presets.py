@@ -20,7 +20,7 @@ RUN = os.path.join(REPO, "tests", "legacy", "run_arcnn")
 @pytest.fixture()
 def presets(tmp_path, monkeypatch):
     root = tmp_path / "presets"
-    reports = [_run(tmp_path / split, "arcnn", shift) for split, shift in (("val", 0.25), ("test", 0.125))]
+    reports = [_run(tmp_path / split, "arcnn", shift, split) for split, shift in (("val", 0.25), ("test", 0.125))]
     r = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "make_preset.py"), RUN, "--name", "arcnn_toy",
                         "--val", os.path.join(reports[0], "eval"), "--test", os.path.join(reports[1], "eval"),
                         "--out", str(root)], capture_output=True, text=True, cwd=REPO)
@@ -39,6 +39,23 @@ def test_from_preset_loads_the_run_and_its_card(presets):
     assert (card["model"], card["qp"], card["test"]["delta_psnr"], card["val"]["delta_psnr"]) == ("arcnn", 37, 0.125, 0.25)
     x = np.random.default_rng(0).uniform(size=(1, 1, 20, 24, 1)).astype(np.float32)
     np.testing.assert_allclose(np.asarray(from_preset("arcnn_toy")(x)), np.asarray(load_run(RUN)[0](x)), atol=1e-6)
+
+
+def test_the_card_says_the_checkpoint_s_step_and_takes_val_figures_from_val_only(presets, tmp_path):
+    """The card's step is the checkpoint's (a run stopped or extended is not at its config's
+    --steps); a --val report on the test split (a run without val/ evaluates there) is refused."""
+    import json
+
+    from vcar_tf.train.run import checkpoint_step
+
+    card = json.loads((presets / "arcnn_toy" / "card.json").read_text())
+    assert card["step"] == checkpoint_step(RUN) and card["val"]["sequences"] == 2
+    test_report = _run(tmp_path / "t", "arcnn", 0.125)
+    r = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "make_preset.py"), RUN, "--name", "x",
+                        "--val", os.path.join(test_report, "eval"), "--test", os.path.join(test_report, "eval"),
+                        "--out", str(tmp_path / "p")], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 2 and "no average over a val split (the report has test)" in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path / "p" / "x").exists()
 
 
 def test_unknown_and_corrupt_presets_are_one_line_errors(presets):

@@ -402,11 +402,14 @@ def test_the_best_checkpoint_keeps_its_validation_report_for_make_preset(tiny_da
     assert best["step"] == 2 and float(average["delta_psnr"]) == pytest.approx(best["delta_psnr"], abs=1e-4)
     config = json.load(open(run / "config.json"))
     (run / "config.json").write_text(json.dumps({**config, "data": None}))
+    test_eval = tmp_path / "test_eval"  # a stand-in for the test evaluation: the run's report, as if on test
+    test_eval.mkdir()
+    (test_eval / "report.csv").write_text((run / "eval" / "report.csv").read_text().replace("\nval,", "\ntest,"))
     r = run_cli("scripts/make_preset.py", str(run), "--name", "tiny_best", "--checkpoint", "best",
-                "--test", str(run / "eval"), "--out", str(tmp_path / "p"))
+                "--test", str(test_eval), "--out", str(tmp_path / "p"))
     assert r.returncode == 0, r.stderr[-2000:]
     card = json.load(open(tmp_path / "p" / "tiny_best" / "card.json"))
-    assert card["val"]["delta_psnr"] == pytest.approx(best["delta_psnr"], abs=1e-4)
+    assert card["val"]["delta_psnr"] == pytest.approx(best["delta_psnr"], abs=1e-4) and card["step"] == 2
 
     monkeypatch.setattr(Trainer, "validate", lambda self: ([], {}, best["delta_psnr"] + 1.0, 0.0))
     (run / "config.json").write_text(json.dumps(config))

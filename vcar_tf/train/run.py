@@ -93,6 +93,15 @@ def load_run(model_dir, checkpoint="latest"):
     return model, cfg, run_radius(cfg)
 
 
+def checkpoint_step(model_dir, checkpoint="latest"):
+    """The training step saved in a run's latest (or best) checkpoint."""
+    folder = RunFolder(model_dir)
+    path = tf.train.latest_checkpoint(folder.best if checkpoint == "best" else folder.checkpoints)
+    if path is None:
+        raise VcarError(f"{model_dir} has no {checkpoint} checkpoint")
+    return int(tf.train.load_checkpoint(path).get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"))
+
+
 def initialise_from(model, run_dir):
     """Copy into `model` every variable of run_dir's latest checkpoint (or of the preset named by
     'preset:NAME') with the same path and shape; returns the copied variables of `model`."""
