@@ -98,6 +98,9 @@ def test_bad_configs(tiny_dataset, tmp_path):
         Trainer(_config(tiny_dataset, tmp_path, 2, loss="l1"))
     with pytest.raises(VcarError, match="--clip_length is for the recurrent models; arcnn trains on windows"):
         Trainer(_config(tiny_dataset, tmp_path, 2, clip_length=4))
+    legacy = os.path.join(os.path.dirname(__file__), "legacy", "run_arcnn")
+    with pytest.raises(VcarError, match="fills every weight of arcnn, so --init_lr would leave the schedule nothing"):
+        Trainer(_config(tiny_dataset, tmp_path, 2, init_from=legacy, init_lr=1e-5))
 
 
 def test_codec_folder_picks_one_of_several_at_the_qp(tiny_dataset, tmp_path):

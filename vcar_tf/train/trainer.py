@@ -112,6 +112,9 @@ class Trainer:
             copied = {id(v) for v in self.initialised}
             new = [v for v in self.model.trainable_variables if id(v) not in copied]
             old = [v for v in self.model.trainable_variables if id(v) in copied]
+            if not new:
+                raise VcarError(f"--init_from {self.cfg.init_from} fills every weight of {self.spec.name}, so --init_lr "
+                                "would leave the schedule nothing to train: drop --init_lr to fine-tune all at --lr")
             groups = [(keras.optimizers.Adam(self.lr_schedule), new), (keras.optimizers.Adam(self.cfg.init_lr), old)]
         for optimizer, variables in groups:
             optimizer.build(variables)
