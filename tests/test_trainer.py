@@ -81,6 +81,9 @@ def test_a_resume_refuses_settings_that_change_the_training(tiny_dataset, tmp_pa
         with pytest.raises(VcarError, match=f"was trained with {message}"):
             Trainer(_config(tiny_dataset, run, 4, **change)).run()
     assert Trainer(_config(tiny_dataset, run, 3, eval_every=1, checkpoint_every=1)).run()["step"] == 3
+    Trainer(_config(tiny_dataset, run, 6, eval_every=5, checkpoint_every=4)).run()
+    index = (run / "checkpoints" / "checkpoint").read_text()
+    assert all(f'"ckpt-{n}"' in index for n in (4, 5, 6))  # 5: saved before its validation, not only after
     fresh = tmp_path / "fresh"
     fresh.mkdir()
     (fresh / "config.json").write_text(json.dumps({"model": "dncnn", "batch": 64}))  # a failed first attempt

@@ -253,6 +253,8 @@ class Trainer:
                 if step % cfg.checkpoint_every == 0:
                     self.manager.save(checkpoint_number=step)
                 if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps and self.val_pairs:
+                    if step % cfg.checkpoint_every:  # a validation takes minutes: a kill during it loses nothing
+                        self.manager.save(checkpoint_number=step)
                     self._log_validation(step)
             bar.close()
             self.manager.save(checkpoint_number=int(self.step.numpy()))
