@@ -54,29 +54,26 @@ def calibration_windows(model, radius, height, width, count):
                         mode="symmetric")[:, :height, :width]
         return frames[None, ..., None]
 
-    bar = tqdm(total=count, desc="calibration windows", unit="window", file=sys.stderr, leave=False)
-    if not is_recurrent(model):
-        samples = []
-        for i in range(count):
-            seq = sequences[i % len(sequences)]
-            samples.append(window(seq, (i * 7) % seq.num_frames))
-            bar.update()
-        bar.close()
+    with tqdm(total=count, desc="calibration windows", unit="window", file=sys.stderr, leave=False) as bar:
+        if not is_recurrent(model):
+            samples = []
+            for i in range(count):
+                seq = sequences[i % len(sequences)]
+                samples.append(window(seq, (i * 7) % seq.num_frames))
+                bar.update()
+            return samples
+        samples, per_sequence = [], -(-count // len(sequences))
+        for seq in sequences:
+            state = None
+            for t in range(min(per_sequence, seq.num_frames)):
+                x = window(seq, t)
+                state = model.initial_state(x) if state is None else state
+                samples.append((x, np.asarray(state)))
+                bar.update()
+                if len(samples) == count:
+                    return samples
+                state = model.step(x, state)[1]
         return samples
-    samples, per_sequence = [], -(-count // len(sequences))
-    for seq in sequences:
-        state = None
-        for t in range(min(per_sequence, seq.num_frames)):
-            x = window(seq, t)
-            state = model.initial_state(x) if state is None else state
-            samples.append((x, np.asarray(state)))
-            bar.update()
-            if len(samples) == count:
-                bar.close()
-                return samples
-            state = model.step(x, state)[1]
-    bar.close()
-    return samples
 
 
 @cli_main
