@@ -255,6 +255,21 @@ def test_bfloat16_inputs_run_the_fused_op_in_float32_and_return_bfloat16(monkeyp
                                rtol=1e-2, atol=1e-2)
 
 
+@pytest.mark.parametrize("dtype", [tf.bfloat16, tf.float16])
+def test_16_bit_inputs_sample_the_composite_at_float32_positions(dtype):
+    """Wide frames under mixed precision: columns from 128 on (bf16) keep their half-pixel offsets,
+    and the last column is not pushed out of the image. Every output is 0.5 of an alternating 0/1 row."""
+    w = 300
+    x = tf.cast(tf.constant(np.tile([0.0, 1.0], w // 2).reshape(1, 1, w, 1)), dtype)
+    offset = tf.cast(tf.constant(np.tile([0.0, 0.5], w).reshape(1, 1, w, 2)), dtype)
+    mask = tf.ones([1, 1, w, 1], dtype)
+    kernel = tf.ones([1, 1, 1, 1], dtype)
+    got = deform_conv2d_composite(x, offset, mask, kernel)
+    assert got.dtype == dtype
+    # x + 0.5 takes half of each neighbour; at x = 299.5 half of the last column, the other corner outside
+    np.testing.assert_array_equal(tf.cast(got, tf.float32).numpy()[0, 0, :, 0], np.full(w, 0.5))
+
+
 def test_failed_build_warns_once_and_falls_back(monkeypatch, tmp_path):
     from vcar_tf.ops import build, deform_conv_op
     from vcar_tf.ops.deform_conv import selected_impl

@@ -1,5 +1,5 @@
 """precision_policy: Keras models built inside it compute in fp32 or bf16 (Keras's mixed_bfloat16 policy;
-the fused deformable conv computes in float32 inside it). vcar_tf.precision chooses the precision."""
+deformable convs, fused or composite, compute in float32 inside it). vcar_tf.precision chooses the precision."""
 
 import contextlib
 import sys

@@ -51,7 +51,12 @@ def check_shapes(x, offset, mask, kernel_size, deformable_groups):
 
 
 def deform_conv2d_composite(x, offset, mask, kernel, bias=None, deformable_groups=1, groups=1):
-    """DCNv2 forward as stock TF ops; see the module docstring for the layout."""
+    """DCNv2 forward as stock TF ops; see the module docstring for the layout. 16-bit inputs are
+    computed in float32 and the result cast back, as the fused op does: bf16 holds whole numbers
+    exactly only to 256, so its sampling positions would lose the offsets' fractions from x = 128 on."""
+    if x.dtype in (tf.bfloat16, tf.float16):
+        f32 = [None if t is None else tf.cast(t, tf.float32) for t in (x, offset, mask, kernel, bias)]
+        return tf.cast(deform_conv2d_composite(*f32, deformable_groups=deformable_groups, groups=groups), x.dtype)
     k = kernel.shape[0]
     taps = k * k
     dg = deformable_groups
