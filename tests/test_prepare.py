@@ -1,6 +1,7 @@
 import json
 import os
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -55,6 +56,60 @@ def test_prepare_reads_mfqe_layout_as_distributed(tmp_path):
                 "--qp", "37", "--codec", "x264")
     assert r.returncode == 0, r.stderr
     assert YuvSequence(str(tmp_path / "o" / "x264_LDP" / "QP37" / "Kimono_64x48_5.yuv")).num_frames == 5
+
+
+def test_prepare_in_place_leaves_the_raw_sources_untouched(tmp_path):
+    """MFQE's layout gains a QP in place (--raw DS/raw --out DS): the sources are read, never copied
+    onto themselves, renamed or removed, and a second run does no work."""
+    root = tmp_path / "train_108"
+    source = root / "raw" / "Kimono_64x48_3.yuv"
+    write_yuv(str(source), [make_planes(64, 48, t) for t in range(3)])
+    before = os.stat(source)
+    for expect in ("1 encoded, 0 already done", "0 raw written, 0 encoded, 1 already done"):
+        r = run_cli("-m", "vcar_tf.cli.prepare", "--raw", str(root / "raw"), "--out", str(root),
+                    "--preset", "ultrafast")
+        assert r.returncode == 0 and expect in r.stdout, r.stderr
+        after = os.stat(source)
+        assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert sorted(os.listdir(root / "raw")) == [".Kimono.source.json", "Kimono_64x48_3.yuv"]
+    # a source whose name is not the dataset's (no frame count) would be renamed: refused, kept
+    short = root / "raw" / "Kimono_64x48.yuv"
+    os.replace(source, short)
+    r = run_cli("-m", "vcar_tf.cli.prepare", "--raw", str(root / "raw"), "--out", str(root))
+    assert r.returncode == 2 and "rename it so" in r.stderr and "Kimono_64x48_3.yuv" in r.stderr, r.stderr
+    assert short.exists() and not source.exists()
+
+
+def test_prepare_redoes_a_raw_source_read_at_another_size(tmp_path):
+    """The frame size given by --width/--height is part of what a raw file was made from."""
+    source = tmp_path / "clip.yuv"
+    source.write_bytes(np.full(64 * 48 * 3 // 2 * 2, 128, np.uint8).tobytes())
+    for size, name in ((("64", "48"), "clip_64x48_2.yuv"), (("32", "24"), "clip_32x24_8.yuv")):
+        r = run_cli("-m", "vcar_tf.cli.prepare", "--raw", str(source), "--out", str(tmp_path / "ds"),
+                    "--width", size[0], "--height", size[1], "--preset", "ultrafast")
+        assert r.returncode == 0 and "1 raw written" in r.stdout, r.stderr
+        assert [f for f in os.listdir(tmp_path / "ds" / "raw") if f.endswith(".yuv")] == [name]
+
+
+def _sleep_then_mark(folder, i):
+    open(os.path.join(folder, f"started-{i}"), "w").close()
+    time.sleep(30)
+
+
+def test_an_interrupted_prepare_stops_its_running_and_queued_jobs(tmp_path):
+    """Ctrl-C or SIGTERM (KeyboardInterrupt in the main thread) ends the pool's jobs at once: the
+    running workers are stopped, the queued jobs never start."""
+    import signal
+    import threading
+
+    from vcar_tf.data.prepare import _run_parallel
+
+    threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        _run_parallel(_sleep_then_mark, [(str(tmp_path), i) for i in range(6)], 2, "test")
+    assert time.monotonic() - start < 20
+    assert len(os.listdir(tmp_path)) <= 3  # two running, at most one handed to a worker's queue
 
 
 def test_prepare_turns_shared_sets_into_qp37_dataset(shared_qp37):
@@ -116,6 +171,9 @@ def _bad_input_cases(tmp_path):
         (["--raw", ok_src, "--gop", "ra", "--hm-ldp-offsets"], "not with --gop ra"),
         (["--raw", ok_src, "--gop", "b"], "invalid choice"),
         (["--raw", ok_src, "--preset", "bogus"], "invalid choice"),
+        (["--raw", ok_src, "--split", "train"], "--split picks rows of a folder's MANIFEST.tsv; .* is a file"),
+        (["--raw", ok_src, "--width", "32"], "give --width and --height together"),
+        (["--raw", str(junk), "--width", "32", "--height", "16"], "are for .yuv sources"),
     ], blocker
 
 

@@ -13,6 +13,7 @@ import ctypes
 import ctypes.util
 import io
 import json
+import multiprocessing as mp
 import os
 import shutil
 import signal
@@ -63,6 +64,8 @@ def find_sources(inputs, split=None):
                 sources += [os.path.join(item, n) for n in sorted(os.listdir(item))
                             if n.lower().endswith(VIDEO_EXTENSIONS) and not n.startswith(".")]
         elif os.path.isfile(item):
+            if split:
+                raise VcarError(f"--split picks rows of a folder's MANIFEST.tsv; {item} is a file")
             sources.append(item)
         else:
             raise VcarError(f"{item}: no such file or folder")
@@ -102,16 +105,18 @@ def prepare_raw(source, out_dir, width=None, height=None):
     stem = sequence_stem(source)
     record_path = os.path.join(raw_dir, f".{stem}.source.json")
     record = _load_json(record_path)
-    src = {"source": os.path.abspath(source), **_fingerprint(source)}
+    src = {"source": os.path.abspath(source), **_fingerprint(source),
+           **({"width": width, "height": height} if width is not None else {})}
     if record and record.get("source_info") == src:
         path = os.path.join(raw_dir, record["file"])
         if os.path.exists(path) and os.path.getsize(path) == record["bytes"]:
             return path, False
+    in_place = is_in_folder(source, raw_dir)
     if source.lower().endswith(".yuv"):
-        seq = YuvSequence(source, width, height)
-        path = os.path.join(raw_dir, yuv_name(stem, seq.width, seq.height, seq.num_frames))
-        with atomic_path(path) as tmp:
-            shutil.copyfile(source, tmp)
+        path = raw_yuv_path(source, raw_dir, width, height)
+        if not in_place:
+            with atomic_path(path) as tmp:
+                shutil.copyfile(source, tmp)
     else:  # stream the decode: the frame count, and so the final name, is known only at the end
         partial = os.path.join(raw_dir, f".{stem}.decoded.yuv")
         shapes = []
@@ -125,10 +130,40 @@ def prepare_raw(source, out_dir, width=None, height=None):
         height, width = shapes[0]
         path = os.path.join(raw_dir, yuv_name(stem, width, height, n))
         os.replace(partial, path)
-    remove_other_cuts(raw_dir, os.path.basename(path))
+    if not in_place:  # the raw folder is the user's own: leave its other files be
+        remove_other_cuts(raw_dir, os.path.basename(path))
     write_text_atomic(record_path, dumps({"source_info": src, "file": os.path.basename(path),
                                           "bytes": os.path.getsize(path)}))
     return path, True
+
+
+def raw_yuv_path(source, raw_dir, width=None, height=None):
+    """Where a .yuv source goes in the dataset: raw_dir/NAME_WxH_N.yuv."""
+    seq = YuvSequence(source, width, height)
+    return os.path.join(raw_dir, yuv_name(sequence_stem(source), seq.width, seq.height, seq.num_frames))
+
+
+def is_in_folder(path, folder):
+    return os.path.isdir(folder) and os.path.samefile(os.path.dirname(os.path.abspath(path)), folder)
+
+
+def check_sources(sources, out_dir, width=None, height=None):
+    """Refuse, before any work, what prepare_raw cannot do without touching a source: a source in
+    OUT/raw (the MFQE layout prepared in place) is used as it is, so it must have its dataset name,
+    and only .yuv sources take a frame size."""
+    if (width is None) != (height is None):
+        raise VcarError("give --width and --height together")
+    raw_dir = os.path.join(out_dir, "raw")
+    for source in sources:
+        is_yuv = source.lower().endswith(".yuv")
+        if width is not None and not is_yuv:
+            raise VcarError(f"--width and --height are for .yuv sources; {source} carries its own size")
+        if is_in_folder(source, raw_dir):
+            want = raw_yuv_path(source, raw_dir, width, height) if is_yuv else None
+            if want is None or os.path.basename(source) != os.path.basename(want):
+                raise VcarError(f"{source} is in {raw_dir}, where the dataset's raw file would be "
+                                f"{os.path.basename(want) if want else 'NAME_WxH_N.yuv'}: rename it so, or "
+                                "choose another --out")
 
 
 def remove_other_cuts(folder, keep):
@@ -195,11 +230,22 @@ def _run_parallel(fn, jobs, workers, desc):
         for i, job in enumerate(tqdm(jobs, desc=desc, unit="seq", file=sys.stderr)):
             results[i] = fn(*job)
         return results
-    with cf.ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent) as pool:
+    others = set(mp.active_children())
+    pool = cf.ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent)
+    try:
         futures = {pool.submit(fn, *job): i for i, job in enumerate(jobs)}
         for fut in tqdm(cf.as_completed(futures), total=len(jobs), desc=desc, unit="seq",
                         file=sys.stderr):
             results[futures[fut]] = fut.result()
+    except BaseException:  # a failure, Ctrl-C or SIGTERM: stop the queued jobs and the running ones
+        pool.shutdown(wait=False, cancel_futures=True)
+        workers_alive = [p for p in mp.active_children() if p not in others]
+        for p in workers_alive:
+            p.terminate()
+        for p in workers_alive:
+            p.join()
+        raise
+    pool.shutdown()
     return results
 
 
@@ -207,6 +253,7 @@ def prepare_dataset(sources, out_dir, settings_list, workers=None, width=None, h
     """Raw + compressed dataset for every source and every settings; returns a summary dict."""
     for s in settings_list:
         check_codec_available(s)
+    check_sources(sources, out_dir, width, height)
     workers = workers or os.cpu_count() or 1
     new_folder = not os.path.exists(out_dir)
     try:
@@ -242,7 +289,12 @@ def hold_dataset_lock(out_dir, settings_list, wait=False):
             folders += [os.path.join(out_dir, s.folder), os.path.join(out_dir, s.folder, "bitstreams")]
         for folder in folders:
             sweep_temps(folder, TEMP_PATTERNS)
-        yield
+        try:
+            yield
+        except BaseException:
+            for folder in folders:  # what stopped workers left
+                sweep_temps(folder, TEMP_PATTERNS)
+            raise
 
 
 def compress_all(raw_paths, out_dir, settings_list, workers=None):
