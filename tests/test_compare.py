@@ -134,6 +134,33 @@ def test_an_input_is_never_the_output_and_bytes_that_are_not_text_are_one_error_
     assert report.read_bytes() == before and notes.read_text() == "notes\n"
 
 
+def test_notes_with_tables_or_headings_and_odd_run_folders(tmp_path, capsys):
+    """A table in --notes is not the comparison to merge; a ## heading in --notes would end an
+    --append section (refused); --out a folder is said before any work; a config.json without a
+    model or steps labels the run by its folder."""
+    run_a, run_b = _run(tmp_path, "arcnn", 0.25), _run(tmp_path / "x", "dncnn", 0.5)
+    notes = tmp_path / "notes.md"
+    notes.write_text("| setting | value |\n|---|---|\n| qp | 37 |\n")
+    first = tmp_path / "first.md"
+    assert main([run_a, "--notes", str(notes), "--out", str(first)]) == 0
+    assert main([run_b, "--merge", str(first), "--out", str(first)]) == 0
+    assert [label for label, _ in read_table(first)] == ["arcnn (10 steps)", "dncnn (10 steps)"]
+    capsys.readouterr()
+    headed = tmp_path / "headed.md"
+    headed.write_text("context\n\n## Setup\nqp 37\n")
+    before = first.read_text()
+    for argv, message in (([run_a, "--notes", str(headed), "--append", "--out", str(first)],
+                           "headed.md, line 3: a # or ## heading would end the --append section"),
+                          ([run_a, "--out", str(tmp_path)], "is a folder, not a Markdown file")):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        captured = capsys.readouterr()
+        assert e.value.code == 2 and message in captured.err and not captured.out, captured
+    assert first.read_text() == before
+    (tmp_path / "arcnn" / "config.json").write_text(json.dumps({"model": "arcnn"}))
+    assert main([run_a]) == 0 and "arcnn ΔPSNR (dB)" in capsys.readouterr().out
+
+
 def test_a_report_or_table_with_a_cell_that_is_not_a_number_is_one_error_line(tmp_path, capsys):
     run = _run(tmp_path, "arcnn", 0.25)
     report = tmp_path / "arcnn" / "eval" / "report.csv"

@@ -32,6 +32,13 @@ def check_writable_dir(path):
     return path
 
 
+def check_writable_file(path, what="a file"):
+    """Fail with one clear line now if the file `path` could not be written later; creates nothing."""
+    if os.path.isdir(path):
+        raise VcarError(f"{path} is a folder, not {what}")
+    return check_writable_dir(os.path.dirname(os.path.abspath(path)))
+
+
 def _umasked(mode):
     umask = os.umask(0)
     os.umask(umask)

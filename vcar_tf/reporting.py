@@ -139,8 +139,10 @@ def checked_numbers(rows, path):
 
 def read_table(path):
     """[(label, rows)] from a Markdown table written by comparison_table (its printed precision)."""
-    text = [l.strip() for l in read_text(path).splitlines()]  # the first table only (a --append section may follow)
-    start = next((i for i, l in enumerate(text) if l.startswith("|")), len(text))
+    text = [l.strip() for l in read_text(path).splitlines()]  # the first comparison table (notes may hold others)
+    start = next((i for i, l in enumerate(text) if l.startswith("| split | sequence |")), None)
+    if start is None:
+        raise VcarError(f"{path}: not a table written by vcar-compare (no '| split | sequence |' header)")
     end = next((i for i in range(start, len(text)) if not text[i].startswith("|")), len(text))
     lines = text[start:end]
     if len(lines) < 3:

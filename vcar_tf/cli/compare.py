@@ -18,7 +18,7 @@ import os
 import sys
 
 from vcar_tf.errors import ArgumentParser, VcarError, cli_main
-from vcar_tf.fileutil import read_text, write_text_atomic
+from vcar_tf.fileutil import check_writable_file, read_text, write_text_atomic
 from vcar_tf.reporting import (REPORT_CSV, average_grid, comparison_table, merge_reports, read_grid,
                                read_report, read_table, replace_section, report_path)
 from vcar_tf.train.folder import RunFolder, run_label
@@ -59,6 +59,13 @@ def main(argv=None):
         raise VcarError(f"{len(args.label)} --label for {len(args.runs)} runs: give one per run")
     if args.group is not None and len(args.group) != len(args.runs):
         raise VcarError(f"{len(args.group)} groups for {len(args.runs)} runs: give one per run")
+    if args.out:
+        check_writable_file(args.out, "a Markdown file")
+    if args.append and args.notes:
+        heading = next((i for i, l in enumerate(read_text(args.notes).splitlines(), 1) if l.startswith(("# ", "## "))), None)
+        if heading:
+            raise VcarError(f"{args.notes}, line {heading}: a # or ## heading would end the --append section; "
+                            "use ### or lower")
     inputs = [report_path(report_source(run)) for run in args.runs] + ([args.notes] if args.notes else [])
     if args.out and os.path.exists(args.out):
         for path in inputs:

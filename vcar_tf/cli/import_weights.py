@@ -12,7 +12,7 @@ import os
 import sys
 
 from vcar_tf.errors import ArgumentParser, VcarError, cli_main
-from vcar_tf.fileutil import check_writable_dir, ensure_writable_dir
+from vcar_tf.fileutil import check_writable_dir, check_writable_file, ensure_writable_dir
 from vcar_tf.presets import file_sha256
 from vcar_tf.train.config import TrainConfig
 from vcar_tf.weights.state_dict import read_state_dict
@@ -45,11 +45,9 @@ def check_out(args):
         raise VcarError(f"--out {args.out} is inside the vcar_tf package: imported release weights are never "
                         "shipped with it; write them under runs/")
     if args.out.endswith(".weights.h5"):
-        if os.path.isdir(args.out):
-            raise VcarError(f"{args.out} is a folder, not a .weights.h5 file")
+        check_writable_file(args.out, "a .weights.h5 file")
         if os.path.exists(args.out) and not args.overwrite:
             raise VcarError(f"{args.out} exists; pass --overwrite to replace it")
-        check_writable_dir(os.path.dirname(out))
     else:
         if os.path.exists(args.out) and (not os.path.isdir(args.out) or os.listdir(args.out)):
             raise VcarError(f"{args.out} exists and is not an empty folder: give a new run folder")

@@ -89,7 +89,9 @@ def read_config(model_dir):
 def run_label(run):
     """'MODEL (N steps)' of a run folder, or None for a folder that is not one."""
     values = read_config_dict(run) if os.path.isdir(run) else None
-    return f"{values['model']} ({values['steps']} steps)" if values else None
+    if not values or not {"model", "steps"} <= set(values):
+        return None
+    return f"{values['model']} ({values['steps']} steps)"
 
 
 PRESET_PREFIX = "preset:"  # --init_from=preset:NAME names a shipped preset instead of a run folder
