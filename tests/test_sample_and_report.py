@@ -62,6 +62,45 @@ def test_report_on_a_dataset_without_compressed_twins_leaves_no_output_folder(tm
     assert not (tmp_path / "o").exists()
 
 
+def _tiny_dataset(root, names, frames=3):
+    from vcar_tf.video import write_yuv
+    from tests.conftest import make_planes
+
+    for name in names:
+        planes = [make_planes(64, 48, t) for t in range(frames)]
+        write_yuv(str(root / "raw" / f"{name}_64x48_{frames}.yuv"), planes)
+        write_yuv(str(root / "x265_LDP" / "QP37" / f"{name}_64x48_{frames}.yuv"), planes[::-1])
+
+
+def test_report_checks_every_file_before_its_folder_and_keeps_only_its_own_curves(tmp_path):
+    """A truncated compressed file is said before --out is made; a second report into the same
+    --out leaves no curve of the first one's sequences."""
+    _tiny_dataset(tmp_path / "a", ["one", "two"])
+    _tiny_dataset(tmp_path / "b", ["three"])
+    bad = tmp_path / "a" / "x265_LDP" / "QP37" / "two_64x48_3.yuv"
+    good = bad.read_bytes()
+    bad.write_bytes(good[:5000])
+    r = run_cli("-m", "vcar_tf.cli.report", "--data", str(tmp_path / "a"), "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "not a multiple" in own_stderr(r.stderr) and not (tmp_path / "o").exists()
+    bad.write_bytes(good)
+    for data, want in (("a", ["a-one_64x48_3.png", "a-two_64x48_3.png"]), ("b", ["b-three_64x48_3.png"])):
+        r = run_cli("-m", "vcar_tf.cli.report", "--data", str(tmp_path / data), "--out", str(tmp_path / "o"))
+        assert r.returncode == 0, r.stderr
+        assert sorted(os.listdir(tmp_path / "o" / "curves")) == want
+
+
+def test_report_at_a_crf_compresses_the_sample_in_random_access(sample_cache, tmp_path):
+    """vcar-report --crf N without --data reports the sample at CRF N (x265 RA), as vcar-prepare
+    --gop ra --crf N would make it."""
+    import shutil
+
+    cache = tmp_path / "cache"
+    shutil.copytree(sample_cache[0], cache)
+    r = run_cli("-m", "vcar_tf.cli.report", "--crf", "40", "--out", str(tmp_path / "o"), env={"VCAR_TF_CACHE": str(cache)})
+    assert r.returncode == 0, r.stderr
+    assert "Compressed baseline, CRF40" in (tmp_path / "o" / "report.md").read_text()
+
+
 def test_evaluate_names_a_missing_dataset_before_it_loads_a_model(tmp_path):
     r = run_cli("-m", "vcar_tf.cli.evaluate", "--preset", "dncnn_x265_qp37", "--data", str(tmp_path / "nope"),
                 "--out", str(tmp_path / "o"))

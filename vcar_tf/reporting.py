@@ -83,21 +83,25 @@ def write_report(out_dir, rows, curves, title):
     md = to_markdown(table, title)
     write_text_atomic(os.path.join(out_dir, REPORT_CSV), to_csv(table))
     write_text_atomic(os.path.join(out_dir, "report.md"), md)
-    for (split, name), c in curves.items():
-        plot_curves(os.path.join(out_dir, "curves", f"{split}-{name}.png"), name, c)
+    names = {f"{split}-{name}.png": (name, c) for (split, name), c in curves.items()}
+    for file, (name, c) in names.items():
+        plot_curves(os.path.join(out_dir, "curves", file), name, c)
+    for file in os.listdir(os.path.join(out_dir, "curves")):  # an earlier report's other sequences
+        if file.endswith(".png") and file not in names:
+            os.remove(os.path.join(out_dir, "curves", file))
     return md
 
 
 def baseline_report(datasets, qp, out_dir, codec_folder=None, gaussian_ssim=False, crf=None):
     """Compressed-versus-raw report for every sequence of the given dataset roots (at a CRF: crf)."""
     jobs = [(split, pair) for split, root in datasets.items() for pair in find_pairs(root, qp, codec_folder, crf)]
+    opened = [(split, pair.name, *pair.open()) for split, pair in jobs]  # every file's size checked first
     ensure_writable_dir(out_dir)  # after the dataset checks: a bad dataset leaves no folder behind
     rows, curves = [], {}
-    for split, pair in tqdm(jobs, desc="metrics", unit="seq", file=sys.stderr):
-        raw, comp = pair.open()
+    for split, name, raw, comp in tqdm(opened, desc="metrics", unit="seq", file=sys.stderr):
         psnr_c, ssim_c = frame_metrics(iter(raw.luma()), iter(comp.luma()), gaussian_ssim)
-        rows.append(sequence_row(split, pair.name, raw.width, raw.height, psnr_c, ssim_c))
-        curves[(split, pair.name)] = {"compressed": psnr_c}
+        rows.append(sequence_row(split, name, raw.width, raw.height, psnr_c, ssim_c))
+        curves[(split, name)] = {"compressed": psnr_c}
     return write_report(out_dir, rows, curves, f"Compressed baseline, {rate_folder(qp, crf)}")
 
 

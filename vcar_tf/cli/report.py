@@ -30,7 +30,8 @@ def main(argv=None):
     if args.codec is not None and args.data is not None:
         raise VcarError("--codec picks the embedded sample set's encoding: with --data, use --codec-folder")
     args.qp = 37 if args.qp is None else args.qp
-    datasets = resolve_datasets(args.data, CodecSettings(codec=args.codec or "x265", qp=args.qp))
+    rate = {"gop": "ra", "crf": args.crf} if args.crf is not None else {"qp": args.qp}
+    datasets = resolve_datasets(args.data, CodecSettings(codec=args.codec or "x265", **rate))
     md = baseline_report(datasets, args.qp, args.out, args.codec_folder, args.gaussian_ssim, args.crf)
     print(md)
     print(f"wrote {args.out}/report.csv, report.md and curves/")
