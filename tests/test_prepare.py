@@ -136,6 +136,8 @@ def _bad_input_cases(tmp_path):
     odd.write_bytes(b"\1" * 5000)
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(os.urandom(3000))
+    tiny = tmp_path / "tiny_18x10.yuv"
+    tiny.write_bytes(b"\x80" * (18 * 10 * 3 // 2 * 3))
     empty = tmp_path / "empty_32x16.yuv"
     empty.write_bytes(b"")
     blocker = tmp_path / "a_file"
@@ -171,6 +173,8 @@ def _bad_input_cases(tmp_path):
         (["--raw", ok_src, "--gop", "ra", "--hm-ldp-offsets"], "not with --gop ra"),
         (["--raw", ok_src, "--gop", "b"], "invalid choice"),
         (["--raw", ok_src, "--preset", "bogus"], "invalid choice"),
+        (["--raw", str(tiny)], "^error: .*tiny_18x10.yuv: x265 encodes pictures of at least 16x16, not 18x10$"),
+        (["--raw", str(tiny), "--hm-ldp-offsets"], "^error: .*tiny_18x10.yuv: x265 encodes pictures of at least 16x16"),
         (["--raw", ok_src, "--split", "train"], "--split picks rows of a folder's MANIFEST.tsv; .* is a file"),
         (["--raw", ok_src, "--width", "32"], "give --width and --height together"),
         (["--raw", str(junk), "--width", "32", "--height", "16"], "are for .yuv sources"),
@@ -194,7 +198,10 @@ def test_bad_input_one_line_error_no_partial_output(tmp_path):
     odd = cases[1][0][1]
     r = run_cli("-m", "vcar_tf.cli.prepare", "--raw", odd, "--out", str(tmp_path / "fresh"))
     assert r.returncode == 2 and not (tmp_path / "fresh").exists(), r.stderr
-    r = run_cli("-m", "vcar_tf.cli.prepare", "--raw", ok_src, odd, "--out", str(tmp_path / "partly"),
+    r = run_cli("-m", "vcar_tf.cli.prepare", "--raw", ok_src, odd, "--out", str(tmp_path / "checked"))
+    assert r.returncode == 2 and not (tmp_path / "checked").exists(), r.stderr  # .yuv sizes: before any work
+    junk = cases[2][0][1]  # found out only by decoding it
+    r = run_cli("-m", "vcar_tf.cli.prepare", "--raw", ok_src, junk, "--out", str(tmp_path / "partly"),
                 "--workers", "1")
     assert r.returncode == 2 and (tmp_path / "partly" / "raw" / "good_32x16_2.yuv").exists(), r.stderr
     # an output folder that cannot be written (its parent is a file)

@@ -1,7 +1,9 @@
 """x265 / x264 low-delay-P compression through PyAV's FFmpeg, with HM-style per-frame QP offsets;
 x265's own random-access GOP (B-frames) at a QP or CRF."""
 
+import contextlib
 import dataclasses
+import itertools
 import json
 import os
 import re
@@ -201,25 +203,21 @@ def encoder_options(bitstream):
 def _encode_x265_cli(frames, settings, bitstream_path):
     """x265 CLI with a qpfile giving HM's per-frame QP; raw frames go in through stdin."""
     frames = list(frames)  # views into memory-mapped files; the qpfile needs the count first
-    if not frames:
-        raise VcarError(f"{bitstream_path}: zero frames to encode")
     height, width = frames[0][0].shape
     qpfile = bitstream_path + ".qp.txt"
-    with open(qpfile, "w") as f:
-        for poc in range(len(frames)):
-            f.write(f"{poc} {'I' if poc == 0 else 'P'} {hm_ldp_qp(settings.qp, poc)}\n")
     args = [x265_cli(), "--input", "-", "--input-res", f"{width}x{height}", "--input-depth", "8",
             "--fps", str(settings.fps), "--preset", settings.preset, "--qpfile", qpfile,
             "--output", bitstream_path]
     for k, v in settings.encoder_param_dict().items():
         args += [f"--{k}"] if k.startswith("no-") else [f"--{k}", str(v)]
     # x265 refuses a picture smaller than one CTU (64 by default), which FFmpeg's libx265 encodes
-    ctu = next((c for c in (64, 32, 16) if min(width, height) >= c), None)
-    if ctu is None:
-        raise VcarError(f"{bitstream_path}: x265 encodes pictures of at least 16x16, not {width}x{height}")
+    ctu = next(c for c in (64, 32, 16) if min(width, height) >= c)  # check_picture_size: at least 16
     if ctu < 64:
         args += ["--ctu", str(ctu)]
     try:
+        with open(qpfile, "w") as f:
+            for poc in range(len(frames)):
+                f.write(f"{poc} {'I' if poc == 0 else 'P'} {hm_ldp_qp(settings.qp, poc)}\n")
         proc = subprocess.Popen(args, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             for y, u, v in frames:
@@ -232,13 +230,28 @@ def _encode_x265_cli(frames, settings, bitstream_path):
         if proc.wait() != 0:
             raise VcarError(f"x265 failed: {err.splitlines()[-1] if err else proc.returncode}")
     finally:
-        os.remove(qpfile)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(qpfile)
     return len(frames)
+
+
+X265_MIN_SIZE = 16  # libx265 and the x265 CLI (at --ctu 16) refuse a smaller width or height
+
+
+def check_picture_size(settings, width, height):
+    if settings.codec == "x265" and min(width, height) < X265_MIN_SIZE:
+        raise VcarError(f"x265 encodes pictures of at least {X265_MIN_SIZE}x{X265_MIN_SIZE}, not {width}x{height}")
 
 
 def encode(frames, settings, bitstream_path):
     """Encode (y, u, v) frames into an elementary stream at `bitstream_path`; returns frame count."""
     check_codec_available(settings)
+    frames = iter(frames)
+    first = next(frames, None)
+    if first is None:
+        raise VcarError(f"{bitstream_path}: zero frames to encode")
+    check_picture_size(settings, first[0].shape[1], first[0].shape[0])
+    frames = itertools.chain([first], frames)
     if settings.uses_x265_cli:
         return _encode_x265_cli(frames, settings, bitstream_path)
     enc_name, fmt, params_key, _ = CODECS[settings.codec]

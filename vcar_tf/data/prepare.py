@@ -22,7 +22,7 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
-from vcar_tf.data.codec import CODECS, check_codec_available, dumps, encode, sidecar
+from vcar_tf.data.codec import CODECS, check_codec_available, check_picture_size, dumps, encode, sidecar
 from vcar_tf.errors import VcarError
 from vcar_tf.fileutil import (LOCK_NAME, atomic_path, ensure_writable_dir, hold_folder_lock, read_text, sweep_temps,
                               write_text_atomic)
@@ -147,10 +147,10 @@ def is_in_folder(path, folder):
     return os.path.isdir(folder) and os.path.samefile(os.path.dirname(os.path.abspath(path)), folder)
 
 
-def check_sources(sources, out_dir, width=None, height=None):
-    """Refuse, before any work, what prepare_raw cannot do without touching a source: a source in
-    OUT/raw (the MFQE layout prepared in place) is used as it is, so it must have its dataset name,
-    and only .yuv sources take a frame size."""
+def check_sources(sources, out_dir, settings_list, width=None, height=None):
+    """Refuse, before any work: a .yuv source of a size or length it does not have, or too small
+    to encode; a source in OUT/raw (the MFQE layout prepared in place) without its dataset name,
+    since it is used as it is; a frame size given for a container."""
     if (width is None) != (height is None):
         raise VcarError("give --width and --height together")
     raw_dir = os.path.join(out_dir, "raw")
@@ -158,6 +158,13 @@ def check_sources(sources, out_dir, width=None, height=None):
         is_yuv = source.lower().endswith(".yuv")
         if width is not None and not is_yuv:
             raise VcarError(f"--width and --height are for .yuv sources; {source} carries its own size")
+        if is_yuv:
+            seq = YuvSequence(source, width, height)
+            for settings in settings_list:
+                try:
+                    check_picture_size(settings, seq.width, seq.height)
+                except VcarError as e:
+                    raise VcarError(f"{source}: {e}") from None
         if is_in_folder(source, raw_dir):
             want = raw_yuv_path(source, raw_dir, width, height) if is_yuv else None
             if want is None or os.path.basename(source) != os.path.basename(want):
@@ -193,7 +200,10 @@ def compress(raw_path, out_dir, settings):
     raw = YuvSequence(raw_path)
     ensure_writable_dir(bit_dir)
     with atomic_path(bit_path) as tmp_bits:
-        n = encode(iter(raw), settings, tmp_bits)
+        try:
+            n = encode(iter(raw), settings, tmp_bits)
+        except VcarError as e:  # named by its sequence, not the temp file's path
+            raise VcarError(f"{base}: {str(e).replace(tmp_bits + ': ', '')}") from None
         decoded = list(decode_frames(tmp_bits))
         if len(decoded) != n:
             raise VcarError(f"{base}: encoded {n} frames but decoded {len(decoded)}")
@@ -253,7 +263,7 @@ def prepare_dataset(sources, out_dir, settings_list, workers=None, width=None, h
     """Raw + compressed dataset for every source and every settings; returns a summary dict."""
     for s in settings_list:
         check_codec_available(s)
-    check_sources(sources, out_dir, width, height)
+    check_sources(sources, out_dir, settings_list, width, height)
     workers = workers or os.cpu_count() or 1
     new_folder = not os.path.exists(out_dir)
     try:
