@@ -11,6 +11,7 @@ import sys
 from absl import app, flags
 
 from vcar_tf.data.codec import CODECS
+from vcar_tf.data.layout import check_dataset_folder
 from vcar_tf.errors import VcarError, cli_main
 from vcar_tf.train.config import TrainConfig
 from vcar_tf.fileutil import check_writable_dir
@@ -78,6 +79,9 @@ def main(argv):
         check_init_source(cfg.init_from)
     if cfg.export and cfg.export_dir:
         check_writable_dir(cfg.export_dir)  # now, not after the training
+    check_dataset_folder(cfg.data)
+    if cfg.model_dir is not None:
+        check_writable_dir(cfg.model_dir)
     from vcar_tf.export.saved_model import export_saved_model  # TensorFlow loads here, after the flags' checks
     from vcar_tf.train.trainer import Trainer
 

@@ -226,7 +226,11 @@ def test_argument_and_path_errors_come_before_tensorflow_loads(tmp_path):
              (["train_main.py", f"--init_from={tmp_path}/missing", f"--model_dir={tmp_path}/t"], "missing"),
              (["train_main.py", "--init_from=preset:nope", f"--model_dir={tmp_path}/t"], "unknown preset 'nope'"),
              (["train_main.py", f"--export_dir={exists}", f"--model_dir={tmp_path}/t"],
-              "is not a folder")]
+              "is not a folder"),
+             (["vcar_tf.cli.export", "--preset", "dncnn_x265_qp37", "--format", "tflite", "--out", f"{exists}/x"],
+              "is not a folder"),
+             (["train_main.py", f"--data={tmp_path}/nodata", f"--model_dir={tmp_path}/t"], "dataset not found"),
+             (["train_main.py", f"--model_dir={exists}/run"], "is not a folder")]
     for argv, fragment in cases:
         r = run_without_tf(*argv)
         lines = r.stderr.strip().splitlines()

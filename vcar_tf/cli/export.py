@@ -25,6 +25,7 @@ import numpy as np
 
 from vcar_tf.cli.common import add_model_flags, load_model
 from vcar_tf.errors import ArgumentParser, VcarError, cli_main
+from vcar_tf.fileutil import check_writable_dir
 from vcar_tf.export.names import MAX_FRAME_PIXELS, ONNX_DEFORMS, ONNX_QUANTIZATIONS, TFLITE_QUANTIZATIONS
 
 QUANTIZATIONS = {"saved_model": ("fp32",), "tflite": TFLITE_QUANTIZATIONS, "onnx": ONNX_QUANTIZATIONS}
@@ -120,6 +121,7 @@ def main(argv=None):
         raise VcarError(f"--calibration_frames must be at least 1; got {args.calibration_frames}")
     if args.onnx_deform != "composite" and args.format != "onnx":
         raise VcarError(f"--onnx_deform is for --format onnx (got --format {args.format})")
+    check_writable_dir(args.out)  # before the model loads and converts
     model, cfg, radius = load_model(args)
     from vcar_tf import models
     from vcar_tf.export import onnx as onnx_export, tflite as tflite_export
