@@ -143,14 +143,16 @@ def test_a_broken_card_or_weights_of_another_model_are_one_line_errors(presets):
     card = json.loads(card_path.read_text())
     for text, message in (("{bad json", "card.json is not JSON"), ("[1, 2]", "not a preset card (no model, qp)"),
                           (json.dumps({k: v for k, v in card.items() if k != "qp"}), "not a preset card (no qp)"),
-                          (json.dumps({k: v for k, v in card.items() if k != "sha256"}), "card.json has no sha256")):
+                          (json.dumps({k: v for k, v in card.items() if k != "sha256"}), "card.json has no sha256"),
+                          (json.dumps({**card, "overrides": [3]}), "card.json's overrides must be an object")):
         card_path.write_text(text)
         with pytest.raises(VcarError, match=message.replace("(", r"\(").replace(")", r"\)")):
             from_preset("arcnn_toy")
     weights = presets / "arcnn_toy" / "model.weights.h5"
     card_path.write_text(json.dumps({**card, "model": "dncnn", "sha256": file_sha256(weights)}))
-    with pytest.raises(VcarError, match="model.weights.h5 does not load into dncnn"):
+    with pytest.raises(VcarError, match="model.weights.h5 does not load into dncnn") as e:
         from_preset("arcnn_toy")
+    assert str(e.value).endswith("(A total of 32 objects could not be loaded.)"), str(e.value)
 
 
 def test_a_made_preset_and_a_written_run_are_readable_folders_not_mkdtemps_0700(presets, tmp_path):

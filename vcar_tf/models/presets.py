@@ -28,5 +28,6 @@ def from_preset(name):
     try:
         model.load_weights(path)
     except (ValueError, OSError, KeyError, TypeError) as e:
-        raise VcarError(f"preset {name}: {WEIGHTS} does not load into {card['model']} ({first_line(e)})") from None
+        reason = first_line(e).split(" Example error message")[0]  # Keras's list of every object follows
+        raise VcarError(f"preset {name}: {WEIGHTS} does not load into {card['model']} ({reason})") from None
     return model

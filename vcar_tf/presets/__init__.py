@@ -42,6 +42,8 @@ def preset_card(name):
     missing = [k for k in CARD_KEYS if k not in card] if isinstance(card, dict) else list(CARD_KEYS)
     if missing:
         raise VcarError(f"preset {name}: {CARD} is not a preset card (no {', '.join(missing)})")
+    if not isinstance(card.get("overrides", {}), dict):
+        raise VcarError(f"preset {name}: {CARD}'s overrides must be an object of the model's settings")
     return card
 
 
