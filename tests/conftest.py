@@ -91,6 +91,18 @@ def shared_qp37(tmp_path_factory):
     return out, summaries
 
 
+def fused_op_or_skip():
+    """The fused deformable conv library; the test skips where no g++ can build it, and fails
+    (VcarError) where g++ is there but the build or load fails."""
+    import shutil
+
+    from vcar_tf.ops import deform_conv_op
+
+    if shutil.which("g++") is None:
+        pytest.skip("no g++ to build the fused deformable conv: the composite is all there is")
+    return deform_conv_op.load_deform_conv(required=True)
+
+
 def perturb_weights(model, seed=0, scale=0.05):
     """Add noise to every weight, so the zero-initialised residual head stops hiding errors in
     save/load and export tests; returns the model."""

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.conftest import fused_op_or_skip
 from vcar_tf.errors import VcarError
 from vcar_tf.ops.deform_conv import check_shapes, deform_conv2d_composite
 
@@ -110,15 +111,6 @@ def test_bad_offset_and_mask_shapes_name_the_expected_shape():
 
 # --- the fused C++ op against the composite ---------------------------------------------------
 
-def _fused_or_skip():
-    from vcar_tf.ops import build, deform_conv_op
-
-    try:
-        return deform_conv_op.load_deform_conv(required=True)
-    except VcarError as e:  # no compiler here: the composite is all there is
-        pytest.skip(str(e))
-
-
 FUSED_CASES = [
     (0, dict(b=2, h=5, w=7, c_in=4, c_out=6, k=3, dg=2, groups=1)),
     (1, dict(b=1, h=9, w=8, c_in=8, c_out=4, k=3, dg=4, groups=2)),
@@ -154,7 +146,7 @@ def assert_matches_composite(forward_op, grad_op, seed, shape, ran_on=None):
 
 @pytest.mark.parametrize("seed,shape", FUSED_CASES)
 def test_fused_matches_composite_forward_and_every_gradient(seed, shape):
-    lib = _fused_or_skip()
+    lib = fused_op_or_skip()
     assert_matches_composite(lib.vcar_deform_conv2d, lib.vcar_deform_conv2d_grad, seed, shape)
 
 
@@ -164,7 +156,7 @@ def test_cuda_kernels_emulated_on_the_cpu_match_composite(seed, shape):
     few pixels and kernel-gradient slices of 16 so that every case crosses several of each."""
     from vcar_tf.ops import build, deform_conv_op
 
-    _fused_or_skip()  # a compiler is there
+    fused_op_or_skip()  # a compiler is there
     lib = deform_conv_op.load_deform_conv_emulation()
     assert_matches_composite(lib.vcar_deform_conv2d_emulated, lib.vcar_deform_conv2d_emulated_grad, seed, shape)
 
@@ -175,7 +167,7 @@ def test_cuda_library_builds_with_nvcc_and_loads():
     registers the same ops as the CPU-only library). The kernels themselves run only on a GPU."""
     from vcar_tf.ops import build, deform_conv_op
 
-    _fused_or_skip()
+    fused_op_or_skip()
     if build.CudaToolkit.find() is None:
         pytest.skip("no CUDA toolkit (nvcc) on this machine")
     code = ("import tensorflow as tf; from vcar_tf.ops import build, deform_conv_op; "
@@ -191,7 +183,7 @@ def test_cuda_kernels_on_the_gpu_match_composite(seed, shape):
     from vcar_tf.ops import build, deform_conv_op
 
     assert build.CudaToolkit.find() is not None, "a GPU but no CUDA toolkit: set VCAR_CUDA_HOME"
-    lib = _fused_or_skip()
+    lib = fused_op_or_skip()
     with tf.device("/GPU:0"):
         assert_matches_composite(lib.vcar_deform_conv2d, lib.vcar_deform_conv2d_grad, seed, shape, ran_on="GPU")
 
@@ -199,7 +191,7 @@ def test_cuda_kernels_on_the_gpu_match_composite(seed, shape):
 def test_fused_portable_build_without_avx512_matches_too(tmp_path):
     """The kernel has an AVX-512 path (taken on this machine when it has AVX-512) and a plain C++
     one; build the latter in a fresh process and run the same comparison."""
-    _fused_or_skip()
+    fused_op_or_skip()
     env = dict(os.environ, VCAR_OPS_PORTABLE="1", VCAR_TF_CACHE=str(tmp_path))
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
                         "-k", "fused_matches_composite"], env=env, capture_output=True, text=True)
@@ -209,7 +201,7 @@ def test_fused_portable_build_without_avx512_matches_too(tmp_path):
 
 
 def test_impl_selection_and_gradient_through_the_layer(monkeypatch):
-    _fused_or_skip()
+    fused_op_or_skip()
     from vcar_tf.models.blocks import DeformConv2D
     from vcar_tf.ops.deform_conv import composite_only, selected_impl
 
@@ -238,7 +230,7 @@ def test_impl_selection_and_gradient_through_the_layer(monkeypatch):
 def test_bfloat16_inputs_run_the_fused_op_in_float32_and_return_bfloat16(monkeypatch):
     """Under mixed_bfloat16 the fused op (float32 only) still runs: on the bf16-rounded inputs, in
     float32, with the gradient flowing back to the bf16 tensors."""
-    _fused_or_skip()
+    fused_op_or_skip()
     from vcar_tf.ops.deform_conv import deform_conv2d
 
     monkeypatch.setenv("VCAR_DEFORM_IMPL", "fused")
@@ -291,7 +283,7 @@ def test_failed_build_warns_once_and_falls_back(monkeypatch, tmp_path):
 def test_cuda_tf_without_a_toolkit_of_its_cuda_version_warns_and_uses_the_cpu_kernel(monkeypatch):
     from vcar_tf.ops import build, deform_conv_op
 
-    _fused_or_skip()
+    fused_op_or_skip()
     monkeypatch.delenv("VCAR_CUDA_HOME", raising=False)
     monkeypatch.setattr(tf.test, "is_built_with_cuda", lambda: True)
     monkeypatch.setattr(tf.sysconfig, "get_build_info", lambda: {"cuda_version": "99.1"})

@@ -3,7 +3,7 @@ import csv
 import numpy as np
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, fused_op_or_skip
 
 
 def test_export_and_evaluate_commands_with_tflite_and_onnx(sample_cache, tmp_path, monkeypatch, capsys):
@@ -81,10 +81,8 @@ def test_onnx_int8_export_of_a_preset_costs_at_most_0_05_db(sample_cache, tmp_pa
     import onnx
 
     from vcar_tf.cli import evaluate, export
-    from vcar_tf.ops.deform_conv_op import load_deform_conv
 
-    if load_deform_conv(required=False) is None:
-        pytest.skip("the fused deformable conv op does not build here")
+    fused_op_or_skip()
     monkeypatch.setenv("VCAR_TF_CACHE", sample_cache[0])
     assert export.main(["--preset", "stdf_r3_x265_qp37", "--format", "onnx", "--onnx_deform", "native",
                         "--quantization", "int8", "--calibration_frames", "4", "--out", str(tmp_path)]) == 0

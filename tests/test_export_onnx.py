@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from tests.conftest import fused_op_or_skip
 from tests.export_parity import (RECURRENT_MODELS, SIZE_A, SIZE_B, WINDOW_MODELS, parity_model, psnr, run_fresh,
                                  sample_clips, windows)
 from vcar_tf.errors import VcarError
@@ -117,10 +118,7 @@ def test_tflite_and_onnx_runners_load_without_tensorflow():
 def test_native_deformconv_onnx_matches_keras_in_fresh_process(sample_root, tmp_path):
     """deform="native": STDF-R3's deformable convs as ONNX DeformConv nodes (opset 19), run by
     onnxruntime alone at two sizes that are not multiples of 8, within 1e-4 of the Keras model."""
-    from vcar_tf.ops.deform_conv_op import load_deform_conv
-
-    if load_deform_conv(required=False) is None:
-        pytest.skip("the fused deformable conv op does not build here")
+    fused_op_or_skip()
     model = parity_model("stdf_r3")
     path = export_onnx(model, 3, str(tmp_path / "stdf_r3_deformconv.onnx"), deform="native")
     inputs = {k: windows(sample_clips(sample_root, s, frames=3)[0], 3) for k, s in (("a", SIZE_A), ("b", SIZE_B))}

@@ -10,12 +10,14 @@ from vcar_tf.video import write_yuv
 
 
 def _dataset(tmp_path, lengths=(9, 5), size=(40, 32)):
-    """A dataset whose compressed frames are their raw frames: targets must equal window centres."""
+    """A dataset whose compressed frames are their raw frames inverted (255 - v): an input taken
+    from raw or a target taken from the compressed frames shows."""
     w, h = size
     for i, n in enumerate(lengths):
         frames = [make_planes(w, h, t, seed=i) for t in range(n)]
-        for folder in ("raw", "x265_LDP/QP37"):
-            write_yuv(str(tmp_path / folder / f"seq{i}_{w}x{h}_{n}.yuv"), frames)
+        name = f"seq{i}_{w}x{h}_{n}.yuv"
+        write_yuv(str(tmp_path / "raw" / name), frames)
+        write_yuv(str(tmp_path / "x265_LDP/QP37" / name), [tuple(255 - p for p in f) for f in frames])
     return find_pairs(str(tmp_path), 37)
 
 
@@ -40,7 +42,9 @@ def test_window_samples_indices_crop_and_identical_augmentation(tmp_path):
         idx = window_indices(t, comp.num_frames, 2)
         want = augment_planes(comp.luma()[idx, y0:y0 + 16, x0:x0 + 16], rot, flip)
         np.testing.assert_array_equal(x[..., 0], want.astype(np.float32) / 255)
-        np.testing.assert_array_equal(y, x[2])  # target has exactly the centre's crop and augmentation
+        want_y = augment_planes(raw.luma()[t:t + 1, y0:y0 + 16, x0:x0 + 16], rot, flip)[0]
+        np.testing.assert_array_equal(y[..., 0], want_y.astype(np.float32) / 255)  # the raw centre, same crop
+        np.testing.assert_allclose(y, 1 - x[2], atol=1e-6)  # and the same augmentation as the input's centre
         assert x.shape == (5, 16, 16, 1) and x.dtype == np.float32 and 0 <= x.min() and x.max() <= 1
     assert len(seen_aug) == 8  # all four rotations, with and without flip
     # every (sequence, frame) is visited exactly once per epoch
