@@ -39,7 +39,9 @@ setup(
         "prometheus-client==0.26.0",  # /monitoring/prometheus/metrics
     ],
     extras_require={
-        "test": ["pytest==9.0.3", "requests==2.34.2"],  # requests: the REST client of tests/test_serve.py
+        # requests: the REST client of tests/test_serve.py; PyYAML: test_serve_deploy reads compose.yaml and
+        # the Kubernetes manifests (it skipped where PyYAML came with no other package)
+        "test": ["pytest==9.0.3", "requests==2.34.2", "PyYAML==6.0.3"],
         # benchmarks/bench_peer.py only: STDF-PyTorch's network with torchvision's deform_conv2d, the
         # peer issue 21 compares against; never imported by vcar_tf (torchvision 0.29.1 needs torch >= 2.14)
         "peer-bench": ["torch==2.14.1", "torchvision==0.29.1"],

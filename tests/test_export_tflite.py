@@ -175,7 +175,8 @@ def test_fp16_and_int8_variants_are_builtin_and_close_to_fp32(sample_root, tmp_p
     """fp16 weights: ΔPSNR within 0.05 dB of fp32; int8 and int8_full (calibrated on real frames):
     builtin ops, float in and out, finite frames of the right shape; int8 keeps the deformable
     sampling positions float, int8_full rounds them to int8 (the loss on trained weights is
-    measured by the benchmark)."""
+    measured by the benchmark); both within 0.02 of fp32 on average (measured 0.0064-0.0065 on
+    2026-12-04), well under what the model changes the frames by."""
     model = parity_model("stdf_r3")
     comp, raw = sample_clips(sample_root, SIZE_A, frames=4)
     ws = windows(comp, 3)
@@ -188,9 +189,13 @@ def test_fp16_and_int8_variants_are_builtin_and_close_to_fp32(sample_root, tmp_p
     assert sizes[1] < sizes[0] and sizes[2] < sizes[1]
     out = {q: _fresh(tmp_path, p, {"x": ws})["x"] for q, p in (("fp32", fp32), ("fp16", fp16), *int8.items())}
     assert abs(psnr(out["fp16"], raw) - psnr(out["fp32"], raw)) <= 0.05
+    change = float(np.abs(out["fp32"] - ws[:, 3, ..., 0]).mean())  # what the model does to the centre frames
+    record_property("mean_abs_change_fp32", change)
     for q in int8:
         assert out[q].shape == out["fp32"].shape and np.isfinite(out[q]).all()
-        record_property(f"mean_abs_diff_{q}_fp32", float(np.abs(out[q] - out["fp32"]).mean()))
+        diff = float(np.abs(out[q] - out["fp32"]).mean())
+        record_property(f"mean_abs_diff_{q}_fp32", diff)
+        assert diff <= 0.02 and diff <= change / 2, (q, diff, change)
     assert "int8" not in _sampling_dtypes(int8["int8"]) and "int8" in _sampling_dtypes(int8["int8_full"])
     with pytest.raises(VcarError, match="representative"):
         export_tflite(model, 3, str(tmp_path / "x.tflite"), *SIZE_A, quantization="int8")

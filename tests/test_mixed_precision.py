@@ -35,6 +35,10 @@ def test_mixed_precision_trains_streams_and_exports_float32(name, bfloat16_polic
         loss = tf.reduce_mean(tf.square(tf.cast(y, tf.float32) - 0.5))
     grads = tape.gradient(loss, model.trainable_variables)
     assert np.isfinite(float(loss)) and all(g is not None for g in grads)
+    before = [v.numpy() for v in model.trainable_variables]
+    keras.optimizers.Adam(1e-3).apply(grads, model.trainable_variables)  # one training step
+    assert all(v.dtype == "float32" and np.isfinite(v.numpy()).all() for v in model.trainable_variables)
+    assert any(not np.array_equal(b, v.numpy()) for b, v in zip(before, model.trainable_variables))
 
     planes = [rng.random((19, 27), np.float32) for _ in range(3)]  # odd sizes, a stream of 3 frames
     out = list(enhance_frames(model, planes, radius))

@@ -1,12 +1,13 @@
 import json
 import os
+import re
 import shutil
 import time
 
 import numpy as np
 import pytest
 
-from tests.conftest import SHARED_DATA, make_planes, run_cli, shared_file, shared_rows
+from tests.conftest import SHARED_DATA, make_planes, own_stderr, run_cli, shared_file, shared_rows
 from vcar_tf.data.layout import find_pairs, resolve_datasets
 from vcar_tf.video import YuvSequence, write_yuv
 
@@ -187,11 +188,9 @@ def test_bad_input_one_line_error_no_partial_output(tmp_path):
     for i, (args, pattern) in enumerate(cases):
         out = tmp_path / f"out{i}"
         r = run_cli("-m", "vcar_tf.cli.prepare", *args, "--out", str(out))
-        assert r.returncode != 0, args
-        lines = r.stderr.strip().splitlines()
-        assert "Traceback" not in r.stderr, r.stderr
-        import re
-        assert re.search(pattern, lines[-1]), (args, r.stderr)
+        lines = own_stderr(r.stderr).splitlines()  # progress bars, then the one error line
+        assert r.returncode == 2 and lines[-1].startswith("error: ") and "Traceback" not in r.stderr, (args, r.stderr)
+        assert sum("error" in line.lower() for line in lines) == 1 and re.search(pattern, lines[-1]), (args, r.stderr)
         assert not [f for f in (_files(out) if out.exists() else []) if not f.endswith(".json")], args
         assert not [f for f in (_files(out) if out.exists() else []) if f.endswith(".yuv") or ".tmp-" in f]
     # a first prepare that fails before finishing a file leaves no folder; one that finished some keeps them

@@ -268,8 +268,16 @@ def test_metrics_count_requests_by_model_method_protocol_and_code(served):
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
+    def counts():
+        text = requests.get(f"{url}/monitoring/prometheus/metrics", timeout=TIMEOUT).text
+        found = {m.groups()[:4]: float(m[5]) for m in re.finditer(
+            r'^vcar_serve_requests_total\{code="(\w+)",method="(\w+)",model="(\w*)",protocol="(\w+)"\} ([0-9.]+)$',
+            text, re.M)}
+        return found, text
+
     url = served[0]
-    for body in ({"inputs": [[[1, 2]]]}, {"inputs": [[[1.5]]]}):  # one good and one bad request, whatever ran before
+    before, _ = counts()
+    for body in ({"inputs": [[[1, 2]]]}, {"inputs": [[[1.5]]]}):  # one good and one bad request
         requests.post(f"{url}/v1/models/arcnn:predict", json=body, timeout=TIMEOUT)
     requests.post(f"{url}/v1/models/nope:predict", json={"inputs": 1}, timeout=TIMEOUT)
     request = predict_pb2.PredictRequest()
@@ -277,13 +285,8 @@ def test_metrics_count_requests_by_model_method_protocol_and_code(served):
     request.inputs["frames"].CopyFrom(tf.make_tensor_proto(np.zeros((1, 3, 4), np.uint8)))
     with grpc.insecure_channel(served[1]) as channel:
         prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=TIMEOUT)
-    text = requests.get(f"{url}/monitoring/prometheus/metrics", timeout=TIMEOUT).text
-    counts = {}
-    for match in re.finditer(r'^vcar_serve_requests_total\{code="(\w+)",method="(\w+)",model="(\w*)",'
-                             r'protocol="(\w+)"\} ([0-9.]+)$', text, re.M):
-        counts[match.groups()[:4]] = float(match[5])
-    assert counts[("OK", "predict", "arcnn", "rest")] >= 1
-    assert counts[("INVALID_ARGUMENT", "predict", "arcnn", "rest")] >= 1
-    assert counts[("OK", "predict", "arcnn", "grpc")] >= 1
-    assert counts[("NOT_FOUND", "predict", "", "rest")] >= 1
+    after, text = counts()
+    for key in (("OK", "predict", "arcnn", "rest"), ("INVALID_ARGUMENT", "predict", "arcnn", "rest"),
+                ("OK", "predict", "arcnn", "grpc"), ("NOT_FOUND", "predict", "", "rest")):
+        assert after[key] - before.get(key, 0) == 1, (key, before.get(key), after.get(key))
     assert 'vcar_serve_request_latency_seconds_bucket{' in text

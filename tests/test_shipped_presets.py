@@ -56,7 +56,7 @@ def test_readme_preset_improves_the_embedded_sample(tmp_path):
     assert after > before + 0.05, (before, after)
 
 
-def test_bf16_precision_evaluates_the_preset_within_0_05_db_of_fp32(tmp_path):
+def test_bf16_precision_evaluates_the_preset_within_0_05_db_of_fp32(tmp_path, capsys):
     """--precision bf16 builds the preset under mixed_bfloat16 and leaves the global policy as it was."""
     import keras
 
@@ -77,9 +77,11 @@ def test_bf16_precision_evaluates_the_preset_within_0_05_db_of_fp32(tmp_path):
     assert averages["fp32"] > 0.05
     assert abs(averages["bf16"] - averages["fp32"]) <= 0.05, averages
     print(averages)
+    capsys.readouterr()
     with pytest.raises(SystemExit) as refused:  # an export's precision is fixed when it is made
         evaluate(["--exported", str(tmp_path), "--precision", "bf16", "--out", str(tmp_path / "x")])
     assert refused.value.code == 2 and not (tmp_path / "x").exists()
+    assert "--precision bf16 goes with --model_dir or --preset" in capsys.readouterr().err
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor : 0\nflags\t\t: fpu sse avx512f avx512_bf16 amx_tile\n")
     assert native_bf16_flags(str(cpuinfo)) == ("avx512_bf16",)

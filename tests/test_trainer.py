@@ -433,7 +433,7 @@ def test_a_bad_init_from_or_model_dir_fails_before_any_data_is_prepared(tmp_path
     monkeypatch.setattr(trainer, "split_datasets", untouched)
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
-    for kw, message in (({"init_from": str(tmp_path / "missing")}, "missing"),
+    for kw, message in (({"init_from": str(tmp_path / "missing")}, "is not a training run"),
                         ({"init_from": "preset:nope"}, "unknown preset 'nope'"),
                         ({"model_dir": str(blocker / "run")}, "is not a folder")):
         cfg = _config("sample", kw.pop("model_dir", tmp_path / "run"), 1, **kw)
