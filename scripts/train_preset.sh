@@ -6,7 +6,7 @@
 #   bash scripts/train_preset.sh MODEL QP     # QP 22, 27, 32 or 42: fine-tune of MODEL's QP37 preset
 #   bash scripts/train_preset.sh rfda         # RFDA's stage 2, after `... stdf_dsta` (its stage 1) finished
 #
-# QP37, the one recipe every QP37 preset shares: 5,600 steps of 16 x 64x64 crops (1.8e8 target
+# QP37, the one recipe every QP37 preset shares: 5,600 steps of 16 x 64x64 crops (3.7e8 target
 # pixels); Adam 5e-4 after a 200-step warm-up, cosine decay to 5e-5; L2 loss; validation every
 # 1,400 steps. Other QPs, as the STDF authors did: start from the shipped MODEL_x265_qp37 preset,
 # 2,800 steps of the same crops at Adam 1e-4 after a 100-step warm-up, cosine decay; validation
@@ -22,16 +22,21 @@
 # there first when runs/ has none. The test split is prepared for the card's evaluation
 # (scripts/make_preset.py), never read by training. Run from the repository root with ../shared beside it.
 set -euo pipefail
+shopt -s inherit_errexit  # a failure inside $(run_folder ...) ends the script too
 # Under `setsid nice -n 19` the run should yield the CPU to everything else, but where the kernel
 # schedules per session (autogroup) nice only ranks tasks within one session: lower the session too.
 if [ "$(nice)" -gt 0 ] && [ "$(ps -o sid= -p $$ | tr -d ' ')" = "$$" ] && [ -w /proc/self/autogroup ]; then
   echo "$(nice)" > /proc/self/autogroup
 fi
 # runs/presets/NAME, copied from training/presets/NAME (a committed run) when runs/ has none.
+# Copied whole or not at all: a failed or killed copy leaves only the temp folder, which the next
+# run replaces (a partial runs/presets/NAME would be resumed from, or trained anew).
 run_folder() {
   if [ ! -d "runs/presets/$1" ] && [ -d "training/presets/$1" ]; then
     mkdir -p runs/presets
-    cp -r "training/presets/$1" "runs/presets/$1"
+    rm -rf "runs/presets/.tmp-$1"
+    cp -r "training/presets/$1" "runs/presets/.tmp-$1"
+    mv "runs/presets/.tmp-$1" "runs/presets/$1"
   fi
   echo "runs/presets/$1"
 }

@@ -62,6 +62,22 @@ def test_a_committed_unfinished_run_is_copied_to_runs(workdir):
     assert (workdir / "runs" / "presets" / "stdf_r3_x265_qp42" / "config.json").read_text() == "{}"
 
 
+def test_a_failed_copy_of_a_committed_run_stops_the_script_and_leaves_no_run(workdir):
+    """A copy that fails halfway (disk full, a kill) must not leave a runs/ folder that the next
+    run would resume from, nor go on to train."""
+    os.makedirs(workdir / "training" / "presets" / "stdf_r3_x265_qp42")
+    (workdir / "training" / "presets" / "stdf_r3_x265_qp42" / "config.json").write_text("{}")
+    (workdir / "stubs" / "cp").write_text("#!/bin/sh\nmkdir -p \"$3\"\nexit 1\n")  # makes the folder, then fails
+    (workdir / "stubs" / "cp").chmod(stat.S_IRWXU)
+    r, calls = run(workdir, "stdf_r3", "42")
+    assert r.returncode != 0 and not [c for c in calls if c.startswith("python")]
+    assert not (workdir / "runs" / "presets" / "stdf_r3_x265_qp42").exists()
+    (workdir / "stubs" / "cp").unlink()  # the next run copies it whole
+    r, calls = run(workdir, "stdf_r3", "42")
+    assert r.returncode == 0 and (workdir / "runs" / "presets" / "stdf_r3_x265_qp42" / "config.json").exists()
+    assert os.listdir(workdir / "runs" / "presets") == ["stdf_r3_x265_qp42"]
+
+
 @pytest.mark.parametrize("qp", ["30", "x"])
 def test_a_bad_qp_is_one_error_line_and_nothing_runs(workdir, qp):
     r, calls = run(workdir, "stdf_r3", qp)
