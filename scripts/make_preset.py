@@ -61,6 +61,21 @@ def codec_settings(data, codec, qp):
     return json.loads(found.pop())
 
 
+def check_evaluated_weights(path, sha256, what):
+    """An evaluation recorded by scripts/evaluate_recorded.py (its record.json) must be of the
+    weights shipped (e.g. not of the latest checkpoint for a --checkpoint best preset)."""
+    folder = os.path.dirname(path) if os.path.isfile(path) else path
+    record = os.path.join(folder, "record.json")
+    if not os.path.isfile(record):
+        print(f"note: {what} {path} has no record.json: that it evaluated these weights is not checked", file=sys.stderr)
+        return
+    with open(record) as f:
+        evaluated = json.load(f).get("weights_sha256")
+    if evaluated != sha256:
+        raise VcarError(f"{what} {path} evaluated other weights (sha256 {str(evaluated)[:12]}…) than the "
+                        f"checkpoint shipped ({sha256[:12]}…): evaluate the same --checkpoint")
+
+
 @cli_main
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -80,13 +95,17 @@ def main(argv=None):
                         "tests and benchmarks only, never shipped as a preset")
     model, cfg, _ = load_run(args.run, args.checkpoint)
     folder = RunFolder(args.run)
-    args.val = args.val or (folder.best_eval if args.checkpoint == "best" else folder.eval)
+    default_val = folder.best_eval if args.checkpoint == "best" else folder.eval  # the trainer's own validation
+    args.val = args.val or default_val
     config = read_config_dict(args.run)
     target = os.path.join(args.out, args.name)
     ensure_writable_dir(args.out)
     tmp = make_temp_dir(args.out, ".tmp-preset-")
     try:
         sha256 = save_preset_weights(model, tmp)
+        check_evaluated_weights(args.test, sha256, "--test")
+        if args.val != default_val:
+            check_evaluated_weights(args.val, sha256, "--val")
         card = {"name": args.name, "model": cfg.model, "codec": cfg.codec, "qp": cfg.qp,
                 "codec_settings": codec_settings(cfg.data, cfg.codec, cfg.qp),
                 "data": cfg.data, "train_config": config,
@@ -95,11 +114,15 @@ def main(argv=None):
                 "val": report_average(args.val, "val"), "test": report_average(args.test),
                 "sha256": sha256}
         write_text_atomic(os.path.join(tmp, CARD), json.dumps(card, indent=2) + "\n")
-        if os.path.exists(target):
-            shutil.rmtree(target)
+        old = None
+        if os.path.exists(target):  # moved aside, not deleted first: a kill in between keeps a preset
+            old = make_temp_dir(args.out, ".tmp-old-preset-")
+            os.replace(target, os.path.join(old, args.name))
         os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     print(f"preset {args.name}: {target} (test ΔPSNR {card['test']['delta_psnr']:+.3f} dB)")
     return 0
 

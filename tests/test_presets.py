@@ -58,6 +58,29 @@ def test_the_card_says_the_checkpoint_s_step_and_takes_val_figures_from_val_only
     assert not (tmp_path / "p" / "x").exists()
 
 
+def test_a_recorded_test_evaluation_of_other_weights_is_refused(presets, tmp_path):
+    """make_preset.py ships the weights its --test evaluated: an evaluate_recorded.py record of other
+    weights (say the latest checkpoint for a --checkpoint best preset) is an error; the old preset stays."""
+    import json
+
+    test_report = _run(tmp_path / "t", "arcnn", 0.125)
+    val_report = _run(tmp_path / "v", "arcnn", 0.25, "val")
+    (tmp_path / "t" / "arcnn" / "eval" / "record.json").write_text(json.dumps({"weights_sha256": "0" * 64}))
+    before = (presets / "arcnn_toy" / "card.json").read_text()
+    r = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "make_preset.py"), RUN, "--name", "arcnn_toy",
+                        "--val", os.path.join(val_report, "eval"), "--test", os.path.join(test_report, "eval"),
+                        "--out", str(presets)], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 2 and "evaluated other weights (sha256 000000000000…)" in r.stderr, r.stderr[-2000:]
+    assert (presets / "arcnn_toy" / "card.json").read_text() == before
+    sha256 = json.loads(before)["sha256"]
+    (tmp_path / "t" / "arcnn" / "eval" / "record.json").write_text(json.dumps({"weights_sha256": sha256}))
+    r = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "make_preset.py"), RUN, "--name", "arcnn_toy",
+                        "--val", os.path.join(val_report, "eval"), "--test", os.path.join(test_report, "eval"),
+                        "--out", str(presets)], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert sorted(os.listdir(presets)) == ["arcnn_toy"]  # the old one replaced, nothing left beside it
+
+
 def test_unknown_and_corrupt_presets_are_one_line_errors(presets):
     from vcar_tf.models.presets import from_preset
 
