@@ -96,7 +96,7 @@ def main():
 
     sample_train = find_pairs(resolve_datasets(None)["train"], 37)
     names = args.models or models.names()
-    lines = ["| model | params | MACs/frame 832x480 | train steps/s | train samples/s | pipeline windows/s | "
+    lines = ["| model | params | MACs/frame 832x480 | train steps/s | train samples/s | pipeline samples/s | "
              "pipeline / training | " + " | ".join(f"FPS {w}x{h} | RSS MB {w}x{h}" for w, h in SIZES) + " |",
              "|---|---|---|---|---|---|---|" + "---|---|" * len(SIZES)]
     for name in names:
@@ -104,8 +104,9 @@ def main():
         macs = run_child(__file__, "macs", name, 832, 480)
         macs = f"{macs['macs'] / 1e9:.1f} G" if "macs" in macs else macs["failed"]
         train = run_child(__file__, "train", name, args.patch, args.batch, args.train_steps, args.clip_length)
+        clips = {"mode": "clip", "clip_length": args.clip_length} if models.spec(name).recurrent else {}
         feed = pipeline_rate(sample_train, PipelineConfig(radius=models.spec(name).radius, patch=args.patch,
-                                                          batch=args.batch), batches=20)
+                                                          batch=args.batch, **clips), batches=20)  # what training eats
         if "failed" in train:
             train_cells = f"{train['failed']} | | {feed:.0f} | "
         else:

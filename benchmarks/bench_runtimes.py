@@ -228,8 +228,7 @@ def main():
             f"One frame, batch 1, float32 in and out, mean of {args.repeats} after a warm-up; int8 files "
             f"calibrated on {args.calibration_frames} windows of the sample's training frames; LiteRT and ONNX Runtime "
             f"with {args.threads} threads; RSS is the peak of the process (Keras and SavedModel load TensorFlow, "
-            "LiteRT and ONNX Runtime do not). Anchor: the PyTorch STDF-R3 peer ran 0.38 FPS at 832x480 on this "
-            "machine (torchvision deform_conv2d, 2 threads).\n\n" + "\n".join(lines) + "\n\nFile sizes:\n\n"
+            "LiteRT and ONNX Runtime do not); benchmarks/bench_peer.py times the PyTorch STDF-R3 peer.\n\n" + "\n".join(lines) + "\n\nFile sizes:\n\n"
             + "\n".join(file_lines) + "\n" + quality, args.out, args.append)
 
 

@@ -158,7 +158,7 @@ def main():
              "|---|---|---|---|---|---|---|---|"]
     for name in args.models:
         times = {v: [] for v in args.variants}
-        pixels, failed = 0, {}
+        pixels, failed = {}, {}  # per variant: one may change the batch, patch or clip length
         for _ in range(args.rounds):
             for v in args.variants:
                 r = run_child(__file__, "train", name, args.data, v or "-", args.steps)
@@ -166,7 +166,7 @@ def main():
                     failed[v] = r["failed"]
                 else:
                     times[v] += r["seconds"]
-                    pixels = r["pixels"]
+                    pixels[v] = r["pixels"]
         for v in args.variants:
             label = v or "recipe"
             if not times[v]:
@@ -174,7 +174,7 @@ def main():
             else:
                 lo, med, hi = summary(times[v])
                 lines.append(f"| {name} | {label} | {lo:.3f} | {med:.3f} | {hi:.3f} | {1 / med:.3f} | "
-                             f"{pixels / med / 1e6:.3f} | {len(times[v])} |")
+                             f"{pixels[v] / med / 1e6:.3f} | {len(times[v])} |")
             print(lines[-1], flush=True)
     publish("Training throughput at the preset recipe",
             f"Recipe of `scripts/train_preset.sh`: batch 16, 64x64 crops, L2, Adam 5e-4 (warm-up, cosine), fp32 "
