@@ -51,7 +51,8 @@ REPORT_FILES = (REPORT_CSV, "report.md")
 
 def inputs_sha256(data, qp, crf, codec_folder):
     """{split/sequence: {raw, compressed}} sha256 of the sequences vcar-evaluate reads (its own lookup)."""
-    train, val = split_datasets(data, CodecSettings(qp=qp), need_train=False)
+    settings = CodecSettings(gop="ra", crf=crf) if crf is not None else CodecSettings(qp=qp)
+    train, val = split_datasets(data, settings, need_train=False)
     out = {}
     for split, root in (val or train).items():
         for pair in find_pairs(root, qp, codec_folder, crf):

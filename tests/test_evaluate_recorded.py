@@ -113,3 +113,16 @@ def test_preset_bf16_writes_the_measured_costs_into_the_card(presets, sample_cac
     record = json.loads((tmp_path / "records" / "preset-eval-val-bf16" / "arcnn_toy" / "record.json").read_text())
     assert record["precision"] == "bf16" and "--precision bf16" in record["command"]
     assert f"arcnn_toy: bf16 costs {entry['val_cost_db']:+.4f} dB on val" in r.stdout
+
+
+def test_the_inputs_of_a_crf_evaluation_are_keyed_without_a_qp(tmp_path):
+    """--model_dir RUN --crf N (no --qp): the record's key reads the CRF<N> folders (it asked
+    CodecSettings for QP None and failed after loading the run)."""
+    sys.path.insert(0, os.path.join(REPO, "scripts"))
+    from evaluate_recorded import inputs_sha256
+    from tests.conftest import make_planes
+    from vcar_tf.video import write_yuv
+
+    for folder in ("raw", "x265_RA/CRF30"):
+        write_yuv(str(tmp_path / "test" / folder / "a_64x48_2.yuv"), [make_planes(64, 48, t) for t in range(2)])
+    assert list(inputs_sha256(str(tmp_path), None, 30, None)) == ["test/a_64x48_2"]
