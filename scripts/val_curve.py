@@ -3,11 +3,12 @@
     python scripts/val_curve.py RUN        # e.g. runs/presets/stifn_r3_x265_qp37
 
 Prints `step  ΔPSNR dB  ΔSSIM×10⁻²` from RUN/logs (every stint of a resumed run; a step validated
-twice keeps its latest value).
+twice keeps its latest value). A run without a val split (no RUN/best/) validated on test: refused.
 """
 
 import glob
 import os
+import re
 import sys
 
 import tensorflow as tf
@@ -18,7 +19,9 @@ TAGS = ("val/delta_psnr", "val/delta_ssim_x100")
 def val_curve(run):
     """{step: {tag: value}} of every validation logged under RUN/logs."""
     curve = {}
-    files = sorted(glob.glob(os.path.join(run, "logs", "events.out.tfevents.*")), key=os.path.getmtime)
+    # in the order written: the name's creation time, not the file's mtime (a copy or checkout sets that)
+    files = sorted(glob.glob(os.path.join(run, "logs", "events.out.tfevents.*")),
+                   key=lambda p: (int(re.search(r"tfevents\.(\d+)\.", p)[1]), p))
     for path in files:
         for record in tf.data.TFRecordDataset(path):
             event = tf.compat.v1.Event.FromString(record.numpy())
@@ -37,6 +40,10 @@ def main(argv=None):
         print(f"error: {argv[0]} is not a train_main.py run (no logs/ folder)", file=sys.stderr)
         return 2
     curve = val_curve(argv[0])
+    if curve and not os.path.isfile(os.path.join(argv[0], "best", "best.json")):
+        print(f"error: {argv[0]} kept no best/: it had no val split, so its validations were on test, "
+              "which no choice may read", file=sys.stderr)
+        return 2
     print("step  ΔPSNR dB  ΔSSIM×10⁻²")
     for step in sorted(curve):
         v = curve[step]
