@@ -8,11 +8,13 @@ set -euo pipefail
 records=docs/evaluations
 out=docs/precision-bf16.md
 declare -A by_qp=()
+listed=$(python -m vcar_tf.models --presets)  # a failure ends the script here (set -e)
 while read -r name _ qp _; do
+  [ -n "$name" ] || continue
   [ -f "$records/preset-eval-bf16/$name/report.csv" ] || continue
   [ -f "$records/preset-eval/$name/report.csv" ] || { echo "error: $name has a bf16 record but no fp32 one" >&2; exit 2; }
   by_qp[${qp#QP}]+="$name "
-done < <(python -m vcar_tf.models --presets)
+done <<< "$listed"
 [ -n "${by_qp[37]:-}" ] || { echo "error: no QP37 preset has a bf16 record (python scripts/preset_bf16.py NAME)" >&2; exit 2; }
 
 compare_qp() {  # QP, then vcar-compare's other arguments

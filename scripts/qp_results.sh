@@ -12,7 +12,11 @@ TITLE="Other QPs: the fine-tuned presets against the QP37 preset unchanged"
 merge=()
 [ -z "${MERGE_FROM:-}" ] || merge=(--merge "$MERGE_FROM")  # preset_results.sh's MERGE=1
 runs=() labels=() groups=() presets=0
+# listed first: a failure of the listing ends the script (set -e), where inside < <(...) it read as no preset
+listed=$(python -m vcar_tf.models --presets)
+other_qp=$(awk '$3 != "QP37" {print $1, $2, $3}' <<< "$listed" | sort -k3)
 while read -r name model qp_label; do
+  [ -n "$name" ] || continue
   qp=${qp_label#QP}
   base="${model}_x265_qp37"
   presets=$((presets + 1))
@@ -25,7 +29,7 @@ while read -r name model qp_label; do
     [ -f "$out/report.csv" ] || continue  # MERGE=1: kept from today's grid
     runs+=("$out") labels+=(--label "$preset") groups+=(--group "test split at QP$qp")
   done
-done < <(python -m vcar_tf.models --presets | awk '$3 != "QP37" {print $1, $2, $3}' | sort -k3)
+done <<< "$other_qp"
 if [ "$presets" -eq 0 ]; then
   echo "note: no preset ships at a QP other than 37: no other-QP section" >&2
   exit 0
