@@ -9,7 +9,6 @@ bitrate (its sidecar's bitrate_kbps) and picks the CRF whose RA/LDP bitrate rati
 mean over the val sequences, is nearest 1. Writes a Markdown note with the command, date and commit.
 """
 
-import argparse
 import datetime
 import os
 import subprocess
@@ -19,7 +18,7 @@ import numpy as np
 
 from vcar_tf.data.codec import CodecSettings
 from vcar_tf.data.prepare import find_sources, prepare_dataset
-from vcar_tf.errors import VcarError, cli_main
+from vcar_tf.errors import ArgumentParser, VcarError, cli_main
 from vcar_tf.fileutil import write_text_atomic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,7 +32,7 @@ def bitrates(summary, settings):
 
 @cli_main
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="choose_ra_crf.py", description=__doc__.split("\n")[0])
     p.add_argument("--crf", type=int, nargs="+", default=list(range(28, 41)))
     p.add_argument("--data", default=os.path.join(REPO, "..", "shared", "data"))
     p.add_argument("--root", default="data/robustness-val/val")

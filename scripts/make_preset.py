@@ -11,7 +11,6 @@ The card records the model, the codec settings and QP of the run, its data and r
 wall time and machine, the val and test averages (from their report.csv) and the weights' sha256.
 """
 
-import argparse
 import glob
 import json
 import os
@@ -21,7 +20,7 @@ import sys
 
 from vcar_tf.data.codec import CodecSettings
 from vcar_tf.data.layout import is_test_split
-from vcar_tf.errors import VcarError, cli_main
+from vcar_tf.errors import ArgumentParser, VcarError, cli_main
 from vcar_tf.fileutil import ensure_writable_dir, make_temp_dir, write_text_atomic
 from vcar_tf.models.presets import save_preset_weights
 from vcar_tf.presets import CARD
@@ -78,7 +77,7 @@ def check_evaluated_weights(path, sha256, what):
 
 @cli_main
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="make_preset.py", description=__doc__.split("\n")[0])
     p.add_argument("run")
     p.add_argument("--name", required=True)
     p.add_argument("--val", help="the run's evaluation on the val split (folder or report.csv); "

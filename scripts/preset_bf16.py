@@ -10,7 +10,6 @@ whether `--precision auto` computes in bf16 (at most BF16_BUDGET_DB), and the te
 Run from the repository root with both datasets prepared (scripts/train_preset.sh prepares them).
 """
 
-import argparse
 import json
 import os
 import sys
@@ -18,7 +17,7 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [REPO, os.path.dirname(os.path.abspath(__file__))]  # this checkout's code
 import evaluate_recorded  # noqa: E402
-from vcar_tf.errors import VcarError, cli_main  # noqa: E402
+from vcar_tf.errors import ArgumentParser, VcarError, cli_main  # noqa: E402
 from vcar_tf.fileutil import write_text_atomic  # noqa: E402
 from vcar_tf.presets import CARD, presets_dir, preset_card  # noqa: E402
 from vcar_tf.reporting import read_report  # noqa: E402
@@ -49,7 +48,7 @@ def bf16_entry(outs):
 
 @cli_main
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="preset_bf16.py", description=__doc__.split("\n")[0])
     p.add_argument("names", nargs="+")
     p.add_argument("--val-data", default="data/presets")
     p.add_argument("--test-data", default="data/presets-test")

@@ -40,7 +40,11 @@ run_folder() {
   fi
   echo "runs/presets/$1"
 }
-MODEL=${1:?usage: bash scripts/train_preset.sh MODEL [QP]}
+if [ $# -lt 1 ]; then
+  echo "error: usage: bash scripts/train_preset.sh MODEL [QP]" >&2
+  exit 2
+fi
+MODEL=$1
 QP=${2:-37}
 BATCH=16
 case "$MODEL:$QP" in

@@ -78,6 +78,11 @@ def test_a_failed_copy_of_a_committed_run_stops_the_script_and_leaves_no_run(wor
     assert os.listdir(workdir / "runs" / "presets") == ["stdf_r3_x265_qp42"]
 
 
+def test_no_model_is_one_error_line(workdir):
+    r, calls = run(workdir)
+    assert r.returncode == 2 and r.stderr == "error: usage: bash scripts/train_preset.sh MODEL [QP]\n" and calls == []
+
+
 @pytest.mark.parametrize("qp", ["30", "x"])
 def test_a_bad_qp_is_one_error_line_and_nothing_runs(workdir, qp):
     r, calls = run(workdir, "stdf_r3", qp)
