@@ -112,6 +112,8 @@ def main(argv=None):
                 "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
                 "val": report_average(args.val, "val"), "test": report_average(args.test),
                 "sha256": sha256}
+        if cfg.radius is not None:  # from_preset builds the model as it was trained
+            card["overrides"] = {"radius": cfg.radius}
         write_text_atomic(os.path.join(tmp, CARD), json.dumps(card, indent=2) + "\n")
         old = None
         if os.path.exists(target):  # moved aside, not deleted first: a kill in between keeps a preset

@@ -189,3 +189,30 @@ def test_a_made_preset_and_a_written_run_are_readable_folders_not_mkdtemps_0700(
         os.umask(umask)
     assert oct(os.stat(written).st_mode & 0o777) == oct(0o755)
     assert oct(os.stat(presets / "arcnn_toy").st_mode & 0o777) == oct(0o777 & ~umask)
+
+
+def test_a_run_trained_at_another_radius_ships_and_loads_at_it(tmp_path, monkeypatch):
+    """make_preset.py writes a run's --radius into the card's overrides, and the commands feed the
+    preset windows of that radius (not the registered model's)."""
+    import dataclasses
+    import json
+    from types import SimpleNamespace
+
+    from vcar_tf.cli import common
+    from vcar_tf.models import presets as model_presets
+    from vcar_tf.train.run import load_run
+
+    monkeypatch.syspath_prepend(os.path.join(REPO, "scripts"))
+    import make_preset
+
+    model, cfg, _ = load_run(RUN)
+    monkeypatch.setattr(make_preset, "load_run", lambda run, checkpoint: (model, dataclasses.replace(cfg, radius=2), 2))
+    reports = [_run(tmp_path / split, "arcnn", 0.25, split) for split in ("val", "test")]
+    assert make_preset.main([RUN, "--name", "r2", "--val", os.path.join(reports[0], "eval"),
+                             "--test", os.path.join(reports[1], "eval"), "--out", str(tmp_path / "p")]) == 0
+    card = json.loads((tmp_path / "p" / "r2" / "card.json").read_text())
+    assert card["overrides"] == {"radius": 2}
+    monkeypatch.setattr(common, "preset_card", lambda name: {**card, "model": "stdf_r3"})
+    monkeypatch.setattr(model_presets, "from_preset", lambda name: "a model")
+    args = SimpleNamespace(model_dir=None, preset="r2", checkpoint="latest", precision="fp32")
+    assert common.load_model(args)[2] == 2  # stdf_r3 registers radius 3

@@ -57,5 +57,6 @@ def load_model(args, others=()):
     with precision_policy(precision):
         if card is not None:
             cfg = TrainConfig(model=card["model"], qp=card["qp"], codec=card.get("codec", "x265"))
-            return from_preset(args.preset), cfg, spec(card["model"]).radius
+            radius = card.get("overrides", {}).get("radius", spec(card["model"]).radius)
+            return from_preset(args.preset), cfg, radius
         return load_run(args.model_dir, args.checkpoint)
