@@ -184,8 +184,8 @@ def append_section(out, text):
     if out:
         from vcar_tf.fileutil import write_text_atomic
 
-        with open(out) as f:
-            write_text_atomic(out, f.read().rstrip("\n") + "\n\n" + text)
+        earlier = open(out).read().rstrip("\n") + "\n\n" if os.path.exists(out) else ""
+        write_text_atomic(out, earlier + text)
 
 
 # Calls of each part per enhanced frame (R 3): whole windows run the encoder on 7 frames and the

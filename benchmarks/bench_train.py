@@ -86,8 +86,10 @@ def child_train(name, data, variant, steps, losses_out="-"):
         if losses_out == "-":
             seconds, losses = seconds[1:], losses[1:]
         else:
-            with open(losses_out, "w") as f:
-                json.dump({"model": name, "variant": variant, "losses": losses, "seconds": seconds}, f)
+            from vcar_tf.fileutil import write_text_atomic
+
+            write_text_atomic(losses_out, json.dumps({"model": name, "variant": variant, "losses": losses,
+                                                      "seconds": seconds}))
         del it
     print(json.dumps({"seconds": seconds, "pixels": cfg.batch * cfg.patch ** 2 * clip}))
 
