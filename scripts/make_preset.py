@@ -1,7 +1,7 @@
 """Make a preset (vcar_tf/presets/NAME/: model.weights.h5 + card.json) from a training run.
 
     python scripts/make_preset.py RUN --name stdf_r3_x265_qp37 --test RUN/eval-test [--val RUN/eval]
-        [--checkpoint latest|best] [--recipe "..."] [--wall "..."] [--out vcar_tf/presets]
+        [--checkpoint latest|best] [--recipe "..."] [--wall "..."] [--machine "..."] [--out vcar_tf/presets]
 
 --checkpoint best takes the run's checkpoint with the best val ΔPSNR (RunFolder.best) instead of its
 latest; --val and --test must then be evaluations of that checkpoint (vcar-evaluate --checkpoint best).
@@ -14,7 +14,6 @@ wall time and machine, the val and test averages (from their report.csv) and the
 import glob
 import json
 import os
-import platform
 import shutil
 import sys
 
@@ -29,6 +28,8 @@ from vcar_tf.train.folder import RunFolder, imported_origin, read_config_dict
 from vcar_tf.train.run import CHECKPOINTS, checkpoint_step, load_run
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+from machine import describe  # noqa: E402  (the benchmarks' machine line)
 
 
 def report_average(path, split="test"):
@@ -86,6 +87,8 @@ def main(argv=None):
     p.add_argument("--checkpoint", default="latest", choices=CHECKPOINTS)
     p.add_argument("--recipe", default="", help="free text: how it was trained")
     p.add_argument("--wall", default="", help="training wall time")
+    p.add_argument("--machine", default=None,
+                   help="what it trained on (default: this machine's CPU, cores and memory; give it where they differ)")
     p.add_argument("--out", default=os.path.join(REPO, "vcar_tf", "presets"))
     args = p.parse_args(argv)
     origin = imported_origin(args.run)
@@ -109,7 +112,7 @@ def main(argv=None):
                 "codec_settings": codec_settings(cfg.data, cfg.codec, cfg.qp),
                 "data": cfg.data, "train_config": config,
                 "checkpoint": args.checkpoint, "step": checkpoint_step(args.run, args.checkpoint), "recipe": args.recipe, "wall_time": args.wall,
-                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+                "machine": args.machine or describe(),
                 "val": report_average(args.val, "val"), "test": report_average(args.test),
                 "sha256": sha256}
         if cfg.radius is not None:  # from_preset builds the model as it was trained
