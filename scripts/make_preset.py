@@ -61,6 +61,23 @@ def codec_settings(data, codec, qp):
     return json.loads(found.pop())
 
 
+def replace_folder(new, target):
+    """Rename `new` onto `target`, an existing folder moved aside first and put back if the rename
+    fails (an error or Ctrl-C between the two renames leaves the old preset in place)."""
+    if not os.path.exists(target):
+        os.replace(new, target)
+        return
+    old = make_temp_dir(os.path.dirname(target), ".tmp-old-preset-")
+    os.replace(target, os.path.join(old, "preset"))
+    try:
+        os.replace(new, target)
+    except BaseException:
+        os.replace(os.path.join(old, "preset"), target)
+        raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def check_evaluated_weights(path, sha256, what):
     """An evaluation recorded by scripts/evaluate_recorded.py (its record.json) must be of the
     weights shipped (e.g. not of the latest checkpoint for a --checkpoint best preset)."""
@@ -118,15 +135,9 @@ def main(argv=None):
         if cfg.radius is not None:  # from_preset builds the model as it was trained
             card["overrides"] = {"radius": cfg.radius}
         write_text_atomic(os.path.join(tmp, CARD), json.dumps(card, indent=2) + "\n")
-        old = None
-        if os.path.exists(target):  # moved aside, not deleted first: a kill in between keeps a preset
-            old = make_temp_dir(args.out, ".tmp-old-preset-")
-            os.replace(target, os.path.join(old, args.name))
-        os.replace(tmp, target)
+        replace_folder(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
     print(f"preset {args.name}: {target} (test ΔPSNR {card['test']['delta_psnr']:+.3f} dB)")
     return 0
 

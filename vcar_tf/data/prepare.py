@@ -105,15 +105,15 @@ def prepare_raw(source, out_dir, width=None, height=None):
     stem = sequence_stem(source)
     record_path = os.path.join(raw_dir, f".{stem}.source.json")
     record = _load_json(record_path)
-    src = {"source": os.path.abspath(source), **_fingerprint(source),
-           **({"width": width, "height": height} if width is not None else {})}
-    if record and record.get("source_info") == src:
-        path = os.path.join(raw_dir, record["file"])
-        if os.path.exists(path) and os.path.getsize(path) == record["bytes"]:
-            return path, False
+    src = {"source": os.path.abspath(source), **_fingerprint(source)}
+    is_yuv = source.lower().endswith(".yuv")
+    path = raw_yuv_path(source, raw_dir, width, height) if is_yuv else None  # its name holds the size read
+    if record and record.get("source_info") == src and (path is None or record["file"] == os.path.basename(path)):
+        done = os.path.join(raw_dir, record["file"])
+        if os.path.exists(done) and os.path.getsize(done) == record["bytes"]:
+            return done, False
     in_place = is_in_folder(source, raw_dir)
-    if source.lower().endswith(".yuv"):
-        path = raw_yuv_path(source, raw_dir, width, height)
+    if is_yuv:
         if not in_place:
             with atomic_path(path) as tmp:
                 shutil.copyfile(source, tmp)
@@ -221,6 +221,11 @@ def compress(raw_path, out_dir, settings):
 def die_with_parent():
     """Pool initializer: on Linux, a worker gets SIGKILL when the process that started it dies
     (even by kill -9), instead of encoding on into the output and never exiting."""
+    # the parent stops the pool (Ctrl-C, SIGTERM) by terminating its workers: SIGTERM must kill one
+    # (not raise cli_main's Terminated inside a job, after which it would take the next), and Ctrl-C
+    # reaches the parent alone
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
