@@ -219,6 +219,9 @@ def main(argv=None):
     p.add_argument("--root", default=".", help="the repository root (holding vcar_tf/)")
     p.add_argument("--check", action="store_true", help="exit 1 when a rule is broken")
     args = p.parse_args(argv)
+    if not os.path.isdir(os.path.join(args.root, PACKAGE)):
+        print(f"error: {args.root} holds no {PACKAGE}/ package folder (give the repository root)", file=sys.stderr)
+        return 2
     modules, floors, circles, upward, forbidden, command_imports, dodges, commands = analyse(args.root)
     parts, floors = floors["parts"], floors["modules"]
     print(f"{len(modules)} modules in {len(parts)} parts; {max(parts.values()) + 1} floors of parts, "
