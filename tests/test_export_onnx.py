@@ -91,6 +91,8 @@ def test_recurrent_onnx_over_a_stream_equals_keras_clip_and_runner_checks_input(
         runner.step(np.zeros((1, 5, *SIZE_B, 1), np.float32), runner.initial_state(np.zeros((1, 7, *SIZE_B, 1))))
     with pytest.raises(VcarError, match="NaN or Inf"):
         runner.step(np.full((1, 7, *SIZE_B, 1), np.nan, np.float32), np.zeros((1, 32, 48, 64), np.float32))
+    with pytest.raises(VcarError, match=r"frames: an empty input \(0x7x30x45x1\)"):
+        runner.step(np.zeros((0, 7, *SIZE_B, 1), np.float32), np.zeros((0, 32, 48, 64), np.float32))
     with pytest.raises(VcarError, match="must be float32"):
         runner.step(np.zeros((1, 7, *SIZE_B, 1), np.uint8), np.zeros((1, 32, 48, 64), np.float32))
     with pytest.raises(VcarError, match="recurrent step model"):
