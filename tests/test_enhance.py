@@ -373,6 +373,10 @@ def test_frames_over_a_saved_model_limit_are_tiled_to_fit(capsys):
     with pytest.raises(VcarError, match="--tile 3000 with 64 px overlap makes model calls of more than 4096000 "
                                         "pixels, the export's limit: --tile 1888 or less"):
         tile_within_pixels(MAX_FRAME_PIXELS, 2160, 3840, 3000, 64)
+    # a tile that --max_memory chose is made to fit, never refused; one that fits is kept
+    assert fit_export_limit(saved_model, uhd, 2144, 64, chosen=True) == 1888
+    assert fit_export_limit(saved_model, uhd, 512, 64, chosen=True) == 512
+    assert fit_export_limit(saved_model, SimpleNamespace(width=832, height=480), None, 64, chosen=True) is None
 
 
 def test_max_memory_picks_a_tile_or_refuses(tmp_path, capsys, monkeypatch):

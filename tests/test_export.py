@@ -172,3 +172,10 @@ def test_signatures_check_their_inputs_in_the_graph(tmp_path):
     out = f32(frames=tf.constant(np.full((1, 1, 9, 11, 1), 5.0, np.float32)))["enhanced"].numpy()
     inside = f32(frames=tf.constant(np.ones((1, 1, 9, 11, 1), np.float32)))["enhanced"].numpy()
     assert out.min() >= 0 and out.max() <= 1 and np.array_equal(out, inside)  # 5.0 is read as 1.0
+    from vcar_tf.errors import VcarError
+    from vcar_tf.inference.saved_model import SavedModelEnhancer
+
+    runner = SavedModelEnhancer(path)  # as vcar-enhance --saved_model calls it: integers are refused
+    with pytest.raises(VcarError, match="frames must be float32 in \\[0, 1\\]; got uint8"):
+        runner(np.full((1, 1, 9, 11, 1), 200, np.uint8))
+    np.testing.assert_array_equal(runner(np.ones((1, 1, 9, 11, 1), np.float64)), inside)

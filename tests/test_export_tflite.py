@@ -126,7 +126,8 @@ def test_free_size_tflite_resizes_and_runner_rejects_bad_input(sample_root, tmp_
     # vcar-enhance says so before TensorFlow loads: another size, or tiles of the file's own size
     for (h, w), extra, message in ((SIZE_B, [], "exported for 53x37 frames, the video's are 45x30: export it with "
                                     "--height 30 --width 45"),
-                                   (SIZE_A, ["--tile", "16"], "--tile needs a free-size export")):
+                                   (SIZE_A, ["--tile", "16"], "--tile needs a free-size export"),
+                                   (SIZE_A, ["--max_memory", "4G"], "--max_memory needs a free-size export")):
         clip = str(tmp_path / f"clip_{w}x{h}.mkv")
         make_video(clip, width=w, height=h, frames=2, codec="ffv1", options={}, audio=False)
         r = run_without_tf("vcar_tf.cli.enhance", clip, str(tmp_path / "o.y4m"), "--exported", fixed_path, *extra)

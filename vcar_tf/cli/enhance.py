@@ -72,7 +72,10 @@ def parse_bytes(text):
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*", text.upper())
     if not m:
         raise VcarError(f"--max_memory {text!r}: give a size such as 4G or 512M")
-    return int(float(m.group(1)) * 1024 ** " KMGT".index(m.group(2) or " "))
+    try:
+        return int(float(m.group(1)) * 1024 ** " KMGT".index(m.group(2) or " "))
+    except OverflowError:
+        raise VcarError(f"--max_memory {text!r}: too large a number") from None
 
 
 def check_paths(args):
@@ -111,21 +114,26 @@ def check_fixed_size(model, src, args):
     size = getattr(model, "input_size", None)
     if size is None:
         return
+    path = args.exported or args.saved_model
     if size != (src.height, src.width):
-        raise VcarError(f"{args.exported} was exported for {size[1]}x{size[0]} frames, the video's are "
+        raise VcarError(f"{path} was exported for {size[1]}x{size[0]} frames, the video's are "
                         f"{src.width}x{src.height}: export it with --height {src.height} --width {src.width}, or "
                         "--height 0 --width 0 for any size")
-    if args.tile is not None:
-        raise VcarError(f"{args.exported} was exported for whole {size[1]}x{size[0]} frames: --tile needs a "
-                        "free-size export (--height 0 --width 0)")
+    for flag in ("tile", "max_memory"):
+        if getattr(args, flag) is not None:
+            raise VcarError(f"{path} was exported for whole {size[1]}x{size[0]} frames: --{flag} needs a "
+                            "free-size export (--height 0 --width 0)")
 
 
-def fit_export_limit(model, src, tile, overlap):
-    """The tile, made small enough for an export that takes at most so many pixels a call."""
+def fit_export_limit(model, src, tile, overlap, chosen=False):
+    """The tile, made small enough for an export that takes at most so many pixels a call; a tile
+    `chosen` by --max_memory (not the user's --tile) is made smaller, not refused."""
     limit = getattr(model, "max_frame_pixels", None)
     if limit is None:
         return tile
-    fitted = tile_within_pixels(limit, src.height, src.width, tile, overlap)
+    fitted = tile_within_pixels(limit, src.height, src.width, None if chosen else tile, overlap)
+    if chosen and (fitted is None or (tile is not None and tile <= fitted)):
+        return tile
     if fitted != tile:
         print(f"{src.width}x{src.height} frames are over the export's {limit} pixels a call: tiles of "
               f"{fitted}x{fitted} with {overlap} px overlap")
@@ -167,7 +175,7 @@ def plan_tiles(args, src, name, radius, channels=0):
     from vcar_tf.inference.video import QUEUE
 
     tile, fixed = plan_for_memory(budget, name, src.width, src.height, radius, 2 * QUEUE + radius + 1,
-                                  src.bit_depth // 8 + 1, overlap, channels)
+                                  (src.bit_depth + 7) // 8, overlap, channels)
     if tile == 0:
         raise VcarError(f"--max_memory {args.max_memory} is too small: {HEADROOM:.0%} of it, less the "
                         f"{fixed / 2**30:.2f} GiB that the model and the frame buffers already hold, leaves too "
@@ -241,7 +249,7 @@ def main(argv=None):
         from vcar_tf.models.recurrent import is_recurrent, state_channels
 
         tile, overlap = plan_tiles(args, src, name, radius, state_channels(model) if is_recurrent(model) else 0)
-        tile = fit_export_limit(model, src, tile, overlap)
+        tile = fit_export_limit(model, src, tile, overlap, chosen=args.max_memory is not None)
         start = time.perf_counter()
         with dst:
             n = enhance_video(model, radius, src, dst, tile, overlap, progress=not args.no_progress)

@@ -27,11 +27,20 @@ class SavedModelEnhancer:
             self.state_channels = inputs[HIDDEN].shape[-1]
 
     def __call__(self, x, training=False):
-        return self._fn(**{FRAMES: tf.convert_to_tensor(x, tf.float32)})[ENHANCED]
+        return self._fn(**{FRAMES: float32(FRAMES, x)})[ENHANCED]
 
     def initial_state(self, window):
-        return self._initial(**{FRAMES: tf.convert_to_tensor(window, tf.float32)})[HIDDEN]
+        return self._initial(**{FRAMES: float32(FRAMES, window)})[HIDDEN]
 
     def step(self, window, hidden):
-        out = self._fn(**{FRAMES: tf.convert_to_tensor(window, tf.float32), HIDDEN: tf.convert_to_tensor(hidden)})
+        out = self._fn(**{FRAMES: float32(FRAMES, window), HIDDEN: float32(HIDDEN, hidden)})
         return out[ENHANCED], out[HIDDEN]
+
+
+def float32(name, array):
+    """A float input as float32; integers are refused as the TFLite and ONNX runners refuse them
+    (uint8 0..255 read as floats would be clipped to [0, 1] by the signature: a white frame)."""
+    tensor = tf.convert_to_tensor(array)
+    if not tensor.dtype.is_floating:
+        raise VcarError(f"{name} must be float32 in [0, 1]; got {tensor.dtype.name}")
+    return tf.cast(tensor, tf.float32)
