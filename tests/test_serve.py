@@ -205,6 +205,7 @@ BAD_REQUESTS = [
     ("POST", "/v1/models/arcnn:predict", b'{"inputs": [[[1, 2], [3, 4]]], "signature_name": "nope"}', 400,
      '"nope" not found'),
     ("POST", "/v1/models/arcnn:predict", b'{"inputs": [[[1.5, 2], [3, 4]]]}', 400, "non-integer"),
+    ("POST", "/v1/models/arcnn:predict", b'{"inputs": [[[]]]}', 400, "an empty frame (shape [1, 1, 0])"),
     ("POST", "/v1/models/arcnn:predict", b'{"inputs": [[[1, 2], [3, 256]]]}', 400, "0..255"),
     ("POST", "/v1/models/arcnn:predict", b'{"inputs": [[1, 2], [3, 4]]}', 400, "expected uint8 [1, ?, ?]"),
     ("POST", "/v1/models/arcnn:predict", b'{"inputs": [[[1, 2]], [[3, 4]]]}', 400, "expected uint8 [1, ?, ?]"),

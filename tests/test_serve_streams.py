@@ -198,6 +198,39 @@ def test_a_batch_counts_rows_and_batches_run_on_several_threads():
         batcher.close()
 
 
+def test_closing_the_batcher_fails_its_queued_requests_instead_of_leaving_them_waiting():
+    """At shutdown, requests still queued behind a running batch get UNAVAILABLE (they waited for
+    ever, and their non-daemon worker threads kept vcar-serve from exiting); the running batch ends."""
+    from vcar_tf.serving.batching import Batcher
+    from vcar_tf.serving.status import ServingError
+
+    started = threading.Event()
+
+    def run_batch(jobs):
+        started.set()
+        time.sleep(1.0)
+        return [j * 2 for j in jobs]
+
+    batcher = Batcher(max_batch_size=1, timeout_s=0.0)
+    outcomes = []
+
+    def request(i):
+        try:
+            outcomes.append(batcher.run("a", i, run_batch))
+        except ServingError as e:
+            outcomes.append(e.code)
+
+    threads = [threading.Thread(target=request, args=(i,), daemon=True) for i in range(3)]  # daemon: a hang fails
+    for thread in threads:
+        thread.start()
+    assert started.wait(10)
+    time.sleep(0.2)  # the other two are queued behind the running batch
+    batcher.close()
+    for thread in threads:
+        thread.join(timeout=20)
+    assert sorted(map(str, outcomes))[-2:] == ["UNAVAILABLE"] * 2 and len(outcomes) == 3, outcomes
+
+
 def test_a_replaced_version_is_unloaded_after_its_in_flight_requests(tmp_path):
     """ModelStore with a stand-in loader: version 2 takes new requests at once, version 1 lives
     until the request that holds it ends; a version failing to load leaves 2 serving."""

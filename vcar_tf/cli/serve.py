@@ -68,6 +68,8 @@ def parse_args(argv):
     p.add_argument("--max_streams", type=positive(int), default=8, help="open streams of recurrent models (default 8)")
     p.add_argument("--stream_idle_timeout_seconds", type=positive(float), default=300.0,
                    help="a stream idle this long is closed (default 300)")
+    p.add_argument("--shutdown_grace_seconds", type=positive(float), default=30.0,
+                   help="on SIGTERM or Ctrl-C, requests in flight may finish this long (default 30)")
     args = p.parse_args(argv)
     if args.batch_timeout_micros < 0:
         p.error("--batch_timeout_micros must be 0 or more")
@@ -93,7 +95,8 @@ def main(argv=None):
                             max_request_bytes=args.max_request_bytes,
                             body_timeout_s=args.body_timeout_seconds, max_frame_pixels=args.max_frame_pixels,
                             max_inflight=args.max_inflight, max_streams=args.max_streams,
-                            stream_idle_timeout_s=args.stream_idle_timeout_seconds)
+                            stream_idle_timeout_s=args.stream_idle_timeout_seconds,
+                            shutdown_grace_s=args.shutdown_grace_seconds)
     server = ModelServer(models, options)
     try:
         rest_port, grpc_port = server.start()

@@ -6,7 +6,7 @@ import threading
 import time
 from concurrent.futures import Future
 
-from vcar_tf.serving.status import invalid
+from vcar_tf.serving.status import ServingError, invalid
 
 
 class _Job:
@@ -43,9 +43,15 @@ class Batcher:
         return job.future.result()
 
     def close(self):
+        """Stop; jobs still queued fail UNAVAILABLE (their requests would wait for ever: gRPC's and
+        AnyIO's worker threads are joined at exit, so the process would not end)."""
         with self._cond:
             self._closed = True
+            queued = [job for queue in self._queues.values() for job in queue]
+            self._queues.clear()
             self._cond.notify_all()
+        for job in queued:
+            job.future.set_exception(ServingError("UNAVAILABLE", "the server is shutting down"))
         for thread in self._threads:
             thread.join(timeout=10)
 

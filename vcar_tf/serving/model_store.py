@@ -130,12 +130,13 @@ class ModelStore:
                 loaded = LoadedVersion(config.name, version, path, self._loader)
             except Exception as e:  # noqa: BLE001  (any load failure leaves the previous version serving)
                 message = " ".join(f"{type(e).__name__}: {e}".split())[:500]
-                self._failed[config.name][version] = (stamp, message)
+                with self._lock:  # status() reads _failed under the lock
+                    self._failed[config.name][version] = (stamp, message)
                 self._log(f"vcar-serve: {config.name} version {version} failed to load, "
                           f"{'version ' + str(current.version) if current else 'nothing'} still served: {message}")
                 continue
-            self._failed[config.name].pop(version, None)
             with self._lock:
+                self._failed[config.name].pop(version, None)
                 old = self._served.get(config.name)
                 self._served[config.name] = loaded
                 if old is not None:

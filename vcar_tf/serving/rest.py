@@ -123,6 +123,9 @@ class RestApi:
             print(f"vcar-serve: internal error on {request.method} {request.url.path}: {type(e).__name__}: {e}",
                   file=sys.stderr, flush=True)
             return error_response(ServingError("INTERNAL", f"internal error: {type(e).__name__}"))
+        except BaseException:  # cancelled (a shutdown's grace ran out, the client left): not an OK
+            code = "CANCELLED"
+            raise
         finally:
             self.metrics.observe(model, method, "rest", code, time.perf_counter() - started)
 

@@ -35,6 +35,7 @@ class ServerOptions:
     max_inflight: int = 16
     max_streams: int = 8
     stream_idle_timeout_s: float = 300.0
+    shutdown_grace_s: float = 30.0  # in-flight requests may finish this long after SIGTERM
 
 
 def bind_socket(host, port):
@@ -83,7 +84,7 @@ class ModelServer:
         app = RestApi(self.store, self.predictor, self.streams, self.metrics, options.max_request_bytes,
                       options.body_timeout_s).app()
         config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False,
-                                timeout_graceful_shutdown=5)
+                                timeout_graceful_shutdown=options.shutdown_grace_s)
         self._uvicorn = uvicorn.Server(config)
         self._spawn("vcar-serve-rest", lambda: self._uvicorn.run(sockets=[sock]))
         self._spawn("vcar-serve-poll", self._poll_loop)
@@ -122,10 +123,11 @@ class ModelServer:
         self._stopping.set()
         if self._uvicorn is not None:
             self._uvicorn.should_exit = True
-        if self._grpc is not None:
-            self._grpc.stop(grace=2).wait(5)
+        grace = self.options.shutdown_grace_s
+        if self._grpc is not None:  # both stop listening at once; in-flight calls get `grace` to finish
+            self._grpc.stop(grace=grace).wait(grace + 5)
         for thread in self._threads:
-            thread.join(timeout=10)
+            thread.join(timeout=grace + 10)
         if self.batcher is not None:
             self.batcher.close()
         self.streams.close_all()

@@ -98,6 +98,8 @@ class Signature:
 def convert(array, dtype, expected):
     """`array` as `dtype`: integers in range for an integer dtype, finite numbers for a float one."""
     kind = array.dtype.kind
+    if array.size == 0:  # JSON's [[[]]] reads as float64: say what it is, not "non-integer numbers"
+        raise invalid(f"{expected}: an empty frame (shape {list(array.shape)})")
     if dtype.kind in "iu":
         if kind not in "iu":
             raise invalid(f"{expected}, got {'non-integer numbers' if kind == 'f' else array.dtype.name}")
