@@ -32,8 +32,9 @@ def _fresh_env():
 @pytest.mark.parametrize("name,radius", [("stifn_r3", 3), ("arcnn", 0), ("stdf_r3", 3), ("nl_convlstm", 3),
                                          ("stdf_dsta", 3)])
 def test_saved_model_matches_keras_in_fresh_process(name, radius, tmp_path, monkeypatch):
+    from vcar_tf.errors import VcarError
+
     if name.startswith("stdf"):  # the Keras side runs the fused op where it builds; the export never does
-        from vcar_tf.errors import VcarError
         from vcar_tf.ops.deform_conv_op import load_deform_conv
 
         try:
@@ -48,6 +49,13 @@ def test_saved_model_matches_keras_in_fresh_process(name, radius, tmp_path, monk
     assert path == str(base / "1") and os.path.exists(base / "1" / "saved_model.pb")
     assert b"VcarDeformConv2D" not in (base / "1" / "saved_model.pb").read_bytes()
     assert export_saved_model(model, radius, str(base)).endswith("2")  # next version
+    os.rename(base / "2", base / "0003")  # TF Serving's version 3; a version folder is a number, not a name
+    with pytest.raises(VcarError, match="version 3 already exists"):
+        export_saved_model(model, radius, str(base), version=3)
+    os.rename(base / "0003", base / "2")
+    with pytest.raises(Exception):
+        export_saved_model(object(), radius, str(tmp_path / "serving" / "never"))
+    assert not (tmp_path / "serving" / "never").exists()  # a failed first export leaves no base folder
     expected = {}
     for key, (h, w) in (("a", (37, 53)), ("b", (30, 45))):  # not multiples of 8
         frames = rng.integers(0, 256, (2 * radius + 1, h, w), dtype=np.uint8)

@@ -22,6 +22,13 @@ def test_export_and_evaluate_commands_with_tflite_and_onnx(sample_cache, tmp_pat
         assert export.main(["--model_dir", run, "--format", fmt, "--out", str(tmp_path), *extra]) == 0
         paths[fmt] = capsys.readouterr().out.split("exported ")[-1].strip()
     assert paths["tflite"].endswith("arcnn_240x416_fp32.tflite") and paths["onnx"].endswith("arcnn.onnx")
+    onnx_bytes = open(paths["onnx"], "rb").read()
+    with pytest.raises(SystemExit) as refused:  # an existing file is replaced only with --overwrite
+        export.main(["--model_dir", run, "--format", "onnx", "--out", str(tmp_path)])
+    assert refused.value.code == 2 and "arcnn.onnx exists; pass --overwrite" in capsys.readouterr().err
+    assert open(paths["onnx"], "rb").read() == onnx_bytes
+    assert export.main(["--model_dir", run, "--format", "onnx", "--out", str(tmp_path), "--overwrite"]) == 0
+    capsys.readouterr()
     model, _, radius = load_run(run)
     want = evaluate_pairs(model, find_pairs(f"{root}/test", 37), radius)[0][0]
     for fmt, path in paths.items():

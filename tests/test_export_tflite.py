@@ -121,6 +121,12 @@ def test_free_size_tflite_resizes_and_runner_rejects_bad_input(sample_root, tmp_
     streamed = np.stack(list(enhance_frames(runner, comp, 3)))
     assert np.abs(streamed - np.clip(_keras_frames(model, windows(comp, 3)), 0, 1)).max() <= 1e-4
 
+    nl_model = parity_model("nl_convlstm")  # its non-local warp converts with free H and W too
+    nl_free = export_tflite(nl_model, 3, str(tmp_path / "nl_free.tflite"))
+    out = _fresh(tmp_path, nl_free, inputs)
+    for k, ws in inputs.items():
+        assert np.abs(out[k] - _keras_frames(nl_model, ws)).max() <= 1e-4
+
     fixed_path = export_tflite(build("arcnn"), 0, str(tmp_path / "fixed.tflite"), *SIZE_A)
     fixed = load_exported(fixed_path)
     # vcar-enhance says so before TensorFlow loads: another size, or tiles of the file's own size

@@ -8,7 +8,7 @@
 
 saved_model writes DIR/NAME/VERSION/ (TF Serving's layout; VERSION defaults to one more than the
 largest there); tflite writes DIR/NAME_HxW_QUANT.tflite (builtin ops only; `--height 0 --width 0`
-leaves H and W free for window models but NL-ConvLSTM); onnx writes DIR/NAME.onnx (free batch, H
+leaves H and W free for window models); onnx writes DIR/NAME.onnx (free batch, H
 and W; `--onnx_deform native` maps deformable convolutions onto ONNX's DeformConv, opset 19, instead
 of the stock-op composite; `--quantization int8` writes DIR/NAME[_deformconv]_int8.onnx with int8
 convolutions). Every other export uses stock ops only (the deformable convolution's composite); the signatures
@@ -77,6 +77,14 @@ def calibration_windows(model, radius, height, width, count):
         return samples
 
 
+def check_new_file(path, overwrite):
+    """An export file that exists is replaced only with --overwrite (another model of the same
+    registry name, e.g. another QP's preset, would otherwise replace it unsaid)."""
+    if os.path.exists(path) and not overwrite:
+        raise VcarError(f"{path} exists; pass --overwrite to replace it, or --name to export beside it")
+    return path
+
+
 @cli_main
 def main(argv=None):
     p = ArgumentParser(prog="vcar-export", description=__doc__.split("\n")[0])
@@ -93,6 +101,7 @@ def main(argv=None):
     p.add_argument("--onnx_deform", default="composite", choices=ONNX_DEFORMS,
                    help="onnx: deformable convs as the stock-op composite (opset 18) or ONNX DeformConv (opset 19)")
     p.add_argument("--calibration_frames", type=int, default=8, help="int8: sample windows to calibrate on")
+    p.add_argument("--overwrite", action="store_true", help="tflite, onnx: replace an existing file")
     args = p.parse_args(argv)
     if args.version is not None and args.version < 1:
         raise VcarError(f"--version must be 1 or more (TF Serving's version folders), not {args.version}")
@@ -133,17 +142,18 @@ def main(argv=None):
     elif args.format == "onnx":
         suffix = ("_deformconv" if args.onnx_deform == "native" else "") + (
             "_int8" if args.quantization == "int8" else "")
+        target = check_new_file(os.path.join(args.out, f"{name}{suffix}.onnx"), args.overwrite)
         representative = (calibration_windows(model, radius, *ONNX_CALIBRATION_SIZE, args.calibration_frames)
                           if args.quantization == "int8" else None)
-        path = onnx_export.export_onnx(model, radius, os.path.join(args.out, f"{name}{suffix}.onnx"), deform=args.onnx_deform,
-                           quantization=args.quantization, representative=representative)
+        path = onnx_export.export_onnx(model, radius, target, deform=args.onnx_deform,
+                                       quantization=args.quantization, representative=representative)
     else:
         height, width = (args.height, args.width) if args.height else (None, None)
+        size = f"{height}x{width}" if height else "free"
+        target = check_new_file(os.path.join(args.out, f"{name}_{size}_{args.quantization}.tflite"), args.overwrite)
         representative = (calibration_windows(model, radius, height or 480, width or 832, args.calibration_frames)
                           if args.quantization.startswith("int8") else None)
-        size = f"{height}x{width}" if height else "free"
-        path = tflite_export.export_tflite(model, radius, os.path.join(args.out, f"{name}_{size}_{args.quantization}.tflite"),
-                             height, width, args.quantization, representative)
+        path = tflite_export.export_tflite(model, radius, target, height, width, args.quantization, representative)
     print(f"exported {path}")
     return 0
 

@@ -118,6 +118,7 @@ def onnx_model(model, radius, opset=OPSET, deform="composite", quantization="fp3
         for entry in proto.opset_import:
             if entry.domain in ("", "ai.onnx"):
                 entry.version = max(entry.version, 19)
+        proto.ir_version = max(proto.ir_version, 9)  # opset 19 needs IR 9 (onnx.helper.find_min_ir_version_for)
     meta = {META_RADIUS: str(radius), META_RECURRENT: str(int(recurrent))}
     if recurrent:
         meta[META_STATE_CHANNELS] = str(state_channels(model))

@@ -4,9 +4,9 @@ export_tflite(model, radius, path, height, width) writes one .tflite file holdin
 signatures.float_function: serve_float for a window model (frames float32 [1, 2R+1, H, W, 1] ->
 enhanced [1, H, W, 1]), step_float for a recurrent one (frames, hidden [1, H', W', C] -> enhanced,
 hidden). H and W are fixed (TFLite plans its memory for static shapes); `height=None, width=None`
-leaves them free for the interpreter's resize_tensor_input (window models but NL-ConvLSTM, whose
-non-local warp needs static shapes in TFLite; a recurrent step model is always fixed, so its first
-state is zeros of its hidden input's shape).
+leaves them free for the interpreter's resize_tensor_input (window models, NL-ConvLSTM's
+non-local warp included; a recurrent step model is always fixed, so its first state is zeros of
+its hidden input's shape).
 
 The converter may use only TFLITE_BUILTINS (no Flex/SELECT_TF_OPS), so a graph that needs a TF op
 fails at conversion rather than on the phone. Deformable convolutions trace the stock-op composite,
