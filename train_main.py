@@ -89,7 +89,8 @@ def main(argv):
     result = trainer.run()
     if "stopped_by" in result:
         return 128 + result["stopped_by"]  # the shell's convention for a signal, so schedulers see it
-    if cfg.export:
+    exported = None
+    if cfg.export and trainer.is_chief:  # one export per run, not one per worker
         export_dir = cfg.export_dir or RunFolder(cfg.model_dir).serving
         exported = export_saved_model(trainer.model, trainer.radius, os.path.join(export_dir, trainer.spec.name))
     if result["rows"]:
@@ -99,7 +100,7 @@ def main(argv):
         print(f"validation ΔPSNR {result['delta_psnr']:+.3f} dB, ΔSSIM {result['delta_ssim_x100']:+.3f} x1e-2 "
               f"after {result['step']} steps")
     print(f"checkpoints in {cfg.model_dir}/checkpoints")
-    if cfg.export:
+    if exported:
         print(f"exported SavedModel {exported}")
     return 0
 

@@ -84,6 +84,10 @@ def test_a_resume_refuses_settings_that_change_the_training(tiny_dataset, tmp_pa
     Trainer(_config(tiny_dataset, run, 6, eval_every=5, checkpoint_every=4)).run()
     index = (run / "checkpoints" / "checkpoint").read_text()
     assert all(f'"ckpt-{n}"' in index for n in (4, 5, 6))  # 5: saved before its validation, not only after
+    config = (run / "config.json").read_text()
+    with pytest.raises(VcarError, match="is at step 6, past --steps 2"):  # it recorded steps=2 and re-exported
+        Trainer(_config(tiny_dataset, run, 2)).run()
+    assert (run / "config.json").read_text() == config
     fresh = tmp_path / "fresh"
     fresh.mkdir()
     (fresh / "config.json").write_text(json.dumps({"model": "dncnn", "batch": 64}))  # a failed first attempt
@@ -440,6 +444,28 @@ def test_a_bad_init_from_or_model_dir_fails_before_any_data_is_prepared(tmp_path
         with pytest.raises(VcarError, match=message):
             trainer.Trainer(cfg)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_signal_during_the_final_validation_ends_the_run_as_a_stop(tiny_dataset, tmp_path, monkeypatch):
+    """SIGTERM while the last validation runs: the run ends as stopped (train_main exits 143 and
+    does not export) and writes no final report; a rerun validates again."""
+    import signal
+
+    from vcar_tf.train.trainer import Trainer
+
+    validate = Trainer.validate
+
+    def validate_then_signal(self):
+        out = validate(self)
+        self._on_signal(signal.SIGTERM, None)
+        return out
+
+    monkeypatch.setattr(Trainer, "validate", validate_then_signal)
+    run = tmp_path / "run"
+    assert Trainer(_config(tiny_dataset, run, 2)).run() == {"stopped_by": signal.SIGTERM}
+    assert not (run / "eval" / "report.csv").exists()
+    monkeypatch.setattr(Trainer, "validate", validate)
+    assert Trainer(_config(tiny_dataset, run, 2)).run()["step"] == 2 and (run / "eval" / "report.csv").exists()
 
 
 def test_without_a_val_split_validations_choose_nothing(tiny_dataset, tmp_path, capsys):

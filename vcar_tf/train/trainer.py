@@ -219,8 +219,11 @@ class Trainer:
     def _run(self):
         cfg = self.cfg
         resumed = self.restore()
-        write_config(self.work_dir, cfg)
         start = int(self.step.numpy())
+        if start > cfg.steps:
+            raise VcarError(f"{self.work_dir} is at step {start}, past --steps {cfg.steps}: resume with --steps "
+                            f"{start} or more (a finished run is evaluated with vcar-evaluate)")
+        write_config(self.work_dir, cfg)
         if resumed:
             print(f"resumed from {self.manager.latest_checkpoint} at step {start}", file=sys.stderr)
         if not self.selects_on_val:
@@ -238,7 +241,9 @@ class Trainer:
                 loss = float(train_step(x, y))
                 if not np.isfinite(loss):
                     raise VcarError(f"the loss became {loss} at step {int(self.step.numpy())}: training stopped "
-                                    f"without saving it (the last checkpoint is kept); lower --lr")
+                                    f"without saving it (the last checkpoint is kept); a resume repeats it, so "
+                                    f"start a new run from it at a lower rate: --init_from={self.work_dir} "
+                                    f"--model_dir=NEW --lr=...")
                 self.losses.append(loss)
                 step = int(self.step.numpy())
                 bar.update(1)
@@ -256,6 +261,7 @@ class Trainer:
                     if step % cfg.checkpoint_every:  # a validation takes minutes: a kill during it loses nothing
                         self.manager.save(checkpoint_number=step)
                     self._log_validation(step)
+                    t0, n0 = time.perf_counter(), step  # steps/s counts training, not the validation
             bar.close()
             self.manager.save(checkpoint_number=int(self.step.numpy()))
             if self._stop:
@@ -264,6 +270,9 @@ class Trainer:
                 return {"stopped_by": self._stop}
             step = int(self.step.numpy())
             result = self._log_validation(step) if self.val_pairs else {"step": step, "rows": []}
+            if self._stop:  # a signal during the final validation: no report, no export (a rerun validates)
+                print(f"stopped by signal {self._stop} after step {step}; checkpoint saved", file=sys.stderr)
+                return {"stopped_by": self._stop}
             if result["rows"]:
                 write_report(self.folder.eval, result["rows"], result["curves"],
                              f"{self.spec.name} at QP{cfg.qp} after {step} steps")
