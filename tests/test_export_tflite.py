@@ -120,6 +120,11 @@ def test_free_size_tflite_resizes_and_runner_rejects_bad_input(sample_root, tmp_
     comp = sample_clips(sample_root, SIZE_B, frames=3)[0]
     streamed = np.stack(list(enhance_frames(runner, comp, 3)))
     assert np.abs(streamed - np.clip(_keras_frames(model, windows(comp, 3)), 0, 1)).max() <= 1e-4
+    edges = np.indices((1, 7, *SIZE_A, 1)).sum(axis=0) % 2 * np.float32(1.0)  # a checkerboard: 0 and 1
+    raw_keras = _keras_frames(model, edges.astype(np.float32))
+    assert raw_keras.min() < 0 or raw_keras.max() > 1  # the model overshoots [0, 1] here
+    np.testing.assert_allclose(np.asarray(runner(edges.astype(np.float32)))[..., 0], np.clip(raw_keras, 0, 1),
+                               atol=1e-4)  # the runner's frames are clipped, as the SavedModel's
 
     nl_model = parity_model("nl_convlstm")  # its non-local warp converts with free H and W too
     nl_free = export_tflite(nl_model, 3, str(tmp_path / "nl_free.tflite"))

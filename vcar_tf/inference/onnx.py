@@ -53,7 +53,7 @@ class OnnxEnhancer:
     def __call__(self, x, training=False):
         if self.recurrent:
             raise VcarError(f"{self.path} is a recurrent step model: use step(window, hidden)")
-        return self._session.run([ENHANCED], {FRAMES: self._check(FRAMES, x)})[0]
+        return np.clip(self._session.run([ENHANCED], {FRAMES: self._check(FRAMES, x)})[0], 0.0, 1.0)
 
     def initial_state(self, window):
         """Zeros [B, H', W', C], H' and W' being H and W rounded up to the state's multiple."""
@@ -68,4 +68,4 @@ class OnnxEnhancer:
             raise VcarError(f"hidden state must be {'x'.join(map(str, want))} for a window of "
                             f"{window.shape[2]}x{window.shape[3]}; got {'x'.join(map(str, hidden.shape))}")
         enhanced, hidden = self._session.run([ENHANCED, NEXT_HIDDEN], {FRAMES: window, HIDDEN: hidden})
-        return enhanced, hidden
+        return np.clip(enhanced, 0.0, 1.0), hidden  # frames in [0, 1], as the SavedModel's signatures clip them

@@ -78,7 +78,7 @@ class TFLiteEnhancer:
             self._interpreter.set_tensor(index, array)
         self._interpreter.invoke()
         outputs = [self._interpreter.get_tensor(d["index"]) for d in self._interpreter.get_output_details()]
-        enhanced = next(o for o in outputs if o.shape[-1] == 1)  # the state has C > 1 channels
+        enhanced = np.clip(next(o for o in outputs if o.shape[-1] == 1), 0.0, 1.0)  # as the SavedModel clips; a state has C > 1
         hidden = next((o for o in outputs if o.shape[-1] != 1), None)
         return enhanced, hidden
 
