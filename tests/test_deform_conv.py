@@ -154,7 +154,7 @@ def test_fused_matches_composite_forward_and_every_gradient(seed, shape):
 def test_cuda_kernels_emulated_on_the_cpu_match_composite(seed, shape):
     """The CUDA kernels' bodies (deform_conv_gpu.cu.cc) compiled by g++ as loops, with tiles of a
     few pixels and kernel-gradient slices of 16 so that every case crosses several of each."""
-    from vcar_tf.ops import build, deform_conv_op
+    from vcar_tf.ops import deform_conv_op
 
     fused_op_or_skip()  # a compiler is there
     lib = deform_conv_op.load_deform_conv_emulation()
@@ -165,7 +165,7 @@ def test_cuda_library_builds_with_nvcc_and_loads():
     """Where a CUDA toolkit is installed: nvcc compiles the kernels, g++ the GPU op with TF's GPU
     headers (through the include overlay), and TF loads the library (in a fresh process: it
     registers the same ops as the CPU-only library). The kernels themselves run only on a GPU."""
-    from vcar_tf.ops import build, deform_conv_op
+    from vcar_tf.ops import build
 
     fused_op_or_skip()
     if build.CudaToolkit.find() is None:
@@ -180,7 +180,7 @@ def test_cuda_library_builds_with_nvcc_and_loads():
 @pytest.mark.skipif(not tf.config.list_physical_devices("GPU"), reason="no GPU visible to TF")
 @pytest.mark.parametrize("seed,shape", FUSED_CASES)
 def test_cuda_kernels_on_the_gpu_match_composite(seed, shape):
-    from vcar_tf.ops import build, deform_conv_op
+    from vcar_tf.ops import build
 
     assert build.CudaToolkit.find() is not None, "a GPU but no CUDA toolkit: set VCAR_CUDA_HOME"
     lib = fused_op_or_skip()
@@ -281,7 +281,7 @@ def test_failed_build_warns_once_and_falls_back(monkeypatch, tmp_path):
 
 
 def test_cuda_tf_without_a_toolkit_of_its_cuda_version_warns_and_uses_the_cpu_kernel(monkeypatch):
-    from vcar_tf.ops import build, deform_conv_op
+    from vcar_tf.ops import deform_conv_op
 
     fused_op_or_skip()
     monkeypatch.delenv("VCAR_CUDA_HOME", raising=False)
