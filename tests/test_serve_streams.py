@@ -264,6 +264,10 @@ def test_a_replaced_version_is_unloaded_after_its_in_flight_requests(tmp_path):
     assert store.poll() == [] and store.served("m").version == 2
     assert store.status("m") == [(3, "END", "UNKNOWN", "ValueError: corrupt"), (2, "AVAILABLE", "OK", "")]
     assert store.poll() == [] and len(loaded) == 2  # an unchanged failed version is not retried
+    labelled = ModelStore([ModelConfig("m", str(base), version_labels={"stable": 2, "canary": 3})], loader=loader,
+                          log=log.append)
+    labelled.poll()
+    assert labelled.unserved_labels() == [("m", "canary", 3)]  # said at start; TF Serving refuses it
 
 
 def test_version_folders_as_tf_serving_reads_them(tmp_path):

@@ -109,6 +109,14 @@ class ModelStore:
         self._retiring = []  # replaced versions with users left
         self._failed = {m.name: {} for m in models}  # name -> {version: (stamp, message)}
 
+    def unserved_labels(self):
+        """[(model, label, version)] of version labels naming a version that is not served: TF Serving
+        refuses them at start (unless --allow_version_labels_for_unavailable_models)."""
+        with self._lock:
+            served = {name: loaded.version for name, loaded in self._served.items()}
+        return [(name, label, version) for name, config in self.models.items()
+                for label, version in config.version_labels.items() if served.get(name) != version]
+
     def poll(self):
         """Load what changed under every base path; returns the names whose served version changed."""
         changed = []

@@ -68,6 +68,9 @@ class ModelServer:
         """Load the models (first poll), then serve; returns (REST port, gRPC port). A port that
         cannot be bound is an OSError, with nothing left running."""
         self.store.poll()
+        for name, label, version in self.store.unserved_labels():
+            print(f"vcar-serve: warning: label {label!r} of model {name} names version {version}, which is not "
+                  f"served (only the newest version is): requests to it answer 404", file=sys.stderr, flush=True)
         try:
             return self._start_servers()
         except BaseException:
