@@ -113,6 +113,8 @@ def test_an_interrupted_prepare_stops_its_running_and_queued_jobs(tmp_path, sign
     def command():
         _run_parallel(_sleep_then_mark, [(str(tmp_path), i) for i in range(6)], 2, "test")
 
+    # Python's own Ctrl-C handler, whatever an earlier test in this process left installed
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(3.0, os.kill, (os.getpid(), getattr(signal, signum)))
     timer.start()
     start = time.monotonic()
@@ -121,6 +123,7 @@ def test_an_interrupted_prepare_stops_its_running_and_queued_jobs(tmp_path, sign
             command()
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, previous)
     assert e.value.code == {"SIGINT": 130, "SIGTERM": 143}[signum]
     assert time.monotonic() - start < 20
     time.sleep(1)  # a queued job that started now would show
