@@ -1,9 +1,17 @@
-"""The input checks the TFLite and ONNX runners share (the SavedModel makes them in its graph)."""
+"""The input checks the TFLite and ONNX runners share (the SavedModel makes most in its graph)."""
 
 import numpy as np
 
 from vcar_tf.errors import VcarError
 from vcar_tf.export.names import FRAMES
+
+
+def refuse_integers(name, dtype):
+    """Frames and states are floats in [0, 1]: integers (uint8 0..255) would be read as floats and
+    clipped to a white frame. `dtype` is a NumPy dtype or a tf.DType."""
+    floating = dtype.is_floating if hasattr(dtype, "is_floating") else np.issubdtype(dtype, np.floating)
+    if not floating:
+        raise VcarError(f"{name} must be float32 in [0, 1]; got {dtype.name}")
 
 
 def finite_input(name, array):

@@ -10,7 +10,7 @@ import os
 import numpy as np
 
 from vcar_tf.errors import VcarError, first_line
-from vcar_tf.inference.input_checks import finite_input
+from vcar_tf.inference.input_checks import finite_input, refuse_integers
 from vcar_tf.export.names import ENHANCED, FRAMES, HIDDEN, META_RADIUS, META_STATE_CHANNELS, META_STATE_MULTIPLE, NEXT_HIDDEN
 
 
@@ -41,8 +41,7 @@ class OnnxEnhancer:
 
     def _check(self, name, array):
         array = np.asarray(array)
-        if not np.issubdtype(array.dtype, np.floating):
-            raise VcarError(f"{name} must be float32 in [0, 1]; got {array.dtype}")
+        refuse_integers(name, array.dtype)
         want = self._shapes[name]
         if array.ndim != len(want) or any(isinstance(s, int) and s != a for s, a in zip(want, array.shape)):
             raise VcarError(f"{os.path.basename(self.path)}: {name} must be "

@@ -4,6 +4,7 @@ import tensorflow as tf
 
 from vcar_tf.errors import VcarError
 from vcar_tf.export.names import MAX_FRAME_PIXELS
+from vcar_tf.inference.input_checks import refuse_integers
 from vcar_tf.export.signatures import ENHANCED, FRAMES, HIDDEN, INITIAL_STATE, SERVE_FLOAT, STEP_FLOAT
 
 
@@ -38,9 +39,7 @@ class SavedModelEnhancer:
 
 
 def float32(name, array):
-    """A float input as float32; integers are refused as the TFLite and ONNX runners refuse them
-    (uint8 0..255 read as floats would be clipped to [0, 1] by the signature: a white frame)."""
+    """A float input as float32; integers are refused as the TFLite and ONNX runners refuse them."""
     tensor = tf.convert_to_tensor(array)
-    if not tensor.dtype.is_floating:
-        raise VcarError(f"{name} must be float32 in [0, 1]; got {tensor.dtype.name}")
+    refuse_integers(name, tensor.dtype)
     return tf.cast(tensor, tf.float32)

@@ -13,7 +13,7 @@ import os
 import numpy as np
 
 from vcar_tf.errors import VcarError
-from vcar_tf.inference.input_checks import finite_input
+from vcar_tf.inference.input_checks import finite_input, refuse_integers
 from vcar_tf.export.names import FRAMES, HIDDEN
 
 
@@ -50,10 +50,8 @@ class TFLiteEnhancer:
     def _check(self, name, array, index):
         """Validate dtype and shape against the file's signature; resize free dimensions."""
         array = np.asarray(array)
-        if array.dtype != np.float32:
-            if not np.issubdtype(array.dtype, np.floating):
-                raise VcarError(f"{name} must be float32 in [0, 1]; got {array.dtype}")
-            array = array.astype(np.float32)
+        refuse_integers(name, array.dtype)
+        array = array.astype(np.float32, copy=False)
         signature = self._signature[name]
         if array.ndim != len(signature) or any(s >= 0 and s != a for s, a in zip(signature, array.shape)):
             want = "x".join("?" if s < 0 else str(s) for s in signature)
