@@ -15,7 +15,7 @@ from vcar_tf.data.layout import check_dataset_folder
 from vcar_tf.errors import VcarError, cli_main
 from vcar_tf.train.config import TrainConfig
 from vcar_tf.fileutil import check_writable_dir
-from vcar_tf.train.folder import RunFolder, check_init_source
+from vcar_tf.train.folder import RunFolder, init_source_to_read
 
 _D = TrainConfig()
 flags.DEFINE_string("model", _D.model, "registered model name (python -m vcar_tf.models lists them)")
@@ -75,8 +75,8 @@ def parse_flags(argv):
 def main(argv):
     del argv
     cfg = config_from_flags()
-    if cfg.init_from:
-        check_init_source(cfg.init_from)
+    if cfg.model_dir is not None:  # else the Trainer checks it, once it has named the run folder
+        init_source_to_read(cfg)
     if cfg.export and cfg.export_dir:
         check_writable_dir(cfg.export_dir)  # now, not after the training
     check_dataset_folder(cfg.data)

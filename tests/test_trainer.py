@@ -488,3 +488,29 @@ def test_without_a_val_split_validations_choose_nothing(tiny_dataset, tmp_path, 
         (mfqe / name / "raw").mkdir(parents=True)
     train, held_out = split_datasets(str(mfqe))
     assert sorted(train) == ["train_108", "values"] and sorted(held_out) == ["test_18", "testing", "val-2"]
+
+
+def test_a_resume_needs_the_init_from_source_only_for_init_lr(tiny_dataset, tmp_path):
+    """A resume restores every weight, so it runs with the --init_from run gone; with --init_lr it
+    needs that run (which weights train at --init_lr) and says so. Released weights stay marked:
+    the run keeps the source's imported.json, and make_preset still refuses it."""
+    import json
+    import shutil
+
+    from vcar_tf.train.folder import RunFolder, imported_origin
+    from vcar_tf.train.trainer import Trainer
+
+    source, tuned = tmp_path / "release", tmp_path / "tuned"
+    Trainer(_config(tiny_dataset, source, 1)).run()
+    record = json.dumps({"source": "stdf-pytorch", "checkpoint": "x.pt"})
+    (source / "imported.json").write_text(record)
+    Trainer(_config(tiny_dataset, tuned, 1, init_from=str(source))).run()
+    assert (tuned / "imported.json").read_text() == record
+    shutil.rmtree(source)
+    assert Trainer(_config(tiny_dataset, tuned, 2, init_from=str(source))).run()["step"] == 2
+    assert imported_origin(str(tuned)) == str(tuned) and os.path.exists(RunFolder(str(tuned)).imported)
+    with pytest.raises(VcarError, match="reads it to know which weights train at --init_lr"):
+        Trainer(_config(tiny_dataset, tuned, 3, init_from=str(source), init_lr=1e-5))
+    with pytest.raises(VcarError) as fresh:  # a new run without its source: the plain message
+        Trainer(_config(tiny_dataset, tmp_path / "new", 1, init_from=str(source)))
+    assert "--init_lr" not in str(fresh.value)

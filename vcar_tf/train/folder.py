@@ -8,7 +8,8 @@
     MODEL_DIR/logs/             TensorBoard
     MODEL_DIR/eval/             the evaluation report (report.csv, report.md, curves/)
     MODEL_DIR/serving/NAME/N/   TF Serving SavedModels
-    MODEL_DIR/imported.json     (vcar-import) the released checkpoint the weights come from
+    MODEL_DIR/imported.json     (vcar-import) the released checkpoint the weights come from; copied
+                                into a run that --init_from starts from such weights
 """
 
 import dataclasses
@@ -95,6 +96,24 @@ def run_label(run):
 
 
 PRESET_PREFIX = "preset:"  # --init_from=preset:NAME names a shipped preset instead of a run folder
+
+
+def init_source_to_read(cfg):
+    """The --init_from source a run reads, checked (a one-line error before any data is prepared):
+    None when it resumes without --init_lr, as the checkpoint then restores every weight."""
+    if not cfg.init_from:
+        return None
+    resuming = os.path.exists(os.path.join(RunFolder(cfg.model_dir).checkpoints, "checkpoint"))
+    if resuming and cfg.init_lr is None:
+        return None
+    try:
+        check_init_source(cfg.init_from)
+    except VcarError as e:
+        if not resuming:
+            raise
+        raise VcarError(f"{e} (resuming {cfg.model_dir} with --init_lr reads it to know which weights train "
+                        "at --init_lr)") from None
+    return cfg.init_from
 
 
 def check_init_source(run_dir):

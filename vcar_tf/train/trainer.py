@@ -29,7 +29,7 @@ from vcar_tf.fileutil import check_writable_dir, ensure_writable_dir, write_text
 from vcar_tf.inference.sequence import enhance_sequence, evaluate_pairs
 from vcar_tf.reporting import write_report
 from vcar_tf.train.losses import get_loss, per_example_loss
-from vcar_tf.train.folder import RunFolder, check_init_source, read_config_dict
+from vcar_tf.train.folder import RunFolder, imported_origin, init_source_to_read, read_config_dict
 from vcar_tf.train.run import (CHECKPOINT_ERRORS, build_model, hold_run_lock, initialise_from, read_best, run_radius,
                                write_config)
 from vcar_tf.train.strategy import make_strategy
@@ -69,8 +69,7 @@ class Trainer:
         if cfg.batch % replicas:
             raise VcarError(f"global batch {cfg.batch} is not divisible by the {replicas} replicas")
         check_writable_dir(cfg.model_dir)  # these two before any data is prepared
-        if cfg.init_from:
-            check_init_source(cfg.init_from)
+        self.init_source = init_source_to_read(cfg)
         train_roots, val_roots = split_datasets(cfg.data, CodecSettings(codec=cfg.codec, qp=cfg.qp))
         self.train_pairs = [p for r in train_roots.values() for p in find_pairs(r, cfg.qp, cfg.codec_folder)]
         # every choice is made on val/ where the dataset has one; test/ is then never seen in training.
@@ -83,7 +82,7 @@ class Trainer:
             keras.mixed_precision.set_global_policy("mixed_bfloat16")
         with self.strategy.scope():
             self.model = build_model(cfg)
-            self.initialised = initialise_from(self.model, cfg.init_from) if cfg.init_from else []
+            self.initialised = initialise_from(self.model, self.init_source) if self.init_source else []
             self.lr_schedule = learning_rate_schedule(cfg)
             self.groups = self._optimizer_groups()
             self.optimizer = self.groups[0][0]
@@ -224,6 +223,9 @@ class Trainer:
             raise VcarError(f"{self.work_dir} is at step {start}, past --steps {cfg.steps}: resume with --steps "
                             f"{start} or more (a finished run is evaluated with vcar-evaluate)")
         write_config(self.work_dir, cfg)
+        origin = imported_origin(self.init_source) if self.init_source and not resumed else None
+        if origin:  # weights derived from released ones stay marked if the source run is later removed
+            shutil.copyfile(RunFolder(origin).imported, self.folder.imported)
         if resumed:
             print(f"resumed from {self.manager.latest_checkpoint} at step {start}", file=sys.stderr)
         if not self.selects_on_val:
