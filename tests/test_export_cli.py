@@ -1,3 +1,4 @@
+import os
 import csv
 
 import numpy as np
@@ -94,7 +95,7 @@ def test_onnx_int8_export_of_a_preset_costs_at_most_0_05_db(sample_cache, tmp_pa
     assert export.main(["--preset", "stdf_r3_x265_qp37", "--format", "onnx", "--onnx_deform", "native",
                         "--quantization", "int8", "--calibration_frames", "4", "--out", str(tmp_path)]) == 0
     path = capsys.readouterr().out.split("exported ")[-1].strip()
-    assert path.endswith("stdf_r3_deformconv_int8.onnx")
+    assert os.path.basename(path) == "stdf_r3_x265_qp37_deformconv_int8.onnx"  # named after the preset
     graph = onnx.load(path).graph
     ops = [n.op_type for n in graph.node]
     assert ops.count("QuantizeLinear") >= ops.count("Conv") > 0 and "DeformConv" in ops

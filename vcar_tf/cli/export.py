@@ -78,8 +78,8 @@ def calibration_windows(model, radius, height, width, count):
 
 
 def check_new_file(path, overwrite):
-    """An export file that exists is replaced only with --overwrite (another model of the same
-    registry name, e.g. another QP's preset, would otherwise replace it unsaid)."""
+    """An export file that exists is replaced only with --overwrite (another run of the same model
+    exported without --name would otherwise replace it unsaid)."""
     if os.path.exists(path) and not overwrite:
         raise VcarError(f"{path} exists; pass --overwrite to replace it, or --name to export beside it")
     return path
@@ -91,7 +91,7 @@ def main(argv=None):
     add_model_flags(p)
     p.add_argument("--format", default="saved_model", choices=list(QUANTIZATIONS))
     p.add_argument("--out", required=True, help="output folder (saved_model: the TF Serving model base folder)")
-    p.add_argument("--name", default=None, help="default: the model's registry name")
+    p.add_argument("--name", default=None, help="default: the preset's name with --preset, else the model's registry name")
     p.add_argument("--version", type=int, default=None, help="saved_model only")
     p.add_argument("--height", type=int, default=None,
                    help="tflite: input height (default 480; 0 with --width 0: free)")
@@ -136,7 +136,7 @@ def main(argv=None):
     from vcar_tf.export import onnx as onnx_export, tflite as tflite_export
     from vcar_tf.export.saved_model import export_saved_model
 
-    name = args.name or models.spec(cfg.model).name
+    name = args.name or args.preset or models.spec(cfg.model).name
     if args.format == "saved_model":
         path = export_saved_model(model, radius, os.path.join(args.out, name), args.version)
     elif args.format == "onnx":
