@@ -61,7 +61,7 @@ def main():
     if run_as_child(args, {"evaluate": child_evaluate}):
         return
     if args.data is None:
-        raise SystemExit("--data is required")
+        p.error("--data is required")
     results = {}
     for _ in range(args.rounds):
         for name in args.models:

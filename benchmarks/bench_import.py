@@ -40,7 +40,7 @@ def main():
     if run_as_child(args, {"model": child_model}):
         return
     if args.checkpoint is None:
-        raise SystemExit("--checkpoint is required")
+        p.error("--checkpoint is required")
     lines = ["| size | model | FPS | peak RSS MB |", "|---|---|---|---|"]
     ratios = []
     for w, h in SIZES:

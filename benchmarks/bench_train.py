@@ -149,7 +149,7 @@ def main():
         p.error("--data is required")
     if args.loss_steps:
         if len(args.models) != 1 or len(args.variants) != 1 or not args.losses_out:
-            raise SystemExit("--loss_steps takes one model, one variant and --losses_out")
+            p.error("--loss_steps takes one model, one variant and --losses_out")
         r = run_child(__file__, "train", args.models[0], args.data, args.variants[0] or "-", args.loss_steps,
                       os.path.abspath(args.losses_out))
         print(r.get("failed") or f"{args.loss_steps} losses in {args.losses_out}")
