@@ -98,6 +98,7 @@ def child_tiles(name, sequence, frames, tile, weights):
     from vcar_tf.data.codec import CodecSettings, encode
     from vcar_tf.inference.streaming import enhance_frames
     from vcar_tf.inference.tiling import default_overlap
+    from vcar_tf.metrics import psnr_y
     from vcar_tf.video import open_sequence
 
     settings = CodecSettings(qp=37)
@@ -124,7 +125,7 @@ def child_tiles(name, sequence, frames, tile, weights):
     radius, overlap = models.spec(name).radius, default_overlap(name)
 
     def psnr(a, b):
-        return float(np.mean([10 * np.log10(1 / np.mean((x - y) ** 2)) for x, y in zip(a, b)]))
+        return float(np.mean([psnr_y(x, y) for x, y in zip(a, b)]))
 
     def quantised(frames_):
         return [np.round(y * 255) / 255 for y in frames_]

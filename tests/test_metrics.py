@@ -43,9 +43,27 @@ def test_psnr_on_float_without_rounding():
     assert psnr_y(ref, test) == pytest.approx(40.0)
     a = np.arange(64, dtype=np.uint8).reshape(8, 8)
     b = a.copy()
-    b[0, 0] += 2  # MSE = (2/255)^2 / 64
-    assert psnr_y(a, b) == pytest.approx(10 * np.log10(64 * 255**2 / 4))
-    assert psnr_y(a, a) == float("inf")
+    b[0, 0] += 20  # MSE = (20/255)^2 / 64
+    assert psnr_y(a, b) == pytest.approx(10 * np.log10(64 * 255**2 / 400))
+
+
+def test_psnr_is_capped_at_60_db_so_an_exact_frame_keeps_a_sequence_finite():
+    """libvmaf's 8-bit ceiling: an identical frame scores 60 dB (it was inf, and a sequence with one
+    black frame that compression kept exactly then had ΔPSNR -inf or NaN); below it, the formula."""
+    from vcar_tf.metrics.sequence import frame_metrics, sequence_row
+
+    a = np.arange(64, dtype=np.uint8).reshape(8, 8)
+    b = a.copy()
+    b[0, 0] += 2  # 60.17 dB by the formula
+    assert psnr_y(a, a) == psnr_y(a, b) == 60.0
+    assert psnr_y(a, a.astype(np.float64) / 255 + 1.1e-3) == pytest.approx(10 * np.log10(1 / 1.1e-3 ** 2))  # 59.2
+    rng = np.random.default_rng(0)
+    raw = [np.zeros((16, 16), np.uint8), rng.integers(0, 256, (16, 16), dtype=np.uint8)]
+    compressed = [raw[0], np.clip(raw[1].astype(int) + rng.integers(-6, 7, (16, 16)), 0, 255).astype(np.uint8)]
+    enhanced = [np.full((16, 16), 0.002), raw[1] / 255.0 + 0.003]
+    row = sequence_row("test", "fade", 16, 16, *frame_metrics(raw, compressed), *frame_metrics(raw, enhanced))
+    assert np.isfinite([row["psnr"], row["psnr_enh"], row["delta_psnr"], row["sd"], row["pvd"]]).all()
+    assert row["psnr"] < 60 and row["delta_psnr"] != 0
 
 
 def test_sd_and_pvd_on_a_known_curve():

@@ -1,4 +1,4 @@
-"""Y-PSNR per frame: 10*log10(1/MSE) on float values in [0, 1], no rounding first."""
+"""Y-PSNR per frame: 10*log10(1/MSE) on float values in [0, 1], no rounding first, at most 60 dB."""
 
 import numpy as np
 
@@ -9,7 +9,12 @@ def to_unit(x):
     return x.astype(np.float64) / 255.0 if x.dtype == np.uint8 else x.astype(np.float64)
 
 
+# libvmaf's ceiling for 8-bit video (6 * 8 + 12 dB): an identical frame (a fade's black frames
+# survive compression exactly) scores this, not inf, so a sequence's mean and ΔPSNR stay finite.
+PSNR_CEILING_DB = 60.0
+
+
 def psnr_y(reference, test):
-    """PSNR of one frame in dB; inf for identical frames."""
+    """PSNR of one frame in dB, at most PSNR_CEILING_DB."""
     mse = np.mean((to_unit(reference) - to_unit(test)) ** 2)
-    return float("inf") if mse == 0 else float(10.0 * np.log10(1.0 / mse))
+    return PSNR_CEILING_DB if mse <= 10.0 ** (-PSNR_CEILING_DB / 10) else float(10.0 * np.log10(1.0 / mse))
