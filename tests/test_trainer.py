@@ -514,3 +514,30 @@ def test_a_resume_needs_the_init_from_source_only_for_init_lr(tiny_dataset, tmp_
     with pytest.raises(VcarError) as fresh:  # a new run without its source: the plain message
         Trainer(_config(tiny_dataset, tmp_path / "new", 1, init_from=str(source)))
     assert "--init_lr" not in str(fresh.value)
+
+
+def test_a_validation_killed_mid_run_is_redone_on_resume(tiny_dataset, tmp_path, monkeypatch):
+    """A kill during the validation at step 2 (its checkpoint is saved first) leaves it marked; the
+    resume validates step 2 before training on, so best/ can still be step 2."""
+    from vcar_tf.train.folder import RunFolder
+    from vcar_tf.train.run import read_best
+    from vcar_tf.train.trainer import Trainer
+
+    seen = []
+
+    def killed(self):
+        raise KeyboardInterrupt  # as a SIGKILL would end it, nothing after it runs
+
+    def scripted(self):
+        seen.append(int(self.step.numpy()))
+        return [], {}, {2: 0.3, 4: 0.1, 5: 0.2}[seen[-1]], 0.0
+
+    run = tmp_path / "run"
+    monkeypatch.setattr(Trainer, "validate", killed)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(_config(tiny_dataset, run, 6, eval_every=2, checkpoint_every=4)).run()
+    assert os.path.exists(RunFolder(str(run)).pending_validation)
+    monkeypatch.setattr(Trainer, "validate", scripted)
+    Trainer(_config(tiny_dataset, run, 5, eval_every=2, checkpoint_every=4)).run()
+    assert seen == [2, 4, 5] and read_best(str(run))["step"] == 2
+    assert not os.path.exists(RunFolder(str(run)).pending_validation)

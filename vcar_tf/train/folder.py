@@ -8,6 +8,7 @@
     MODEL_DIR/logs/             TensorBoard
     MODEL_DIR/eval/             the evaluation report (report.csv, report.md, curves/)
     MODEL_DIR/serving/NAME/N/   TF Serving SavedModels
+    MODEL_DIR/pending_validation.json  the step of a validation under way (a resume redoes it if killed)
     MODEL_DIR/imported.json     (vcar-import) the released checkpoint the weights come from; copied
                                 into a run that --init_from starts from such weights
 """
@@ -35,6 +36,7 @@ class RunFolder:
         self.eval = os.path.join(root, "eval")
         self.serving = os.path.join(root, "serving")
         self.imported = os.path.join(root, "imported.json")
+        self.pending_validation = os.path.join(root, "pending_validation.json")
 
 
 def imported_origin(run, seen=()):

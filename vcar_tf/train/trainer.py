@@ -29,7 +29,7 @@ from vcar_tf.fileutil import check_writable_dir, ensure_writable_dir, write_text
 from vcar_tf.inference.sequence import enhance_sequence, evaluate_pairs
 from vcar_tf.reporting import write_report
 from vcar_tf.train.losses import get_loss, per_example_loss
-from vcar_tf.train.folder import RunFolder, imported_origin, init_source_to_read, read_config_dict
+from vcar_tf.train.folder import RunFolder, imported_origin, init_source_to_read, read_config_dict, read_json_object
 from vcar_tf.train.run import (CHECKPOINT_ERRORS, build_model, hold_run_lock, initialise_from, read_best, run_radius,
                                write_config)
 from vcar_tf.train.strategy import make_strategy
@@ -231,6 +231,10 @@ class Trainer:
         if not self.selects_on_val:
             print(f"note: {cfg.data or 'the embedded sample'} has no val/ split: validations report on "
                   f"{', '.join(self.val_sets)} and keep no best/ (a choice is made on val only)", file=sys.stderr)
+        pending = read_json_object(self.folder.pending_validation, "a pending validation") or {}
+        if pending.get("step") == start and 0 < start < cfg.steps and self.val_pairs:
+            print(f"redoing the validation at step {start}, which did not finish", file=sys.stderr)
+            self._mid_run_validation(start)
         it = self.batches(start)
         train_step = self.train_step_fn()
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -262,7 +266,7 @@ class Trainer:
                 if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps and self.val_pairs:
                     if step % cfg.checkpoint_every:  # a validation takes minutes: a kill during it loses nothing
                         self.manager.save(checkpoint_number=step)
-                    self._log_validation(step)
+                    self._mid_run_validation(step)
                     t0, n0 = time.perf_counter(), step  # steps/s counts training, not the validation
             bar.close()
             self.manager.save(checkpoint_number=int(self.step.numpy()))
@@ -297,6 +301,13 @@ class Trainer:
         if rows:
             write_report(self.folder.best_eval, rows, curves,
                          f"{self.spec.name} at QP{self.cfg.qp} after {step} steps (the best on val)")
+
+    def _mid_run_validation(self, step):
+        """A validation between training steps, marked while under way: a run killed during it (a
+        scheduler's grace period is shorter than a validation) redoes it when resumed at `step`."""
+        write_text_atomic(self.folder.pending_validation, json.dumps({"step": step}) + "\n")
+        self._log_validation(step)
+        os.remove(self.folder.pending_validation)
 
     def _lr(self, step):
         return float(self.lr_schedule(step)) if callable(self.lr_schedule) else float(self.lr_schedule)
