@@ -50,3 +50,25 @@ def test_undecodable_and_missing_files(tmp_path):
         list(decode_frames(str(bad)))
     with pytest.raises(VcarError, match="no such file"):
         open_sequence(str(tmp_path / "missing.mkv"))
+
+
+def test_a_source_of_another_format_is_read_as_8_bit_420_with_a_note(tmp_path, capsys):
+    """A 10-bit source becomes 8-bit 4:2:0 (the datasets' format), said once, not silently."""
+    import av
+
+    path = str(tmp_path / "ten.mkv")
+    with av.open(path, "w") as out:
+        stream = out.add_stream("ffv1", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 16, 8, "yuv420p10le"
+        for t in range(3):
+            y = np.full((8, 16), 64 * 4 + 40 * t, np.uint16)  # 10-bit levels 256, 296, 336
+            c = np.full((4, 8), 512, np.uint16)
+            frame = av.VideoFrame.from_ndarray(np.concatenate([y.reshape(-1), c.reshape(-1), c.reshape(-1)])
+                                               .reshape(12, 16), format="yuv420p10le")
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    planes = list(decode_frames(path))
+    assert [int(p[0].mean()) for p in planes] == [64, 74, 84] and planes[0][0].dtype == np.uint8
+    assert capsys.readouterr().err.count("is yuv420p10le: read as 8-bit 4:2:0") == 1

@@ -1,6 +1,7 @@
 """Any container or codec FFmpeg decodes (mp4, mkv, hevc, h264, y4m...), through PyAV."""
 
 import os
+import sys
 from fractions import Fraction
 
 import av
@@ -34,6 +35,9 @@ def decode_frames(path):
         try:
             for frame in container.decode(video=0):
                 if frame.format.name != "yuv420p":
+                    if count == 0:
+                        print(f"note: {path} is {frame.format.name}: read as 8-bit 4:2:0 (yuv420p), the format "
+                              "of vcar_tf's datasets", file=sys.stderr)
                     frame = frame.reformat(format="yuv420p")
                 check_even_size(frame.width, frame.height, path)
                 yield split_planes(frame.to_ndarray().reshape(-1), frame.width, frame.height)
