@@ -46,14 +46,15 @@ def report_average(path, split="test"):
             "sequences": sum(1 for r in rows if r["split"] == average["split"] and r["sequence"] != "average")}
 
 
-def codec_settings(data, codec, qp):
+def codec_settings(data, codec, qp, codec_folder=None):
     """The codec settings (CodecSettings fields) the run's training data was compressed with, from
-    the sidecars vcar-prepare wrote beside its bitstreams (they must agree); the embedded sample's
-    defaults when the run had no --data."""
+    the sidecars vcar-prepare wrote beside its bitstreams (they must agree), in the run's
+    --codec_folder if it named one; the embedded sample's defaults when the run had no --data."""
     if data is None:
         return CodecSettings(codec=codec, qp=qp).to_json()
     found = set()
-    for path in glob.glob(os.path.join(data, "*", f"{codec}_*", f"QP{qp}", "bitstreams", "*.json")):
+    folder = codec_folder or f"{codec}_*"
+    for path in glob.glob(os.path.join(data, "*", folder, f"QP{qp}", "bitstreams", "*.json")):
         with open(path) as f:
             found.add(json.dumps(json.load(f)["settings"], sort_keys=True))
     if len(found) != 1:
@@ -126,7 +127,7 @@ def main(argv=None):
         if args.val != default_val:
             check_evaluated_weights(args.val, sha256, "--val")
         card = {"name": args.name, "model": cfg.model, "codec": cfg.codec, "qp": cfg.qp,
-                "codec_settings": codec_settings(cfg.data, cfg.codec, cfg.qp),
+                "codec_settings": codec_settings(cfg.data, cfg.codec, cfg.qp, cfg.codec_folder),
                 "data": cfg.data, "train_config": config,
                 "checkpoint": args.checkpoint, "step": checkpoint_step(args.run, args.checkpoint), "recipe": args.recipe, "wall_time": args.wall,
                 "machine": args.machine or describe(),

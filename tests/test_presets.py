@@ -216,3 +216,22 @@ def test_a_run_trained_at_another_radius_ships_and_loads_at_it(tmp_path, monkeyp
     monkeypatch.setattr(model_presets, "from_preset", lambda name: "a model")
     args = SimpleNamespace(model_dir=None, preset="r2", checkpoint="latest", precision="fp32")
     assert common.load_model(args)[2] == 2  # stdf_r3 registers radius 3
+
+
+def test_the_card_s_codec_settings_come_from_the_run_s_codec_folder(tmp_path):
+    """A dataset with two x265 folders at QP37 (LDP, and LDP with the loop filters): a run trained
+    with --codec_folder gets that folder's settings; without one it is ambiguous, an error."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("make_preset", os.path.join(REPO, "scripts", "make_preset.py"))
+    make_preset = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_preset)
+    for folder, deblock in (("x265_LDP", False), ("x265_LDP_dbk_sao", True)):
+        sidecars = tmp_path / "train" / folder / "QP37" / "bitstreams"
+        sidecars.mkdir(parents=True)
+        (sidecars / "a_16x16_2.json").write_text(json.dumps({"settings": {"codec": "x265", "deblock": deblock}}))
+    assert make_preset.codec_settings(str(tmp_path), "x265", 37, "x265_LDP_dbk_sao")["deblock"] is True
+    assert make_preset.codec_settings(str(tmp_path), "x265", 37, "x265_LDP")["deblock"] is False
+    with pytest.raises(VcarError, match="expected one set of x265 QP37 codec settings, found 2"):
+        make_preset.codec_settings(str(tmp_path), "x265", 37)
