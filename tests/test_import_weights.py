@@ -162,6 +162,10 @@ def test_missing_unexpected_and_wrongly_shaped_tensors_are_named(release_state):
     assert "wrong shape: qenet.out_conv.weight (1, 48, 5, 5) (expected (1, 48, 3, 3))" in message
     with pytest.raises(VcarError, match="not an STDF-PyTorch state_dict"):
         stdf_from_state_dict({"conv.weight": np.zeros((1, 1, 3, 3), np.float32)})
+    odd = dict(release_state)  # index 3 is a ReLU's: it held no weights and must not land on qe_3 (conv 2's)
+    odd["qenet.hid_conv.3.weight"] = odd["qenet.hid_conv.2.weight"] + 1
+    with pytest.raises(VcarError, match="unexpected: qenet.hid_conv.3.weight"):
+        stdf_from_state_dict(odd)
 
 
 def test_vcar_import_writes_a_run_and_a_weights_file_that_load(release_state, tmp_path):

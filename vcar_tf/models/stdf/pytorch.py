@@ -31,7 +31,7 @@ PYTORCH_LAYERS = [
     (r"ffnet\.offset_mask", lambda m: "offset_mask"),
     (r"ffnet\.deform_conv", lambda m: "fusion"),
     (r"qenet\.in_conv\.0", lambda m: "qe_1"),
-    (r"qenet\.hid_conv\.(\d+)", lambda m: f"qe_{int(m[1]) // 2 + 2}"),
+    (r"qenet\.hid_conv\.(\d*[02468])", lambda m: f"qe_{int(m[1]) // 2 + 2}"),  # odd indices are ReLUs
 ]
 
 
@@ -60,7 +60,7 @@ def variant_of(state):
                         f"{first.shape} and {qe_first.shape}, not (out, in, 3, 3)")
     nf, frames = first.shape[:2]
     nf_qe = qe_first.shape[0]
-    nb_qe = 2 + len({k for k in state if k.startswith("qenet.hid_conv.") and k.endswith(".weight")})
+    nb_qe = 2 + len({k for k in state if re.fullmatch(r"qenet\.hid_conv\.\d*[02468]\.weight", k)})
     for name, v in VARIANTS.items():
         if (nf, nf_qe, nb_qe) == (v["nf"], v["nf_qe"], v["nb_qe"]) and frames == 2 * spec(name).radius + 1:
             return name
