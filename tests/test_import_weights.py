@@ -113,6 +113,17 @@ def test_pt_that_would_run_code_is_refused_before_running_it(tmp_path):
     assert not marker.exists() and not (tmp_path / "run").exists()
 
 
+def test_a_storage_type_not_read_is_named_as_such(tmp_path):
+    """A bfloat16 tensor is not read, and the error says that, not that the file may run code."""
+    from tests.torch_pickle import strided_payload
+
+    path = str(tmp_path / "bf16.pt")
+    payload = strided_payload(3, (3,), 0, (1,)).replace(b"ctorch\nFloatStorage\n", b"ctorch\nBFloat16Storage\n")
+    write_pt(path, {"w": np.zeros(3, np.float32)}, payload=payload)
+    with pytest.raises(VcarError, match=r"BFloat16Storage tensors are not read \(only Float, Double, Half.*float32$"):
+        read_state_dict(path)
+
+
 @pytest.mark.parametrize("shape,offset,stride,message", [
     ((3,), -1, (1,), "bad size, stride or offset"),  # read the element before the storage
     ((50000, 50000), 0, (0, 0), "lies outside its storage"),  # one value repeated into 10 GB

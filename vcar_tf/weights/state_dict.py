@@ -86,6 +86,10 @@ class _StateDictUnpickler(pickle.Unpickler):
 
     def find_class(self, module, name):
         found = _ALLOWED.get((module, name))
+        if found is None and module == "torch" and name.endswith("Storage"):
+            raise VcarError(f"{self._path}: {name} tensors are not read (only "
+                            f"{', '.join(s[:-len('Storage')] for s in _STORAGE_DTYPES)}): save the state_dict "
+                            "in float32")
         if found is None:
             raise VcarError(f"{self._path}: refusing {module}.{name}: a state_dict needs only tensors "
                             "(the file may try to run code)")
