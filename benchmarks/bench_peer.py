@@ -10,7 +10,8 @@ weights (the peer's state_dict imported by vcar_tf.models.stdf.pytorch) and the 
 the run stops unless their outputs agree within 1e-4; the same check runs for the deformable conv
 alone. Every (implementation, size) then runs in its own process, `--rounds` times, the
 implementations alternating within a round so that every one sees the same hour; each cell is
-min / median / max over the rounds of the mean of `--repeats` calls after a warm-up. Both
+min / median / max over the rounds of the median (deformable conv) or mean (STDF-R3 FPS) of
+`--repeats` calls after a warm-up. Both
 frameworks use every core this process may run on, in float32, batch 1.
 """
 
@@ -177,8 +178,9 @@ def main():
             f"{parity['stdf_max_abs']:.1e} (std of the peer's residual over the centre frame {parity['stdf_residual_std']:.1e}), deformable conv "
             f"{parity['deform_max_abs']:.1e} (output std {parity['deform_output_std']:.2f}).\n\n"
             f"Deformable conv (STDF's fusion: 7 -> 64 channels, 3x3, 7 deformable groups), min / median / max "
-            f"over {args.rounds} rounds of the mean of {args.repeats} calls:\n\n" + "\n".join(layer)
-            + f"\n\nSTDF-R3, one frame (7-frame window), min / median / max over {args.rounds} rounds:\n\n"
+            f"over {args.rounds} rounds of the median of {args.repeats} calls:\n\n" + "\n".join(layer)
+            + f"\n\nSTDF-R3, one frame (7-frame window), min / median / max over {args.rounds} rounds of the "
+            f"mean of {args.repeats} calls:\n\n"
             + "\n".join(network) + "\n\nMedians:\n" + "\n".join(ratios) + "\n", args.out)
 
 

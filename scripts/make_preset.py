@@ -111,8 +111,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     origin = imported_origin(args.run)
     if origin is not None:
-        raise VcarError(f"{args.run} holds released weights (imported into {origin} by vcar-import): they are for "
-                        "tests and benchmarks only, never shipped as a preset")
+        raise VcarError(f"{args.run} holds released weights or weights trained from them ({origin}/imported.json): "
+                        "they are for tests and benchmarks only, never shipped as a preset")
     model, cfg, _ = load_run(args.run, args.checkpoint)
     folder = RunFolder(args.run)
     default_val = folder.best_eval if args.checkpoint == "best" else folder.eval  # the trainer's own validation

@@ -107,7 +107,7 @@ def test_presets_in_the_commands_and_as_init_from(presets, tmp_path, capsys):
     assert "arcnn_toy" in capsys.readouterr().out.split("test not measured")[0]
     r = run_cli("-m", "vcar_tf.cli.export", "--preset", "arcnn_toy", "--out", str(tmp_path / "serving"),
                 env={"VCAR_TF_PRESETS": str(presets)})
-    assert r.returncode == 0 and os.path.exists(tmp_path / "serving" / "arcnn" / "1" / "saved_model.pb"), r.stderr[-2000:]
+    assert r.returncode == 0 and os.path.exists(tmp_path / "serving" / "arcnn_toy" / "1" / "saved_model.pb"), r.stderr[-2000:]
     r = run_cli("-m", "vcar_tf.cli.export", "--preset", "arcnn_toy", "--model_dir", RUN, "--out", str(tmp_path / "s2"),
                 env={"VCAR_TF_PRESETS": str(presets)})
     assert r.returncode == 2 and "pass exactly one of --model_dir, --preset" in r.stderr

@@ -11,7 +11,7 @@ requests = pytest.importorskip("requests")
 pytest.importorskip("tensorflow_serving.apis.predict_pb2")
 
 PRESET = "stdf_r3_x265_qp37"
-NAME = "stdf_r3"  # vcar-export names the model after its registry name
+NAME = PRESET  # vcar-export --preset names the model after the preset
 
 
 def test_a_preset_exported_and_served_answers_as_saved_model_cli(tmp_path):

@@ -493,11 +493,12 @@ def test_without_a_val_split_validations_choose_nothing(tiny_dataset, tmp_path, 
 def test_a_resume_needs_the_init_from_source_only_for_init_lr(tiny_dataset, tmp_path):
     """A resume restores every weight, so it runs with the --init_from run gone; with --init_lr it
     needs that run (which weights train at --init_lr) and says so. Released weights stay marked:
-    the run keeps the source's imported.json, and make_preset still refuses it."""
+    the run keeps the source's imported.json, so imported_origin (what make_preset.py refuses) still
+    finds it; a fresh start from other weights drops an imported.json left by an earlier attempt."""
     import json
     import shutil
 
-    from vcar_tf.train.folder import RunFolder, imported_origin
+    from vcar_tf.train.folder import imported_origin
     from vcar_tf.train.trainer import Trainer
 
     source, tuned = tmp_path / "release", tmp_path / "tuned"
@@ -508,12 +509,25 @@ def test_a_resume_needs_the_init_from_source_only_for_init_lr(tiny_dataset, tmp_
     assert (tuned / "imported.json").read_text() == record
     shutil.rmtree(source)
     assert Trainer(_config(tiny_dataset, tuned, 2, init_from=str(source))).run()["step"] == 2
-    assert imported_origin(str(tuned)) == str(tuned) and os.path.exists(RunFolder(str(tuned)).imported)
-    with pytest.raises(VcarError, match="reads it to know which weights train at --init_lr"):
-        Trainer(_config(tiny_dataset, tuned, 3, init_from=str(source), init_lr=1e-5))
+    assert imported_origin(str(tuned)) == str(tuned)
     with pytest.raises(VcarError) as fresh:  # a new run without its source: the plain message
         Trainer(_config(tiny_dataset, tmp_path / "new", 1, init_from=str(source)))
     assert "--init_lr" not in str(fresh.value)
+
+    plain, retried = tmp_path / "plain", tmp_path / "retried"
+    Trainer(_config(tiny_dataset, plain, 1)).run()
+    retried.mkdir()
+    (retried / "imported.json").write_text(record)  # an attempt that stopped before its first checkpoint
+    Trainer(_config(tiny_dataset, retried, 1, init_from=str(plain))).run()
+    assert not (retried / "imported.json").exists() and imported_origin(str(retried)) is None
+
+    # STDF -> STDF+RF with --init_lr: the resume reads the source to split the variables
+    Trainer(_config(tiny_dataset, tmp_path / "stdf", 1, model="stdf_r3", patch=16)).run()
+    stage2 = dict(model="stdf_rf", patch=16, clip_length=4, init_from=str(tmp_path / "stdf"), init_lr=1e-5)
+    Trainer(_config(tiny_dataset, tmp_path / "rf", 1, **stage2)).run()
+    shutil.rmtree(tmp_path / "stdf")
+    with pytest.raises(VcarError, match="reads it to know which weights train at --init_lr"):
+        Trainer(_config(tiny_dataset, tmp_path / "rf", 2, **stage2))
 
 
 def test_a_validation_killed_mid_run_is_redone_on_resume(tiny_dataset, tmp_path, monkeypatch):
@@ -530,7 +544,7 @@ def test_a_validation_killed_mid_run_is_redone_on_resume(tiny_dataset, tmp_path,
 
     def scripted(self):
         seen.append(int(self.step.numpy()))
-        return [], {}, {2: 0.3, 4: 0.1, 5: 0.2}[seen[-1]], 0.0
+        return [], {}, {2: 0.3, 4: 0.1, 5: 0.2, 6: 0.2}[seen[-1]], 0.0
 
     run = tmp_path / "run"
     monkeypatch.setattr(Trainer, "validate", killed)
@@ -541,3 +555,8 @@ def test_a_validation_killed_mid_run_is_redone_on_resume(tiny_dataset, tmp_path,
     Trainer(_config(tiny_dataset, run, 5, eval_every=2, checkpoint_every=4)).run()
     assert seen == [2, 4, 5] and read_best(str(run))["step"] == 2
     assert not os.path.exists(RunFolder(str(run)).pending_validation)
+    with open(RunFolder(str(run)).pending_validation, "w") as f:
+        f.write('{"step": 3}')  # stale: not the step the run resumes at, so removed and not redone
+    seen.clear()
+    Trainer(_config(tiny_dataset, run, 6, eval_every=2, checkpoint_every=4)).run()
+    assert seen == [6] and not os.path.exists(RunFolder(str(run)).pending_validation)

@@ -9,7 +9,8 @@ from vcar_tf.export.names import FRAMES
 def refuse_integers(name, dtype):
     """Frames and states are floats in [0, 1]: integers (uint8 0..255) would be read as floats and
     clipped to a white frame. `dtype` is a NumPy dtype or a tf.DType."""
-    floating = dtype.is_floating if hasattr(dtype, "is_floating") else np.issubdtype(dtype, np.floating)
+    floating = dtype.is_floating if hasattr(dtype, "is_floating") else (
+        np.issubdtype(dtype, np.floating) or dtype.name == "bfloat16")  # ml_dtypes' bfloat16 is kind 'V'
     if not floating:
         raise VcarError(f"{name} must be float32 in [0, 1]; got {dtype.name}")
 

@@ -100,12 +100,13 @@ def run_label(run):
 PRESET_PREFIX = "preset:"  # --init_from=preset:NAME names a shipped preset instead of a run folder
 
 
-def init_source_to_read(cfg):
+def init_source_to_read(cfg, work_dir=None):
     """The --init_from source a run reads, checked (a one-line error before any data is prepared):
-    None when it resumes without --init_lr, as the checkpoint then restores every weight."""
+    None when it resumes without --init_lr, as the checkpoint then restores every weight. `work_dir`
+    is the folder whose checkpoints this process restores (default --model_dir)."""
     if not cfg.init_from:
         return None
-    resuming = os.path.exists(os.path.join(RunFolder(cfg.model_dir).checkpoints, "checkpoint"))
+    resuming = os.path.exists(os.path.join(RunFolder(work_dir or cfg.model_dir).checkpoints, "checkpoint"))
     if resuming and cfg.init_lr is None:
         return None
     try:

@@ -69,7 +69,10 @@ class Trainer:
         if cfg.batch % replicas:
             raise VcarError(f"global batch {cfg.batch} is not divisible by the {replicas} replicas")
         check_writable_dir(cfg.model_dir)  # these two before any data is prepared
-        self.init_source = init_source_to_read(cfg)
+        # Every worker saves (saving may run collectives); only the chief's files are kept.
+        self.work_dir = cfg.model_dir if self.is_chief else os.path.join(
+            cfg.model_dir, f".worker-{self.strategy.cluster_resolver.task_id}")
+        self.init_source = init_source_to_read(cfg, self.work_dir)
         train_roots, val_roots = split_datasets(cfg.data, CodecSettings(codec=cfg.codec, qp=cfg.qp))
         self.train_pairs = [p for r in train_roots.values() for p in find_pairs(r, cfg.qp, cfg.codec_folder)]
         # every choice is made on val/ where the dataset has one; test/ is then never seen in training.
@@ -89,9 +92,6 @@ class Trainer:
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         optimizers = {"optimizer": self.optimizer, **({"init_optimizer": self.groups[1][0]} if len(self.groups) > 1 else {})}
         self.checkpoint = tf.train.Checkpoint(model=self.model, step=self.step, **optimizers)
-        # Every worker saves (saving may run collectives); only the chief's files are kept.
-        self.work_dir = cfg.model_dir if self.is_chief else os.path.join(
-            cfg.model_dir, f".worker-{self.strategy.cluster_resolver.task_id}")
         self.folder = RunFolder(ensure_writable_dir(self.work_dir))
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.folder.checkpoints, max_to_keep=3)
         self.best_manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=self.model, step=self.step),
@@ -223,23 +223,18 @@ class Trainer:
             raise VcarError(f"{self.work_dir} is at step {start}, past --steps {cfg.steps}: resume with --steps "
                             f"{start} or more (a finished run is evaluated with vcar-evaluate)")
         write_config(self.work_dir, cfg)
-        origin = imported_origin(self.init_source) if self.init_source and not resumed else None
-        if origin:  # weights derived from released ones stay marked if the source run is later removed
-            shutil.copyfile(RunFolder(origin).imported, self.folder.imported)
+        self._mark_released_origin(resumed)
         if resumed:
             print(f"resumed from {self.manager.latest_checkpoint} at step {start}", file=sys.stderr)
         if not self.selects_on_val:
             print(f"note: {cfg.data or 'the embedded sample'} has no val/ split: validations report on "
                   f"{', '.join(self.val_sets)} and keep no best/ (a choice is made on val only)", file=sys.stderr)
-        pending = read_json_object(self.folder.pending_validation, "a pending validation") or {}
-        if pending.get("step") == start and 0 < start < cfg.steps and self.val_pairs:
-            print(f"redoing the validation at step {start}, which did not finish", file=sys.stderr)
-            self._mid_run_validation(start)
         it = self.batches(start)
         train_step = self.train_step_fn()
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         result = None
         try:
+            self._redo_pending_validation(start)
             bar = tqdm(total=cfg.steps, initial=start, desc=f"train {cfg.model}", unit="step", file=sys.stderr)
             t0, n0 = time.perf_counter(), start
             while int(self.step.numpy()) < cfg.steps and not self._stop:
@@ -301,6 +296,27 @@ class Trainer:
         if rows:
             write_report(self.folder.best_eval, rows, curves,
                          f"{self.spec.name} at QP{self.cfg.qp} after {step} steps (the best on val)")
+
+    def _mark_released_origin(self, resumed):
+        """Weights from released ones (vcar-import) keep their imported.json in this run, so the
+        mark survives the source run's removal; a fresh start drops one left by an earlier attempt."""
+        origin = imported_origin(self.init_source) if self.init_source else None
+        if origin and os.path.realpath(origin) != os.path.realpath(self.work_dir):
+            shutil.copyfile(RunFolder(origin).imported, self.folder.imported)
+        elif not origin and not resumed and os.path.exists(self.folder.imported):
+            os.remove(self.folder.imported)
+
+    def _redo_pending_validation(self, start):
+        """The validation at `start` that a kill cut short (its marker names `start`) runs before
+        training goes on; a marker of any other step is stale and removed."""
+        pending = read_json_object(self.folder.pending_validation, "a pending validation")
+        if pending is None:
+            return
+        if pending.get("step") == start and self.cfg.eval_every and 0 < start < self.cfg.steps and self.val_pairs:
+            print(f"redoing the validation at step {start}, which did not finish", file=sys.stderr)
+            self._mid_run_validation(start)
+        else:
+            os.remove(self.folder.pending_validation)
 
     def _mid_run_validation(self, step):
         """A validation between training steps, marked while under way: a run killed during it (a
