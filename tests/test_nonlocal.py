@@ -128,8 +128,13 @@ def test_streaming_with_the_feature_cache_equals_the_model_on_each_clipped_windo
     video = np.random.default_rng(frames).random((frames, 23, 17), dtype=np.float32)
     enhancer = StreamingEnhancer(model, radius)
     assert enhancer._window_cache is not None
-    streamed = [out for y in video for _, out in enhancer.push(y)] + [out for _, out in enhancer.flush()]
-    assert len(streamed) == frames and len(enhancer._window_cache._features) <= 2 * radius + 1
+    cache, streamed = enhancer._window_cache, []
+    for y in video:
+        streamed += [out for _, out in enhancer.push(y)]
+        assert len(cache._features) <= 2 * radius + 1
+    streamed += [out for _, out in enhancer.flush()]
+    assert len(streamed) == frames
+    assert not cache._features and not any(cache._gates.values())  # freed at the end of the video
     for t, out in enumerate(streamed):
         window = video[np.clip(np.arange(t - radius, t + radius + 1), 0, frames - 1)][None, ..., None]
         whole = np.clip(model(window, training=False).numpy()[0, ..., 0], 0.0, 1.0)

@@ -85,6 +85,8 @@ class StreamingEnhancer:
         ready = []
         while self._next < self._received:
             ready += self._enhance_next(min(self.batch, self._received - self._next))
+        if self._window_cache is not None:
+            self._window_cache.clear()  # a sequence's maps freed before the next one's
         return ready
 
     def _enhance_next(self, count):

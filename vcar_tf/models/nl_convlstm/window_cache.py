@@ -82,6 +82,13 @@ class WindowFeatureCache:
         self._drop(self._gates[BACKWARD], centre + 1)
         return out
 
+    def clear(self):
+        """Drop every kept term (the end of a video): the tf.functions hold this object in a
+        reference cycle, so its maps would otherwise live until a garbage collection."""
+        self._features.clear()
+        for buffer in self._gates.values():
+            buffer.clear()
+
     @staticmethod
     def _frame(y):
         return tf.constant(np.asarray(y, np.float32)[None, ..., None])
