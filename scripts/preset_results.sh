@@ -12,9 +12,13 @@
 # evaluations alone; a changed preset must then be evaluated first (its record or runs/ folder wins).
 # Run from the repository root with ../shared beside it.
 set -euo pipefail
+# docs/results.md is replaced only at the end: a run stopped halfway leaves it as it was
+RESULTS_MD=$(mktemp docs/.results.XXXXXX.md)
+MERGE_FROM=
+trap 'rm -f "$RESULTS_MD" ${MERGE_FROM:+"$MERGE_FROM"}' EXIT
+export RESULTS_MD  # robustness.sh and qp_results.sh add their sections to it
 if [ "${MERGE:-0}" = 1 ]; then
   MERGE_FROM=$(mktemp)
-  trap 'rm -f "$MERGE_FROM"' EXIT
   cp docs/results.md "$MERGE_FROM"
   export MERGE_FROM  # robustness.sh and qp_results.sh merge their sections from it too
 fi
@@ -41,10 +45,11 @@ if [ -f "$RELEASE" ]; then
     --data data/presets-test --qp 37 --out "$out" "${keep[@]}" ${keep[0]:+--label "$label"}
   [ ! -f "$out/report.csv" ] || folders+=("$out") labels+=(--label "$label")
 fi
-vcar-compare "${folders[@]}" "${labels[@]}" "${merge[@]}" --notes docs/results-notes.md --out docs/results.md \
+vcar-compare "${folders[@]}" "${labels[@]}" "${merge[@]}" --notes docs/results-notes.md --out "$RESULTS_MD" \
   --title "Presets: the shared test split, x265 LDP with deblocking and SAO, QP37"
-# The robustness table (the same presets on the test split compressed other ways), a section of
-# docs/results.md that the vcar-compare above has just dropped.
+# The robustness table (the same presets on the test split compressed other ways), then the presets
+# fine-tuned to other QPs beside the QP37 preset unchanged at those QPs: sections of the file above.
 bash scripts/robustness.sh
-# The presets fine-tuned to other QPs, beside the QP37 preset unchanged at those QPs.
 bash scripts/qp_results.sh
+chmod 644 "$RESULTS_MD"
+mv "$RESULTS_MD" docs/results.md

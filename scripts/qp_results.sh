@@ -35,4 +35,4 @@ if [ "$presets" -eq 0 ]; then
   exit 0
 fi
 python -m vcar_tf.cli.compare "${runs[@]}" "${labels[@]}" "${groups[@]}" "${merge[@]}" --notes docs/results-qp-notes.md \
-  --out docs/results.md --append --title "$TITLE"
+  --out "${RESULTS_MD:-docs/results.md}" --append --title "$TITLE"

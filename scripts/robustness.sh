@@ -51,4 +51,4 @@ for variant in "${VARIANTS[@]}"; do
   done
 done
 python -m vcar_tf.cli.compare "${runs[@]}" "${labels[@]}" "${groups[@]}" "${merge[@]}" \
-  --notes docs/results-robustness-notes.md --out docs/results.md --append --title "$TITLE"
+  --notes docs/results-robustness-notes.md --out "${RESULTS_MD:-docs/results.md}" --append --title "$TITLE"
