@@ -14,7 +14,8 @@ bytes: a run's evaluation to runs/preset-eval/NAME is the evaluation of the pres
 or of --key-file, the file it was imported from; and of every raw and compressed sequence
 evaluated, and the precision: fp32 unless --precision says otherwise, never vcar-evaluate's
 machine-dependent auto) and where they
-come from (the command, its time, the commit and the machine). In order:
+come from (the command, its time, the commit, the machine and the process's peak resident memory).
+In order:
 1. OUT holds an evaluation made by this script (OUT/record.json) of today's weights and sequences:
    it is kept and recorded.
 2. The record matches today's weights and sequences: its report is copied to OUT.
@@ -27,6 +28,7 @@ An OUT with a report.csv but no record.json (made by vcar-evaluate directly) is 
 import datetime
 import json
 import os
+import resource
 import sys
 import tempfile
 
@@ -173,8 +175,9 @@ def main(argv=None):
     if code:
         return code
     end = datetime.datetime.now(datetime.timezone.utc)
+    peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB; TensorFlow included
     record = dict(key, command="vcar-evaluate " + " ".join(command), revision=code_revision,
-                  time=f"{start:%Y-%m-%d %H:%M}–{end:%H:%M} UTC", machine=describe())
+                  time=f"{start:%Y-%m-%d %H:%M}–{end:%H:%M} UTC", machine=describe(), peak_rss_gib=round(peak_gib, 2))
     write_text_atomic(os.path.join(args.out, RECORD), json.dumps(record, indent=1, sort_keys=True) + "\n")
     copy_evaluation(args.out, record_dir, record)
     return 0

@@ -29,6 +29,7 @@ def test_an_evaluation_is_recorded_then_reused_until_its_inputs_change(presets, 
     assert r.returncode == 0, r.stderr[-2000:]
     record = json.loads((records / "eval" / "record.json").read_text())
     assert record["command"].startswith("vcar-evaluate --preset arcnn_toy") and record["qp"] == 37
+    assert 0.1 < record["peak_rss_gib"] < 64  # TensorFlow alone is hundreds of MB
     assert record["weights_sha256"] == json.loads((presets / "arcnn_toy" / "card.json").read_text())["sha256"]
     assert sorted(record["inputs_sha256"]) == [f"test/{n[:-4]}" for n in sorted(os.listdir(os.path.join(data, "test", "raw")))
                                                if n.endswith(".yuv")]
