@@ -3,13 +3,17 @@
     python benchmarks/bench_nonlocal.py [--repeats 3] [--out benchmarks/results/nonlocal.md]
     python benchmarks/bench_nonlocal.py --streaming [--repeats 3] [--out benchmarks/results/nonlocal.md]
     python benchmarks/bench_nonlocal.py --bound [--repeats 3] [--out benchmarks/results/nonlocal.md]
+    python benchmarks/bench_nonlocal.py --allocator [--repeats 3] [--out benchmarks/results/nonlocal.md]
 
 --streaming measures NL-ConvLSTM over a video instead (StreamingEnhancer, whole windows against
 the window feature cache, vcar_tf/models/nl_convlstm/window_cache.py) with the time of each part
 of the network, and appends its section to --out. --bound counts the multiply-adds the window
 feature cache does per 832x480 frame, times the network's main convolution (3x3, 64 -> 256) on
 its own in fp32 and bf16, and appends what that rate allows per frame against the cache's measured
-seconds per frame in both precisions.
+seconds per frame in both precisions. --allocator streams NL-ConvLSTM through the cache over a
+854x480 video, then a 1024x576 one, in one process, under vcar_tf's ceiling on TensorFlow's oneDNN
+memory pool (vcar_tf/allocator.py), without it, and with oneDNN's system allocator, and appends
+the peak and final RSS and the seconds per frame of each.
 
 One warp moves h and c (2 x 64 channels) of frame t-1 toward frame t with 64-channel features,
 batch 1, float32, as in the model. Each measurement runs in its own process; memory is the peak
@@ -180,6 +184,61 @@ def bound(args):
     append_section(args.out, text)
 
 
+ALLOCATORS = {"ceiling": "vcar_tf's ceiling (the default)", "none": "no ceiling (TensorFlow's own pool)",
+              "system": "oneDNN's system allocator (TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1)"}
+VIDEOS = ((854, 480), (1024, 576))
+
+
+def child_videos(setting, repeats):
+    """Per video of VIDEOS, streamed one after the other in this process through the cache: s/frame
+    (as child_stream), the peak RSS so far and the RSS after the video's flush, GB."""
+    import time
+
+    import vcar_tf  # noqa: F401  (sets the ceiling)
+    from vcar_tf import allocator
+
+    if setting == "none":
+        os.environ.pop(allocator.ENV)  # before TensorFlow makes its allocator
+    elif setting == "system":
+        os.environ["TF_ONEDNN_USE_SYSTEM_ALLOCATOR"] = "1"
+    import numpy as np
+
+    from vcar_tf import models
+    from vcar_tf.inference.streaming import StreamingEnhancer
+
+    model, radius = models.build("nl_convlstm"), models.spec("nl_convlstm").radius
+    rng, out, count = np.random.default_rng(0), [], radius + 2 + repeats
+    for width, height in VIDEOS:
+        enhancer, done = StreamingEnhancer(model, radius), []  # one per video, as vcar-evaluate does
+        for y in rng.random((count, height, width), dtype=np.float32):
+            done += [time.perf_counter() for _ in enhancer.push(y)]
+        enhancer.flush()
+        out.append({"size": f"{width}x{height}", "s_per_frame": (done[-1] - done[0]) / (len(done) - 1),
+                    "peak_gb": peak_rss_mb() / 1024, "after_gb": rss_mb() / 1024})
+    print(json.dumps({"videos": out, "frames": count, "ceiling": os.environ.get(allocator.ENV)}))
+
+
+def allocators(args):
+    rows = ["| allocator | video | s per frame | peak RSS so far GB | RSS after the video GB |", "|---|---|---|---|---|"]
+    ceiling = frames = None
+    for setting, label in ALLOCATORS.items():
+        r = run_child(__file__, "videos", setting, args.repeats)
+        if "failed" in r:
+            rows.append(f"| {label} | {r['failed']} | | | |")
+            continue
+        ceiling, frames = (r["ceiling"] if setting == "ceiling" else ceiling), r["frames"]
+        rows += [f"| {label} | {v['size']} | {v['s_per_frame']:.1f} | {v['peak_gb']:.2f} | {v['after_gb']:.2f} |"
+                 for v in r["videos"]]
+    ceiling = f"{int(ceiling) / 2**30:.1f} GiB" if ceiling else "not measured"
+    body = ("NL-ConvLSTM (untrained weights, warp approx) through the window feature cache "
+            "(`StreamingEnhancer`), a video of random 854x480 frames and then one of 1024x576 frames in the same "
+            f"process ({frames} frames each), one process per allocator setting. Seconds per frame: "
+            "as in the streaming section (the first frame of each video, which traces, left out). vcar_tf's "
+            f"ceiling on this machine: TF_MKL_ALLOC_MAX_BYTES = {ceiling}.\n\n" + "\n".join(rows) + "\n")
+    text = publish("NL-ConvLSTM memory: TensorFlow's oneDNN pool with and without vcar_tf's ceiling", body)
+    append_section(args.out, text.replace("# ", "## ", 1))
+
+
 def append_section(out, text):
     if out:
         from vcar_tf.fileutil import write_text_atomic
@@ -245,14 +304,18 @@ def main():
     parser.add_argument("--streaming", action="store_true", help="NL-ConvLSTM over a video, appended to --out")
     parser.add_argument("--bound", action="store_true", help="NL-ConvLSTM's arithmetic per frame against the conv "
                         "rate, appended to --out")
+    parser.add_argument("--allocator", action="store_true", help="NL-ConvLSTM's memory and speed over two videos "
+                        "with and without vcar_tf's ceiling on oneDNN's pool, appended to --out")
     args = parser.parse_args()
     if run_as_child(args, {"warp": child_warp, "model": child_model, "stream": child_stream, "parts": child_parts,
-                             "bound": child_bound}):
+                             "bound": child_bound, "videos": child_videos}):
         return
     if args.streaming:
         return streaming(args)
     if args.bound:
         return bound(args)
+    if args.allocator:
+        return allocators(args)
 
     def cell(r, key, fmt):
         return r["failed"] if "failed" in r else format(r[key], fmt)
