@@ -20,7 +20,7 @@ PACKAGE = "vcar_tf"
 
 # Declared layers, lowest first; an import may only go to the same layer or a lower one.
 LAYERS = [
-    ("errors", ""),
+    ("errors", "allocator", ""),
     ("fileutil",),
     ("video", "metrics", "weights", "presets", "precision"),
     ("data", "ops"),
