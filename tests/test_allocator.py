@@ -1,14 +1,11 @@
 """vcar_tf caps TensorFlow's oneDNN allocator (vcar_tf/allocator.py), and TensorFlow honours the cap."""
 
 import os
-import subprocess
-import sys
 
 import pytest
 
+from tests.conftest import run_cli
 from vcar_tf import allocator
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_the_cap_is_a_fraction_of_memory_and_a_users_value_is_kept(tmp_path):
@@ -27,10 +24,9 @@ def test_the_cap_is_a_fraction_of_memory_and_a_users_value_is_kept(tmp_path):
     assert allocator.memory_limit_bytes(str(cgroup)) == limit
 
 
-def run_python(code, **env):
-    environ = {k: v for k, v in os.environ.items() if k != allocator.ENV}
-    environ.update(env, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True, text=True, timeout=300)
+def run_python(code, cap=None):
+    """code run in a fresh process whose environment sets the cap, or (None) leaves it unset."""
+    return run_cli("-c", code, env={allocator.ENV: cap, "TF_CPP_MIN_LOG_LEVEL": "2"})
 
 
 @pytest.mark.skipif(os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "0", reason="oneDNN's allocator is off")
@@ -42,7 +38,7 @@ def test_importing_vcar_tf_caps_tensorflow_and_tensorflow_honours_the_cap():
             "    print(float(tf.reduce_sum(tf.ones([2**27]))))\n"
             "except tf.errors.ResourceExhaustedError:\n"
             "    print('exhausted')\n")
-    capped = run_python(code, **{allocator.ENV: str(2**28)})
+    capped = run_python(code, cap=str(2**28))
     assert capped.returncode == 0, capped.stderr
     assert capped.stdout.split() == [str(2**28), "exhausted"]
     default = run_python(code)  # the cap vcar_tf sets leaves room for it
