@@ -3,7 +3,8 @@
     python benchmarks/bench_nonlocal.py [--repeats 3] [--out benchmarks/results/nonlocal.md]
     python benchmarks/bench_nonlocal.py --streaming [--repeats 3] [--out benchmarks/results/nonlocal.md]
     python benchmarks/bench_nonlocal.py --bound [--repeats 3] [--out benchmarks/results/nonlocal.md]
-    python benchmarks/bench_nonlocal.py --allocator [--repeats 3] [--out benchmarks/results/nonlocal.md]
+    python benchmarks/bench_nonlocal.py --allocator [--settings ceiling none system low] [--low-ceiling-gib 14]
+        [--repeats 3] [--out benchmarks/results/nonlocal.md]
 
 --streaming measures NL-ConvLSTM over a video instead (StreamingEnhancer, whole windows against
 the window feature cache, vcar_tf/models/nl_convlstm/window_cache.py) with the time of each part
@@ -12,8 +13,9 @@ feature cache does per 832x480 frame, times the network's main convolution (3x3,
 its own in fp32 and bf16, and appends what that rate allows per frame against the cache's measured
 seconds per frame in both precisions. --allocator streams NL-ConvLSTM through the cache over a
 854x480 video, then a 1024x576 one, in one process, under vcar_tf's ceiling on TensorFlow's oneDNN
-memory pool (vcar_tf/allocator.py), without it, and with oneDNN's system allocator, and appends
-the peak and final RSS and the seconds per frame of each.
+memory pool (vcar_tf/allocator.py), without it, with oneDNN's system allocator, and (low) under a
+ceiling of --low-ceiling-gib set by hand, each as --settings names, and appends the peak and final
+RSS and the seconds per frame of each.
 
 One warp moves h and c (2 x 64 channels) of frame t-1 toward frame t with 64-channel features,
 batch 1, float32, as in the model. Each measurement runs in its own process; memory is the peak
@@ -185,11 +187,12 @@ def bound(args):
 
 
 ALLOCATORS = {"ceiling": "vcar_tf's ceiling (the default)", "none": "no ceiling (TensorFlow's own pool)",
-              "system": "oneDNN's system allocator (TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1)"}
+              "system": "oneDNN's system allocator (TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1)",
+              "low": "a ceiling of {} GiB set by hand"}
 VIDEOS = ((854, 480), (1024, 576))
 
 
-def child_videos(setting, repeats):
+def child_videos(setting, repeats, low_gib):
     """Per video of VIDEOS, streamed one after the other in this process through the cache: s/frame
     (as child_stream), the peak RSS so far and the RSS after the video's flush, GB."""
     import time
@@ -201,6 +204,8 @@ def child_videos(setting, repeats):
         os.environ.pop(allocator.ENV)  # before TensorFlow makes its allocator
     elif setting == "system":
         os.environ["TF_ONEDNN_USE_SYSTEM_ALLOCATOR"] = "1"
+    elif setting == "low":
+        os.environ[allocator.ENV] = str(int(float(low_gib) * 2**30))
     import numpy as np
 
     from vcar_tf import models
@@ -220,16 +225,19 @@ def child_videos(setting, repeats):
 
 def allocators(args):
     rows = ["| allocator | video | s per frame | peak RSS so far GB | RSS after the video GB |", "|---|---|---|---|---|"]
-    ceiling = frames = None
-    for setting, label in ALLOCATORS.items():
-        r = run_child(__file__, "videos", setting, args.repeats)
+    from vcar_tf import allocator
+
+    ceiling, frames = allocator.cap_onednn_allocator(dict(os.environ)), None
+    for setting in args.settings:
+        label = ALLOCATORS[setting].format(f"{args.low_ceiling_gib:g}")
+        r = run_child(__file__, "videos", setting, args.repeats, args.low_ceiling_gib)
         if "failed" in r:
             rows.append(f"| {label} | {r['failed']} | | | |")
             continue
-        ceiling, frames = (r["ceiling"] if setting == "ceiling" else ceiling), r["frames"]
+        frames = r["frames"]
         rows += [f"| {label} | {v['size']} | {v['s_per_frame']:.1f} | {v['peak_gb']:.2f} | {v['after_gb']:.2f} |"
                  for v in r["videos"]]
-    ceiling = f"{int(ceiling) / 2**30:.1f} GiB" if ceiling else "not measured"
+    ceiling = f"{int(ceiling) / 2**30:.1f} GiB"
     body = ("NL-ConvLSTM (untrained weights, warp approx) through the window feature cache "
             "(`StreamingEnhancer`), a video of random 854x480 frames and then one of 1024x576 frames in the same "
             f"process ({frames} frames each), one process per allocator setting. Seconds per frame: "
@@ -306,6 +314,9 @@ def main():
                         "rate, appended to --out")
     parser.add_argument("--allocator", action="store_true", help="NL-ConvLSTM's memory and speed over two videos "
                         "with and without vcar_tf's ceiling on oneDNN's pool, appended to --out")
+    parser.add_argument("--settings", nargs="+", choices=list(ALLOCATORS), default=["ceiling", "none", "system"],
+                        help="--allocator's settings, in order")
+    parser.add_argument("--low-ceiling-gib", type=float, default=14.0, help="the ceiling of --settings low")
     args = parser.parse_args()
     if run_as_child(args, {"warp": child_warp, "model": child_model, "stream": child_stream, "parts": child_parts,
                              "bound": child_bound, "videos": child_videos}):
