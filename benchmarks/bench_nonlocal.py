@@ -69,6 +69,7 @@ def child_stream(path, width, height, repeats, precision="fp32"):
     import time
 
     import numpy as np
+    import tensorflow as tf
 
     from vcar_tf import models
     from vcar_tf.inference.streaming import StreamingEnhancer
@@ -194,7 +195,8 @@ VIDEOS = ((854, 480), (1024, 576))
 
 def child_videos(setting, repeats, low_gib):
     """Per video of VIDEOS, streamed one after the other in this process through the cache: s/frame
-    (as child_stream), the peak RSS so far and the RSS after the video's flush, GB."""
+    (as child_stream), the peak RSS so far and the RSS after the video's flush, GB; a video that runs out
+    of memory under the ceiling (ResourceExhaustedError) is marked so and ends the run."""
     import time
 
     import vcar_tf  # noqa: F401  (sets the ceiling)
@@ -207,6 +209,7 @@ def child_videos(setting, repeats, low_gib):
     elif setting == "low":
         os.environ[allocator.ENV] = str(int(float(low_gib) * 2**30))
     import numpy as np
+    import tensorflow as tf
 
     from vcar_tf import models
     from vcar_tf.inference.streaming import StreamingEnhancer
@@ -215,9 +218,14 @@ def child_videos(setting, repeats, low_gib):
     rng, out, count = np.random.default_rng(0), [], radius + 2 + repeats
     for width, height in VIDEOS:
         enhancer, done = StreamingEnhancer(model, radius), []  # one per video, as vcar-evaluate does
-        for y in rng.random((count, height, width), dtype=np.float32):
-            done += [time.perf_counter() for _ in enhancer.push(y)]
-        enhancer.flush()
+        try:
+            for y in rng.random((count, height, width), dtype=np.float32):
+                done += [time.perf_counter() for _ in enhancer.push(y)]
+            enhancer.flush()
+        except tf.errors.ResourceExhaustedError:
+            out.append({"size": f"{width}x{height}", "failed": f"ResourceExhaustedError after {len(done)} frames",
+                        "peak_gb": peak_rss_mb() / 1024})
+            break
         out.append({"size": f"{width}x{height}", "s_per_frame": (done[-1] - done[0]) / (len(done) - 1),
                     "peak_gb": peak_rss_mb() / 1024, "after_gb": rss_mb() / 1024})
     print(json.dumps({"videos": out, "frames": count, "ceiling": os.environ.get(allocator.ENV)}))
@@ -235,7 +243,8 @@ def allocators(args):
             rows.append(f"| {label} | {r['failed']} | | | |")
             continue
         frames = r["frames"]
-        rows += [f"| {label} | {v['size']} | {v['s_per_frame']:.1f} | {v['peak_gb']:.2f} | {v['after_gb']:.2f} |"
+        rows += [f"| {label} | {v['size']} | {v['failed']} | {v['peak_gb']:.2f} | |" if "failed" in v else
+                 f"| {label} | {v['size']} | {v['s_per_frame']:.1f} | {v['peak_gb']:.2f} | {v['after_gb']:.2f} |"
                  for v in r["videos"]]
     ceiling = f"{int(ceiling) / 2**30:.1f} GiB"
     body = ("NL-ConvLSTM (untrained weights, warp approx) through the window feature cache "

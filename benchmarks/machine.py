@@ -109,7 +109,10 @@ def run_child(script, *args):
         if out.returncode < 0:  # a signal: the last stderr line is whatever was printed before it
             reason = "killed (out of memory?)" if out.returncode == -9 else f"crashed with signal {-out.returncode}"
         else:
-            reason = lines[-1] if lines else f"exit {out.returncode}"
+            # the last exception's line, its class without the module path ("tensorflow....ResourceExhaustedError: ...")
+            errors = [line.strip().partition(":") for line in lines if "Error" in line.partition(":")[0]]
+            errors = [name.split(".")[-1] + colon + rest for name, colon, rest in errors]
+            reason = (errors or lines or [f"exit {out.returncode}"])[-1]
         return {"failed": reason.replace("|", "/")[:60]}
     return json.loads(out.stdout.strip().splitlines()[-1])
 
