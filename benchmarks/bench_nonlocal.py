@@ -69,7 +69,6 @@ def child_stream(path, width, height, repeats, precision="fp32"):
     import time
 
     import numpy as np
-    import tensorflow as tf
 
     from vcar_tf import models
     from vcar_tf.inference.streaming import StreamingEnhancer
