@@ -30,8 +30,7 @@ def shared_file(name):
 def run_cli(*args, env=None):
     """Run `python ...` in a fresh process; returns CompletedProcess with text output.
     env: variables to set over os.environ's; one given as None is removed."""
-    full_env = dict(os.environ, **(env or {}))
-    full_env = {k: v for k, v in full_env.items() if v is not None}
+    full_env = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=full_env,
                           cwd=REPO, timeout=600)
 
