@@ -5,6 +5,7 @@
 #   bash scripts/train_preset.sh MODEL        # the QP37 recipe, e.g. stdf_r3; rerun to resume
 #   bash scripts/train_preset.sh MODEL QP     # QP 22, 27, 32 or 42: fine-tune of MODEL's QP37 preset
 #   bash scripts/train_preset.sh rfda         # RFDA's stage 2, after `... stdf_dsta` (its stage 1) finished
+#   bash scripts/train_preset.sh MODEL 37 continue   # does a longer run pay? (below)
 #
 # QP37, the one recipe every QP37 preset shares: 5,600 steps of 16 x 64x64 crops (3.7e8 target
 # pixels); Adam 5e-4 after a 200-step warm-up, cosine decay to 5e-5; L2 loss; validation every
@@ -16,6 +17,10 @@
 # holds it): the recursive fusion at Adam 5e-4 after a 100-step warm-up, cosine decay, the
 # stage-1 weights at a constant 1e-5; 1,400 steps, validation every 350, the best on val shipped.
 # Either way a checkpoint every 200 steps, and the best on val kept in RUN/best.
+# `continue` (QP37 only) asks whether a longer run would pay, never overwriting a preset: from the
+# shipped MODEL_x265_qp37 preset, 7,000 more steps of the same crops and loss (12,600 in all, 2.25x
+# the recipe), Adam 2e-4 after a 100-step warm-up, cosine decay to 2e-5, seed 1 (other crops than
+# the recipe's seed 0), validation every 1,400 steps, into runs/longer/MODEL_x265_qp37.
 #
 # The run goes to runs/presets/MODEL_x265_qpQP. A run committed under training/presets/ (weights,
 # optimizer and step of an unfinished run, so that a later session resumes it exactly) is copied
@@ -40,15 +45,24 @@ run_folder() {
   fi
   echo "runs/presets/$1"
 }
-if [ $# -lt 1 ]; then
-  echo "error: usage: bash scripts/train_preset.sh MODEL [QP]" >&2
+if [ $# -lt 1 ] || [ $# -gt 3 ] || { [ $# -eq 3 ] && [ "$3" != continue ]; }; then
+  echo "error: usage: bash scripts/train_preset.sh MODEL [QP [continue]]" >&2
   exit 2
 fi
 MODEL=$1
 QP=${2:-37}
 BATCH=16
-case "$MODEL:$QP" in
-  rfda:37)
+RUNS=runs/presets
+case "$MODEL:$QP:${3:-}" in
+  *:continue)
+    if [ "$MODEL" = rfda ] || [ "$QP" != 37 ]; then
+      echo "error: continue goes with a QP37 window preset (not $MODEL at QP$QP)" >&2
+      exit 2
+    fi
+    RUNS=runs/longer
+    RECIPE=(--steps=7000 --lr=2e-4 --warmup_steps=100 --eval_every=1400 --seed=1
+            "--init_from=preset:${MODEL}_x265_qp37") ;;
+  rfda:37:)
     STAGE1=$(run_folder stdf_dsta_x265_qp37)
     if ! grep -qs '^model_checkpoint_path: "ckpt-5600"$' "$STAGE1/checkpoints/checkpoint"; then
       echo "error: RFDA's stage 2 starts from a finished stage 1: run bash scripts/train_preset.sh stdf_dsta first" \
@@ -60,8 +74,8 @@ case "$MODEL:$QP" in
             "--init_from=$STAGE1" --init_lr=1e-5) ;;
   rfda:*) echo "error: RFDA's preset recipe is QP37 only, not $QP" >&2
           exit 2 ;;
-  *:37) RECIPE=(--steps=5600 --lr=5e-4 --warmup_steps=200 --eval_every=1400) ;;
-  *:22|*:27|*:32|*:42) RECIPE=(--steps=2800 --lr=1e-4 --warmup_steps=100 --eval_every=700
+  *:37:) RECIPE=(--steps=5600 --lr=5e-4 --warmup_steps=200 --eval_every=1400) ;;
+  *:22:|*:27:|*:32:|*:42:) RECIPE=(--steps=2800 --lr=1e-4 --warmup_steps=100 --eval_every=700
                        "--init_from=preset:${MODEL}_x265_qp37") ;;
   *) echo "error: QP must be 37 (the recipe) or 22, 27, 32, 42 (fine-tunes of the QP37 preset), not $QP" >&2
      exit 2 ;;
@@ -71,6 +85,6 @@ for split in train val; do
   vcar-prepare --raw ../shared/data --split "$split" --out "data/presets/$split" --qp "$QP" --deblock --sao
 done
 vcar-prepare --raw ../shared/data --split test --out data/presets-test/test --qp "$QP" --deblock --sao
-RUN=$(run_folder "$NAME")
+if [ "$RUNS" = runs/presets ]; then RUN=$(run_folder "$NAME"); else RUN="$RUNS/$NAME"; fi
 python train_main.py --model="$MODEL" --data=data/presets --qp="$QP" --batch="$BATCH" --patch=64 "${RECIPE[@]}" \
   --loss=l2 --checkpoint_every=200 --model_dir="$RUN" --noexport

@@ -1,5 +1,6 @@
 """scripts/train_preset.sh: the QP37 recipe, the QP 22-42 fine-tunes of a QP37 preset, RFDA's stage 2
-from a finished stage 1, and a bad QP or an unfinished stage 1 refused before anything runs. vcar-prepare and python are stubs on PATH that record their
+from a finished stage 1, the longer-run experiment (`continue`), and a bad QP or an unfinished
+stage 1 refused before anything runs. vcar-prepare and python are stubs on PATH that record their
 arguments, so no data is prepared and nothing trains."""
 
 import os
@@ -78,9 +79,30 @@ def test_a_failed_copy_of_a_committed_run_stops_the_script_and_leaves_no_run(wor
     assert os.listdir(workdir / "runs" / "presets") == ["stdf_r3_x265_qp42"]
 
 
-def test_no_model_is_one_error_line(workdir):
-    r, calls = run(workdir)
-    assert r.returncode == 2 and r.stderr == "error: usage: bash scripts/train_preset.sh MODEL [QP]\n" and calls == []
+@pytest.mark.parametrize("args", [(), ("stdf_r3", "37", "longer"), ("stdf_r3", "37", "continue", "x")])
+def test_no_model_or_a_bad_third_word_is_one_error_line(workdir, args):
+    r, calls = run(workdir, *args)
+    assert r.returncode == 2 and calls == []
+    assert r.stderr == "error: usage: bash scripts/train_preset.sh MODEL [QP [continue]]\n"
+
+
+def test_continue_trains_on_from_the_qp37_preset_into_its_own_folder(workdir):
+    os.makedirs(workdir / "training" / "presets" / "stdf_r3_x265_qp37")  # a committed run is not touched
+    r, calls = run(workdir, "stdf_r3", "37", "continue")
+    assert r.returncode == 0, r.stderr
+    assert all("--qp 37 --deblock --sao" in c for c in calls if c.startswith("vcar-prepare"))
+    train, = [c.split() for c in calls if c.startswith("python")]
+    assert {"--model=stdf_r3", "--qp=37", "--batch=16", "--patch=64", "--steps=7000", "--lr=2e-4",
+            "--warmup_steps=100", "--eval_every=1400", "--seed=1", "--init_from=preset:stdf_r3_x265_qp37",
+            "--model_dir=runs/longer/stdf_r3_x265_qp37"} <= set(train)
+    assert not (workdir / "runs" / "presets").exists()
+
+
+@pytest.mark.parametrize("args", [("rfda", "37", "continue"), ("stdf_r3", "32", "continue")])
+def test_continue_of_rfda_or_another_qp_runs_nothing(workdir, args):
+    r, calls = run(workdir, *args)
+    assert r.returncode == 2 and calls == []
+    assert r.stderr.startswith("error: continue goes with") and len(r.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("qp", ["30", "x"])
