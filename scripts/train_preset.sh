@@ -52,14 +52,14 @@ fi
 MODEL=$1
 QP=${2:-37}
 BATCH=16
-RUNS=runs/presets
+RUN=  # the run folder; runs/presets/NAME unless set below
 case "$MODEL:$QP:${3:-}" in
   *:continue)
     if [ "$MODEL" = rfda ] || [ "$QP" != 37 ]; then
       echo "error: continue goes with a QP37 window preset (not $MODEL at QP$QP)" >&2
       exit 2
     fi
-    RUNS=runs/longer
+    RUN=runs/longer/${MODEL}_x265_qp37
     RECIPE=(--steps=7000 --lr=2e-4 --warmup_steps=100 --eval_every=1400 --seed=1
             "--init_from=preset:${MODEL}_x265_qp37") ;;
   rfda:37:)
@@ -85,6 +85,6 @@ for split in train val; do
   vcar-prepare --raw ../shared/data --split "$split" --out "data/presets/$split" --qp "$QP" --deblock --sao
 done
 vcar-prepare --raw ../shared/data --split test --out data/presets-test/test --qp "$QP" --deblock --sao
-if [ "$RUNS" = runs/presets ]; then RUN=$(run_folder "$NAME"); else RUN="$RUNS/$NAME"; fi
+[ -n "$RUN" ] || RUN=$(run_folder "$NAME")
 python train_main.py --model="$MODEL" --data=data/presets --qp="$QP" --batch="$BATCH" --patch=64 "${RECIPE[@]}" \
   --loss=l2 --checkpoint_every=200 --model_dir="$RUN" --noexport
