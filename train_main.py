@@ -50,6 +50,9 @@ flags.DEFINE_string("init_from", _D.init_from, "start from another run's latest 
                     "the same path and shape is copied (e.g. RFDA stage 2 from stage 1)")
 flags.DEFINE_float("init_lr", _D.init_lr, "constant learning rate of the variables copied by --init_from "
                    "(default: the same schedule as the rest)")
+flags.DEFINE_float("centre_noise", _D.centre_noise, "window models: Gaussian noise of this std (0..1 scale) on "
+                   "the centre frame of half the training windows, an experiment in making the model use its "
+                   "neighbours (0: off)")
 FLAGS = flags.FLAGS
 
 

@@ -52,6 +52,28 @@ def test_window_samples_indices_crop_and_identical_augmentation(tmp_path):
         [(0, t) for t in range(9)] + [(1, t) for t in range(5)])
 
 
+
+def test_centre_noise_touches_only_the_centre_of_about_half_the_windows(tmp_path):
+    pairs = _dataset(tmp_path)
+    clean = PatchSampler(pairs, PipelineConfig(radius=2, patch=16, seed=3))
+    noisy = PatchSampler(pairs, PipelineConfig(radius=2, patch=16, seed=3, centre_noise=0.05))
+    changed = 0
+    for k in range(60):
+        (x, y), (xn, yn) = clean.sample(k), noisy.sample(k)
+        np.testing.assert_array_equal(y, yn)  # the target, crop and augmentation are the clean run's
+        np.testing.assert_array_equal(np.delete(x, 2, axis=0), np.delete(xn, 2, axis=0))  # neighbours untouched
+        if not np.array_equal(x[2], xn[2]):
+            changed += 1
+            assert 0.03 < np.std(xn[2] - x[2]) < 0.07 and 0 <= xn.min() and xn.max() <= 1
+        np.testing.assert_array_equal(xn, noisy.sample(k)[0])  # deterministic per sample index
+    assert 20 <= changed <= 40
+    for bad in (-0.1, 1.0):
+        with pytest.raises(VcarError, match="centre_noise"):
+            PipelineConfig(centre_noise=bad)
+    with pytest.raises(VcarError, match="window mode"):
+        PipelineConfig(mode="clip", centre_noise=0.05)
+
+
 def test_clip_mode(tmp_path):
     pairs = _dataset(tmp_path)
     sampler = PatchSampler(pairs, PipelineConfig(mode="clip", clip_length=6, patch=16, augment=False))

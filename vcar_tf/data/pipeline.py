@@ -3,7 +3,9 @@
 Window mode yields ((2R+1, P, P, 1) compressed window, (P, P, 1) raw centre) with neighbour
 indices clipped at the sequence ends; clip mode yields ((L, P, P, 1) compressed clip,
 (L, P, P, 1) raw clip) for recurrent models. Random crop, flip and 90-degree rotation are drawn
-once per sample and applied identically to input and target. Sample k of the stream depends
+once per sample and applied identically to input and target. With centre_noise, half of the
+windows (drawn per sample) get Gaussian noise of that standard deviation on their centre frame
+only, so that a multi-frame model gains from its neighbours in training (an experiment). Sample k of the stream depends
 only on (seed, k), so the stream is deterministic and resumes exactly from any sample index.
 """
 
@@ -26,12 +28,18 @@ class PipelineConfig:
     clip_length: int = 15
     augment: bool = True
     seed: int = 0
+    centre_noise: float = 0.0  # window mode: std of the noise on half the windows' centre frames
+
 
     def __post_init__(self):
         if self.mode not in ("window", "clip"):
             raise VcarError(f"unknown pipeline mode {self.mode!r}; use 'window' or 'clip'")
         if self.radius < 0 or self.patch < 1 or self.batch < 1 or self.clip_length < 1:
             raise VcarError("radius must be >= 0 and patch, batch, clip_length >= 1")
+        if not 0 <= self.centre_noise < 1:
+            raise VcarError(f"centre_noise must be in [0, 1), not {self.centre_noise}")
+        if self.centre_noise and self.mode != "window":
+            raise VcarError("centre_noise goes with window models (window mode), not a recurrent model's clips")
 
 
 # tf.data threads still calling into Python while the interpreter finalises deadlock the exit of
@@ -114,7 +122,13 @@ class PatchSampler:
             tgt = raw.luma()[t:t + c.clip_length, y0:y0 + p, x0:x0 + p]
         inp, tgt = augment_planes(inp, rot, flip), augment_planes(tgt, rot, flip)
         to_float = lambda a: np.expand_dims(np.ascontiguousarray(a, dtype=np.float32) / 255.0, -1)  # noqa: E731
-        return to_float(inp), to_float(tgt)
+        inp = to_float(inp)
+        if c.centre_noise:
+            rng = np.random.default_rng([c.seed, 2 << 32, int(index)])  # not describe()'s draws
+            if rng.integers(2):
+                noise = rng.normal(0, c.centre_noise, inp[c.radius].shape).astype(np.float32)
+                inp[c.radius] = np.clip(inp[c.radius] + noise, 0.0, 1.0)
+        return inp, to_float(tgt)
 
     def output_shapes(self):
         c, p = self.config, self.config.patch

@@ -37,6 +37,7 @@ class TrainConfig:
     seed: int = 0
     init_from: Optional[str] = None  # a run whose weights start this one (matched by layer/variable path)
     init_lr: Optional[float] = None  # constant learning rate of the weights taken from init_from
+    centre_noise: float = 0.0  # window models: noise std on half the training windows' centre frames
 
     def validate(self, min_steps=1):
         """Raise VcarError for a setting that has no meaning (the flag named as on the command line).
@@ -61,6 +62,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise VcarError(f"--{name} must be a positive number, not {value}")
+        if not 0 <= self.centre_noise < 1:
+            raise VcarError(f"--centre_noise must be in [0, 1), not {self.centre_noise}")
         if self.init_lr is not None and not self.init_from:
             raise VcarError("--init_lr needs --init_from")
         if any(m < 1 for m in self.lr_milestones):

@@ -171,7 +171,8 @@ class Trainer:
         """The distributed iterator of training batches from step `start_step` on (deterministic)."""
         cfg = self.cfg
         clips = {"mode": "clip", "clip_length": cfg.clip_length or self.spec.clip_length} if self.spec.recurrent else {}
-        pipeline = PipelineConfig(radius=self.radius, patch=cfg.patch, batch=cfg.batch, seed=cfg.seed, **clips)
+        pipeline = PipelineConfig(radius=self.radius, patch=cfg.patch, batch=cfg.batch, seed=cfg.seed,
+                                  centre_noise=cfg.centre_noise, **clips)
         ds = make_dataset(self.train_pairs, pipeline, start_sample=start_step * cfg.batch)
         return iter(self.strategy.experimental_distribute_dataset(ds))
 
