@@ -5,8 +5,9 @@ indices clipped at the sequence ends; clip mode yields ((L, P, P, 1) compressed 
 (L, P, P, 1) raw clip) for recurrent models. Random crop, flip and 90-degree rotation are drawn
 once per sample and applied identically to input and target. With centre_noise, half of the
 windows (drawn per sample) get Gaussian noise of that standard deviation on their centre frame
-only, so that a multi-frame model gains from its neighbours in training (an experiment). Sample k of the stream depends
-only on (seed, k), so the stream is deterministic and resumes exactly from any sample index.
+only, so that a multi-frame model gains from its neighbours in training (an experiment). Sample k
+of the stream depends only on (seed, k), so the stream is deterministic and resumes exactly from
+any sample index.
 """
 
 import atexit
@@ -29,7 +30,6 @@ class PipelineConfig:
     augment: bool = True
     seed: int = 0
     centre_noise: float = 0.0  # window mode: std of the noise on half the windows' centre frames
-
 
     def __post_init__(self):
         if self.mode not in ("window", "clip"):
