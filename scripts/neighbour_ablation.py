@@ -21,6 +21,7 @@ from vcar_tf.cli.common import add_model_flags, load_model  # noqa: E402
 from vcar_tf.data.layout import check_dataset_folder, find_pairs  # noqa: E402
 from vcar_tf.errors import ArgumentParser, VcarError, cli_main  # noqa: E402
 from vcar_tf.fileutil import check_writable_file  # noqa: E402
+from vcar_tf.models.recurrent import is_recurrent  # noqa: E402
 
 
 def centre_only(model, radius):
@@ -68,7 +69,7 @@ def main(argv=None):
         check_writable_file(args.out)
     pairs = find_pairs(args.data, args.qp)
     model, cfg, radius = load_model(args)
-    if getattr(model, "recurrent", False) or radius == 0:
+    if is_recurrent(model) or radius == 0:
         raise VcarError(f"{cfg.model} is not a multi-frame window model: nothing to ablate")
     split = os.path.basename(os.path.normpath(args.data))
     rows = ablation_rows(model, radius, pairs, split)
