@@ -84,6 +84,8 @@ def _rows(runs, blocker, not_pt, out):
         ("train-lr-milestones", [*train, "--lr_milestones=x"], "--lr_milestones takes step numbers"),
         ("train-radius-negative", [*train, "--radius=-1"], "--radius must be 0 or more"),
         ("train-centre-noise", [*train, "--centre_noise=1.5"], "--centre_noise must be in [0, 1)"),
+        ("train-centre-noise-recurrent", [*train, "--model=rfda", "--centre_noise=0.05"],
+         "centre_noise goes with window models"),
         ("train-qp", [*train, "--qp=60"], "--qp must be in 0..51"),
         ("train-flag-type", [*train, "--steps=abc"], "flag --steps=abc"),
         ("train-unknown-model", [*train, "--model=nope"], "unknown model 'nope'"),

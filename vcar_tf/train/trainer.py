@@ -62,6 +62,9 @@ class Trainer:
         if cfg.model_dir is None:
             cfg.model_dir = os.path.join("runs", self.spec.name)
         self.radius = run_radius(cfg)
+        clips = {"mode": "clip", "clip_length": cfg.clip_length or self.spec.clip_length} if self.spec.recurrent else {}
+        self.pipeline = PipelineConfig(radius=self.radius, patch=cfg.patch, batch=cfg.batch, seed=cfg.seed,
+                                       centre_noise=cfg.centre_noise, **clips)  # checked before data is prepared
         self.loss_fn = get_loss(cfg.loss)
         self.strategy = make_strategy(cfg.strategy)
         keras.utils.set_random_seed(cfg.seed)
@@ -169,11 +172,7 @@ class Trainer:
 
     def batches(self, start_step=0):
         """The distributed iterator of training batches from step `start_step` on (deterministic)."""
-        cfg = self.cfg
-        clips = {"mode": "clip", "clip_length": cfg.clip_length or self.spec.clip_length} if self.spec.recurrent else {}
-        pipeline = PipelineConfig(radius=self.radius, patch=cfg.patch, batch=cfg.batch, seed=cfg.seed,
-                                  centre_noise=cfg.centre_noise, **clips)
-        ds = make_dataset(self.train_pairs, pipeline, start_sample=start_step * cfg.batch)
+        ds = make_dataset(self.train_pairs, self.pipeline, start_sample=start_step * self.cfg.batch)
         return iter(self.strategy.experimental_distribute_dataset(ds))
 
     def train_step_fn(self):
