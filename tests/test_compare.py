@@ -12,8 +12,9 @@ from vcar_tf.metrics.sequence import sequence_row
 from vcar_tf.reporting import average_rows, to_csv
 
 
-def _run(tmp_path, model, shift, split="test"):
-    """A run folder with config.json and eval/report.csv whose ΔPSNR is `shift` dB everywhere."""
+def _run(tmp_path, model, shift, split="test", ramp=0.0):
+    """A run folder with config.json and eval/report.csv whose ΔPSNR is `shift` dB everywhere, plus
+    `ramp` dB times the frame's index."""
     run = tmp_path / model
     (run / "eval").mkdir(parents=True)
     (run / "config.json").write_text(json.dumps({"model": model, "steps": 10}))
@@ -21,7 +22,8 @@ def _run(tmp_path, model, shift, split="test"):
     rows = []
     for name, (w, h) in {"a": (64, 48), "b": (96, 64)}.items():
         psnr_c, ssim_c = 30 + rng.random(5), 0.8 + 0.1 * rng.random(5)
-        rows.append(sequence_row(split, name, w, h, psnr_c, ssim_c, psnr_c + shift, ssim_c + shift / 100))
+        rows.append(sequence_row(split, name, w, h, psnr_c, ssim_c, psnr_c + shift + ramp * np.arange(5),
+                                 ssim_c + shift / 100))
     (run / "eval" / "report.csv").write_text(to_csv(rows + average_rows(rows)))
     return str(run)
 
@@ -112,6 +114,38 @@ def test_a_grid_merge_keeps_the_cells_it_has_and_adds_or_replaces_the_new_runs(t
     with pytest.raises(SystemExit) as e:
         main(["--out", str(out)])
     assert e.value.code == 2 and "give at least one run" in capsys.readouterr().err
+
+
+def test_fluctuation_gives_the_sd_and_pvd_of_the_input_then_of_each_run(tmp_path, capsys):
+    runs = [_run(tmp_path, "arcnn", 0.25), _run(tmp_path, "stdf_r3", 0.5, ramp=0.75)]
+    out = tmp_path / "results.md"
+    out.write_text("# Results\n\nkept\n")
+    assert main([*runs, "--label", "A", "--label", "S", "--fluctuation", "--out", str(out), "--append",
+                 "--title", "Fluctuation"]) == 0
+    text = out.read_text()
+    assert text.startswith("# Results\n\nkept\n\n## Fluctuation\n")
+    head, _, *body = [l for l in text.splitlines() if l.startswith("|")]
+    assert head == "| split | sequence | SD QP (dB) | PVD QP (dB) | A SD (dB) | A PVD (dB) | S SD (dB) | S PVD (dB) |"
+    reports = [[r.split(",") for r in (tmp_path / m / "eval" / "report.csv").read_text().splitlines()]
+               for m in ("arcnn", "stdf_r3")]
+    columns = reports[0][0]
+    assert len(body) == 3 and body[-1].startswith("| test | **average** |")
+    for i, line in enumerate(body):
+        a, s = ({k: float(v) for k, v in zip(columns, report[i + 1]) if k in ("sd", "pvd", "sd_enh", "pvd_enh")}
+                for report in reports)
+        cells = [float(c) for c in line.strip("|").split("|")[2:]]
+        assert cells == pytest.approx([a["sd"], a["pvd"], a["sd_enh"], a["pvd_enh"], s["sd_enh"], s["pvd_enh"]], abs=6e-4)
+        assert s["sd_enh"] > a["sd_enh"] + 0.5  # the ramp's output fluctuates more: its own columns, not the input's
+    for argv, message in (([*runs, "--fluctuation", "--merge", str(out)], "goes without --merge and --group"),
+                          ([*runs, "--fluctuation", "--group", "x", "--group", "x"], "goes without --merge and --group")):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2 and message in capsys.readouterr().err
+    report = tmp_path / "stdf_r3" / "eval" / "report.csv"
+    report.write_text(report.read_text().replace(",sd_enh,", ",sd_x,"))
+    with pytest.raises(SystemExit) as e:
+        main([*runs, "--fluctuation"])
+    assert e.value.code == 2 and "its report has no sd_enh column" in capsys.readouterr().err
 
 
 def test_an_input_is_never_the_output_and_bytes_that_are_not_text_are_one_error_line(tmp_path, capsys):

@@ -128,10 +128,10 @@ def read_report(source, label=None):
 NUMBER_COLUMNS = ("psnr", "ssim", "delta_psnr", "delta_ssim_x100")
 
 
-def checked_numbers(rows, path):
-    """rows, once every cell of NUMBER_COLUMNS they have reads as a number (else a one-line error)."""
+def checked_numbers(rows, path, columns=NUMBER_COLUMNS):
+    """rows, once every cell of `columns` they have reads as a number (else a one-line error)."""
     for r in rows:
-        for column in NUMBER_COLUMNS:
+        for column in columns:
             value = r.get(column)
             try:
                 float(value)
@@ -229,9 +229,9 @@ def same_input(a, b):
     return np.allclose((float(a["psnr"]), float(a["ssim"])), (float(b["psnr"]), float(b["ssim"])), atol=(0.006, 1e-3))
 
 
-def comparison_table(reports):
-    """Markdown: one row per (split, sequence), a ΔPSNR and a ΔSSIM column per run. Runs whose
-    compressed inputs differ are an error; runs that average different sequences get a note."""
+def first_rows(reports):
+    """{(split, sequence): the first run's row}, in order. Runs whose compressed inputs differ are an
+    error; runs that average different sequences get a note."""
     first, labels = {}, {}
     for label, rows in reports:
         for r in rows:
@@ -250,6 +250,12 @@ def comparison_table(reports):
         if len(kinds) > 1:
             print(f"note: the runs average different {split} sequences ({' / '.join(kinds.values())} differ): "
                   "their average rows are not comparable", file=sys.stderr)
+    return first
+
+
+def comparison_table(reports):
+    """Markdown: one row per (split, sequence), a ΔPSNR and a ΔSSIM column per run (first_rows' checks)."""
+    first = first_rows(reports)
     keys = [(split, seq, r["size"], r["psnr"], r["ssim"]) for (split, seq), r in first.items()]
     index = [{(r["split"], r["sequence"]): r for r in rows} for _, rows in reports]
     head = ["split", "sequence", "size", "PSNR QP (dB)", "SSIM QP"]
@@ -261,6 +267,33 @@ def comparison_table(reports):
         for rows in index:
             r = rows.get((split, seq))
             cells += [f"{float(r['delta_psnr']):+.3f}", f"{float(r['delta_ssim_x100']):+.3f}"] if r else ["", ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+FLUCTUATION_COLUMNS = ("sd", "pvd", "sd_enh", "pvd_enh")
+
+
+def fluctuation_table(reports):
+    """Markdown: the quality fluctuation (SD and PVD of the per-frame PSNR, in dB) of each (split,
+    sequence), of the compressed input and then of each run's output, from full reports (a merged
+    table's cells have no SD or PVD)."""
+    for label, rows in reports:
+        missing = [c for c in FLUCTUATION_COLUMNS if c not in rows[0]]
+        if missing:
+            raise VcarError(f"{label}: its report has no {', '.join(missing)} column (SD/PVD need vcar-evaluate's report.csv)")
+        checked_numbers(rows, label, FLUCTUATION_COLUMNS)
+    first = first_rows(reports)
+    index = [{(r["split"], r["sequence"]): r for r in rows} for _, rows in reports]
+    head = ["split", "sequence", "SD QP (dB)", "PVD QP (dB)"]
+    for label, _ in reports:
+        head += [f"{label} SD (dB)", f"{label} PVD (dB)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (split, seq), base in first.items():
+        cells = [split, f"**{seq}**" if seq == "average" else seq, f"{float(base['sd']):.3f}", f"{float(base['pvd']):.3f}"]
+        for rows in index:
+            r = rows.get((split, seq))
+            cells += [f"{float(r['sd_enh']):.3f}", f"{float(r['pvd_enh']):.3f}"] if r else ["", ""]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

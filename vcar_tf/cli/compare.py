@@ -4,6 +4,7 @@
     vcar-compare NEW_RUN --merge docs/results.md --out docs/results.md
     vcar-compare RUN [RUN ...] --label L ... --group G ... --out docs/results.md --append [--title T]
     vcar-compare NEW_RUN ... --label L ... --group G ... --merge docs/results.md --out docs/results.md --append --title T
+    vcar-compare RUN [RUN ...] --fluctuation [--label L ...] [--out F [--append --title T]]
 
 A run is a train_main.py model_dir (or any folder holding a report.csv, or the CSV itself).
 --merge keeps the columns of a table this tool wrote before (at its printed precision); a run
@@ -11,7 +12,8 @@ with the same label replaces its column. --group (one per run) gives the average
 label, one column pair per group (e.g. the compression the runs were evaluated on). --append puts
 the table in --out as a `## TITLE` section, replacing the section of that title if there is one;
 with --merge it keeps the cells of the averages grid in the merged file's `## TITLE` section, a run
-replacing the cell of its label and group (no run: the grid as it was).
+replacing the cell of its label and group (no run: the grid as it was). --fluctuation gives the SD
+and PVD of each sequence's per-frame PSNR, compressed and after each run, from the runs' reports.
 """
 
 import os
@@ -19,8 +21,8 @@ import sys
 
 from vcar_tf.errors import ArgumentParser, VcarError, cli_main
 from vcar_tf.fileutil import check_writable_file, read_text, write_text_atomic
-from vcar_tf.reporting import (REPORT_CSV, average_grid, comparison_table, merge_reports, read_grid,
-                               read_report, read_table, replace_section, report_path)
+from vcar_tf.reporting import (REPORT_CSV, average_grid, comparison_table, fluctuation_table, merge_reports,
+                               read_grid, read_report, read_table, replace_section, report_path)
 from vcar_tf.train.folder import RunFolder, run_label
 
 
@@ -48,7 +50,11 @@ def main(argv=None):
     p.add_argument("--group", action="append", default=None,
                    help="with one per run: a table of averages, a row per label and columns per group")
     p.add_argument("--append", action="store_true", help="write the table as a ## section of --out")
+    p.add_argument("--fluctuation", action="store_true",
+                   help="a table of SD and PVD per sequence (compressed, then each run) instead of ΔPSNR/ΔSSIM")
     args = p.parse_args(argv)
+    if args.fluctuation and (args.merge or args.group is not None):
+        raise VcarError("--fluctuation reads every run's report: it goes without --merge and --group")
     if args.append and (not args.out or not os.path.isfile(args.out)):
         raise VcarError("--append needs an existing --out file")
     if args.append and args.merge and args.runs and args.group is None:
@@ -87,7 +93,12 @@ def main(argv=None):
     notes = ""
     if args.notes:
         notes = read_text(args.notes).strip() + "\n\n"
-    table = average_grid(reports, groups, first_groups) if groups is not None else comparison_table(reports)
+    if args.fluctuation:
+        table = fluctuation_table(reports)
+    elif groups is not None:
+        table = average_grid(reports, groups, first_groups)
+    else:
+        table = comparison_table(reports)
     text = f"{'##' if args.append else '#'} {args.title}\n\n{notes}{table}"
     print(text)
     if args.append:
