@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # docs/results.md from the presets the package ships (issue 15): every QP37 preset, as a user gets it
 # (`vcar-evaluate --preset NAME`), on the whole test split compressed the presets' way (x265 LDP,
-# deblocking and SAO on, QP37), side by side with vcar-compare; then the robustness table
+# deblocking and SAO on, QP37), side by side with vcar-compare, and their SD and PVD; then the robustness table
 # (scripts/robustness.sh), and the presets of other QPs (scripts/qp_results.sh). Evaluations already made are kept:
 # every evaluation goes through scripts/evaluate_recorded.py, which records it in docs/evaluations/ and
 # reuses a record while the weights and the sequences are the same (delete runs/X and
@@ -47,6 +47,10 @@ if [ -f "$RELEASE" ]; then
 fi
 vcar-compare "${folders[@]}" "${labels[@]}" "${merge[@]}" --notes docs/results-notes.md --out "$RESULTS_MD" \
   --title "Presets: the shared test split, x265 LDP with deblocking and SAO, QP37"
+# SD and PVD of the same evaluations, from their reports (a column that MERGE=1 kept from the old
+# table has no report, so it is not in this one)
+[ ${#folders[@]} -eq 0 ] || vcar-compare "${folders[@]}" "${labels[@]}" --fluctuation --out "$RESULTS_MD" --append \
+  --title "Quality fluctuation: SD and PVD of the per-frame PSNR, the same evaluations"
 # The robustness table (the same presets on the test split compressed other ways), then the presets
 # fine-tuned to other QPs beside the QP37 preset unchanged at those QPs: sections of the file above.
 bash scripts/robustness.sh
