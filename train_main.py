@@ -47,7 +47,8 @@ flags.DEFINE_string("export_dir", _D.export_dir, "TF Serving model base: writes 
 flags.DEFINE_bool("export", _D.export, "export a SavedModel after training (--noexport to skip)")
 flags.DEFINE_integer("seed", _D.seed, "data and initialisation seed")
 flags.DEFINE_string("init_from", _D.init_from, "start from another run's latest checkpoint: every variable with "
-                    "the same path and shape is copied (e.g. RFDA stage 2 from stage 1)")
+                    "the same path and shape is copied (e.g. RFDA stage 2 from stage 1), or a "
+                    "shipped preset's weights with preset:NAME")
 flags.DEFINE_float("init_lr", _D.init_lr, "constant learning rate of the variables copied by --init_from "
                    "(default: the same schedule as the rest)")
 flags.DEFINE_float("centre_noise", _D.centre_noise, "window models: Gaussian noise of this std (0..1 scale) on "

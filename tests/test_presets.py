@@ -117,6 +117,17 @@ def test_presets_in_the_commands_and_as_init_from(presets, tmp_path, capsys):
 
     model = build("arcnn")
     assert len(initialise_from(model, "preset:arcnn_toy")) == len(model.variables)
+    # through train_main.py: one step at a negligible rate leaves the preset's weights
+    tuned = tmp_path / "fine-tune"
+    r = run_cli("train_main.py", "--model=arcnn", "--steps=1", "--batch=2", "--patch=16", "--lr=1e-9",
+                "--lr_schedule=constant", "--noexport", "--init_from=preset:arcnn_toy", f"--model_dir={tuned}",
+                env={"VCAR_TF_PRESETS": str(presets)})
+    assert r.returncode == 0, r.stderr[-2000:]
+    from vcar_tf.models.presets import from_preset
+    from vcar_tf.train.run import load_run
+
+    for a, b in zip(load_run(str(tuned))[0].weights, from_preset("arcnn_toy").weights):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
     shutil.rmtree(presets / "arcnn_toy")
     with pytest.raises(VcarError, match="unknown preset 'arcnn_toy'"):
         initialise_from(build("arcnn"), "preset:arcnn_toy")

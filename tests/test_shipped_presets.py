@@ -1,9 +1,12 @@
 """The presets shipped in the package: each card is complete and its weights load (sha256 checked),
 and `vcar-enhance --preset stdf_r3_x265_qp37`, as the README shows it, makes the embedded sample's
-held-out sequence, compressed the preset's way (x265 LDP, deblocking and SAO, QP37), better."""
+held-out sequence, compressed the preset's way (x265 LDP, deblocking and SAO, QP37), better. A
+preset loads with no network and nothing read from ../shared."""
 
 import glob
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -17,8 +20,8 @@ from vcar_tf.video.container import decode_frames
 from vcar_tf.video.yuv import YuvSequence
 
 README_PRESET = "stdf_r3_x265_qp37"
-CARD_KEYS = ("name", "model", "codec", "qp", "data", "train_config", "recipe", "wall_time", "machine", "val", "test",
-             "sha256")
+CARD_KEYS = ("name", "model", "codec", "qp", "codec_settings", "data", "train_config", "step", "recipe", "wall_time",
+             "machine", "val", "test", "sha256")
 
 
 @pytest.fixture(autouse=True)
@@ -37,6 +40,39 @@ def test_every_shipped_preset_has_a_full_card_and_loads():
             assert card[split]["sequences"] > 0 and np.isfinite(card[split]["delta_psnr"])
         model = models.from_preset(name)  # the package-level entry the issue names
         assert model.count_params() > 0
+
+
+NO_NETWORK_NO_SHARED = """
+import os, sys
+shared = os.path.realpath(sys.argv[1]) + os.sep
+def deny(event, args):
+    if event in ("socket.connect", "socket.getaddrinfo", "socket.gethostbyname", "urllib.Request"):
+        raise RuntimeError(f"network use: {event} {args}")
+    if event == "open" and isinstance(args[0], (str, bytes)):
+        if os.path.realpath(os.fsdecode(args[0])).startswith(shared):
+            raise RuntimeError(f"read from the shared folder: {args[0]}")
+sys.addaudithook(deny)
+import numpy as np
+from vcar_tf.models import from_preset
+model = from_preset(sys.argv[2])
+out = model(np.full((1, 7, 24, 40, 1), 0.5, np.float32))
+print("enhanced", tuple(out.shape))
+"""
+
+
+def test_a_preset_loads_and_runs_with_no_network_and_nothing_read_from_shared(tmp_path):
+    """Every socket connection or name lookup and every file opened under ../shared fail in the child
+    (an audit hook); it loads a preset with the fused op and enhances a window."""
+    shared = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VCAR_")}
+    r = subprocess.run([sys.executable, "-c", NO_NETWORK_NO_SHARED, shared, README_PRESET], capture_output=True,
+                       text=True, cwd=tmp_path, env=env, timeout=600)
+    assert r.returncode == 0 and "enhanced (1, 24, 40, 1)" in r.stdout, r.stderr[-3000:]
+    hook = NO_NETWORK_NO_SHARED.split("import numpy")[0]
+    for probe, message in (("open(os.path.join(sys.argv[1], 'x'))", "read from the shared folder"),
+                           ("import socket; socket.getaddrinfo('localhost', 80)", "network use")):
+        r = subprocess.run([sys.executable, "-c", hook + probe, shared], capture_output=True, text=True, cwd=tmp_path)
+        assert r.returncode != 0 and message in r.stderr, r.stderr[-1000:]  # the hook itself works
 
 
 def test_readme_preset_improves_the_embedded_sample(tmp_path):
