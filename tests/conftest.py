@@ -27,6 +27,16 @@ def shared_file(name):
     return os.path.join(SHARED_DATA, row["file"])
 
 
+def load_script(name):
+    """scripts/NAME.py as a module (the scripts are not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "scripts", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_cli(*args, env=None):
     """Run `python ...` in a fresh process; returns CompletedProcess with text output.
     env: variables to set over os.environ's; one given as None is removed."""

@@ -1,27 +1,19 @@
 """scripts/layer_activity.py: a layer whose units never fire reads as dead, live ones do not, and
 what it cannot probe is a one-line error."""
 
-import importlib.util
 import os
 
 import numpy as np
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, load_script, run_cli
 
 SCRIPT = os.path.join(REPO, "scripts", "layer_activity.py")
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("layer_activity", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_a_layer_killed_by_its_bias_reads_dead_and_the_others_alive():
     from vcar_tf.models import build
 
-    script = _script()
+    script = load_script("layer_activity")
     model = build("stdf_r3")
     names = script.relu_layers(model)
     assert "fusion_relu" in names and "qe_7" in names and "qe_8" not in names  # qe_8: the residual head, no ReLU

@@ -1,28 +1,20 @@
 """scripts/neighbour_ablation.py: the centre-only windows really hold the centre frame, the two
 evaluations differ only there, and models without neighbours to ablate are refused."""
 
-import importlib.util
 import os
 
 import numpy as np
 import tensorflow as tf
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, load_script, run_cli
 
 SCRIPT = os.path.join(REPO, "scripts", "neighbour_ablation.py")
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("neighbour_ablation", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_centre_only_feeds_the_centre_frame_in_every_slot():
     first_frame = lambda x, training=False: x[:, 0]  # noqa: E731  (the window's oldest frame)
     windows = np.random.default_rng(0).random((2, 7, 5, 6, 1), dtype=np.float32)
-    out = _script().centre_only(first_frame, 3)(windows).numpy()
+    out = load_script("neighbour_ablation").centre_only(first_frame, 3)(windows).numpy()
     np.testing.assert_array_equal(out, windows[:, 3])
 
 
@@ -32,7 +24,7 @@ def test_a_temporal_mean_gains_nothing_from_the_centre_alone(sample_cache):
     _, sample = sample_cache
     pairs = find_pairs(os.path.join(sample, "test"), 37)
     mean_of_window = lambda x, training=False: tf.reduce_mean(x, axis=1)  # noqa: E731
-    rows = _script().ablation_rows(mean_of_window, 2, pairs, "test")
+    rows = load_script("neighbour_ablation").ablation_rows(mean_of_window, 2, pairs, "test")
     assert [r[0] for r in rows] == [p.name for p in pairs]
     for _, window, alone, window_ssim, alone_ssim in rows:
         assert abs(alone) < 1e-5 and abs(alone_ssim) < 1e-5  # the centre frame itself (float32 round trip)

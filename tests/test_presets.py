@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, load_script, run_cli
 from tests.test_compare import _run
 from vcar_tf.errors import VcarError
 
@@ -232,12 +232,9 @@ def test_a_run_trained_at_another_radius_ships_and_loads_at_it(tmp_path, monkeyp
 def test_the_card_s_codec_settings_come_from_the_run_s_codec_folder(tmp_path):
     """A dataset with two x265 folders at QP37 (LDP, and LDP with the loop filters): a run trained
     with --codec_folder gets that folder's settings; without one it is ambiguous, an error."""
-    import importlib.util
     import json
 
-    spec = importlib.util.spec_from_file_location("make_preset", os.path.join(REPO, "scripts", "make_preset.py"))
-    make_preset = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(make_preset)
+    make_preset = load_script("make_preset")
     for folder, deblock in (("x265_LDP", False), ("x265_LDP_dbk_sao", True)):
         sidecars = tmp_path / "train" / folder / "QP37" / "bitstreams"
         sidecars.mkdir(parents=True)
