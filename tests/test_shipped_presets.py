@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+from tests.conftest import REPO
 from vcar_tf.cli.enhance import main as enhance
 from vcar_tf.data.codec import CodecSettings
 from vcar_tf.data.sample import ensure_sample_dataset
@@ -63,7 +64,7 @@ print("enhanced", tuple(out.shape))
 def test_a_preset_loads_and_runs_with_no_network_and_nothing_read_from_shared(tmp_path):
     """Every socket connection or name lookup and every file opened under ../shared fail in the child
     (an audit hook); it loads a preset with the fused op and enhances a window."""
-    shared = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared")
+    shared = os.path.join(REPO, "..", "shared")
     env = {k: v for k, v in os.environ.items() if not k.startswith("VCAR_")}
     r = subprocess.run([sys.executable, "-c", NO_NETWORK_NO_SHARED, shared, README_PRESET], capture_output=True,
                        text=True, cwd=tmp_path, env=env, timeout=600)

@@ -253,22 +253,31 @@ def first_rows(reports):
     return first
 
 
-def comparison_table(reports):
-    """Markdown: one row per (split, sequence), a ΔPSNR and a ΔSSIM column per run (first_rows' checks)."""
+def per_sequence_table(reports, base_head, base_cells, run_head, run_cells):
+    """Markdown: one row per (split, sequence) (first_rows' checks): base_cells(the first run's row)
+    under base_head, then run_cells(row) of each run under "LABEL " + run_head."""
     first = first_rows(reports)
-    keys = [(split, seq, r["size"], r["psnr"], r["ssim"]) for (split, seq), r in first.items()]
     index = [{(r["split"], r["sequence"]): r for r in rows} for _, rows in reports]
-    head = ["split", "sequence", "size", "PSNR QP (dB)", "SSIM QP"]
+    head = ["split", "sequence", *base_head]
     for label, _ in reports:
-        head += [f"{label} ΔPSNR (dB)", f"{label} ΔSSIM (×10⁻²)"]
+        head += [f"{label} {h}" for h in run_head]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for split, seq, size, psnr, ssim in keys:
-        cells = [split, f"**{seq}**" if seq == "average" else seq, size, f"{float(psnr):.2f}", f"{float(ssim):.4f}"]
+    for (split, seq), base in first.items():
+        cells = [split, f"**{seq}**" if seq == "average" else seq, *base_cells(base)]
         for rows in index:
             r = rows.get((split, seq))
-            cells += [f"{float(r['delta_psnr']):+.3f}", f"{float(r['delta_ssim_x100']):+.3f}"] if r else ["", ""]
+            cells += run_cells(r) if r else [""] * len(run_head)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def comparison_table(reports):
+    """Markdown: one row per (split, sequence), a ΔPSNR and a ΔSSIM column per run."""
+    return per_sequence_table(
+        reports, ["size", "PSNR QP (dB)", "SSIM QP"],
+        lambda r: [r["size"], f"{float(r['psnr']):.2f}", f"{float(r['ssim']):.4f}"],
+        ["ΔPSNR (dB)", "ΔSSIM (×10⁻²)"],
+        lambda r: [f"{float(r['delta_psnr']):+.3f}", f"{float(r['delta_ssim_x100']):+.3f}"])
 
 
 FLUCTUATION_COLUMNS = ("sd", "pvd", "sd_enh", "pvd_enh")
@@ -283,19 +292,10 @@ def fluctuation_table(reports):
         if missing:
             raise VcarError(f"{label}: its report has no {', '.join(missing)} column (SD/PVD need vcar-evaluate's report.csv)")
         checked_numbers(rows, label, FLUCTUATION_COLUMNS)
-    first = first_rows(reports)
-    index = [{(r["split"], r["sequence"]): r for r in rows} for _, rows in reports]
-    head = ["split", "sequence", "SD QP (dB)", "PVD QP (dB)"]
-    for label, _ in reports:
-        head += [f"{label} SD (dB)", f"{label} PVD (dB)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for (split, seq), base in first.items():
-        cells = [split, f"**{seq}**" if seq == "average" else seq, f"{float(base['sd']):.3f}", f"{float(base['pvd']):.3f}"]
-        for rows in index:
-            r = rows.get((split, seq))
-            cells += [f"{float(r['sd_enh']):.3f}", f"{float(r['pvd_enh']):.3f}"] if r else ["", ""]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return per_sequence_table(reports, ["SD QP (dB)", "PVD QP (dB)"],
+                              lambda r: [f"{float(r['sd']):.3f}", f"{float(r['pvd']):.3f}"],
+                              ["SD (dB)", "PVD (dB)"],
+                              lambda r: [f"{float(r['sd_enh']):.3f}", f"{float(r['pvd_enh']):.3f}"])
 
 
 def average_grid(reports, groups, first_groups=()):
