@@ -79,15 +79,15 @@ def child_export(name, width, height, folder, checkpoint, calibration_frames, pa
         export_onnx(model, radius, paths["onnx_deformconv"], deform="native")
         made = BASE
     elif part == "onnx_int8":
-        from vcar_tf.cli.export import ONNX_CALIBRATION_SIZE, calibration_windows
+        from vcar_tf.cli.common import CALIBRATION_SIZE, calibration_windows
         from vcar_tf.export.onnx import export_onnx
 
-        windows = calibration_windows(model, radius, *ONNX_CALIBRATION_SIZE, int(calibration_frames))
+        windows = calibration_windows(model, radius, *CALIBRATION_SIZE, int(calibration_frames))
         for runtime, deform in zip(ONNX_INT8, ("composite", "native")):
             export_onnx(model, radius, paths[runtime], deform=deform, quantization="int8", representative=windows)
         made = ONNX_INT8
     else:
-        from vcar_tf.cli.export import calibration_windows
+        from vcar_tf.cli.common import calibration_windows
         from vcar_tf.export.tflite import export_tflite
 
         windows = calibration_windows(model, radius, height, width, int(calibration_frames)) if part.startswith("int8") else None

@@ -1,7 +1,7 @@
 """vcar-evaluate with a committed record: an evaluation already made is not made again.
 
     python scripts/evaluate_recorded.py --out runs/preset-eval/NAME --preset NAME --data DIR [--qp 37 | --crf 33]
-        [--codec-folder F] [--precision fp32|bf16] [--restore-only]
+        [--codec-folder F] [--precision fp32|bf16|int8] [--restore-only]
     python scripts/evaluate_recorded.py --out runs/preset-eval/X --model_dir RUN [--checkpoint best] [--key-file WEIGHTS]
         --qp 37 --data DIR
 
@@ -112,7 +112,7 @@ def main(argv=None):
     p.add_argument("--qp", type=int, default=None, help="default: the preset's QP")
     p.add_argument("--crf", type=int, default=None)
     p.add_argument("--codec-folder", default=None)
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="vcar-evaluate's --precision")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "int8"), help="vcar-evaluate's --precision")
     p.add_argument("--records", default=RECORDS, help="folder of the records (default docs/evaluations)")
     p.add_argument("--record", default=None, help="the record's path under --records (default: OUT without runs/)")
     p.add_argument("--restore-only", action="store_true", help="never run vcar-evaluate")

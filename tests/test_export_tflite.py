@@ -217,7 +217,7 @@ def test_fp16_and_int8_variants_are_builtin_and_close_to_fp32(sample_root, tmp_p
 def test_recurrent_calibration_carries_the_state_from_frame_to_frame():
     """int8 calibration of a recurrent model sees the state of a running stream, not only the zero
     state of its first frame (whose range [0, 0] would leave every later state's scale arbitrary)."""
-    from vcar_tf.cli.export import calibration_windows
+    from vcar_tf.cli.common import calibration_windows
     from vcar_tf.models import build
 
     model = build("rfda")

@@ -1,7 +1,10 @@
 """What the commands share: where the model comes from (--model_dir RUN or --preset NAME).
 TensorFlow loads in load_model, not on import, so a command reports a bad argument or path first."""
 
+import os
 import sys
+
+import numpy as np
 
 from vcar_tf.errors import VcarError
 from vcar_tf.precision import PRECISIONS, auto_precision, check_precision
@@ -13,7 +16,8 @@ def add_model_flags(parser, precision=False):
     """--model_dir, --checkpoint, --preset and, with `precision`, --precision (a Keras model's compute)."""
     if precision:
         parser.add_argument("--precision", default="auto", choices=PRECISIONS,
-                            help="auto, fp32 or bf16, with --model_dir or --preset: bf16 computes in bfloat16; "
+                            help="auto, fp32, bf16 or int8, with --model_dir or --preset: bf16 computes in bfloat16; int8 "
+                            "computes convolutions in integers calibrated on the embedded sample (window models); "
                             "auto (default) is bf16 for a preset whose measured bf16 cost is within budget on a "
                             "CPU with native bf16 (see the README), fp32 otherwise")
     parser.add_argument("--model_dir", default=None, help="a train_main.py (or vcar-import) run")
@@ -58,5 +62,60 @@ def load_model(args, others=()):
         if card is not None:
             cfg = TrainConfig(model=card["model"], qp=card["qp"], codec=card.get("codec", "x265"))
             radius = card.get("overrides", {}).get("radius", spec(card["model"]).radius)
-            return from_preset(args.preset), cfg, radius
-        return load_run(args.model_dir, args.checkpoint)
+            model = from_preset(args.preset)
+        else:
+            model, cfg, radius = load_run(args.model_dir, args.checkpoint)
+    if precision == "int8":
+        from vcar_tf.models.int8 import Int8Model
+
+        model = Int8Model(model, calibration_windows(model, radius, *CALIBRATION_SIZE, CALIBRATION_WINDOWS))
+    return model, cfg, radius
+
+
+CALIBRATION_SIZE = (240, 416)  # the embedded sample's frames (ONNX files and int8 inference have no fixed size)
+CALIBRATION_WINDOWS = 8  # int8 inference's, and vcar-export's --calibration_frames default
+
+
+def calibration_windows(model, radius, height, width, count):
+    """`count` float32 windows [1, 2R+1, H, W, 1] of the embedded sample dataset's compressed
+    training frames, cropped or mirrored to H x W. A recurrent model gets (window, state) pairs:
+    each sequence's first frames in order, the state carried by the float model from frame to
+    frame, so that the state's ranges are those of a running stream, not only the zero start."""
+    from tqdm import tqdm
+
+    from vcar_tf.data.codec import CodecSettings
+    from vcar_tf.data.layout import find_pairs
+    from vcar_tf.data.sample import ensure_sample_dataset
+    from vcar_tf.models.recurrent import is_recurrent
+
+    root = ensure_sample_dataset()
+    # the sample's default compression (another codec may be cached beside it by a run's --codec)
+    sequences = [pair.open()[1] for pair in find_pairs(os.path.join(root, "train"), 37, CodecSettings().codec_folder)]
+
+    def window(seq, t):
+        index = np.clip(np.arange(t - radius, t + radius + 1), 0, seq.num_frames - 1)
+        frames = np.stack([seq.y(int(j)) for j in index]).astype(np.float32) / 255.0
+        frames = np.pad(frames, [(0, 0), (0, max(0, height - frames.shape[1])), (0, max(0, width - frames.shape[2]))],
+                        mode="symmetric")[:, :height, :width]
+        return frames[None, ..., None]
+
+    with tqdm(total=count, desc="calibration windows", unit="window", file=sys.stderr, leave=False) as bar:
+        if not is_recurrent(model):
+            samples = []
+            for i in range(count):
+                seq = sequences[i % len(sequences)]
+                samples.append(window(seq, (i * 7) % seq.num_frames))
+                bar.update()
+            return samples
+        samples, per_sequence = [], -(-count // len(sequences))
+        for seq in sequences:
+            state = None
+            for t in range(min(per_sequence, seq.num_frames)):
+                x = window(seq, t)
+                state = model.initial_state(x) if state is None else state
+                samples.append((x, np.asarray(state)))
+                bar.update()
+                if len(samples) == count:
+                    return samples
+                state = model.step(x, state)[1]
+        return samples

@@ -85,11 +85,14 @@ def main(argv=None):
     if args.data is not None:
         cfg.data = args.data
     cfg.qp = args.qp if args.qp is not None else cfg.qp
-    train_roots, val_roots = split_datasets(cfg.data, sample_settings(args, cfg), need_train=False)
+    settings = sample_settings(args, cfg)
+    train_roots, val_roots = split_datasets(cfg.data, settings, need_train=False)
     roots = val_roots or train_roots
+    # the sample's cache may hold other compressions beside the one prepared for this model
+    codec_folder = args.codec_folder or (settings.codec_folder if args.data is None else None)
     rows, curves = [], {}
     for split, root in roots.items():
-        r, c = evaluate_pairs(model, find_pairs(root, cfg.qp, args.codec_folder, args.crf), radius, split, args.batch)
+        r, c = evaluate_pairs(model, find_pairs(root, cfg.qp, codec_folder, args.crf), radius, split, args.batch)
         rows += r
         curves.update(c)
     print(write_report(out, rows, curves, f"{cfg.model} at {rate_folder(cfg.qp, args.crf)}"))

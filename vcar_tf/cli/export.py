@@ -21,60 +21,12 @@ quantizes the convolutions only (vcar_tf/export/onnx.py). TensorFlow loads after
 import os
 import sys
 
-import numpy as np
-
-from vcar_tf.cli.common import add_model_flags, load_model
+from vcar_tf.cli.common import CALIBRATION_SIZE, CALIBRATION_WINDOWS, add_model_flags, calibration_windows, load_model
 from vcar_tf.errors import ArgumentParser, VcarError, cli_main
 from vcar_tf.fileutil import check_writable_dir
 from vcar_tf.export.names import MAX_FRAME_PIXELS, ONNX_DEFORMS, ONNX_QUANTIZATIONS, TFLITE_QUANTIZATIONS
 
 QUANTIZATIONS = {"saved_model": ("fp32",), "tflite": TFLITE_QUANTIZATIONS, "onnx": ONNX_QUANTIZATIONS}
-ONNX_CALIBRATION_SIZE = (240, 416)  # the embedded sample's frames: an ONNX file has no fixed size
-
-
-def calibration_windows(model, radius, height, width, count):
-    """`count` float32 windows [1, 2R+1, H, W, 1] of the embedded sample dataset's compressed
-    training frames, cropped or mirrored to H x W. A recurrent model gets (window, state) pairs:
-    each sequence's first frames in order, the state carried by the float model from frame to
-    frame, so that the state's ranges are those of a running stream, not only the zero start."""
-    from tqdm import tqdm
-
-    from vcar_tf.data.codec import CodecSettings
-    from vcar_tf.data.layout import find_pairs
-    from vcar_tf.data.sample import ensure_sample_dataset
-    from vcar_tf.models.recurrent import is_recurrent
-
-    root = ensure_sample_dataset()
-    # the sample's default compression (another codec may be cached beside it by a run's --codec)
-    sequences = [pair.open()[1] for pair in find_pairs(os.path.join(root, "train"), 37, CodecSettings().codec_folder)]
-
-    def window(seq, t):
-        index = np.clip(np.arange(t - radius, t + radius + 1), 0, seq.num_frames - 1)
-        frames = np.stack([seq.y(int(j)) for j in index]).astype(np.float32) / 255.0
-        frames = np.pad(frames, [(0, 0), (0, max(0, height - frames.shape[1])), (0, max(0, width - frames.shape[2]))],
-                        mode="symmetric")[:, :height, :width]
-        return frames[None, ..., None]
-
-    with tqdm(total=count, desc="calibration windows", unit="window", file=sys.stderr, leave=False) as bar:
-        if not is_recurrent(model):
-            samples = []
-            for i in range(count):
-                seq = sequences[i % len(sequences)]
-                samples.append(window(seq, (i * 7) % seq.num_frames))
-                bar.update()
-            return samples
-        samples, per_sequence = [], -(-count // len(sequences))
-        for seq in sequences:
-            state = None
-            for t in range(min(per_sequence, seq.num_frames)):
-                x = window(seq, t)
-                state = model.initial_state(x) if state is None else state
-                samples.append((x, np.asarray(state)))
-                bar.update()
-                if len(samples) == count:
-                    return samples
-                state = model.step(x, state)[1]
-        return samples
 
 
 def check_new_file(path, overwrite):
@@ -100,7 +52,7 @@ def main(argv=None):
                    help="; ".join(f"{f}: {'|'.join(q)}" for f, q in QUANTIZATIONS.items()))
     p.add_argument("--onnx_deform", default="composite", choices=ONNX_DEFORMS,
                    help="onnx: deformable convs as the stock-op composite (opset 18) or ONNX DeformConv (opset 19)")
-    p.add_argument("--calibration_frames", type=int, default=8, help="int8: sample windows to calibrate on")
+    p.add_argument("--calibration_frames", type=int, default=CALIBRATION_WINDOWS, help="int8: sample windows to calibrate on")
     p.add_argument("--overwrite", action="store_true", help="tflite, onnx: replace an existing file")
     args = p.parse_args(argv)
     if args.version is not None and args.version < 1:
@@ -143,7 +95,7 @@ def main(argv=None):
         suffix = ("_deformconv" if args.onnx_deform == "native" else "") + (
             "_int8" if args.quantization == "int8" else "")
         target = check_new_file(os.path.join(args.out, f"{name}{suffix}.onnx"), args.overwrite)
-        representative = (calibration_windows(model, radius, *ONNX_CALIBRATION_SIZE, args.calibration_frames)
+        representative = (calibration_windows(model, radius, *CALIBRATION_SIZE, args.calibration_frames)
                           if args.quantization == "int8" else None)
         path = onnx_export.export_onnx(model, radius, target, deform=args.onnx_deform,
                                        quantization=args.quantization, representative=representative)

@@ -1,12 +1,13 @@
 """precision_policy: Keras models built inside it compute in fp32 or bf16 (Keras's mixed_bfloat16 policy;
-deformable convs, fused or composite, compute in float32 inside it). vcar_tf.precision chooses the precision."""
+deformable convs, fused or composite, compute in float32 inside it); int8 models are built in fp32 and
+then quantized (vcar_tf.models.int8). vcar_tf.precision chooses the precision."""
 
 import contextlib
 import sys
 
 import keras
 
-from vcar_tf.precision import check_precision, native_bf16_flags
+from vcar_tf.precision import check_precision, native_bf16_flags, native_int8_flags
 
 
 @contextlib.contextmanager
@@ -15,6 +16,8 @@ def precision_policy(precision):
     check_precision(precision)
     if precision == "bf16" and not native_bf16_flags():
         print("warning: this CPU has no AVX512-BF16 or AMX: bf16 is emulated and slower than fp32", file=sys.stderr)
+    if precision == "int8" and not native_int8_flags():
+        print("warning: this CPU has no VNNI or AMX: int8 products are slower and may saturate", file=sys.stderr)
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bf16" else "float32")
     try:

@@ -1,0 +1,150 @@
+"""int8 inference of a functional Keras window model through oneDNN's integer convolutions.
+
+Int8Model(model, windows) runs `model`'s graph layer by layer. Each Conv2D (any stride, no dilation
+or groups, ReLU or no activation) whose input was never negative on the calibration `windows` is an
+integer convolution: its input uint8 over [0, the largest value seen], its weights int8, symmetric.
+- With ReLU, the weights are scaled per output channel and the output is requantized to uint8 over
+  [0, the largest output seen] (QuantizedConv2DWithBiasAndReluAndRequantize), so a chain of such
+  convolutions stays in uint8 from one to the next.
+- Without an activation (e.g. STDF's offset/mask head, a residual head), the weights share one
+  scale and the int32 sums come back as float exactly (QuantizedConv2DWithBias); TF's per-channel
+  variant of that op returns sums this module could not map back to floats, so it is not used.
+Every other layer (the deformable conv, transposed convs, concatenations, sigmoids) computes in
+float32 on dequantized inputs. Integer products need VNNI (AVX512-VNNI, AVX-VNNI or AMX) to run
+fast and exactly; vcar_tf.precision.native_int8_flags says whether the CPU has it.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from vcar_tf.errors import VcarError
+from vcar_tf.models.blocks import SymmetricPadConv2D
+from vcar_tf.models.recurrent import is_recurrent
+
+UINT8_MAX, INT8_MAX, INT32_SCALE = 255.0, 127.0, 2.0 ** 31
+
+
+class _Quantized:
+    """A uint8 tensor (as tf.quint8) standing for values in [0, high]."""
+
+    def __init__(self, q, high):
+        self.q, self.high = q, high
+
+
+def _float(value):
+    if isinstance(value, _Quantized):
+        return tf.raw_ops.Dequantize(input=value.q, min_range=0.0, max_range=value.high, mode="SCALED")
+    return value
+
+
+def _quantize(value, high):
+    if isinstance(value, _Quantized) and value.high == high:
+        return value.q
+    return tf.raw_ops.QuantizeV2(input=_float(value), min_range=0.0, max_range=high, T=tf.quint8, mode="SCALED",
+                                 round_mode="HALF_TO_EVEN")[0]
+
+
+def integer_candidate(layer):
+    """Whether `layer` is a convolution Int8Model can compute in integers (its input's sign aside)."""
+    import keras
+
+    return (type(layer) in (keras.layers.Conv2D, SymmetricPadConv2D) and layer.groups == 1
+            and tuple(layer.dilation_rate) == (1, 1) and layer.use_bias
+            and layer.activation.__name__ in ("relu", "linear"))
+
+
+class _IntegerConv:
+    """One integer convolution: weights quantized once; `in_high`/`out_high` from calibration."""
+
+    def __init__(self, layer, in_high, out_high):
+        kernel = layer.kernel.numpy()
+        self.relu = layer.activation.__name__ == "relu"
+        axes = (0, 1, 2) if self.relu else None  # per output channel with ReLU, one scale without
+        w_high = np.maximum(np.abs(kernel).max(axis=axes), 1e-12).astype(np.float32)
+        self.kernel = np.clip(np.round(kernel / w_high * INT8_MAX), -INT8_MAX, INT8_MAX).astype(np.int8)
+        self.w_high = w_high if self.relu else float(w_high)
+        self.bias = layer.bias.numpy().astype(np.float32)
+        self.in_high, self.out_high = float(in_high), float(out_high)
+        self.strides = [1, *layer.strides, 1]
+        self.symmetric_pad = [(k - 1) // 2 for k in layer.kernel_size] if isinstance(layer, SymmetricPadConv2D) else None
+        self.padding = "VALID" if self.symmetric_pad else layer.padding.upper()
+
+    def __call__(self, x):
+        q = _quantize(x, self.in_high)
+        if self.symmetric_pad:  # zeros are uint8 0 over [0, high]
+            py, px = self.symmetric_pad
+            q = tf.bitcast(tf.pad(tf.bitcast(q, tf.uint8), [[0, 0], [py, py], [px, px], [0, 0]]), tf.quint8)
+        args = dict(input=q, filter=tf.constant(self.kernel, tf.qint8), bias=tf.constant(self.bias), min_input=0.0,
+                    max_input=self.in_high, min_filter=-self.w_high, max_filter=self.w_high, strides=self.strides,
+                    padding=self.padding)
+        if self.relu:
+            y = tf.raw_ops.QuantizedConv2DWithBiasAndReluAndRequantize(
+                min_freezed_output=0.0, max_freezed_output=self.out_high, out_type=tf.quint8, **args)[0]
+            return _Quantized(y, self.out_high)
+        y, _, high = tf.raw_ops.QuantizedConv2DWithBias(out_type=tf.qint32, **args)
+        return tf.cast(tf.bitcast(y, tf.int32), tf.float32) * (high / INT32_SCALE)
+
+
+def _run_graph(model, x, conv_fn):
+    """`model`'s outputs on `x`, each integer candidate's call replaced by conv_fn(layer) (None: the
+    layer's own); every other layer gets float inputs."""
+
+    def operation_fn(op):
+        fn = conv_fn(op) if integer_candidate(op) else None
+        if fn is not None:
+            return fn
+        return lambda *args, **kwargs: op(*tf.nest.map_structure(_float, args), **tf.nest.map_structure(_float, kwargs))
+
+    return _float(model._run_through_graph(x, operation_fn))  # Keras 3's graph walk (keras pinned in setup.py)
+
+
+def calibration_ranges(model, windows):
+    """{conv layer name: (least input, largest input, largest output)} over `windows` (float32
+    [1, 2R+1, H, W, 1] each), for every integer candidate of `model`, in float32."""
+    seen = {}
+
+    def recording(layer):
+        def call(x):
+            y = layer(x)
+            lo, hi, out = seen.get(layer.name, (np.inf, -np.inf, 0.0))
+            seen[layer.name] = (min(lo, float(tf.reduce_min(x))), max(hi, float(tf.reduce_max(x))),
+                                max(out, float(tf.reduce_max(y))))
+            return y
+        return call
+
+    for window in windows:
+        _run_graph(model, tf.convert_to_tensor(window, tf.float32), recording)
+    return seen
+
+
+class Int8Model:
+    """`model` (a window model) computed with integer convolutions where calibration allows (see the
+    module docstring); called like the Keras model on float32 [B, 2R+1, H, W, 1]. `convs` names the
+    integer ones, `float_convs` the candidates left in float (an input seen negative)."""
+
+    def __init__(self, model, windows):
+        if is_recurrent(model):
+            raise VcarError(f"int8 takes window models; {model.name} is recurrent")
+        if not windows:
+            raise VcarError("int8 needs calibration windows of real frames")
+        ranges = calibration_ranges(model, windows)
+        self._convs, self.float_convs = {}, []
+        for layer in model.layers:
+            if layer.name not in ranges:
+                continue
+            lo, hi, out = ranges[layer.name]
+            if lo < 0 or hi <= 0 or (layer.activation.__name__ == "relu" and out <= 0):
+                self.float_convs.append(layer.name)
+            else:
+                self._convs[layer.name] = _IntegerConv(layer, hi, out)
+        self.convs = list(self._convs)
+        self.name = model.name
+        self._model = model
+        spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
+        self._fn = tf.function(self._call, input_signature=[spec], autograph=False)
+
+    def _call(self, x):
+        return _run_graph(self._model, x, lambda layer: self._convs.get(layer.name))
+
+    def __call__(self, x, training=False):
+        return self._fn(tf.cast(x, tf.float32))
