@@ -91,10 +91,10 @@ def main():
     from vcar_tf import models
 
     from bench_pipeline import pipeline_rate
-    from vcar_tf.data.layout import find_pairs, resolve_datasets
+    from vcar_tf.data.layout import find_pairs, prepared_codec_folder, resolve_datasets
     from vcar_tf.data.pipeline import PipelineConfig
 
-    sample_train = find_pairs(resolve_datasets(None)["train"], 37)
+    sample_train = find_pairs(resolve_datasets(None)["train"], 37, prepared_codec_folder(None))
     names = args.models or models.names()
     lines = ["| model | params | MACs/frame 832x480 | train steps/s | train samples/s | pipeline samples/s | "
              "pipeline / training | " + " | ".join(f"FPS {w}x{h} | RSS MB {w}x{h}" for w, h in SIZES) + " |",

@@ -151,11 +151,11 @@ def child_infer(runtime, name, width, height, folder, repeats, threads):
 def child_quality(runtime, folder, checkpoint, threads):
     import numpy as np
 
-    from vcar_tf.data.layout import find_pairs
+    from vcar_tf.data.layout import find_pairs, prepared_codec_folder
     from vcar_tf.data.sample import ensure_sample_dataset
     from vcar_tf.inference.sequence import evaluate_pairs
 
-    pairs = find_pairs(os.path.join(ensure_sample_dataset(), "test"), 37)
+    pairs = find_pairs(os.path.join(ensure_sample_dataset(), "test"), 37, prepared_codec_folder(None))
     row = evaluate_pairs(_runner(runtime, "stdf_r3", folder, checkpoint, threads), pairs, 3)[0][0]
     print(json.dumps({k: float(np.float64(row[k])) for k in ("psnr", "psnr_enh", "delta_psnr")}))
 

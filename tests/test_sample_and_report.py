@@ -6,7 +6,7 @@ import os
 import numpy as np
 
 from tests.conftest import own_stderr, run_cli
-from vcar_tf.data.layout import find_pairs
+from vcar_tf.data.layout import find_pairs, prepared_codec_folder
 from vcar_tf.data.sample import SHOTS, ensure_sample_dataset
 
 
@@ -34,6 +34,25 @@ def test_sample_is_real_content_deterministic_and_cached(sample_cache, tmp_path)
     stamps = {p: os.stat(p).st_mtime_ns for p in glob.glob(os.path.join(root, "**", "*"), recursive=True)}
     ensure_sample_dataset(cache_dir=cache)
     assert stamps == {p: os.stat(p).st_mtime_ns for p in stamps}
+
+
+def test_the_sample_s_codec_folder_is_the_one_prepared_for_the_run_or_model(tmp_path):
+    """The sample's cache may hold several compressions at one QP (int8's calibration caches the
+    default one beside a preset's): the commands read the one they prepared, not an ambiguity."""
+    import pytest
+
+    from vcar_tf.data.codec import CodecSettings
+    from vcar_tf.errors import VcarError
+
+    filters = CodecSettings(qp=37, deblock=True, sao=True)
+    root = ensure_sample_dataset([CodecSettings(qp=37), filters], cache_dir=str(tmp_path))
+    with pytest.raises(VcarError, match="several QP37 codec folders"):
+        find_pairs(os.path.join(root, "test"), 37)
+    for settings, folder in ((None, "x265_LDP"), (filters, "x265_LDP_dbk_sao")):
+        assert prepared_codec_folder(None, settings) == prepared_codec_folder("sample", settings) == folder
+        assert find_pairs(os.path.join(root, "test"), 37, folder)[0].compressed_path.split(os.sep)[-3] == folder
+    assert prepared_codec_folder(None, filters, "x264_LDP") == "x264_LDP"  # asked for
+    assert prepared_codec_folder(str(tmp_path), filters) is None  # a dataset of the user's: find_pairs decides
 
 
 def test_report_cli_main_job_on_sample(sample_cache, tmp_path):

@@ -83,14 +83,13 @@ def calibration_windows(model, radius, height, width, count):
     frame, so that the state's ranges are those of a running stream, not only the zero start."""
     from tqdm import tqdm
 
-    from vcar_tf.data.codec import CodecSettings
-    from vcar_tf.data.layout import find_pairs
+    from vcar_tf.data.layout import find_pairs, prepared_codec_folder
     from vcar_tf.data.sample import ensure_sample_dataset
     from vcar_tf.models.recurrent import is_recurrent
 
     root = ensure_sample_dataset()
     # the sample's default compression (another codec may be cached beside it by a run's --codec)
-    sequences = [pair.open()[1] for pair in find_pairs(os.path.join(root, "train"), 37, CodecSettings().codec_folder)]
+    sequences = [pair.open()[1] for pair in find_pairs(os.path.join(root, "train"), 37, prepared_codec_folder(None))]
 
     def window(seq, t):
         index = np.clip(np.arange(t - radius, t + radius + 1), 0, seq.num_frames - 1)

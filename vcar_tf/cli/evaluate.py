@@ -19,7 +19,7 @@ import sys
 
 from vcar_tf.cli.common import add_model_flags, load_model
 from vcar_tf.data.codec import CodecSettings, rate_folder
-from vcar_tf.data.layout import check_dataset_folder, find_pairs, split_datasets
+from vcar_tf.data.layout import check_dataset_folder, find_pairs, prepared_codec_folder, split_datasets
 from vcar_tf.errors import ArgumentParser, VcarError, cli_main
 from vcar_tf.fileutil import check_writable_dir
 from vcar_tf.inference.exported import load_exported
@@ -88,8 +88,7 @@ def main(argv=None):
     settings = sample_settings(args, cfg)
     train_roots, val_roots = split_datasets(cfg.data, settings, need_train=False)
     roots = val_roots or train_roots
-    # the sample's cache may hold other compressions beside the one prepared for this model
-    codec_folder = args.codec_folder or (settings.codec_folder if args.data is None else None)
+    codec_folder = prepared_codec_folder(cfg.data, settings, args.codec_folder)
     rows, curves = [], {}
     for split, root in roots.items():
         r, c = evaluate_pairs(model, find_pairs(root, cfg.qp, codec_folder, args.crf), radius, split, args.batch)

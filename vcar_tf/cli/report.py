@@ -9,7 +9,7 @@ With no --data it reports the compressed baseline of the embedded sample dataset
 import sys
 
 from vcar_tf.data.codec import CodecSettings
-from vcar_tf.data.layout import resolve_datasets
+from vcar_tf.data.layout import prepared_codec_folder, resolve_datasets
 from vcar_tf.errors import ArgumentParser, VcarError, cli_main
 from vcar_tf.reporting import baseline_report
 
@@ -31,8 +31,10 @@ def main(argv=None):
         raise VcarError("--codec picks the embedded sample set's encoding: with --data, use --codec-folder")
     args.qp = 37 if args.qp is None else args.qp
     rate = {"gop": "ra", "crf": args.crf} if args.crf is not None else {"qp": args.qp}
-    datasets = resolve_datasets(args.data, CodecSettings(codec=args.codec or "x265", **rate))
-    md = baseline_report(datasets, args.qp, args.out, args.codec_folder, args.gaussian_ssim, args.crf)
+    settings = CodecSettings(codec=args.codec or "x265", **rate)
+    datasets = resolve_datasets(args.data, settings)
+    md = baseline_report(datasets, args.qp, args.out, prepared_codec_folder(args.data, settings, args.codec_folder),
+                         args.gaussian_ssim, args.crf)
     print(md)
     print(f"wrote {args.out}/report.csv, report.md and curves/")
     return 0

@@ -87,6 +87,14 @@ def resolve_datasets(data, settings=None):
     return found
 
 
+def prepared_codec_folder(data, settings=None, codec_folder=None):
+    """`codec_folder`, or for the embedded sample the one of `settings` that resolve_datasets prepared:
+    the sample's cache may hold other compressions beside it (int8's calibration caches the default)."""
+    if codec_folder is None and is_sample(data):
+        return (settings or CodecSettings()).codec_folder
+    return codec_folder
+
+
 def is_test_split(name):
     """test/, testing/ and names that go on past them with a non-letter (MFQE's test_18/)."""
     return re.fullmatch(r"test(ing)?([^a-z].*)?", name.lower()) is not None

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from vcar_tf import models
 from vcar_tf.data.codec import CodecSettings
-from vcar_tf.data.layout import find_pairs, is_test_split, split_datasets
+from vcar_tf.data.layout import find_pairs, is_test_split, prepared_codec_folder, split_datasets
 from vcar_tf.data.pipeline import PipelineConfig, make_dataset
 from vcar_tf.errors import VcarError, first_line
 from vcar_tf.fileutil import check_writable_dir, ensure_writable_dir, write_text_atomic
@@ -76,13 +76,15 @@ class Trainer:
         self.work_dir = cfg.model_dir if self.is_chief else os.path.join(
             cfg.model_dir, f".worker-{self.strategy.cluster_resolver.task_id}")
         self.init_source = init_source_to_read(cfg, self.work_dir)
-        train_roots, val_roots = split_datasets(cfg.data, CodecSettings(codec=cfg.codec, qp=cfg.qp))
-        self.train_pairs = [p for r in train_roots.values() for p in find_pairs(r, cfg.qp, cfg.codec_folder)]
+        settings = CodecSettings(codec=cfg.codec, qp=cfg.qp)
+        train_roots, val_roots = split_datasets(cfg.data, settings)
+        codec_folder = prepared_codec_folder(cfg.data, settings, cfg.codec_folder)
+        self.train_pairs = [p for r in train_roots.values() for p in find_pairs(r, cfg.qp, codec_folder)]
         # every choice is made on val/ where the dataset has one; test/ is then never seen in training.
         # Without one, validations report on test/ but choose nothing: no best/ is kept.
         val_roots = {k: v for k, v in val_roots.items() if not is_test_split(k)} or val_roots
         self.selects_on_val = any(not is_test_split(k) for k in val_roots)
-        self.val_sets = {split: find_pairs(root, cfg.qp, cfg.codec_folder) for split, root in val_roots.items()}
+        self.val_sets = {split: find_pairs(root, cfg.qp, codec_folder) for split, root in val_roots.items()}
         self.val_pairs = [p for pairs in self.val_sets.values() for p in pairs]
         if cfg.mixed_precision:
             keras.mixed_precision.set_global_policy("mixed_bfloat16")
