@@ -1,14 +1,15 @@
 """fp32 against Keras mixed_bfloat16 on this CPU: one 3x3 Conv2D 64->64, forward + backward, and
-with --preset a shipped preset's inference of one frame.
+with --preset a shipped preset's inference of one frame in fp32, bf16 and int8 (vcar_tf.models.int8).
 
     python benchmarks/bench_precision.py [--size 48] [--batch 8] [--repeats 5]
         [--preset stdf_r3_x265_qp37 [--frame 832x480] [--profile N]] [--out FILE [--append]]
 
 Decides whether train_main.py --mixed_precision pays on a machine; each policy of the conv runs in
-its own process. The preset's two builds (one per policy, the same weights) run in one process,
-calls alternating, so that other load on the machine falls on both alike: seconds per frame (min,
-median, max of --repeats after a warm-up) and the largest and mean |difference| of the outputs in
-[0, 1] units (random frames: a speed check, not a quality figure). --profile N then traces N
+its own process. The preset's three builds (the same weights; int8 calibrated as --precision int8
+calibrates) run in one process, calls alternating, so that other load on the machine falls on all
+alike: seconds per frame (min, median, max of --repeats after a warm-up) and the largest and mean
+|difference| of each output from fp32's in [0, 1] units (random frames: a speed check, not a
+quality figure; the quality figures are the evaluations in the README). --profile N then traces N
 more calls of each build with TF's profiler: milliseconds per frame by kind of op, and the
 convolutions' GFLOP/s from the graph's float-op count, to tell how far a policy is from its
 convolutions' bound.
@@ -67,7 +68,9 @@ def child_inference(preset, width, height, repeats, profile=0):
     import tensorflow as tf
 
     from vcar_tf import models
+    from vcar_tf.cli.common import CALIBRATION_SIZE, CALIBRATION_WINDOWS, calibration_windows
     from vcar_tf.inference.streaming import inference_fn
+    from vcar_tf.models.int8 import Int8Model
     from vcar_tf.presets import preset_card
 
     runs = {}
@@ -76,16 +79,19 @@ def child_inference(preset, width, height, repeats, profile=0):
         runs[policy] = inference_fn(models.from_preset(preset))
     keras.mixed_precision.set_global_policy("float32")
     radius = models.spec(preset_card(preset)["model"]).radius
+    fp32 = models.from_preset(preset)
+    runs["int8"] = Int8Model(fp32, calibration_windows(fp32, radius, *CALIBRATION_SIZE, CALIBRATION_WINDOWS))
     x = np.random.default_rng(0).random((1, 2 * radius + 1, height, width, 1), dtype=np.float32)
     outs = {p: np.asarray(run(x), np.float32) for p, run in runs.items()}  # warm-up
-    diff = np.abs(outs["float32"] - outs["mixed_bfloat16"])
+    diff = {p: np.abs(outs["float32"] - out) for p, out in outs.items() if p != "float32"}
     seconds = {p: [] for p in runs}
     for _ in range(repeats):
         for p, run in runs.items():
             start = time.perf_counter()
             np.asarray(run(x))
             seconds[p].append(time.perf_counter() - start)
-    result = {"seconds": seconds, "max_diff": float(diff.max()), "mean_diff": float(diff.mean())}
+    result = {"seconds": seconds, "max_diff": {p: float(d.max()) for p, d in diff.items()},
+              "mean_diff": {p: float(d.mean()) for p, d in diff.items()}}
     if profile:
         flops = float_ops_by_type(runs["float32"], tf.TensorSpec(x.shape, tf.float32))
         result["gflop"] = sum(flops.values()) / 1e9
@@ -102,9 +108,9 @@ def child_inference(preset, width, height, repeats, profile=0):
 
 
 def _profile_section(r, profile):
-    policies = ("float32", "mixed_bfloat16")
+    policies = tuple(r["kinds"])
     totals = {p: sum(r["kinds"][p].values()) for p in policies}
-    kinds = sorted(set(r["kinds"]["float32"]) | set(r["kinds"]["mixed_bfloat16"]),
+    kinds = sorted(set().union(*(r["kinds"][p] for p in policies)),
                    key=lambda k: -max(r["kinds"][p].get(k, 0.0) for p in policies))
     rows = [f"| {k} | " + " | ".join(f"{1000 * r['kinds'][p].get(k, 0.0):.1f}" for p in policies) + " |"
             for k in kinds if max(r["kinds"][p].get(k, 0.0) / totals[p] for p in policies) >= 0.005]
@@ -115,9 +121,10 @@ def _profile_section(r, profile):
             "milliseconds per frame summed over TF's threads, by kind of op (kinds under 0.5% left out). The graph "
             f"counts {r['gflop']:.1f} GFLOP per frame, {r['conv_gflop']:.1f} of them in convolutions (TF's "
             "profiler float-op count of the frozen graph; the fused deformable conv has no count): the "
-            f"convolutions ran at {r['conv_gflop'] / conv['float32']:.0f} GFLOP/s in float32 and "
-            f"{r['conv_gflop'] / conv['mixed_bfloat16']:.0f} in mixed_bfloat16.\n\n"
-            "| kind of op | float32 ms | mixed_bfloat16 ms |\n|---|---|---|\n" + "\n".join(rows) + "\n")
+            "convolutions ran at " + ", ".join(f"{r['conv_gflop'] / conv[p]:.0f} GFLOP/s in {p}" for p in policies)
+            + " (int8: billions of multiply-adds x 2 per second).\n\n"
+            "| kind of op | " + " | ".join(f"{p} ms" for p in policies) + " |\n" + "|---" * (len(policies) + 1) + "|\n"
+            + "\n".join(rows) + "\n")
 
 
 def _inference_section(preset, frame, repeats, profile=0):
@@ -131,12 +138,13 @@ def _inference_section(preset, frame, repeats, profile=0):
     for policy, values in r["seconds"].items():
         v = sorted(values)
         rows.append(f"| {policy} | {v[0]:.3f} | {v[len(v) // 2]:.3f} | {v[-1]:.3f} | {1 / v[len(v) // 2]:.2f} |")
-    f32, bf16 = (sorted(r["seconds"][p])[len(r["seconds"][p]) // 2] for p in ("float32", "mixed_bfloat16"))
+    median = {p: sorted(v)[len(v) // 2] for p, v in r["seconds"].items()}
+    speed = "; ".join(f"{p} / float32 speed (medians): {median['float32'] / median[p]:.2f}x, outputs apart by at "
+                      f"most {r['max_diff'][p]:.2e}, {r['mean_diff'][p]:.2e} on average" for p in r["max_diff"])
     return (f"\n## Inference: preset `{preset}`, one {width}x{height} frame\n\n"
-            f"Calls alternating between the two builds, {repeats} each after a warm-up.\n\n"
+            f"Calls alternating between the {len(median)} builds, {repeats} each after a warm-up.\n\n"
             "| policy | s min | s median | s max | FPS (median) |\n|---|---|---|---|---|\n" + "\n".join(rows)
-            + f"\n\nbfloat16 / float32 speed (medians): {f32 / bf16:.2f}x; outputs apart by at most "
-            f"{r['max_diff']:.2e}, {r['mean_diff']:.2e} on average ([0, 1] units, random frames)\n"
+            + f"\n\n{speed} ([0, 1] units, random frames)\n"
             + (_profile_section(r, profile) if profile else ""))
 
 
@@ -145,7 +153,7 @@ def main():
     p.add_argument("--size", type=int, default=48)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--preset", default=None, help="also time this preset's inference in both policies")
+    p.add_argument("--preset", default=None, help="also time this preset's inference in fp32, bf16 and int8")
     p.add_argument("--frame", default="832x480", help="--preset: frame size WxH")
     p.add_argument("--profile", type=int, default=0, metavar="N",
                    help="--preset: trace N more calls per build and list where the time goes")

@@ -8,6 +8,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO, own_stderr, run_cli
 from tests.test_presets import RUN, presets  # noqa: F401  (the fixture: an AR-CNN preset in a private folder, from RUN)
 from vcar_tf.cli.compare import main as compare
@@ -97,23 +99,26 @@ def test_bad_arguments_are_one_line_errors(presets, tmp_path):  # noqa: F811
     assert r.returncode == 2 and own_stderr(r.stderr).startswith("error: --out") and "not under runs/" in r.stderr
 
 
-def test_preset_bf16_writes_the_measured_costs_into_the_card(presets, sample_cache, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_preset_precision_writes_the_measured_costs_into_the_card(presets, sample_cache, tmp_path, precision):  # noqa: F811
     _, sample = sample_cache
-    r = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "preset_bf16.py"), "arcnn_toy", "--val-data", sample,
-                        "--test-data", sample, "--records", str(tmp_path / "records")], capture_output=True, text=True,
-                       cwd=tmp_path, env=dict(os.environ, VCAR_TF_PRESETS=str(presets)), timeout=600)
+    r = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "preset_precision.py"), "arcnn_toy", "--val-data",
+                        sample, "--test-data", sample, "--records", str(tmp_path / "records"),
+                        *(["--precision", precision] if precision != "bf16" else [])],  # bf16 is the default
+                       capture_output=True, text=True, cwd=tmp_path, env=dict(os.environ, VCAR_TF_PRESETS=str(presets)),
+                       timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
-    entry = json.loads((presets / "arcnn_toy" / "card.json").read_text())["bf16"]
-    outs = {"val": ("preset-eval-val", "preset-eval-val-bf16"), "test": ("preset-eval", "preset-eval-bf16")}
+    entry = json.loads((presets / "arcnn_toy" / "card.json").read_text())[precision]
+    outs = {"val": ("preset-eval-val", f"preset-eval-val-{precision}"), "test": ("preset-eval", f"preset-eval-{precision}")}
     for split, folders in outs.items():
-        fp32, bf16 = (float(next(row for row in csv.DictReader(open(tmp_path / "runs" / out / "arcnn_toy" / "report.csv"))
-                                 if row["sequence"] == "average")["delta_psnr"]) for out in folders)
-        assert entry[split]["delta_psnr_fp32"] == fp32 and entry[split]["delta_psnr_bf16"] == bf16
-        assert entry[f"{split}_cost_db"] == round(fp32 - bf16, 4) and abs(entry[f"{split}_cost_db"]) < 0.05
+        fp32, low = (float(next(row for row in csv.DictReader(open(tmp_path / "runs" / out / "arcnn_toy" / "report.csv"))
+                                if row["sequence"] == "average")["delta_psnr"]) for out in folders)
+        assert entry[split]["delta_psnr_fp32"] == fp32 and entry[split][f"delta_psnr_{precision}"] == low
+        assert entry[f"{split}_cost_db"] == round(fp32 - low, 4) and abs(entry[f"{split}_cost_db"]) < 0.05
         assert entry[split]["max_sequence_cost_db"] >= entry[f"{split}_cost_db"] - 1e-4
-    record = json.loads((tmp_path / "records" / "preset-eval-val-bf16" / "arcnn_toy" / "record.json").read_text())
-    assert record["precision"] == "bf16" and "--precision bf16" in record["command"]
-    assert f"arcnn_toy: bf16 costs {entry['val_cost_db']:+.4f} dB on val" in r.stdout
+    record = json.loads((tmp_path / "records" / f"preset-eval-val-{precision}" / "arcnn_toy" / "record.json").read_text())
+    assert record["precision"] == precision and f"--precision {precision}" in record["command"]
+    assert f"arcnn_toy: {precision} costs {entry['val_cost_db']:+.4f} dB on val" in r.stdout
 
 
 def test_the_inputs_of_a_crf_evaluation_are_keyed_without_a_qp(tmp_path):

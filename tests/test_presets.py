@@ -97,14 +97,16 @@ def test_unknown_and_corrupt_presets_are_one_line_errors(presets):
 def test_presets_in_the_commands_and_as_init_from(presets, tmp_path, capsys):
     r = run_cli("-m", "vcar_tf.models", "--presets", env={"VCAR_TF_PRESETS": str(presets)})
     assert r.returncode == 0 and "arcnn_toy" in r.stdout and "test ΔPSNR +0.125 dB" in r.stdout
-    assert "bf16 not measured" in r.stdout
+    assert "bf16 not measured" in r.stdout and "int8 not measured" in r.stdout
     import json
 
     from vcar_tf.cli.models import main as list_models
     card = presets / "arcnn_toy" / "card.json"
-    card.write_text(json.dumps({k: v for k, v in json.loads(card.read_text()).items() if k != "test"}))
+    card.write_text(json.dumps({**{k: v for k, v in json.loads(card.read_text()).items() if k != "test"},
+                                "int8": {"val_cost_db": 0.0042}}))
     assert list_models(["--presets"]) == 0
-    assert "arcnn_toy" in capsys.readouterr().out.split("test not measured")[0]
+    listed = capsys.readouterr().out
+    assert "arcnn_toy" in listed.split("test not measured")[0] and "int8 costs +0.004 dB on val" in listed
     r = run_cli("-m", "vcar_tf.cli.export", "--preset", "arcnn_toy", "--out", str(tmp_path / "serving"),
                 env={"VCAR_TF_PRESETS": str(presets)})
     assert r.returncode == 0 and os.path.exists(tmp_path / "serving" / "arcnn_toy" / "1" / "saved_model.pb"), r.stderr[-2000:]
@@ -133,8 +135,8 @@ def test_presets_in_the_commands_and_as_init_from(presets, tmp_path, capsys):
         initialise_from(build("arcnn"), "preset:arcnn_toy")
 
 
-def test_precision_auto_is_bf16_only_for_a_preset_measured_within_budget_on_a_native_bf16_cpu(presets, monkeypatch,
-                                                                                                 capsys):
+def test_precision_auto_is_int8_or_bf16_only_for_a_preset_measured_within_budget_on_a_native_cpu(presets, monkeypatch,
+                                                                                                  capsys):
     import json
     from types import SimpleNamespace
 
@@ -144,15 +146,18 @@ def test_precision_auto_is_bf16_only_for_a_preset_measured_within_budget_on_a_na
     path = presets / "arcnn_toy" / "card.json"
     card = json.loads(path.read_text())
 
-    def policy(cost, flags, chosen="auto", source="preset"):
-        card.pop("bf16", None)
-        if cost is not None:
-            card["bf16"] = {"val_cost_db": cost}
+    def policy(cost, flags, chosen="auto", source="preset", int8_cost=None, int8_flags=()):
+        for key, value in (("bf16", cost), ("int8", int8_cost)):
+            card.pop(key, None)
+            if value is not None:
+                card[key] = {"val_cost_db": value}
         path.write_text(json.dumps(card))
         monkeypatch.setattr(precision, "native_bf16_flags", lambda cpuinfo=None: flags)
+        monkeypatch.setattr(precision, "native_int8_flags", lambda cpuinfo=None: int8_flags)
         args = SimpleNamespace(preset="arcnn_toy" if source == "preset" else None,
                                model_dir=RUN if source == "run" else None, checkpoint="latest", precision=chosen)
-        return load_model(args)[0].layers[-1].dtype_policy.name
+        model = load_model(args)[0]
+        return "int8" if type(model).__name__ == "Int8Model" else model.layers[-1].dtype_policy.name
 
     assert policy(0.01, ("amx_bf16",)) == "mixed_bfloat16"
     assert "note: computing in bf16 (this CPU has amx_bf16; bf16 costs 0.010 dB on val)" in capsys.readouterr().err
@@ -165,6 +170,14 @@ def test_precision_auto_is_bf16_only_for_a_preset_measured_within_budget_on_a_na
     assert policy(0.5, ("amx_bf16",), chosen="bf16") == "mixed_bfloat16"  # asked for: always
     assert "note: computing" not in capsys.readouterr().err.replace(
         "note: computing in bf16 (this CPU has avx512_bf16; bf16 costs 0.050 dB on val)", "")
+    # int8 before bf16, on the same terms
+    assert policy(0.01, ("amx_bf16",), int8_cost=0.02, int8_flags=("avx512_vnni",)) == "int8"
+    assert "note: computing in int8 (this CPU has avx512_vnni; int8 costs 0.020 dB on val)" in capsys.readouterr().err
+    assert policy(0.01, ("amx_bf16",), int8_cost=0.02, int8_flags=()) == "mixed_bfloat16"  # no VNNI
+    assert policy(0.01, ("amx_bf16",), int8_cost=0.06, int8_flags=("avx_vnni",)) == "mixed_bfloat16"  # over budget
+    assert policy(None, (), int8_cost=0.05, int8_flags=("amx_int8",)) == "int8"
+    assert policy(None, (), int8_cost=0.01, int8_flags=("amx_int8",), chosen="fp32") == "float32"
+    assert policy(None, (), chosen="int8") == "int8"  # asked for: always
 
 
 def test_a_broken_card_or_weights_of_another_model_are_one_line_errors(presets):

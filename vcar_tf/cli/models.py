@@ -4,7 +4,7 @@ import sys
 
 from vcar_tf.errors import ArgumentParser, cli_main
 from vcar_tf.models import summary
-from vcar_tf.precision import bf16_val_cost
+from vcar_tf.precision import val_cost
 from vcar_tf.presets import preset_card, preset_names
 
 
@@ -15,8 +15,9 @@ def test_text(card):
     return f"test ΔPSNR {test['delta_psnr']:+.3f} dB  ΔSSIM {test['delta_ssim_x100']:+.3f}x1e-2"
 
 
-def bf16_text(cost):
-    return "bf16 not measured" if cost is None else f"bf16 costs {cost:+.3f} dB on val"
+def cost_text(card, precision):
+    cost = val_cost(card, precision)
+    return f"{precision} not measured" if cost is None else f"{precision} costs {cost:+.3f} dB on val"
 
 
 @cli_main
@@ -28,7 +29,7 @@ def main(argv=None):
         names = preset_names()
         for name in names:
             card = preset_card(name)
-            print(f"{name:28s} {card['model']:12s} QP{card['qp']}  {test_text(card)}  {bf16_text(bf16_val_cost(card))}")
+            print(f"{name:28s} {card['model']:12s} QP{card['qp']}  {test_text(card)}  {cost_text(card, 'bf16')}  {cost_text(card, 'int8')}")
         if not names:
             print("no preset ships with this version")
         return 0

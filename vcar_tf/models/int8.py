@@ -54,7 +54,8 @@ def integer_candidate(layer):
 
 
 class _IntegerConv:
-    """One integer convolution: weights quantized once; `in_high`/`out_high` from calibration."""
+    """One integer convolution: weights quantized once; `in_high`/`out_high` from calibration. Called
+    inside a tf.function: the integer ops take their filter only as a constant of the graph."""
 
     def __init__(self, layer, in_high, out_high):
         kernel = layer.kernel.numpy()
