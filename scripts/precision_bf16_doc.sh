@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# docs/precision-bf16.md from the bf16 evaluations that scripts/preset_bf16.py recorded in
+# docs/precision-bf16.md from the bf16 evaluations that scripts/preset_precision.py recorded in
 # docs/evaluations/: for every shipped preset with a bf16 test evaluation, its fp32 and bf16 test
 # reports side by side (vcar-compare), the QP37 presets in the first table (with
 # docs/precision-bf16-notes.md), then a section per other QP, as each QP has its own compressed
@@ -15,7 +15,7 @@ while read -r name _ qp _; do
   [ -f "$records/preset-eval/$name/report.csv" ] || { echo "error: $name has a bf16 record but no fp32 one" >&2; exit 2; }
   by_qp[${qp#QP}]+="$name "
 done <<< "$listed"
-[ -n "${by_qp[37]:-}" ] || { echo "error: no QP37 preset has a bf16 record (python scripts/preset_bf16.py NAME)" >&2; exit 2; }
+[ -n "${by_qp[37]:-}" ] || { echo "error: no QP37 preset has a bf16 record (python scripts/preset_precision.py NAME)" >&2; exit 2; }
 
 compare_qp() {  # QP, then vcar-compare's other arguments
   local qp=$1 folders=() labels=()

@@ -1,6 +1,7 @@
 """int8 inference (vcar_tf.models.int8): oneDNN's integer convolutions as the module maps them, which
 parts of a model go integer, and what --precision int8 costs a shipped preset on the sample."""
 
+import os
 from types import SimpleNamespace
 
 import numpy as np
@@ -116,3 +117,22 @@ def test_vcar_evaluate_precision_int8_costs_the_stdf_r3_preset_little_on_the_sam
         delta[precision] = float(next(r for r in rows if r["sequence"] == "average")["delta_psnr"])
     assert delta["fp32"] > 0.1
     assert abs(delta["fp32"] - delta["int8"]) < 0.02, delta
+
+
+
+def test_precision_int8_refuses_a_recurrent_preset_before_calibrating_and_leaves_no_output(tmp_path, capsys):
+    from vcar_tf.cli.enhance import main as enhance
+    from vcar_tf.cli.evaluate import main as evaluate
+
+    from tests.test_enhance import make_video
+
+    video = tmp_path / "in.mp4"
+    make_video(str(video), frames=2, audio=False)
+    before = video.read_bytes()
+    for command, argv in ((evaluate, ["--out", str(tmp_path / "e")]), (enhance, [str(video), str(tmp_path / "o.mp4")])):
+        with pytest.raises(SystemExit) as refused:
+            command(["--preset", "rfda_x265_qp37", "--precision", "int8", *argv])
+        err = capsys.readouterr().err
+        assert refused.value.code == 2 and "error: int8 takes window models; rfda is recurrent" in err
+        assert "calibration windows" not in err
+    assert sorted(os.listdir(tmp_path)) == ["in.mp4"] and video.read_bytes() == before

@@ -118,14 +118,19 @@ def calibration_ranges(model, windows):
     return seen
 
 
+def check_window_model(model):
+    """Int8Model takes window models: a recurrent one is refused (before any calibration)."""
+    if is_recurrent(model):
+        raise VcarError(f"int8 takes window models; {model.name} is recurrent")
+
+
 class Int8Model:
     """`model` (a window model) computed with integer convolutions where calibration allows (see the
     module docstring); called like the Keras model on float32 [B, 2R+1, H, W, 1]. `convs` names the
     integer ones, `float_convs` the candidates left in float (an input seen negative)."""
 
     def __init__(self, model, windows):
-        if is_recurrent(model):
-            raise VcarError(f"int8 takes window models; {model.name} is recurrent")
+        check_window_model(model)
         if not windows:
             raise VcarError("int8 needs calibration windows of real frames")
         ranges = calibration_ranges(model, windows)
