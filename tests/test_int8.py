@@ -9,12 +9,17 @@ import pytest
 
 from tests.export_parity import SIZE_A, parity_model, psnr, sample_clips, windows
 from vcar_tf.errors import VcarError
+from vcar_tf.precision import native_int8_flags
+
+# Without VNNI or AMX oneDNN's integer products saturate and Int8Model refuses the CPU (tested below).
+needs_vnni = pytest.mark.skipif(not native_int8_flags(), reason="this CPU has no VNNI or AMX")
 
 
 def _fake_quantized(x, high, steps):
     return np.round(np.clip(x, -high, high) / high * steps) * high / steps
 
 
+@needs_vnni
 @pytest.mark.parametrize("kind", ["relu", "relu_stride2_symmetric", "linear"])
 def test_an_integer_conv_is_the_float_conv_of_its_quantized_input_and_weights(kind):
     import keras
@@ -57,6 +62,7 @@ def test_an_integer_conv_is_the_float_conv_of_its_quantized_input_and_weights(ki
     assert np.abs(got - near).max() < 0.05 * np.abs(reference).max()  # and near the float layer
 
 
+@needs_vnni
 def test_stdf_r3_runs_every_convolution_in_integers_and_stays_near_fp32_on_real_frames(sample_cache):
     import tensorflow as tf
 
@@ -82,6 +88,7 @@ def test_stdf_r3_runs_every_convolution_in_integers_and_stays_near_fp32_on_real_
     np.testing.assert_allclose(batched, got[:3], atol=1e-6)
 
 
+@needs_vnni
 def test_a_conv_whose_input_goes_negative_stays_float_and_a_recurrent_model_is_refused():
     import keras
 
@@ -103,6 +110,7 @@ def test_a_conv_whose_input_goes_negative_stays_float_and_a_recurrent_model_is_r
         Int8Model(model, [])
 
 
+@needs_vnni
 def test_vcar_evaluate_precision_int8_costs_the_stdf_r3_preset_little_on_the_sample(tmp_path):
     """Without --data both runs evaluate the sample's preset compression, though int8's calibration
     caches the sample's default one beside it (vcar-evaluate used to stop at the two folders)."""
@@ -136,3 +144,12 @@ def test_precision_int8_refuses_a_recurrent_preset_before_calibrating_and_leaves
         assert refused.value.code == 2 and "error: int8 takes window models; rfda is recurrent" in err
         assert "calibration windows" not in err
     assert sorted(os.listdir(tmp_path)) == ["in.mp4"] and video.read_bytes() == before
+
+
+def test_int8_refuses_a_cpu_without_vnni_or_amx_before_calibrating(monkeypatch):
+    from vcar_tf import precision
+    from vcar_tf.models.int8 import Int8Model
+
+    monkeypatch.setattr(precision, "native_int8_flags", lambda cpuinfo=None: ())
+    with pytest.raises(VcarError, match="int8 needs a CPU with avx512_vnni, avx_vnni, amx_int8 .* saturate"):
+        Int8Model(parity_model("arcnn"), windows=None)  # refused before the windows are looked at

@@ -177,7 +177,9 @@ def test_precision_auto_is_int8_or_bf16_only_for_a_preset_measured_within_budget
     assert policy(0.01, ("amx_bf16",), int8_cost=0.06, int8_flags=("avx_vnni",)) == "mixed_bfloat16"  # over budget
     assert policy(None, (), int8_cost=0.05, int8_flags=("amx_int8",)) == "int8"
     assert policy(None, (), int8_cost=0.01, int8_flags=("amx_int8",), chosen="fp32") == "float32"
-    assert policy(None, (), chosen="int8") == "int8"  # asked for: always
+    assert policy(None, (), chosen="int8", int8_flags=("avx_vnni",)) == "int8"  # asked for: measured or not
+    with pytest.raises(VcarError, match="int8 needs a CPU with avx512_vnni"):
+        policy(None, ("amx_bf16",), chosen="int8")  # but never on a CPU whose integer products saturate
 
 
 def test_a_broken_card_or_weights_of_another_model_are_one_line_errors(presets):

@@ -66,9 +66,9 @@ def load_model(args, others=()):
         else:
             model, cfg, radius = load_run(args.model_dir, args.checkpoint)
     if precision == "int8":
-        from vcar_tf.models.int8 import Int8Model, check_window_model
+        from vcar_tf.models.int8 import Int8Model, check_int8_model
 
-        check_window_model(model)
+        check_int8_model(model)
         model = Int8Model(model, calibration_windows(model, radius, *CALIBRATION_SIZE, CALIBRATION_WINDOWS))
     return model, cfg, radius
 

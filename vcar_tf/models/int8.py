@@ -10,13 +10,16 @@ integer convolution: its input uint8 over [0, the largest value seen], its weigh
   scale and the int32 sums come back as float exactly (QuantizedConv2DWithBias); TF's per-channel
   variant of that op returns sums this module could not map back to floats, so it is not used.
 Every other layer (the deformable conv, transposed convs, concatenations, sigmoids) computes in
-float32 on dequantized inputs. Integer products need VNNI (AVX512-VNNI, AVX-VNNI or AMX) to run
-fast and exactly; vcar_tf.precision.native_int8_flags says whether the CPU has it.
+float32 on dequantized inputs. Integer products need VNNI (AVX512-VNNI, AVX-VNNI) or AMX: without
+them oneDNN's products saturate (under ONEDNN_MAX_CPU_ISA=AVX512_CORE or AVX2, 485 of the 7,140
+outputs of tests/test_int8.py's ReLU convolution were off by more than half a step, 1.73 for 2.20
+among them, where VNNI keeps every one within it), so Int8Model refuses such a CPU.
 """
 
 import numpy as np
 import tensorflow as tf
 
+from vcar_tf import precision
 from vcar_tf.errors import VcarError
 from vcar_tf.models.blocks import SymmetricPadConv2D
 from vcar_tf.models.recurrent import is_recurrent
@@ -118,10 +121,14 @@ def calibration_ranges(model, windows):
     return seen
 
 
-def check_window_model(model):
-    """Int8Model takes window models: a recurrent one is refused (before any calibration)."""
+def check_int8_model(model):
+    """What Int8Model needs, checked before any calibration: a window model, and a CPU whose integer
+    products do not saturate (VNNI or AMX)."""
     if is_recurrent(model):
         raise VcarError(f"int8 takes window models; {model.name} is recurrent")
+    if not precision.native_int8_flags():
+        raise VcarError(f"int8 needs a CPU with {', '.join(precision.NATIVE_INT8_FLAGS)} (none in /proc/cpuinfo): "
+                        "without them oneDNN's integer products saturate; use --precision bf16 or fp32")
 
 
 class Int8Model:
@@ -130,7 +137,7 @@ class Int8Model:
     integer ones, `float_convs` the candidates left in float (an input seen negative)."""
 
     def __init__(self, model, windows):
-        check_window_model(model)
+        check_int8_model(model)
         if not windows:
             raise VcarError("int8 needs calibration windows of real frames")
         ranges = calibration_ranges(model, windows)

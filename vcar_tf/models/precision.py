@@ -7,7 +7,7 @@ import sys
 
 import keras
 
-from vcar_tf.precision import check_precision, native_bf16_flags, native_int8_flags
+from vcar_tf.precision import check_precision, native_bf16_flags
 
 
 @contextlib.contextmanager
@@ -16,8 +16,6 @@ def precision_policy(precision):
     check_precision(precision)
     if precision == "bf16" and not native_bf16_flags():
         print("warning: this CPU has no AVX512-BF16 or AMX: bf16 is emulated and slower than fp32", file=sys.stderr)
-    if precision == "int8" and not native_int8_flags():
-        print("warning: this CPU has no VNNI or AMX: int8 products are slower and may saturate", file=sys.stderr)
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bf16" else "float32")
     try:
