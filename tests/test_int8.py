@@ -89,6 +89,30 @@ def test_stdf_r3_runs_every_convolution_in_integers_and_stays_near_fp32_on_real_
 
 
 @needs_vnni
+def test_dncnn_folds_each_batch_normalisation_into_its_conv_and_stays_near_fp32(sample_cache):
+    from vcar_tf.models.int8 import Int8Model, normalised_chains
+
+    model = parity_model("dncnn")
+    chains = normalised_chains(model)
+    norms = [layer for layer in model.layers if type(layer).__name__ == "BatchNormalization"]
+    assert len(chains) == len(norms) == 15
+    assert all(chains[f"conv{i}"][0].name == f"bn{i}" and chains[f"conv{i}"][1].name == f"relu{i}" for i in range(2, 17))
+    for layer in norms:  # statistics far from the initial ones, so that a fold that drops them fails
+        layer.moving_mean.assign(np.linspace(-0.2, 0.2, layer.moving_mean.shape[0]))
+        layer.moving_variance.assign(np.linspace(0.5, 2.0, layer.moving_variance.shape[0]))
+    comp, _ = sample_clips(sample_cache[1], SIZE_A)
+    x = windows(comp, 0).astype(np.float32)
+    int8 = Int8Model(model, [x[i:i + 1] for i in range(len(x))])
+    convs = [layer.name for layer in model.layers if type(layer).__name__ == "Conv2D"]
+    assert sorted(int8.convs) == sorted(convs) and int8.float_convs == []
+    ops = [op.type for op in int8._fn.get_concrete_function().graph.get_operations()]
+    assert ops.count("QuantizedConv2DWithBiasAndReluAndRequantize") == 16 and ops.count("QuantizedConv2DWithBias") == 1
+    assert not {"FusedBatchNormV3", "Conv2D", "Relu"} & set(ops)
+    fp32 = model(x, training=False).numpy()[..., 0]
+    assert psnr(int8(x).numpy()[..., 0], fp32) > 40  # dB
+
+
+@needs_vnni
 def test_a_conv_whose_input_goes_negative_stays_float_and_a_recurrent_model_is_refused():
     import keras
 

@@ -9,6 +9,9 @@ integer convolution: its input uint8 over [0, the largest value seen], its weigh
 - Without an activation (e.g. STDF's offset/mask head, a residual head), the weights share one
   scale and the int32 sums come back as float exactly (QuantizedConv2DWithBias); TF's per-channel
   variant of that op returns sums this module could not map back to floats, so it is not used.
+- A Conv2D without activation whose one consumer is a BatchNormalization whose one consumer is a
+  plain ReLU (DnCNN's blocks) gets the normalisation's inference-time scale and shift folded into
+  its weights and bias and computes as a ReLU convolution; the two layers pass its output through.
 Every other layer (the deformable conv, transposed convs, concatenations, sigmoids) computes in
 float32 on dequantized inputs. Integer products need VNNI (AVX512-VNNI, AVX-VNNI) or AMX: without
 them oneDNN's products saturate (under ONEDNN_MAX_CPU_ISA=AVX512_CORE or AVX2, 485 of the 7,140
@@ -47,27 +50,62 @@ def _quantize(value, high):
                                  round_mode="HALF_TO_EVEN")[0]
 
 
-def integer_candidate(layer):
-    """Whether `layer` is a convolution Int8Model can compute in integers (its input's sign aside)."""
+def normalised_chains(model):
+    """{conv name: (its BatchNormalization, its ReLU)} for each Conv2D without activation whose one
+    consumer is a batch normalisation whose one consumer is a plain ReLU (DnCNN's blocks): at
+    inference the normalisation folds into the convolution, which then ends in the ReLU."""
+    import keras
+
+    def only_consumer(layer):
+        nodes = layer._outbound_nodes
+        return nodes[0].operation if len(nodes) == 1 else None
+
+    chains = {}
+    for layer in model.layers:
+        if not isinstance(layer, keras.layers.Conv2D) or layer.activation.__name__ != "linear":
+            continue
+        norm = only_consumer(layer)
+        relu = only_consumer(norm) if isinstance(norm, keras.layers.BatchNormalization) else None
+        if (isinstance(relu, keras.layers.ReLU) and norm.axis in (-1, 3) and relu.max_value is None
+                and relu.negative_slope == 0 and relu.threshold == 0):
+            chains[layer.name] = (norm, relu)
+    return chains
+
+
+def integer_candidate(layer, chains=()):
+    """Whether `layer` is a convolution Int8Model can compute in integers (its input's sign aside):
+    with a bias and a ReLU or no activation, or heading one of `chains` (normalised_chains)."""
     import keras
 
     return (type(layer) in (keras.layers.Conv2D, SymmetricPadConv2D) and layer.groups == 1
-            and tuple(layer.dilation_rate) == (1, 1) and layer.use_bias
-            and layer.activation.__name__ in ("relu", "linear"))
+            and tuple(layer.dilation_rate) == (1, 1)
+            and (layer.name in chains or (layer.use_bias and layer.activation.__name__ in ("relu", "linear"))))
+
+
+def _folded(layer, norm):
+    """(kernel, bias) of `layer` with the inference-time batch normalisation `norm` folded in."""
+    kernel = layer.kernel.numpy()
+    bias = layer.bias.numpy() if layer.use_bias else np.zeros(kernel.shape[-1], np.float32)
+    if norm is None:
+        return kernel, bias
+    gain = (norm.gamma.numpy() if norm.scale else 1.0) / np.sqrt(norm.moving_variance.numpy() + norm.epsilon)
+    shift = norm.beta.numpy() if norm.center else 0.0
+    return kernel * gain, (bias - norm.moving_mean.numpy()) * gain + shift
 
 
 class _IntegerConv:
-    """One integer convolution: weights quantized once; `in_high`/`out_high` from calibration. Called
-    inside a tf.function: the integer ops take their filter only as a constant of the graph."""
+    """One integer convolution (with `norm`, a BatchNormalization folded in and a ReLU after it):
+    weights quantized once; `in_high`/`out_high` from calibration. Called inside a tf.function: the
+    integer ops take their filter only as a constant of the graph."""
 
-    def __init__(self, layer, in_high, out_high):
-        kernel = layer.kernel.numpy()
-        self.relu = layer.activation.__name__ == "relu"
+    def __init__(self, layer, in_high, out_high, norm=None):
+        kernel, bias = _folded(layer, norm)
+        self.relu = norm is not None or layer.activation.__name__ == "relu"
         axes = (0, 1, 2) if self.relu else None  # per output channel with ReLU, one scale without
         w_high = np.maximum(np.abs(kernel).max(axis=axes), 1e-12).astype(np.float32)
         self.kernel = np.clip(np.round(kernel / w_high * INT8_MAX), -INT8_MAX, INT8_MAX).astype(np.int8)
         self.w_high = w_high if self.relu else float(w_high)
-        self.bias = layer.bias.numpy().astype(np.float32)
+        self.bias = bias.astype(np.float32)
         self.in_high, self.out_high = float(in_high), float(out_high)
         self.strides = [1, *layer.strides, 1]
         self.symmetric_pad = [(k - 1) // 2 for k in layer.kernel_size] if isinstance(layer, SymmetricPadConv2D) else None
@@ -89,12 +127,16 @@ class _IntegerConv:
         return tf.cast(tf.bitcast(y, tf.int32), tf.float32) * (high / INT32_SCALE)
 
 
-def _run_graph(model, x, conv_fn):
-    """`model`'s outputs on `x`, each integer candidate's call replaced by conv_fn(layer) (None: the
-    layer's own); every other layer gets float inputs."""
+def _passed_through(x, *args, **kwargs):
+    return x
+
+
+def _run_graph(model, x, replacement):
+    """`model`'s outputs on `x`, each layer's call replaced by replacement(layer) where that is not
+    None; every other layer gets float inputs."""
 
     def operation_fn(op):
-        fn = conv_fn(op) if integer_candidate(op) else None
+        fn = replacement(op)
         if fn is not None:
             return fn
         return lambda *args, **kwargs: op(*tf.nest.map_structure(_float, args), **tf.nest.map_structure(_float, kwargs))
@@ -102,12 +144,18 @@ def _run_graph(model, x, conv_fn):
     return _float(model._run_through_graph(x, operation_fn))  # Keras 3's graph walk (keras pinned in setup.py)
 
 
-def calibration_ranges(model, windows):
-    """{conv layer name: (least input, largest input, largest output)} over `windows` (float32
-    [1, 2R+1, H, W, 1] each), for every integer candidate of `model`, in float32."""
+def calibration_ranges(model, windows, chains=None):
+    """{layer name: (least input, largest input, largest output)} over `windows` (float32
+    [1, 2R+1, H, W, 1] each) in float32, for every integer candidate of `model` and the ReLU that
+    ends each of `chains` (default: normalised_chains(model))."""
+    chains = normalised_chains(model) if chains is None else chains
+    watched = {relu.name for _, relu in chains.values()}
     seen = {}
 
     def recording(layer):
+        if not (integer_candidate(layer, chains) or layer.name in watched):
+            return None
+
         def call(x):
             y = layer(x)
             lo, hi, out = seen.get(layer.name, (np.inf, -np.inf, 0.0))
@@ -140,16 +188,21 @@ class Int8Model:
         check_int8_model(model)
         if not windows:
             raise VcarError("int8 needs calibration windows of real frames")
-        ranges = calibration_ranges(model, windows)
-        self._convs, self.float_convs = {}, []
+        chains = normalised_chains(model)
+        ranges = calibration_ranges(model, windows, chains)
+        self._convs, self._passed, self.float_convs = {}, set(), []
         for layer in model.layers:
-            if layer.name not in ranges:
+            if layer.name not in ranges or not integer_candidate(layer, chains):
                 continue
+            norm, relu = chains.get(layer.name, (None, None))
             lo, hi, out = ranges[layer.name]
-            if lo < 0 or hi <= 0 or (layer.activation.__name__ == "relu" and out <= 0):
+            if relu is not None:
+                out = ranges[relu.name][2]
+            if lo < 0 or hi <= 0 or ((relu is not None or layer.activation.__name__ == "relu") and out <= 0):
                 self.float_convs.append(layer.name)
             else:
-                self._convs[layer.name] = _IntegerConv(layer, hi, out)
+                self._convs[layer.name] = _IntegerConv(layer, hi, out, norm)
+                self._passed.update((norm.name, relu.name) if norm is not None else ())
         self.convs = list(self._convs)
         self.name = model.name
         self._model = model
@@ -157,7 +210,8 @@ class Int8Model:
         self._fn = tf.function(self._call, input_signature=[spec], autograph=False)
 
     def _call(self, x):
-        return _run_graph(self._model, x, lambda layer: self._convs.get(layer.name))
+        return _run_graph(self._model, x, lambda layer: self._convs.get(layer.name) or (
+            _passed_through if layer.name in self._passed else None))
 
     def __call__(self, x, training=False):
         return self._fn(tf.cast(x, tf.float32))
