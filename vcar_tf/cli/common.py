@@ -18,8 +18,8 @@ def add_model_flags(parser, precision=False):
         parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                             help="auto, fp32, bf16 or int8, with --model_dir or --preset: bf16 computes in bfloat16; int8 "
                             "computes convolutions in integers calibrated on the embedded sample (window models); "
-                            "auto (default) is bf16 for a preset whose measured bf16 cost is within budget on a "
-                            "CPU with native bf16 (see the README), fp32 otherwise")
+                            "auto (default) is int8, else bf16, for a preset whose measured cost of it is within "
+                            "budget on a CPU that computes it natively (see the README), fp32 otherwise")
     parser.add_argument("--model_dir", default=None, help="a train_main.py (or vcar-import) run")
     parser.add_argument("--checkpoint", default="latest", choices=CHECKPOINTS,
                         help="with --model_dir: the run's latest checkpoint, or its best on val")

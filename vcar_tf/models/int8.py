@@ -1,8 +1,9 @@
 """int8 inference of a functional Keras window model through oneDNN's integer convolutions.
 
-Int8Model(model, windows) runs `model`'s graph layer by layer. Each Conv2D (any stride, no dilation
-or groups, ReLU or no activation) whose input was never negative on the calibration `windows` is an
-integer convolution: its input uint8 over [0, the largest value seen], its weights int8, symmetric.
+Int8Model(model, windows) runs `model`'s graph layer by layer. Each Conv2D (channels last, any
+stride, no dilation or groups, ReLU or no activation) whose input was never negative on the
+calibration `windows` is an integer convolution: its input uint8 over [0, the largest value seen],
+its weights int8, symmetric.
 - With ReLU, the weights are scaled per output channel and the output is requantized to uint8 over
   [0, the largest output seen] (QuantizedConv2DWithBiasAndReluAndRequantize), so a chain of such
   convolutions stays in uint8 from one to the next.
@@ -78,7 +79,7 @@ def integer_candidate(layer, chains=()):
     import keras
 
     return (type(layer) in (keras.layers.Conv2D, SymmetricPadConv2D) and layer.groups == 1
-            and tuple(layer.dilation_rate) == (1, 1)
+            and tuple(layer.dilation_rate) == (1, 1) and layer.data_format == "channels_last"
             and (layer.name in chains or (layer.use_bias and layer.activation.__name__ in ("relu", "linear"))))
 
 
