@@ -28,7 +28,7 @@ from vcar_tf.errors import VcarError
 from vcar_tf.models.blocks import SymmetricPadConv2D
 from vcar_tf.models.recurrent import is_recurrent
 
-UINT8_MAX, INT8_MAX, INT32_SCALE = 255.0, 127.0, 2.0 ** 31
+INT8_MAX, INT32_SCALE = 127.0, 2.0 ** 31
 
 
 class _Quantized:
@@ -83,6 +83,11 @@ def integer_candidate(layer, chains=()):
             and (layer.name in chains or (layer.use_bias and layer.activation.__name__ in ("relu", "linear"))))
 
 
+def _ends_in_relu(layer, norm):
+    """Whether the integer convolution of `layer` (with `norm` folded in, then its ReLU) ends in a ReLU."""
+    return norm is not None or layer.activation.__name__ == "relu"
+
+
 def _folded(layer, norm):
     """(kernel, bias) of `layer` with the inference-time batch normalisation `norm` folded in."""
     kernel = layer.kernel.numpy()
@@ -101,7 +106,7 @@ class _IntegerConv:
 
     def __init__(self, layer, in_high, out_high, norm=None):
         kernel, bias = _folded(layer, norm)
-        self.relu = norm is not None or layer.activation.__name__ == "relu"
+        self.relu = _ends_in_relu(layer, norm)
         axes = (0, 1, 2) if self.relu else None  # per output channel with ReLU, one scale without
         w_high = np.maximum(np.abs(kernel).max(axis=axes), 1e-12).astype(np.float32)
         self.kernel = np.clip(np.round(kernel / w_high * INT8_MAX), -INT8_MAX, INT8_MAX).astype(np.int8)
@@ -145,11 +150,10 @@ def _run_graph(model, x, replacement):
     return _float(model._run_through_graph(x, operation_fn))  # Keras 3's graph walk (keras pinned in setup.py)
 
 
-def calibration_ranges(model, windows, chains=None):
+def calibration_ranges(model, windows, chains):
     """{layer name: (least input, largest input, largest output)} over `windows` (float32
     [1, 2R+1, H, W, 1] each) in float32, for every integer candidate of `model` and the ReLU that
-    ends each of `chains` (default: normalised_chains(model))."""
-    chains = normalised_chains(model) if chains is None else chains
+    ends each of `chains` (normalised_chains(model))."""
     watched = {relu.name for _, relu in chains.values()}
     seen = {}
 
@@ -199,7 +203,7 @@ class Int8Model:
             lo, hi, out = ranges[layer.name]
             if relu is not None:
                 out = ranges[relu.name][2]
-            if lo < 0 or hi <= 0 or ((relu is not None or layer.activation.__name__ == "relu") and out <= 0):
+            if lo < 0 or hi <= 0 or (_ends_in_relu(layer, norm) and out <= 0):
                 self.float_convs.append(layer.name)
             else:
                 self._convs[layer.name] = _IntegerConv(layer, hi, out, norm)
