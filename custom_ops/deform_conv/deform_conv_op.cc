@@ -19,8 +19,6 @@
 #define VCAR_AVX512 1
 #endif
 
-#include <sys/mman.h>
-
 #include "Eigen/Core"
 #include "op_common.h"
 #include "tensorflow/core/lib/core/threadpool.h"
@@ -71,53 +69,29 @@ inline bool use_planar(const Geometry& g, const Planar& pl) {
 #endif
 }
 
-// Zero-filled scratch memory mapped for the op and unmapped after it: glibc would keep a freed
-// block of this size in the thread's arena, adding to the process's peak memory. From 2 MiB up it
-// is aligned to 2 MiB and asks for transparent huge pages (a first touch per 4 KiB page took
-// about 30% of the forward op's time at 832x480).
-class MappedFloats {
+// Zero-filled scratch floats from TensorFlow's CPU allocator, which keeps freed blocks for the
+// next call: no page faults after the first call (fresh pages had cost up to 30% of the forward
+// at 832x480); null data where the allocator has no room.
+class ScratchFloats {
  public:
-  explicit MappedFloats(int64_t n) {
-    const size_t bytes = bytes_ = std::max<int64_t>(n, 1) * sizeof(float);
-    const bool huge = bytes >= kHuge;
-    mapped_ = bytes + (huge ? kHuge : 0);
-    void* p = mmap(nullptr, mapped_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) return;
-    base_ = p;
-    uintptr_t start = reinterpret_cast<uintptr_t>(p);
-    if (huge) {
-      start = (start + kHuge - 1) / kHuge * kHuge;
-      madvise(reinterpret_cast<void*>(start), bytes, MADV_HUGEPAGE);  // advice: failure is harmless
-    }
-    data_ = reinterpret_cast<float*>(start);
+  ScratchFloats(OpKernelContext* ctx, int64_t n) {
+    if (!ctx->allocate_temp(tensorflow::DT_FLOAT, tensorflow::TensorShape({std::max<int64_t>(n, 1)}), &tensor_).ok())
+      return;
+    data_ = tensor_.flat<float>().data();
+    std::fill(data_, data_ + n, 0.f);
   }
-  ~MappedFloats() {
-    if (base_) munmap(base_, mapped_);
-  }
-  // Maps every page writable now, by the calling thread. A buffer read before it is written (the
-  // input gradient's adds) otherwise maps the shared zero page first and copies it on the first
-  // write, flushing the other cores' TLBs each time.
-  void populate() const {
-#ifdef MADV_POPULATE_WRITE
-    if (data_) madvise(data_, bytes_, MADV_POPULATE_WRITE);  // advice: failure leaves the lazy faults
-#endif
-  }
-  MappedFloats(const MappedFloats&) = delete;
-  MappedFloats& operator=(const MappedFloats&) = delete;
   float* data() const { return data_; }
 
  private:
-  static constexpr size_t kHuge = size_t{2} << 20;
-  size_t mapped_ = 0, bytes_ = 0;
-  void* base_ = nullptr;
+  Tensor tensor_;
   float* data_ = nullptr;
 };
 
 // The planar copy of x, or nothing (null data) where the AVX-512 path is not taken.
-std::unique_ptr<MappedFloats> to_planar(const Geometry& g, const Planar& pl, const float* x,
+std::unique_ptr<ScratchFloats> to_planar(OpKernelContext* ctx, const Geometry& g, const Planar& pl, const float* x,
                                         tensorflow::thread::ThreadPool* pool) {
   if (!use_planar(g, pl)) return nullptr;
-  auto out = std::make_unique<MappedFloats>(g.b * pl.image);
+  auto out = std::make_unique<ScratchFloats>(ctx, g.b * pl.image);
   float* data = out->data();
   if (data == nullptr) return nullptr;  // out of memory: the portable path needs no copy
   pool->ParallelFor(g.b * g.h, g.w * g.c * 4, [&](int64_t first, int64_t last) {
@@ -266,14 +240,17 @@ struct PendingAdds {
   float* dimage = nullptr;
   int64_t n = 0;
 
-  void apply(int64_t row_stride) {
-    for (int64_t l = 0; l < n; ++l)
-      for (int r = 0; r < 2; ++r) {
-        double* at = reinterpret_cast<double*>(dimage + index[l] + r * row_stride);
-        const __m128 sum = _mm_add_ps(_mm_castpd_ps(_mm_load_sd(at)),
-                                      _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(pairs[r] + 2 * l))));
-        _mm_store_sd(at, _mm_castps_pd(sum));
-      }
+  // Tap-major order: a plane's next tap, whose corner pair often overlaps this one's by a float
+  // (its load must wait until a partly overlapping store commits), comes deformable_groups lanes later.
+  void apply(int64_t row_stride, int64_t taps) {
+    for (int64_t t = 0; t < taps; ++t)
+      for (int64_t l = t; l < n; l += taps)
+        for (int r = 0; r < 2; ++r) {
+          double* at = reinterpret_cast<double*>(dimage + index[l] + r * row_stride);
+          const __m128 sum = _mm_add_ps(_mm_castpd_ps(_mm_load_sd(at)),
+                                        _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(pairs[r] + 2 * l))));
+          _mm_store_sd(at, _mm_castps_pd(sum));
+        }
     n = 0;
   }
 };
@@ -391,7 +368,7 @@ class DeformConv2DOp : public DeformConvKernel {
     const int64_t tiles = (g.pixels + kTile - 1) / kTile;
     auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
     const Planar pl(g);
-    const std::unique_ptr<MappedFloats> planar = to_planar(g, pl, px, pool);
+    const std::unique_ptr<ScratchFloats> planar = to_planar(ctx, g, pl, px, pool);
     pool->ParallelFor(tiles, kTile * g.col_width * g.o, [&](int64_t first, int64_t last) {
       std::vector<float> cols(kTile * g.col_width);
       Samples samples(g.dg * g.taps);
@@ -426,16 +403,16 @@ class DeformConv2DGradOp : public DeformConvKernel {
     const int64_t tiles = (g.pixels + kTile - 1) / kTile;
     auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
     const Planar pl(g);
-    std::unique_ptr<MappedFloats> planar = to_planar(g, pl, px, pool);
+    std::unique_ptr<ScratchFloats> planar = to_planar(ctx, g, pl, px, pool);
     // One chunk per thread; each chunk keeps its own input/kernel/bias gradient (samples of any
     // pixel may land anywhere in the image), summed at the end. The input gradient is a planar
     // padded one per chunk on the AVX-512 path; otherwise chunk 0 accumulates it in the output
     // itself. Offset and mask gradients belong to one pixel each, so chunks write them directly.
     const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(pool->NumThreads(), tiles));
     const int64_t x_size = g.pixels * g.c, k_size = width * g.o;
-    std::vector<std::unique_ptr<MappedFloats>> dx_planar;
+    std::vector<std::unique_ptr<ScratchFloats>> dx_planar;
     for (int64_t chunk = 0; planar && chunk < chunks; ++chunk) {
-      dx_planar.push_back(std::make_unique<MappedFloats>(g.b * pl.image));
+      dx_planar.push_back(std::make_unique<ScratchFloats>(ctx, g.b * pl.image));
       if (dx_planar.back()->data() == nullptr) planar.reset();  // out of memory: the portable path
     }
     if (!planar) dx_planar.clear();
@@ -444,7 +421,6 @@ class DeformConv2DGradOp : public DeformConvKernel {
       for (int64_t chunk = first; chunk < last; ++chunk) {
         float* dxc = pdx;
         if (planar) {
-          dx_planar[chunk]->populate();
           dxc = dx_planar[chunk]->data();
         } else if (chunk > 0) {
           dx_part[chunk].assign(x_size, 0.f);
@@ -534,7 +510,7 @@ class DeformConv2DGradOp : public DeformConvKernel {
         const int64_t at = (p - hw) / (g.h * g.w) * pl.image;
         backward_pixel_avx512(g, pl, tt, planar + at, offset + p * 2 * J, m, y, xx, drow, row, dx + at, dm, dof,
                               &adds[i & 1]);
-        adds[(i + 1) & 1].apply(pl.wp);
+        adds[(i + 1) & 1].apply(pl.wp, g.taps);
         continue;
       }
 #endif
@@ -571,7 +547,7 @@ class DeformConv2DGradOp : public DeformConvKernel {
       }
     }
 #if VCAR_AVX512
-    adds[(n - 1) & 1].apply(pl.wp);
+    adds[(n - 1) & 1].apply(pl.wp, g.taps);
 #endif
   }
 };
