@@ -6,6 +6,7 @@ Trainer.run calls them, on a prepared dataset.
     python benchmarks/bench_train.py --data data/presets [--models stdf_r3 rfda] [--steps 6]
         [--rounds 1] [--variants "" mixed_precision=true] [--out benchmarks/results/train.md [--append]]
     python benchmarks/bench_train.py --data data/presets --models stdf_r3 --loss_steps 200 --losses_out L.json
+    python benchmarks/bench_train.py --data data/presets --models stdf_r3 --bound [--repeats 5] [--steps 6]
 
 A timed step is what one iteration of Trainer.run's loop costs: the next batch, the optimizer
 step and the loss read back (no checkpoint, summary or validation). Each (model, variant) runs in
@@ -14,6 +15,8 @@ variants of a model alternate R times (A, B, A, B...), so a slow spell of a shar
 them alike. --variants are TrainConfig overrides (KEY=VALUE,...; "" is the recipe itself).
 --loss_steps N runs N steps from step 0 and writes their losses (and step times) to
 --losses_out: the same seed and data, so two code versions' curves can be compared.
+--bound times each model's conv layers on their own, forward and the gradients a step needs, at
+the recipe in fp32 and bf16, against the step and against the rate of one well-shaped conv.
 --profile N traces N steps (after the warm-up) with TF's profiler and lists where the time goes,
 by kind of op (op time summed over TF's threads, so it adds up to more than the wall time).
 """
@@ -126,6 +129,116 @@ def child_profile(name, data, variant, steps):
     print(json.dumps({"kinds": kinds, "wall": wall, "input_wait": float(np.mean(waits))}))
 
 
+def conv_flops(layer, inputs, outputs):
+    """Multiply-adds x 2 of one forward call of a conv layer (Conv2D, Conv2DTranspose, DeformConv2D)."""
+    kernel = layer.kernel if hasattr(layer, "kernel") else layer.weights[0]
+    per_pixel = int(np.prod(kernel.shape[:3])) * int(kernel.shape[3])
+    if "Transpose" in type(layer).__name__:  # each input pixel meets the whole kernel
+        return 2 * int(np.prod(inputs[0].shape[:3])) * per_pixel
+    return 2 * int(np.prod(outputs.shape[:3])) * per_pixel
+
+
+def child_bound(name, precision, repeats):
+    """The model's conv layers alone, one after another at the recipe's batch and crop: each layer's
+    forward and the gradients a training step needs of it (its weights always; its inputs where a
+    trainable weight lies upstream), timed on its own; and one 3x3 64 -> 64 conv for comparison."""
+    import keras
+    import tensorflow as tf
+
+    from machine import timed_calls
+    from vcar_tf import models
+    from vcar_tf.models.blocks import DeformConv2D
+
+    if precision == "bf16":
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    model = models.build(name)
+    kinds = (keras.layers.Conv2D, keras.layers.Conv2DTranspose, DeformConv2D)
+    layers = [layer for layer in model._flatten_layers(include_self=False) if isinstance(layer, kinds)]
+    spec = models.spec(name)
+    frames = 2 * spec.radius + 1
+    x = tf.random.stateless_uniform([RECIPE["batch"], frames, RECIPE["patch"], RECIPE["patch"], 1], (0, 0))
+    probe = keras.Model(model.inputs, [tf.nest.flatten(layer.input) for layer in layers])
+    with tf.GradientTape(persistent=True) as tape:
+        layer_inputs = probe(x)
+    trained_upstream = [[tape.gradient(t, model.trainable_weights, unconnected_gradients="none") for t in ins]
+                        for ins in layer_inputs]
+    del tape
+    def finished(outputs):
+        tf.test.experimental.sync_devices()
+        return outputs
+
+    rows, total_seconds, total_flops = [], 0.0, 0
+    for layer, ins, upstream in zip(layers, layer_inputs, trained_upstream):
+        ins = [tf.constant(t) for t in ins]
+        watched = [t for t, grads in zip(ins, upstream) if any(g is not None for g in grads)]
+
+        @tf.function
+        def forward_backward(layer=layer, ins=ins, watched=watched):
+            with tf.GradientTape() as tape:
+                tape.watch(watched)
+                y = layer(ins if len(ins) > 1 else ins[0])
+                loss = tf.reduce_sum(tf.cast(y, tf.float32))
+            return [loss, *tape.gradient(loss, [*layer.trainable_weights, *watched])]
+
+        seconds = float(np.median(timed_calls(lambda: finished(forward_backward()), repeats)))
+        flops = conv_flops(layer, ins, layer(ins if len(ins) > 1 else ins[0]))
+        rows.append({"layer": layer.name, "kind": type(layer).__name__, "input_gradient": bool(watched),
+                     "seconds": seconds, "forward_gflop": flops / 1e9})
+        total_seconds += seconds
+        total_flops += flops * (2 + bool(watched))
+    # the best-shaped conv for comparison: 3x3, 64 -> 64, forward and both gradients, the same batch
+    dtype = tf.bfloat16 if precision == "bf16" else tf.float32
+    a = tf.cast(tf.random.stateless_normal([RECIPE["batch"], RECIPE["patch"], RECIPE["patch"], 64], (0, 1)), dtype)
+    k = tf.Variable(tf.cast(tf.random.stateless_normal([3, 3, 64, 64], (0, 2)) * 0.05, dtype))
+
+    @tf.function
+    def reference():
+        with tf.GradientTape() as tape:
+            tape.watch(a)
+            loss = tf.reduce_sum(tf.cast(tf.nn.conv2d(a, k, 1, "SAME"), tf.float32))
+        return tape.gradient(loss, [a, k])
+
+    reference_seconds = float(np.median(timed_calls(lambda: finished(reference()), repeats)))
+    reference_flops = 3 * 2 * RECIPE["batch"] * RECIPE["patch"] ** 2 * 9 * 64 * 64
+    print(json.dumps({"layers": rows, "seconds": total_seconds, "gflop": total_flops / 1e9,
+                      "reference_gflop_per_s": reference_flops / reference_seconds / 1e9}))
+
+
+def bound(args):
+    """--bound: each model's conv layers alone against its measured step, in fp32 and bf16."""
+    lines = ["| model | precision | step measured, s (median) | conv layers alone, s (share of the step) | "
+             "conv GFLOP per step | their rate, GFLOP/s | rate a 2x step needs | 3x3 64->64 conv's rate |",
+             "|---|---|---|---|---|---|---|---|"]
+    details = []
+    for name in args.models:
+        for precision, variant in (("fp32", ""), ("bf16", "mixed_precision=true")):
+            b = run_child(__file__, "bound", name, precision, args.repeats)
+            r = run_child(__file__, "train", name, args.data, variant or "-", args.steps)
+            if "failed" in b or "failed" in r:
+                lines.append(f"| {name} | {precision} | failed: {b.get('failed') or r.get('failed')} | | | | | |")
+                continue
+            step = float(np.median(r["seconds"]))
+            lines.append(f"| {name} | {precision} | {step:.3f} | {b['seconds']:.3f} ({b['seconds'] / step:.0%}) | "
+                         f"{b['gflop']:.1f} | {b['gflop'] / b['seconds']:.0f} | {b['gflop'] / (step / 2):.0f} | "
+                         f"{b['reference_gflop_per_s']:.0f} |")
+            print(lines[-1], flush=True)
+            slow = sorted(b["layers"], key=lambda row: -row["seconds"])[:5]
+            details.append(f"- {name} {precision}, the slowest layers: " + "; ".join(
+                f"{row['layer']} ({row['kind']}{', input gradient' if row['input_gradient'] else ''}) "
+                f"{1000 * row['seconds']:.1f} ms" for row in slow))
+    publish("Training: the conv layers alone against the step",
+            "At the preset recipe (batch 16, 64x64 crops), each of the model's conv layers (Conv2D, "
+            "Conv2DTranspose, the deformable conv) runs on its own on the inputs it gets in the model: its "
+            "forward and the gradients a training step needs of it (its weights always, its inputs where a "
+            f"trainable weight lies upstream), the median of {args.repeats} calls after a warm-up; the table "
+            "gives their sum. 'step measured' is this tree's step (bench_train's timing, "
+            f"{args.steps} steps after a warm-up) in the same run. GFLOP count 2 per multiply-add of the "
+            "forward, x3 with both gradients (x2 without the input's). 'rate a 2x step needs' is that GFLOP "
+            "count over half the step; the last column is what one 3x3 64 -> 64 conv (forward and both "
+            "gradients, the same batch and crop) reaches on its own.\n\n"
+            + "\n".join(lines) + "\n\n" + "\n".join(details) + "\n", args.out, append=args.append)
+
+
 def summary(seconds):
     a = np.asarray(seconds)
     return float(a.min()), float(np.median(a)), float(a.max())
@@ -142,11 +255,14 @@ def main():
     p.add_argument("--losses_out", default=None)
     p.add_argument("--append", action="store_true", help="add to --out instead of replacing it")
     p.add_argument("--profile", type=int, default=0, help="trace this many steps per model: time by kind of op")
+    p.add_argument("--bound", action="store_true", help="each model's conv layers alone (fp32, bf16) against its step")
     args = p.parse_args()
-    if run_as_child(args, {"train": child_train, "profile": child_profile}):
+    if run_as_child(args, {"train": child_train, "profile": child_profile, "bound": child_bound}):
         return
     if not args.data:
         p.error("--data is required")
+    if args.bound:
+        return bound(args)
     if args.loss_steps:
         if len(args.models) != 1 or len(args.variants) != 1 or not args.losses_out:
             p.error("--loss_steps takes one model, one variant and --losses_out")
