@@ -116,7 +116,7 @@ def _rows(runs, blocker, not_pt, out):
         ("report-qp-and-crf", ["-m", "vcar_tf.cli.report", "--qp", "37", "--crf", "30", "--out", f"{out}/r"],
          "--qp and --crf exclude each other"),
         ("report-codec-with-data", ["-m", "vcar_tf.cli.report", "--data", f"{out}/missing", "--codec", "x264", "--out",
-                                    f"{out}/r"], "with --data, use --codec-folder"),
+                                    f"{out}/r"], "with --data, use --codec_folder"),
         ("compare-missing-run", ["-m", "vcar_tf.cli.compare", f"{out}/missing", "--out", f"{out}/c.md"], "no report.csv"),
         ("import-not-a-checkpoint", ["-m", "vcar_tf.cli.import_weights", "stdf-pytorch", not_pt, "--out",
                                      f"{out}/imported"], "weights.pt"),
@@ -240,3 +240,20 @@ def test_argument_and_path_errors_come_before_tensorflow_loads(tmp_path):
         assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), (argv, r.stderr[-2000:])
         assert fragment in lines[0], (argv, lines)
     assert not any((tmp_path / name).exists() for name in ("x", "i", "t", "e")) and exists.read_bytes() == b""
+
+
+def test_flags_take_the_dashed_spelling_too():
+    """Flags are spelled with underscores (as train_main.py's); the dashed twin means the same flag,
+    and a dashed word that is no flag's twin stays an error."""
+    from vcar_tf.errors import ArgumentParser
+
+    p = ArgumentParser(prog="vcar-x")
+    p.add_argument("--codec_folder")
+    p.add_argument("--hm_ldp_offsets", action="store_true")
+    dashed = p.parse_args(["--codec-folder", "x265_LDP", "--hm-ldp-offsets"])
+    assert p.parse_args(["--codec_folder", "x265_LDP", "--hm_ldp_offsets"]) == dashed
+    assert dashed.codec_folder == "x265_LDP" and dashed.hm_ldp_offsets
+    assert p.parse_args(["--codec-folder=a-b"]).codec_folder == "a-b"
+    with pytest.raises(SystemExit) as e:
+        p.parse_args(["--no-such-flag"])
+    assert e.value.code == 2

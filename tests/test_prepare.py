@@ -189,7 +189,8 @@ def _bad_input_cases(tmp_path):
         (["--raw", ok_src, "--crf", "30"], "--crf is for --gop ra"),
         (["--raw", ok_src, "--gop", "ra", "--crf", "52"], "CRF must be in 0..51"),
         (["--raw", ok_src, "--gop", "ra", "--codec", "x264"], "x264 has --gop ldp only"),
-        (["--raw", ok_src, "--gop", "ra", "--hm-ldp-offsets"], "not with --gop ra"),
+        (["--raw", ok_src, "--gop", "ra", "--hm_ldp_offsets"], "not with --gop ra"),
+        (["--raw", ok_src, "--gop", "ra", "--hm-ldp-offsets"], "not with --gop ra"),  # the dashed spelling
         (["--raw", ok_src, "--gop", "b"], "invalid choice"),
         (["--raw", ok_src, "--preset", "bogus"], "invalid choice"),
         (["--raw", str(tiny)], "^error: .*tiny_18x10.yuv: x265 encodes pictures of at least 16x16, not 18x10$"),

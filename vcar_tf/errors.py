@@ -58,7 +58,20 @@ def cli_main(fn):
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose usage errors end like every other bad input: one `error:` line, exit code 2."""
+    """argparse whose usage errors end like every other bad input: one `error:` line, exit code 2.
+    Flags are spelled with underscores, as train_main.py's; `--codec-folder` is read as
+    `--codec_folder` (and so on for every flag), so either spelling works."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
+        return super().parse_known_args([self._underscored(a) for a in args], namespace)
+
+    def _underscored(self, arg):
+        if not arg.startswith("--") or "-" not in arg[2:].split("=", 1)[0]:
+            return arg
+        flag, sep, value = arg.partition("=")
+        twin = "--" + flag[2:].replace("-", "_")
+        return twin + sep + value if twin in self._option_string_actions else arg
 
     def error(self, message):
         print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)

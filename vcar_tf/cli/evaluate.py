@@ -3,14 +3,14 @@
     vcar-evaluate --model_dir RUN [--data DIR] [--qp 37] [--out RUN/eval]
     vcar-evaluate --saved_model DIR/NAME/VERSION [--data DIR] [--qp 37] --out DIR
     vcar-evaluate --exported FILE.tflite|FILE.onnx|DIR/NAME/VERSION [--data DIR] [--qp 37] --out DIR
-    vcar-evaluate --preset NAME [--data DIR] [--qp 37 | --crf 30] [--codec-folder F] --out DIR
+    vcar-evaluate --preset NAME [--data DIR] [--qp 37 | --crf 30] [--codec_folder F] --out DIR
 
 (also `python -m vcar_tf.evaluate`). Writes the same report as vcar-report (CSV, Markdown,
 per-frame PSNR curves) with the enhanced columns. With no --data it evaluates on the held-out
 split of the run's own dataset (for an export: of the embedded sample dataset; for a preset: of the
 sample compressed with the preset's codec settings). A fixed-size TFLite
 file evaluates only sequences of its size (vcar-export --height/--width). --crf reads the CRF<crf>
-folders (vcar-prepare --gop ra --crf) in place of QP<qp>; --codec-folder picks one codec folder
+folders (vcar-prepare --gop ra --crf) in place of QP<qp>; --codec_folder picks one codec folder
 (e.g. x264_LDP_dbk) where a dataset has several at that QP or CRF.
 """
 
@@ -62,7 +62,7 @@ def main(argv=None):
     p.add_argument("--data", default=None, help="dataset folder (default: the run's own, held-out split)")
     p.add_argument("--qp", type=int, default=None, help="default: the run's QP")
     p.add_argument("--crf", type=int, default=None, help="evaluate on the CRF<crf> folders in place of QP<qp>")
-    p.add_argument("--codec-folder", default=None, help="e.g. x264_LDP where a dataset has several")
+    p.add_argument("--codec_folder", default=None, help="e.g. x264_LDP where a dataset has several")
     p.add_argument("--out", default=None, help="default: MODEL_DIR/eval")
     p.add_argument("--batch", type=int, default=DEFAULT_BATCH,
                    help=f"frames per model call for a Keras window model (default {DEFAULT_BATCH}); "

@@ -27,7 +27,7 @@ def add_codec_args(parser):
     parser.add_argument("--crf", type=int, nargs="+", default=None, help="with --gop ra: CRFs in place of --qp")
     parser.add_argument("--deblock", action="store_true", help="turn the deblocking filter on")
     parser.add_argument("--sao", action="store_true", help="turn SAO on (x265)")
-    parser.add_argument("--hm-ldp-offsets", action="store_true",
+    parser.add_argument("--hm_ldp_offsets", action="store_true",
                         help="HM16.5 low-delay-P QP offsets per GOP position (+3, +2, +3, +1)")
     parser.add_argument("--preset", default="medium", choices=ENCODER_PRESETS, help="the x265/x264 speed preset")
 

@@ -21,14 +21,14 @@ def main(argv=None):
     p.add_argument("--qp", type=int, default=None, help="report the QP<qp> folders (default 37)")
     p.add_argument("--crf", type=int, default=None, help="report the CRF<crf> folders (vcar-prepare --gop ra)")
     p.add_argument("--codec", default=None, help="codec of the embedded sample set (default x265)")
-    p.add_argument("--codec-folder", default=None, help="e.g. HM16.5_LDP when a dataset has several")
-    p.add_argument("--gaussian-ssim", action="store_true", help="MATLAB-style Gaussian SSIM")
+    p.add_argument("--codec_folder", default=None, help="e.g. HM16.5_LDP when a dataset has several")
+    p.add_argument("--gaussian_ssim", action="store_true", help="MATLAB-style Gaussian SSIM")
     p.add_argument("--out", default="reports/baseline")
     args = p.parse_args(argv)
     if args.qp is not None and args.crf is not None:
         raise VcarError("--qp and --crf exclude each other: give one")
     if args.codec is not None and args.data is not None:
-        raise VcarError("--codec picks the embedded sample set's encoding: with --data, use --codec-folder")
+        raise VcarError("--codec picks the embedded sample set's encoding: with --data, use --codec_folder")
     args.qp = 37 if args.qp is None else args.qp
     rate = {"gop": "ra", "crf": args.crf} if args.crf is not None else {"qp": args.qp}
     settings = CodecSettings(codec=args.codec or "x265", **rate)

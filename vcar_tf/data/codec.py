@@ -78,7 +78,7 @@ class CodecSettings:
             if self.codec != "x265":
                 raise VcarError("--gop ra is x265's random-access GOP; x264 has --gop ldp only")
             if self.hm_ldp_offsets:
-                raise VcarError("--hm-ldp-offsets are low-delay-P offsets: not with --gop ra")
+                raise VcarError("--hm_ldp_offsets are low-delay-P offsets: not with --gop ra")
             object.__setattr__(self, "ref", None)
 
     @property
@@ -149,7 +149,7 @@ def x265_cli():
 
 def check_codec_available(settings):
     if settings.uses_x265_cli and not x265_cli():
-        raise VcarError("--hm-ldp-offsets with x265 needs the x265 command (apt-get install x265)")
+        raise VcarError("--hm_ldp_offsets with x265 needs the x265 command (apt-get install x265)")
     if settings.encoder_name not in av.codecs_available:
         raise VcarError(f"codec {settings.encoder_name} is missing from this FFmpeg build")
 
