@@ -163,6 +163,7 @@ def child_bound(name, precision, repeats):
     trained_upstream = [[tape.gradient(t, model.trainable_weights, unconnected_gradients="none") for t in ins]
                         for ins in layer_inputs]
     del tape
+
     def finished(outputs):
         tf.test.experimental.sync_devices()
         return outputs
@@ -219,10 +220,12 @@ def bound(args):
                 lines.append(f"| {name} | {precision} | failed: {b.get('failed') or r.get('failed')} | | | | | |")
                 continue
             step = float(np.median(r["seconds"]))
-            fp32_step = fp32_step or step
-            lines.append(f"| {name} | {precision} | {step:.3f} | {fp32_step / step:.2f}x | {b['seconds']:.3f} "
+            fp32_step = step if precision == "fp32" else fp32_step
+            speed_up, needed = ((f"{fp32_step / step:.2f}x", f"{b['gflop'] / (fp32_step / 2):.0f}") if fp32_step
+                                else ("fp32 failed", ""))
+            lines.append(f"| {name} | {precision} | {step:.3f} | {speed_up} | {b['seconds']:.3f} "
                          f"({b['seconds'] / step:.0%}) | {b['gflop']:.1f} | {b['gflop'] / b['seconds']:.0f} | "
-                         f"{b['gflop'] / (fp32_step / 2):.0f} | {b['reference_gflop_per_s']:.0f} |")
+                         f"{needed} | {b['reference_gflop_per_s']:.0f} |")
             print(lines[-1], flush=True)
             slow = sorted(b["layers"], key=lambda row: -row["seconds"])[:5]
             details.append(f"- {name} {precision}, the slowest layers: " + "; ".join(
