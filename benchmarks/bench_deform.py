@@ -1,6 +1,7 @@
 """Fused C++ deformable conv against the composite of stock ops, and STDF-R3 inference FPS.
 
-    python benchmarks/bench_deform.py [--runs 5] [--repeats 5] [--no_stdf] [--out benchmarks/results/deform.md]
+    python benchmarks/bench_deform.py [--runs 5] [--repeats 5] [--no_stdf] [--impls composite fused]
+        [--out benchmarks/results/deform.md]
 
 The layer shape is STDF's fusion: 7 -> 64 channels, 3x3, 7 deformable groups, at 416x240 and
 832x480. Each (implementation, size) runs in its own process; memory is the peak RSS growth
@@ -97,20 +98,23 @@ def spread(values, fmt="{:.1f}"):
 
 def main():
     p = arg_parser(__doc__, repeats=5)
-    p.add_argument("--runs", type=int, default=5, help="process pairs per size (composite then fused)")
+    p.add_argument("--runs", type=int, default=5, help="runs per size (each: one process per --impls, in order)")
     p.add_argument("--no_stdf", action="store_true", help="leave out the STDF-R3 FPS table")
+    p.add_argument("--impls", nargs="+", choices=("composite", "fused"), default=["composite", "fused"],
+                   help="time only these (the ratios need both), e.g. fused alone to compare two builds of the op")
     args = p.parse_args()
     if run_as_child(args, {"layer": child_layer, "stdf": child_stdf}):
         return
     lines = ["| size | impl | forward ms | forward+backward ms | peak memory growth MB (median) |", "|---|---|---|---|---|"]
     ratios = []
     for w, h in SIZES:
-        runs = [{impl: child("layer", impl, w, h, args.repeats) for impl in ("composite", "fused")}
-                for _ in range(args.runs)]
-        for impl in ("composite", "fused"):
+        runs = [{impl: child("layer", impl, w, h, args.repeats) for impl in args.impls} for _ in range(args.runs)]
+        for impl in args.impls:
             lines.append(f"| {w}x{h} | {impl} | {spread([r[impl]['forward_ms'] for r in runs])} | "
                          f"{spread([r[impl]['fwd_bwd_ms'] for r in runs])} | "
                          f"{statistics.median(r[impl]['peak_growth_mb'] for r in runs):.0f} |")
+        if len(args.impls) < 2:
+            continue
         ratio = lambda key: [r["composite"][key] / r["fused"][key] for r in runs]  # noqa: E731
         memory = statistics.median(r["fused"]["peak_growth_mb"] / max(r["composite"]["peak_growth_mb"], 1) for r in runs)
         ratios.append(f"- {w}x{h}: fused is {spread(ratio('forward_ms'))}x faster forward, "
@@ -122,8 +126,9 @@ def main():
             r = child("stdf", impl, w, h, max(1, args.repeats - 1))
             stdf.append(f"| {w}x{h} | {impl} | {r['fps']:.2f} | {r['rss_mb']:.0f} |")
     publish("Deformable convolution: fused op against the composite",
-            "STDF fusion layer: 7 -> 64 channels, 3x3, 7 deformable groups, batch 1, float32. Each run is a "
-            f"pair of processes (composite, then fused), each timing the median of {args.repeats} calls after a "
+            "STDF fusion layer: 7 -> 64 channels, 3x3, 7 deformable groups, batch 1, float32. Each run is "
+            f"one process per implementation ({', then '.join(args.impls)}), each timing the median of "
+            f"{args.repeats} calls after a "
             f"warm-up (one call slowed by the machine moves a median less than a mean); min / median / max over "
             f"{args.runs} runs.\n\n" + "\n".join(lines) + "\n\n" + "\n".join(ratios)
             + ("" if args.no_stdf else "\n\nSTDF-R3 inference of one frame (7-frame window) through "
