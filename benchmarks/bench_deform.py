@@ -18,7 +18,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from machine import arg_parser, peak_rss_mb, publish, rss_mb, run_as_child, run_child, timed, timed_calls  # noqa: E402
+from machine import (arg_parser, finished, peak_rss_mb, publish, rss_mb, run_as_child, run_child, timed,  # noqa: E402
+                     timed_calls)
 
 SIZES = ((416, 240), (832, 480))
 
@@ -59,12 +60,6 @@ def child_layer(impl, width, height, repeats):
         return [loss, *tape.gradient(loss, [x, offset, mask, kernel, bias])]
 
     base = rss_mb()
-    def finished(outputs):
-        # waits for the call, without copying its outputs to NumPy as .numpy() does (training never
-        # does: 300 MB of gradients at 832x480, about a tenth of the fused op's forward+backward)
-        tf.test.experimental.sync_devices()
-        return outputs
-
     fwd = statistics.median(timed_calls(lambda: finished(forward()), repeats))
     both = statistics.median(timed_calls(lambda: finished(forward_backward()), repeats))
     peak = peak_rss_mb()

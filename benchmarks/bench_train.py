@@ -145,7 +145,7 @@ def child_bound(name, precision, repeats):
     import keras
     import tensorflow as tf
 
-    from machine import timed_calls
+    from machine import finished, timed_calls
     from vcar_tf import models
     from vcar_tf.models.blocks import DeformConv2D
 
@@ -163,11 +163,6 @@ def child_bound(name, precision, repeats):
     trained_upstream = [[tape.gradient(t, model.trainable_weights, unconnected_gradients="none") for t in ins]
                         for ins in layer_inputs]
     del tape
-
-    def finished(outputs):
-        tf.test.experimental.sync_devices()
-        return outputs
-
     rows, total_seconds, total_flops = [], 0.0, 0
     for layer, ins, upstream in zip(layers, layer_inputs, trained_upstream):
         ins = [tf.constant(t) for t in ins]
