@@ -166,18 +166,19 @@ def child_bound(name, precision, repeats):
     rows, total_seconds, total_flops = [], 0.0, 0
     for layer, ins, upstream in zip(layers, layer_inputs, trained_upstream):
         ins = [tf.constant(t) for t in ins]
+        layer_input = ins if len(ins) > 1 else ins[0]  # DeformConv2D takes [x, offset, mask]
         watched = [t for t, grads in zip(ins, upstream) if any(g is not None for g in grads)]
 
         @tf.function
-        def forward_backward(layer=layer, ins=ins, watched=watched):
+        def forward_backward(layer=layer, layer_input=layer_input, watched=watched):
             with tf.GradientTape() as tape:
                 tape.watch(watched)
-                y = layer(ins if len(ins) > 1 else ins[0])
+                y = layer(layer_input)
                 loss = tf.reduce_sum(tf.cast(y, tf.float32))
             return [loss, *tape.gradient(loss, [*layer.trainable_weights, *watched])]
 
         seconds = float(np.median(timed_calls(lambda: finished(forward_backward()), repeats)))
-        flops = conv_flops(layer, ins, layer(ins if len(ins) > 1 else ins[0]))
+        flops = conv_flops(layer, ins, layer(layer_input))
         rows.append({"layer": layer.name, "kind": type(layer).__name__, "input_gradient": bool(watched),
                      "seconds": seconds, "forward_gflop": flops / 1e9})
         total_seconds += seconds

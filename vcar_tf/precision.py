@@ -2,8 +2,8 @@
 float32 variables; vcar_tf.models.precision.precision_policy applies it) or "int8" (integer
 convolutions calibrated on real frames, window models only: vcar_tf.models.int8). Native bfloat16
 arithmetic needs AVX512-BF16 or AMX on the CPU, exact int8 products VNNI or AMX; elsewhere TF
-emulates bf16, slower than fp32, and int8 is refused. "auto" is int8, else bf16, where the CPU has it natively and a
-preset's card records its cost on the val split within PRECISION_BUDGET_DB
+emulates bf16, slower than fp32, and int8 is refused. "auto" is int8, else bf16, where the CPU has
+it natively and a preset's card records its cost on the val split within PRECISION_BUDGET_DB
 (scripts/preset_precision.py measures it), fp32 otherwise.
 """
 
