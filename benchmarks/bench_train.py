@@ -7,6 +7,7 @@ Trainer.run calls them, on a prepared dataset.
         [--rounds 1] [--variants "" mixed_precision=true] [--out benchmarks/results/train.md [--append]]
     python benchmarks/bench_train.py --data data/presets --models stdf_r3 --loss_steps 200 --losses_out L.json
     python benchmarks/bench_train.py --data data/presets --models stdf_r3 --bound [--repeats 5] [--steps 6]
+    python benchmarks/bench_train.py --compare_losses A.json B.json [--out F.md [--append]]
 
 A timed step is what one iteration of Trainer.run's loop costs: the next batch, the optimizer
 step and the loss read back (no checkpoint, summary or validation). Each (model, variant) runs in
@@ -14,7 +15,9 @@ its own process: one warm-up step (tracing), then --steps timed steps; with --ro
 variants of a model alternate R times (A, B, A, B...), so a slow spell of a shared machine hits
 them alike. --variants are TrainConfig overrides (KEY=VALUE,...; "" is the recipe itself).
 --loss_steps N runs N steps from step 0 and writes their losses (and step times) to
---losses_out: the same seed and data, so two code versions' curves can be compared.
+--losses_out: the same seed and data, so two code versions' curves can be compared;
+--compare_losses A.json B.json compares two such files (B against A): the steps they agree on bit
+for bit from step 0, B's relative difference from A per step, and each one's mean over the last 50.
 --bound times each model's conv layers on their own, forward and the gradients a step needs, at
 the recipe in fp32 and bf16, against the step and against the rate of one well-shaped conv.
 --profile N traces N steps (after the warm-up) with TF's profiler and lists where the time goes,
@@ -240,6 +243,29 @@ def bound(args):
             + "\n".join(lines) + "\n\n" + "\n".join(details) + "\n", args.out, append=args.append)
 
 
+def compare_losses(args):
+    """--compare_losses A.json B.json: how far B's loss curve is from A's, step by step."""
+    runs = []
+    for path in args.compare_losses:
+        with open(path) as f:
+            runs.append(json.load(f))
+    a, b = (np.asarray(r["losses"], np.float64) for r in runs)
+    n = min(len(a), len(b))
+    a, b = a[:n], b[:n]
+    apart = np.flatnonzero(a != b)
+    identical = int(apart[0]) if len(apart) else n
+    relative = np.abs(b - a) / np.abs(a)
+    tail = slice(max(0, n - 50), n)
+    names = [f"{r['model']} {r['variant'] if r['variant'] not in ('', '-') else 'recipe'} ({os.path.basename(p)})"
+             for r, p in zip(runs, args.compare_losses)]
+    body = (f"A: {names[0]}; B: {names[1]}; {n} steps from step 0.\n\n"
+            "| bit-identical steps from step 0 | B's relative difference: step 0 | median | max | "
+            f"mean loss of steps {tail.start}-{n - 1}, A | B | B / A |\n|---|---|---|---|---|---|---|\n"
+            f"| {identical} | {relative[0]:.2e} | {np.median(relative):.2e} | {relative.max():.2e} | "
+            f"{a[tail].mean():.4e} | {b[tail].mean():.4e} | {b[tail].mean() / a[tail].mean():.4f} |\n")
+    publish("Training: two loss curves compared", body, args.out, append=args.append)
+
+
 def summary(seconds):
     a = np.asarray(seconds)
     return float(a.min()), float(np.median(a)), float(a.max())
@@ -254,12 +280,15 @@ def main():
     p.add_argument("--variants", nargs="+", default=[""], help="TrainConfig overrides, KEY=VALUE,...")
     p.add_argument("--loss_steps", type=int, default=0)
     p.add_argument("--losses_out", default=None)
+    p.add_argument("--compare_losses", nargs=2, metavar=("A.json", "B.json"), help="two --losses_out files: B's curve against A's")
     p.add_argument("--append", action="store_true", help="add to --out instead of replacing it")
     p.add_argument("--profile", type=int, default=0, help="trace this many steps per model: time by kind of op")
     p.add_argument("--bound", action="store_true", help="each model's conv layers alone (fp32, bf16) against its step")
     args = p.parse_args()
     if run_as_child(args, {"train": child_train, "profile": child_profile, "bound": child_bound}):
         return
+    if args.compare_losses:
+        return compare_losses(args)
     if not args.data:
         p.error("--data is required")
     if args.bound:
