@@ -30,6 +30,33 @@ def test_clip_call_unrolled_equals_while_loop(rfda):
     assert np.abs(unrolled - x).max() > 1e-3  # not the identity
 
 
+def test_clip_call_batches_the_front_end_and_qe_to_the_values_of_step(rfda):
+    """Training's unrolled call runs the front end and QE once on all B·T windows: the outputs and
+    every weight's gradient must be those of stepping the frames one by one (batch 2, to catch a
+    mixed-up B·T order)."""
+    x = tf.constant(np.concatenate([clip(4, seed=1), clip(4, seed=2)]))
+
+    def stepped(x):
+        hidden, outs = None, []
+        for t in range(4):
+            window = tf.gather(x, [min(max(i, 0), 3) for i in range(t - R, t + R + 1)], axis=1)
+            out, hidden = rfda.step(window, hidden)
+            outs.append(out)
+        return tf.stack(outs, axis=1)
+
+    results = []
+    for fn in (rfda, stepped):
+        with tf.GradientTape() as tape:
+            y = fn(x)
+            loss = tf.reduce_sum(tf.square(y - 0.5))
+        results.append((np.asarray(y), tape.gradient(loss, rfda.trainable_weights)))
+    (y, grads), (y_ref, grads_ref) = results
+    np.testing.assert_allclose(y, y_ref, atol=1e-5)
+    assert np.abs(y[0] - y[1]).max() > 1e-2  # two different clips
+    for w, g, g_ref in zip(rfda.trainable_weights, grads, grads_ref):
+        np.testing.assert_allclose(g, g_ref, rtol=1e-3, atol=1e-4 * np.abs(g_ref).max() + 1e-7, err_msg=w.path)
+
+
 @pytest.mark.parametrize("length", [9, 2])  # 2 < 2R+1: windows clipped inside the clip
 def test_streaming_equals_whole_video(rfda, length):
     x = clip(length, seed=length)

@@ -201,15 +201,27 @@ class DeformableEnhancer(keras.Model):
     def call(self, x, training=False):
         if not self.recurrent:
             return self.step(x)[0]
-        length = x.shape[1]
-        if length is not None:  # training clips: unrolled
-            hidden, outputs = None, []
-            for t in range(length):
-                index = [min(max(i, 0), length - 1) for i in range(t - self.radius, t + self.radius + 1)]
-                out, hidden = self.step(ops.take(x, index, axis=1), hidden)
-                outputs.append(out)
-            return ops.stack(outputs, axis=1)
+        if x.shape[1] is not None:  # training clips
+            return self._call_unrolled(x)
         return self._call_dynamic(x)
+
+    def _call_unrolled(self, clip):
+        """A clip of static length T: the values of T calls of step, but the front end and QE each run
+        once on all B·T windows (they do not depend on the state) and only RF steps through time."""
+        clip = tf.cast(clip, self.compute_dtype)
+        length, size = clip.shape[1], tf.shape(clip)
+        index = [[min(max(i, 0), length - 1) for i in range(t - self.radius, t + self.radius + 1)]
+                 for t in range(length)]
+        windows = tf.gather(clip, index, axis=1)  # (B, T, 2R+1, H, W, 1)
+        stacked = self.stack(tf.reshape(windows, tf.concat([[-1], tf.shape(windows)[2:]], 0)))
+        h = self.frontend(self.pad(stacked))  # (B·T, H', W', C)
+        hidden, fused = None, []
+        for h_t in tf.unstack(tf.reshape(h, tf.concat([size[:2], tf.shape(h)[1:]], 0)), length, axis=1):
+            hidden = self.rf([h_t, tf.zeros_like(h_t) if hidden is None else hidden])
+            fused.append(hidden)
+        h = tf.reshape(tf.stack(fused, axis=1), tf.shape(h))
+        residual = self.qe(h)[:, :size[2], :size[3], :]
+        return clip + tf.reshape(residual, size)
 
     def _call_dynamic(self, clip):
         n = tf.shape(clip)[1]
