@@ -11,7 +11,7 @@ the window feature cache, vcar_tf/models/nl_convlstm/window_cache.py) with the t
 of the network, and appends its section to --out. --bound counts the multiply-adds the window
 feature cache does per 832x480 frame, times the network's main convolution (3x3, 64 -> 256) on
 its own in fp32 and bf16, and appends what that rate allows per frame against the cache's measured
-seconds per frame in both precisions. --allocator streams NL-ConvLSTM through the cache over a
+seconds per frame in both precisions, and the time of each part of a cached frame in both. --allocator streams NL-ConvLSTM through the cache over a
 854x480 video, then a 1024x576 one, in one process, under vcar_tf's ceiling on TensorFlow's oneDNN
 memory pool (vcar_tf/allocator.py), without it, with oneDNN's system allocator, and (low) under a
 ceiling of --low-ceiling-gib set by hand, each as --settings names, and appends the peak and final
@@ -86,28 +86,35 @@ def child_stream(path, width, height, repeats, precision="fp32"):
                       "peak_growth_mb": peak_rss_mb() - base}))
 
 
-def child_parts(width, height, repeats):
-    """ms per call of each part of NL-ConvLSTM on one frame (one tf.function each)."""
+def child_parts(width, height, repeats, precision="fp32"):
+    """ms per call of each part of NL-ConvLSTM on one frame (one tf.function each), computed in
+    `precision` as vcar-evaluate --precision computes it (the warp's weights in float32 either way)."""
     import numpy as np
     import tensorflow as tf
 
     from vcar_tf import models
     from vcar_tf.models.nl_convlstm.window_cache import window_feature_cache
+    from vcar_tf.models.precision import precision_policy
+    from vcar_tf.ops.nonlocal_warp import approx_weights
 
-    model = models.build("nl_convlstm")
+    with precision_policy(precision):
+        model = models.build("nl_convlstm")
     cache, cell = window_feature_cache(model), model.get_layer("forward")
+    dtype = tf.bfloat16 if precision == "bf16" else tf.float32
     rng = np.random.default_rng(0)
     frame = tf.constant(rng.random((1, height, width, 1), dtype=np.float32))
     window = tf.expand_dims(tf.concat([frame] * 7, 0), 0)
-    maps = [tf.constant(rng.normal(size=(1, height, width, c)).astype(np.float32)) for c in (64, 64, 64, 256)]
+    maps = [tf.cast(rng.normal(size=(1, height, width, c)).astype(np.float32), dtype) for c in (64, 64, 64, 256)]
     prev, cur, h, gates = maps
     parts = {
         "encoder": (cache.encode, (frame,)),
         "input gates": (cell.input_gates, (cur,)),
         "full gates conv": (lambda x, h: cell.gates(tf.concat([x, h], -1)), (cur, h)),
         "warp": (cell._warp, (prev, cur, h, h)),
+        "warp: its weights alone": (lambda p, c: approx_weights(p, c, cell.block, cell.top_k)[0], (prev, cur)),
         "recurrent gates + update": (lambda g, h: cell._update(g + tf.nn.conv2d(
-            h, cell.gates.kernel[:, :, -cell.filters:], 1, "SAME"), h), (gates, h)),
+            h, tf.cast(cell.gates.kernel[:, :, -cell.filters:], dtype), 1, "SAME"), h), (gates, h)),
+        "recurrent gates + update: the update alone": (cell._update, (gates, h)),
         "decoder": (cache._decoder, ([frame, h, h],)),
         "whole window (model call)": (lambda w: model(w, training=False), (window,)),
     }
@@ -182,6 +189,17 @@ def bound(args):
             f"convs does; the issue's target is {target:g} s per frame, {total / target:.0f} GMAC/s.\n\n"
             + "\n".join(rows) + "\n\n| precision | 3x3 64->256 conv GMAC/s | total / rate | the cache measured "
             f"(s per frame, mean of {args.repeats + 1} after the first) |\n|---|---|---|---|\n" + "\n".join(lines) + "\n")
+    parts = {p: run_child(__file__, "parts", w, h, args.repeats, p) for p in ("fp32", "bf16")}
+    table = ["| part (calls per cached frame) | fp32 ms per call | bf16 ms per call | fp32 s per frame | "
+             "bf16 s per frame |", "|---|---|---|---|---|"]
+    for name, calls in CACHED_CALLS.items():
+        cells = [("failed" if "failed" in parts[p] else f"{parts[p][name]:.0f}") for p in ("fp32", "bf16")]
+        cells += [("" if "failed" in parts[p] else f"{calls * parts[p][name] / 1000:.2f}") for p in ("fp32", "bf16")]
+        table.append(f"| {name} ({calls}) | " + " | ".join(cells) + " |")
+    body += ("\nWhere a cached frame's time goes, each part one tf.function on random maps at this size, mean of "
+             f"{args.repeats} after a warm-up, in each precision (a name after a colon is a sub-part, timed on its "
+             "own and already in the part before the colon; the parts leave out the copies and Python between them):\n\n"
+             + "\n".join(table) + "\n")
     text = publish("NL-ConvLSTM: the arithmetic of a frame against the conv rate", body).replace("# ", "## ", 1)
     append_section(args.out, text)
 
@@ -266,7 +284,9 @@ def append_section(out, text):
 # Calls of each part per enhanced frame (R 3): whole windows run the encoder on 7 frames and the
 # full gates conv on 2(R+1) steps; the cache runs the encoder and both directions' input gates on
 # one new frame, the first step of each direction on its input gates alone and R steps per direction
-# with the recurrent half.
+# with the recurrent half (CACHED_CALLS: the cache's calls, with --bound's sub-parts).
+CACHED_CALLS = {"encoder": 1, "input gates": 2, "warp": 6, "warp: its weights alone": 6, "recurrent gates + update": 6,
+                "recurrent gates + update: the update alone": 6, "decoder": 1}
 CALLS = {"encoder": (7, 1), "input gates": (0, 2), "full gates conv": (8, 0), "warp": (6, 6),
          "recurrent gates + update": (0, 6), "decoder": (1, 1)}
 
