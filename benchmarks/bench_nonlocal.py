@@ -11,11 +11,12 @@ the window feature cache, vcar_tf/models/nl_convlstm/window_cache.py) with the t
 of the network, and appends its section to --out. --bound counts the multiply-adds the window
 feature cache does per 832x480 frame, times the network's main convolution (3x3, 64 -> 256) on
 its own in fp32 and bf16, and appends what that rate allows per frame against the cache's measured
-seconds per frame in both precisions, and the time of each part of a cached frame in both. --allocator streams NL-ConvLSTM through the cache over a
-854x480 video, then a 1024x576 one, in one process, under vcar_tf's ceiling on TensorFlow's oneDNN
-memory pool (vcar_tf/allocator.py), without it, with oneDNN's system allocator, and (low) under a
-ceiling of --low-ceiling-gib set by hand, each as --settings names, and appends the peak and final
-RSS and the seconds per frame of each.
+seconds per frame in both precisions, and the time of each part of a cached frame in both.
+--allocator streams NL-ConvLSTM through the cache over a 854x480 video, then a 1024x576 one, in
+one process, under vcar_tf's ceiling on TensorFlow's oneDNN memory pool (vcar_tf/allocator.py),
+without it, with oneDNN's system allocator, and (low) under a ceiling of --low-ceiling-gib set by
+hand, each as --settings names, and appends the peak and final RSS and the seconds per frame of
+each.
 
 One warp moves h and c (2 x 64 channels) of frame t-1 toward frame t with 64-channel features,
 batch 1, float32, as in the model. Each measurement runs in its own process; memory is the peak

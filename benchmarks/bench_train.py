@@ -280,7 +280,8 @@ def main():
     p.add_argument("--variants", nargs="+", default=[""], help="TrainConfig overrides, KEY=VALUE,...")
     p.add_argument("--loss_steps", type=int, default=0)
     p.add_argument("--losses_out", default=None)
-    p.add_argument("--compare_losses", nargs=2, metavar=("A.json", "B.json"), help="two --losses_out files: B's curve against A's")
+    p.add_argument("--compare_losses", nargs=2, metavar=("A.json", "B.json"),
+                   help="two --losses_out files: B's curve against A's")
     p.add_argument("--append", action="store_true", help="add to --out instead of replacing it")
     p.add_argument("--profile", type=int, default=0, help="trace this many steps per model: time by kind of op")
     p.add_argument("--bound", action="store_true", help="each model's conv layers alone (fp32, bf16) against its step")
