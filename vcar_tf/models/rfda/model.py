@@ -185,8 +185,7 @@ class DeformableEnhancer(keras.Model):
     def step(self, window, hidden=None):
         """One frame: (window (B, 2R+1, H, W, 1), h'_{t-1}) -> (enhanced (B, H, W, 1), h'_t)."""
         window = tf.cast(window, self.compute_dtype)  # called directly, not through __call__'s autocast
-        stacked = self.stack(window)
-        h = self.frontend(self.pad(stacked))
+        h = self._fused_features(window)
         if self.rf is not None:
             hidden = tf.zeros_like(h) if hidden is None else tf.cast(hidden, h.dtype)  # bf16 under mixed precision
             check = tf.debugging.assert_equal(
@@ -195,8 +194,15 @@ class DeformableEnhancer(keras.Model):
                         f"ceil(W/{2 ** self.nb})*{2 ** self.nb}, {self.out_nc}) for a window of H x W")
             with tf.control_dependencies([check]):
                 h = self.rf([h, hidden])
-        residual = self.qe(h)[:, :ops.shape(stacked)[1], :ops.shape(stacked)[2], :]
-        return ops.take(window, self.radius, axis=1) + residual, h
+        return ops.take(window, self.radius, axis=1) + self._residual(h, tf.shape(window)[2:4]), h
+
+    def _fused_features(self, windows):
+        """STDF's alignment and fusion: windows (N, 2R+1, H, W, 1) -> h (N, H', W', out_nc), padded."""
+        return self.frontend(self.pad(self.stack(windows)))
+
+    def _residual(self, h, size):
+        """QE on h, cropped back to size (H, W)."""
+        return self.qe(h)[:, :size[0], :size[1], :]
 
     def call(self, x, training=False):
         if not self.recurrent:
@@ -213,15 +219,13 @@ class DeformableEnhancer(keras.Model):
         index = [[min(max(i, 0), length - 1) for i in range(t - self.radius, t + self.radius + 1)]
                  for t in range(length)]
         windows = tf.gather(clip, index, axis=1)  # (B, T, 2R+1, H, W, 1)
-        stacked = self.stack(tf.reshape(windows, tf.concat([[-1], tf.shape(windows)[2:]], 0)))
-        h = self.frontend(self.pad(stacked))  # (B·T, H', W', C)
+        h = self._fused_features(tf.reshape(windows, tf.concat([[-1], tf.shape(windows)[2:]], 0)))  # B·T first
         hidden, fused = None, []
         for h_t in tf.unstack(tf.reshape(h, tf.concat([size[:2], tf.shape(h)[1:]], 0)), length, axis=1):
             hidden = self.rf([h_t, tf.zeros_like(h_t) if hidden is None else hidden])
             fused.append(hidden)
         h = tf.reshape(tf.stack(fused, axis=1), tf.shape(h))
-        residual = self.qe(h)[:, :size[2], :size[3], :]
-        return clip + tf.reshape(residual, size)
+        return clip + tf.reshape(self._residual(h, size[2:4]), size)
 
     def _call_dynamic(self, clip):
         n = tf.shape(clip)[1]
