@@ -89,14 +89,15 @@ def child_stream(path, width, height, repeats, precision="fp32"):
 
 def child_parts(width, height, repeats, precision="fp32"):
     """ms per call of each part of NL-ConvLSTM on one frame (one tf.function each), computed in
-    `precision` as vcar-evaluate --precision computes it (the warp's weights in float32 either way)."""
+    `precision` as vcar-evaluate --precision computes it (the warp's weights computed in float32 and kept,
+    like the weighted sum, in the cells' dtype, as the window feature cache does)."""
     import numpy as np
     import tensorflow as tf
 
     from vcar_tf import models
+    from vcar_tf.models.nl_convlstm.model import fused_update
     from vcar_tf.models.nl_convlstm.window_cache import window_feature_cache
     from vcar_tf.models.precision import precision_policy
-    from vcar_tf.ops.nonlocal_warp import approx_weights
 
     with precision_policy(precision):
         model = models.build("nl_convlstm")
@@ -107,15 +108,16 @@ def child_parts(width, height, repeats, precision="fp32"):
     window = tf.expand_dims(tf.concat([frame] * 7, 0), 0)
     maps = [tf.cast(rng.normal(size=(1, height, width, c)).astype(np.float32), dtype) for c in (64, 64, 64, 256)]
     prev, cur, h, gates = maps
+    weights = tf.function(cell.warp_weights)(prev, cur, dtype)  # kept in the cells' dtype, as the cache keeps them
     parts = {
         "encoder": (cache.encode, (frame,)),
         "input gates": (cell.input_gates, (cur,)),
         "full gates conv": (lambda x, h: cell.gates(tf.concat([x, h], -1)), (cur, h)),
-        "warp": (cell._warp, (prev, cur, h, h)),
-        "warp: its weights alone": (lambda p, c: approx_weights(p, c, cell.block, cell.top_k)[0], (prev, cur)),
-        "recurrent gates + update": (lambda g, h: cell._update(g + tf.nn.conv2d(
-            h, tf.cast(cell.gates.kernel[:, :, -cell.filters:], dtype), 1, "SAME"), h), (gates, h)),
-        "recurrent gates + update: the update alone": (cell._update, (gates, h)),
+        "warp weights": (lambda p, c: cell.warp_weights(p, c, dtype), (prev, cur)),
+        "warp weighted sum": (cell._warp, (weights, h, h)),
+        "recurrent gates + update": (cell.recurrent_update, (gates, h, h)),
+        "recurrent gates + update: the update alone": (fused_update, (gates, h)),
+        "the update without XLA, as model.call runs it": (cell._update, (gates, h)),
         "decoder": (cache._decoder, ([frame, h, h],)),
         "whole window (model call)": (lambda w: model(w, training=False), (window,)),
     }
@@ -128,8 +130,9 @@ def child_parts(width, height, repeats, precision="fp32"):
 
 def cached_macs_per_pixel(model, radius):
     """{part: multiply-adds per pixel} of one frame enhanced through the window feature cache: the
-    encoder and both directions' input gates on the new frame, 2R warps and 2R recurrent gate
-    convs, the decoder. A conv does kh·kw·Cin·Cout per output pixel (its kernel's size)."""
+    encoder and both directions' input gates on the new frame, the similarities of one new pair of
+    frames per direction, 2R warps' weighted sums and 2R recurrent gate convs, the decoder. A conv
+    does kh·kw·Cin·Cout per output pixel (its kernel's size)."""
     import numpy as np
 
     def conv(name):
@@ -142,7 +145,8 @@ def cached_macs_per_pixel(model, radius):
     return {"encoder": conv("encoder_1") + conv("encoder_2"),
             "input gates (2 directions)": 2 * half,
             f"recurrent gate convs ({2 * radius})": 2 * radius * half,
-            f"warps ({2 * radius}: similarities and weighted sum)": 2 * radius * candidates * (features + 2 * cell.filters),
+            "warp similarities (2 new pairs of frames)": 2 * candidates * features,
+            f"warp weighted sums ({2 * radius})": 2 * radius * candidates * 2 * cell.filters,
             "decoder": sum(conv(n) for n in ("merge", "decoder_1", "decoder_2", "decoder_out"))}
 
 
@@ -184,7 +188,8 @@ def bound(args):
         lines.append(f"| {p} | {rate:.0f} | {total / rate:.2f} s | {seconds} |")
     body = (f"NL-ConvLSTM at {w}x{h} through the window feature cache (untrained weights, warp approx): the "
             "multiply-adds one enhanced frame needs, counted from the layers' shapes (a conv does kh·kw·Cin·Cout "
-            "per pixel; a warp k·p² candidates x (64 feature + 128 state channels)), against the rate of one 3x3 "
+            "per pixel; a pair's similarities k·p² candidates x 64 feature channels, a warp's weighted sum k·p² "
+            "candidates x 128 state channels), against the rate of one 3x3 "
             f"64 -> 256 conv at this size on its own (the gates' halves; mean of {args.repeats} after a warm-up). "
             "At that rate the whole frame could not take less than total / rate, whatever the code around the "
             f"convs does; the issue's target is {target:g} s per frame, {total / target:.0f} GMAC/s.\n\n"
@@ -284,12 +289,14 @@ def append_section(out, text):
 
 # Calls of each part per enhanced frame (R 3): whole windows run the encoder on 7 frames and the
 # full gates conv on 2(R+1) steps; the cache runs the encoder and both directions' input gates on
-# one new frame, the first step of each direction on its input gates alone and R steps per direction
-# with the recurrent half (CACHED_CALLS: the cache's calls, with --bound's sub-parts).
-CACHED_CALLS = {"encoder": 1, "input gates": 2, "warp": 6, "warp: its weights alone": 6, "recurrent gates + update": 6,
-                "recurrent gates + update: the update alone": 6, "decoder": 1}
-CALLS = {"encoder": (7, 1), "input gates": (0, 2), "full gates conv": (8, 0), "warp": (6, 6),
-         "recurrent gates + update": (0, 6), "decoder": (1, 1)}
+# one new frame, the warp weights of one new pair of frames per direction, the first step of each
+# direction on its input gates alone and R steps per direction with the recurrent half
+# (CACHED_CALLS: the cache's calls, with --bound's sub-parts and a comparison called 0 times).
+CACHED_CALLS = {"encoder": 1, "input gates": 2, "warp weights": 2, "warp weighted sum": 6, "recurrent gates + update": 6,
+                "recurrent gates + update: the update alone": 6, "the update without XLA, as model.call runs it": 0,
+                "decoder": 1}
+CALLS = {"encoder": (7, 1), "input gates": (0, 2), "full gates conv": (8, 0), "warp weights": (6, 2),
+         "warp weighted sum": (6, 6), "recurrent gates + update": (0, 6), "decoder": (1, 1)}
 
 
 def streaming(args):

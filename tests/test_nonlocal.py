@@ -128,19 +128,49 @@ def test_streaming_with_the_feature_cache_equals_the_model_on_each_clipped_windo
     video = np.random.default_rng(frames).random((frames, 23, 17), dtype=np.float32)
     enhancer = StreamingEnhancer(model, radius)
     assert enhancer._window_cache is not None
-    cache, streamed = enhancer._window_cache, []
+    cache, streamed, computed = enhancer._window_cache, [], []
+    for direction, weights_of in list(cache._warp_weights.items()):
+        cache._warp_weights[direction] = lambda p, f, d=direction, w=weights_of: computed.append(d) or w(p, f)
     for y in video:
         streamed += [out for _, out in enhancer.push(y)]
         assert len(cache._features) <= 2 * radius + 1
+        assert all(len(pairs) <= radius for pairs in cache._weights.values())
     streamed += [out for _, out in enhancer.flush()]
     assert len(streamed) == frames
-    assert not cache._features and not any(cache._gates.values())  # freed at the end of the video
+    # each direction's weights once per pair of frames: (t-1, t) forward and (t+1, t) backward, clipped at the ends
+    assert sorted(computed) == sorted(["forward", "backward"] * frames)
+    assert not cache._features and not any(cache._gates.values()) and not any(cache._weights.values())
     for t, out in enumerate(streamed):
         window = video[np.clip(np.arange(t - radius, t + radius + 1), 0, frames - 1)][None, ..., None]
         whole = np.clip(model(window, training=False).numpy()[0, ..., 0], 0.0, 1.0)
         assert np.abs(whole - window[0, radius, ..., 0]).max() > 1e-2  # the weights do something
         np.testing.assert_allclose(out, whole, atol=2e-6)
     assert StreamingEnhancer(model, radius, tile=16, overlap=8)._window_cache is None  # tiles: whole windows
+
+
+def test_feature_cache_under_mixed_bfloat16_keeps_and_sums_the_warp_weights_in_bfloat16():
+    from vcar_tf.models.precision import precision_policy
+
+    radius, frames = 3, 5
+    with precision_policy("bf16"):
+        model = perturb_weights(build_nl_convlstm(radius, nf=8), seed=1, scale=0.2)
+    reference = build_nl_convlstm(radius, nf=8)  # float32, the same weights
+    reference.set_weights(model.get_weights())
+    video = np.random.default_rng(3).random((frames, 23, 17), dtype=np.float32)
+    enhancer = StreamingEnhancer(model, radius)
+    streamed = [out for y in video for _, out in enhancer.push(y)]
+    cache = enhancer._window_cache
+    assert {w[0].dtype for pairs in cache._weights.values() for w in pairs.values()} == {tf.bfloat16}
+    assert {w[1].dtype for pairs in cache._weights.values() for w in pairs.values()} == {tf.int32}
+    streamed += [out for _, out in enhancer.flush()]
+    for t, out in enumerate(streamed):
+        window = video[np.clip(np.arange(t - radius, t + radius + 1), 0, frames - 1)][None, ..., None]
+        whole = np.clip(reference(window, training=False).numpy()[0, ..., 0], 0.0, 1.0)
+        assert np.abs(whole - window[0, radius, ..., 0]).max() > 1e-1  # the weights do something
+        # bfloat16 round-off: on average no further from float32 than the bfloat16 model's own call
+        own = np.abs(np.clip(model(window, training=False).numpy()[0, ..., 0].astype(np.float32), 0, 1) - whole)
+        error = np.abs(out - whole)
+        assert error.mean() <= 1.5 * own.mean() and error.max() < 0.05, (error.mean(), own.mean(), error.max())
 
 
 def test_evaluation_report_is_unchanged_by_the_feature_cache(tmp_path, monkeypatch):

@@ -17,7 +17,9 @@ weights softmax_i(−d(i, j)) and d(i, j) = ‖f_{t−1}(i) − f_t(j)‖² on e
   number of blocks; with top_k ≥ the number of blocks the result equals `exact_warp`.
 
 Stock TF ops only (matmul, top_k, gather, softmax), so both export. Distances and weights are
-computed in float32 whatever the caller's dtype.
+computed in float32 whatever the caller's dtype; `approx_warp` and `exact_warp` also sum in float32,
+while `apply_*_weights` sum in the dtype of the weights they are given (the window feature cache
+keeps them in the cells' dtype, bfloat16 under mixed precision).
 """
 
 import tensorflow as tf
@@ -43,11 +45,15 @@ def exact_weights(prev_features, cur_features):
     return tf.nn.softmax(-_squared_distances(cur, prev), axis=-1)
 
 
+def apply_exact_weights(weights, state):
+    """`state` (B, H, W, Cs) of frame t−1 moved by `exact_weights`, summed in the weights' dtype."""
+    out = tf.matmul(weights, _flat(tf.cast(state, weights.dtype)))
+    return tf.cast(tf.reshape(out, tf.shape(state)), state.dtype)
+
+
 def exact_warp(prev_features, cur_features, state):
     """Warp `state` (B, H, W, Cs) of frame t−1 toward frame t using features (B, H, W, C)."""
-    w = exact_weights(prev_features, cur_features)
-    out = tf.matmul(w, _flat(tf.cast(state, tf.float32)))
-    return tf.cast(tf.reshape(out, tf.shape(state)), state.dtype)
+    return apply_exact_weights(exact_weights(prev_features, cur_features), state)
 
 
 class _Blocks:
@@ -108,10 +114,17 @@ def approx_weights(prev_features, cur_features, block=10, top_k=4):
     return tf.nn.softmax(logits, axis=-1), nearest, cand_norm < -_EXCLUDED, blocks
 
 
-def approx_warp(prev_features, cur_features, state, block=10, top_k=4):
-    """Warp `state` (B, H, W, Cs) of frame t−1 toward frame t with the two-stage approximation."""
-    weights, nearest, _, blocks = approx_weights(prev_features, cur_features, block, top_k)
-    cand = tf.gather(blocks.split(tf.cast(state, tf.float32)), nearest, batch_dims=1)
+def apply_approx_weights(weights, nearest, state, block=10):
+    """`state` (B, H, W, Cs) of frame t−1 moved by the weights and candidate blocks of
+    `approx_weights`, summed in the weights' dtype."""
+    blocks = _Blocks(state, block)
+    cand = tf.gather(blocks.split(tf.cast(state, weights.dtype)), nearest, batch_dims=1)
     s = tf.shape(cand)
     cand = tf.reshape(cand, [s[0], s[1], s[2] * s[3], state.shape[-1]])
     return tf.cast(blocks.merge(tf.matmul(weights, cand)), state.dtype)
+
+
+def approx_warp(prev_features, cur_features, state, block=10, top_k=4):
+    """Warp `state` (B, H, W, Cs) of frame t−1 toward frame t with the two-stage approximation."""
+    weights, nearest, _, _ = approx_weights(prev_features, cur_features, block, top_k)
+    return apply_approx_weights(weights, nearest, state, block)

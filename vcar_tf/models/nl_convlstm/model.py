@@ -33,7 +33,7 @@ from vcar_tf.errors import VcarError
 from vcar_tf.models.blocks import FrameConv3D
 from vcar_tf.models.layers import frames_input, residual_head, residual_output
 from vcar_tf.models.registry import register
-from vcar_tf.ops.nonlocal_warp import approx_warp, exact_warp
+from vcar_tf.ops.nonlocal_warp import apply_approx_weights, apply_exact_weights, approx_weights, exact_weights
 
 WARPS = ("approx", "exact", "none")
 
@@ -59,14 +59,25 @@ class NonLocalConvLSTM(keras.layers.Layer):
     def build(self, input_shape):
         self.gates.build(tuple(input_shape[:1]) + tuple(input_shape[2:-1]) + (input_shape[-1] + self.filters,))
 
-    def _warp(self, prev_features, features, h, c):
+    def warp_weights(self, prev_features, features, dtype=tf.float32):
+        """What warping a state from the frame of `prev_features` to the frame of `features` needs
+        (a tuple of tensors, empty for warp="none"), the weights cast to `dtype`."""
+        if self.warp == "none":
+            return ()
+        if self.warp == "exact":
+            return (tf.cast(exact_weights(prev_features, features), dtype),)
+        weights, nearest, _, _ = approx_weights(prev_features, features, self.block, self.top_k)
+        return tf.cast(weights, dtype), nearest
+
+    def _warp(self, warp_weights, h, c):
+        """h and c moved by `warp_weights`, summed in the weights' dtype."""
         if self.warp == "none":
             return h, c
         state = tf.concat([h, c], axis=-1)
         if self.warp == "exact":
-            state = exact_warp(prev_features, features, state)
+            state = apply_exact_weights(*warp_weights, state)
         else:
-            state = approx_warp(prev_features, features, state, self.block, self.top_k)
+            state = apply_approx_weights(*warp_weights, state, self.block)
         return tf.split(state, 2, axis=-1)
 
     def call(self, sequence):
@@ -78,7 +89,7 @@ class NonLocalConvLSTM(keras.layers.Layer):
             if h is None:
                 h = c = tf.zeros_like(x[..., :1]) * tf.zeros([self.filters], x.dtype)
             else:
-                h, c = self._warp(prev, x, h, c)
+                h, c = self._warp(self.warp_weights(prev, x), h, c)
             h, c = self._update(self.gates(tf.concat([x, h], axis=-1)), c)
             prev = x
         return h
@@ -91,8 +102,9 @@ class NonLocalConvLSTM(keras.layers.Layer):
         return tf.sigmoid(o) * tf.tanh(c), c
 
     # The gates conv on [x, h] is a conv on x plus a conv on h (the kernel split along its input
-    # channels). Streaming (window_cache.py) computes the x part once per frame and runs the
-    # steps below; `call` keeps the one conv.
+    # channels). Streaming (window_cache.py) computes the x part once per frame, keeps each frame
+    # pair's warp weights in the cells' dtype, and runs the steps below, whose update XLA fuses;
+    # `call` keeps the one conv and the float32 warp.
     def input_gates(self, features):
         """W_x * x + bias for encoder features x (B, H, W, C): the part of the gates that sees only x."""
         kernel = tf.cast(self.gates.kernel[:, :, :-self.filters], features.dtype)
@@ -100,13 +112,17 @@ class NonLocalConvLSTM(keras.layers.Layer):
 
     def start(self, input_gates):
         """The first step, from the zero state (W_h * 0 = 0, f * 0 = 0): (h, c)."""
-        return self._update(input_gates, None)
+        return fused_first_update(input_gates)
 
-    def step(self, prev_features, features, input_gates, h, c):
-        """A step after the first: warp h, c of the previous frame toward this one, then update."""
-        h, c = self._warp(prev_features, features, h, c)
+    def step(self, warp_weights, input_gates, h, c):
+        """A step after the first: warp h, c of the previous frame toward this one by its
+        `warp_weights`, then update."""
+        return self.recurrent_update(input_gates, *self._warp(warp_weights, h, c))
+
+    def recurrent_update(self, input_gates, h, c):
+        """(h, c) from the input gates and the warped state: W_h * h added, then the fused update."""
         kernel = tf.cast(self.gates.kernel[:, :, -self.filters:], h.dtype)
-        return self._update(input_gates + tf.nn.conv2d(h, kernel, 1, "SAME"), c)
+        return fused_update(input_gates + tf.nn.conv2d(h, kernel, 1, "SAME"), c)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:1]) + tuple(input_shape[2:-1]) + (self.filters,)
@@ -114,6 +130,11 @@ class NonLocalConvLSTM(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
                 "block": self.block, "top_k": self.top_k, "warp": self.warp, "reverse": self.reverse}
+
+
+# one XLA kernel instead of nine elementwise passes over frame-sized maps (bench_nonlocal.py --bound times both)
+fused_update = tf.function(NonLocalConvLSTM._update, jit_compile=True)
+fused_first_update = tf.function(lambda gates: NonLocalConvLSTM._update(gates, None), jit_compile=True)
 
 
 @keras.saving.register_keras_serializable(package="vcar_tf")

@@ -5,12 +5,16 @@ encoder features 2R+1 times. WindowFeatureCache runs the same network from per-f
 kept in ring buffers keyed by frame index:
 - once per frame: the encoder features x, and per direction the input half of the gates,
   W_x * x + b (the gates conv on [x, h] is a conv on x plus a conv on h);
+- once per pair of neighbouring frames and direction: the warp's weights (they depend only on the
+  two frames' features), kept in the cells' dtype;
 - once per window (they depend on the whole window: each direction starts from the zero state
   at the window's edge): per direction the first step (input half only, h = 0) and R steps of
   warp + W_h * h + update, then the decoder.
-The output equals `model(window)` up to float32 round-off (tests/test_nonlocal.py). Memory:
-(2R+1) feature maps and 2(R+1) input-gate maps, (2R+1)·C + 2(R+1)·4C floats per pixel (about
-4 GB at 832x480 for R 3, C 64).
+In float32 the output equals `model(window)` up to round-off (tests/test_nonlocal.py); under
+mixed_bfloat16 the warps also sum in bfloat16, where `model(window)` sums in float32. Memory:
+(2R+1) feature maps, 2(R+1) input-gate maps and 2R warps' weights, (2R+1)·C + 2(R+1)·4C values
+per pixel (about 4 GB at 832x480 in float32 for R 3, C 64) plus 2R·k·p² (2,400 for k 4, p 10:
+3.8 GB at 832x480 in float32, 1.9 GB in bfloat16).
 """
 
 import keras
@@ -46,8 +50,11 @@ class WindowFeatureCache:
                                      self._cells[BACKWARD].output], model.output)
         self._encode = tf.function(self.encode, reduce_retracing=True)
         self._input_gates = {d: tf.function(cell.input_gates, reduce_retracing=True) for d, cell in self._cells.items()}
-        self._enhance = tf.function(self.enhance_from_features, reduce_retracing=True)
+        self._warp_weights = {d: tf.function(lambda p, f, cell=cell: cell.warp_weights(p, f, cell.compute_dtype),
+                                             reduce_retracing=True) for d, cell in self._cells.items()}
+        self._enhance = tf.function(self.enhance_from_terms, reduce_retracing=True)
         self._features, self._gates = {}, {FORWARD: {}, BACKWARD: {}}  # frame index -> map
+        self._weights = {FORWARD: {}, BACKWARD: {}}  # (from frame, to frame) -> warp weights
 
     def encode(self, frame):
         """Encoder features (1, H, W, C) of one frame (1, H, W, 1)."""
@@ -56,37 +63,42 @@ class WindowFeatureCache:
             x = layer(x)
         return x[:, 0]
 
-    def enhance_from_features(self, centre_frame, features, forward_gates, backward_gates):
-        """The enhanced centre (1, H, W, 1) from the window's 2R+1 feature maps and the input gates
-        of frames 0..R (forward cell) and R..2R (backward cell)."""
+    def enhance_from_terms(self, centre_frame, forward_gates, backward_gates, forward_weights, backward_weights):
+        """The enhanced centre (1, H, W, 1) from the input gates of the window's frames 0..R (forward
+        cell) and R..2R (backward cell), and the warp weights of the pairs (t-1, t), t = 1..R
+        (forward) and (t+1, t), t = 2R-1..R (backward)."""
         r, forward, backward = self.radius, self._cells[FORWARD], self._cells[BACKWARD]
         h, c = forward.start(forward_gates[0])
         for t in range(1, r + 1):
-            h, c = forward.step(features[t - 1], features[t], forward_gates[t], h, c)
+            h, c = forward.step(forward_weights[t - 1], forward_gates[t], h, c)
         past = h
         h, c = backward.start(backward_gates[r])
         for t in range(2 * r - 1, r - 1, -1):
-            h, c = backward.step(features[t + 1], features[t], backward_gates[t - r], h, c)
+            h, c = backward.step(backward_weights[2 * r - 1 - t], backward_gates[t - r], h, c)
         return self._decoder([centre_frame, past, h], training=False)
 
     def enhance(self, frame_indices, frame_of):
         r = self.radius
-        features = [self._features_of(i, frame_of) for i in frame_indices]
         forward = [self._gates_of(FORWARD, i, frame_of) for i in frame_indices[:r + 1]]
         backward = [self._gates_of(BACKWARD, i, frame_of) for i in frame_indices[r:]]
+        forward_weights = [self._weights_of(FORWARD, frame_indices[t - 1], frame_indices[t], frame_of)
+                           for t in range(1, r + 1)]
+        backward_weights = [self._weights_of(BACKWARD, frame_indices[t + 1], frame_indices[t], frame_of)
+                            for t in range(2 * r - 1, r - 1, -1)]
         centre = frame_indices[r]
-        out = self._enhance(self._frame(frame_of(centre)), features, forward, backward)
+        out = self._enhance(self._frame(frame_of(centre)), forward, backward, forward_weights, backward_weights)
         # the next window starts at centre + 1 - R; its backward cell starts at its centre
         self._drop(self._features, centre + 1 - r)
         self._drop(self._gates[FORWARD], centre + 1 - r)
         self._drop(self._gates[BACKWARD], centre + 1)
+        self._drop(self._weights[FORWARD], centre + 1 - r)
+        self._drop(self._weights[BACKWARD], centre + 1)
         return out
 
     def clear(self):
         """Drop every kept term (the end of a video): the tf.functions hold this object in a
         reference cycle, so its maps would otherwise live until a garbage collection."""
-        self._features.clear()
-        for buffer in self._gates.values():
+        for buffer in (self._features, *self._gates.values(), *self._weights.values()):
             buffer.clear()
 
     @staticmethod
@@ -103,7 +115,15 @@ class WindowFeatureCache:
             self._gates[direction][i] = self._input_gates[direction](self._features_of(i, frame_of))
         return self._gates[direction][i]
 
+    def _weights_of(self, direction, source, target, frame_of):
+        key = (source, target)
+        if key not in self._weights[direction]:
+            self._weights[direction][key] = self._warp_weights[direction](
+                self._features_of(source, frame_of), self._features_of(target, frame_of))
+        return self._weights[direction][key]
+
     @staticmethod
     def _drop(buffer, first_kept):
-        for i in [i for i in buffer if i < first_kept]:
-            del buffer[i]
+        """Drop the terms of frames before `first_kept` (a pair's key: of its earlier frame)."""
+        for key in [key for key in buffer if min(key if isinstance(key, tuple) else (key,)) < first_kept]:
+            del buffer[key]
