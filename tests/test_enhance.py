@@ -387,6 +387,9 @@ def test_max_memory_picks_a_tile_or_refuses(tmp_path, capsys, monkeypatch):
     tile, _ = tiling.plan_for_memory(4 * 2**30, "stdf_r3", 2560, 1600, 3, 20)
     assert 8 <= tile < 1600 and tile % 8 == 0
     assert tiling.plan_for_memory(4 * 2**30, "nl_convlstm", 1920, 1080, 3, 20)[0] < tile  # the hungrier model
+    # whole 832x480 frames fit 14 GiB by a window's working memory, not with the feature cache's terms kept
+    assert tiling.bytes_per_pixel("nl_convlstm") * 832 * 480 < 0.8 * 14 * 2**30 - tiling.process_rss_bytes() - 2**30
+    assert tiling.plan_for_memory(14 * 2**30, "nl_convlstm", 832, 480, 3, 20)[0] is not None
     assert tiling.plan_for_memory(2**30, "stdf_r3", 1920, 1080, 3, 20)[0] == 0
     # a small frame that fits whole is never refused for want of room for a tile with its overlap
     monkeypatch.setattr(tiling, "process_rss_bytes", lambda: 600 * 2**20)

@@ -37,6 +37,10 @@ _DEFORMABLE = ("stdf", "rfda")
 BYTES_PER_PIXEL = {"arcnn": 520, "dncnn": 520, "stifn_r3": 2070, "stifn_r3l": 1830, "stdf_r3": 2100,
                    "stdf_r3l": 2190, "stdf_dsta": 2080, "stdf_rf": 5370, "rfda": 5370, "nl_convlstm": 21600}
 DEFAULT_BYTES_PER_PIXEL = 21600
+# Untiled, a Keras NL-ConvLSTM streams through its window feature cache, whose terms (features,
+# input gates, each frame pair's warp weights) outlive a step: its peak RSS per pixel, (832x480 -
+# 416x240) of `bench_nonlocal.py --streaming` in benchmarks/results/nonlocal.md (2026-12-06, float32).
+WHOLE_FRAME_BYTES_PER_PIXEL = {"nl_convlstm": 30800}
 # Memory that grows with the frame, not the tile, per frame pixel: the decoder's and encoder's
 # frames (x264 looks 40 frames ahead), the float32 window of 2R+1 frames, the float64 output and
 # its rounding. Fitted to the peak RSS of STDF-R3 at 1920x1080 and 2560x1600, whole and tiled
@@ -129,7 +133,8 @@ def plan_for_memory(budget_bytes, name, width, height, radius, queued_frames, by
     fixed = (process_rss_bytes() + 4 * frame * (2 * radius + 1) + queued_frames * frame * 1.5 * bytes_per_sample
              + FRAME_BYTES_PER_PIXEL * frame)
     overlap = default_overlap(name) if overlap is None else overlap
-    whole = bytes_per_pixel(name) * frame + states_bytes(height, width, None, 0, state_channels)
+    whole = (max(bytes_per_pixel(name), WHOLE_FRAME_BYTES_PER_PIXEL.get(name, 0)) * frame
+             + states_bytes(height, width, None, 0, state_channels))
     if whole <= HEADROOM * budget_bytes - fixed:
         return None, fixed
     tile = tile_for_memory(budget_bytes, name, fixed, overlap,
