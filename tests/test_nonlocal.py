@@ -151,7 +151,10 @@ def test_streaming_with_the_feature_cache_equals_the_model_on_each_clipped_windo
 def test_feature_cache_under_mixed_bfloat16_keeps_and_sums_the_warp_weights_in_bfloat16():
     from vcar_tf.models.precision import precision_policy
 
+    import keras
+
     radius, frames = 3, 5
+    keras.utils.set_random_seed(0)  # the initial weights, whatever ran before
     with precision_policy("bf16"):
         model = perturb_weights(build_nl_convlstm(radius, nf=8), seed=1, scale=0.2)
     reference = build_nl_convlstm(radius, nf=8)  # float32, the same weights
@@ -167,10 +170,10 @@ def test_feature_cache_under_mixed_bfloat16_keeps_and_sums_the_warp_weights_in_b
         window = video[np.clip(np.arange(t - radius, t + radius + 1), 0, frames - 1)][None, ..., None]
         whole = np.clip(reference(window, training=False).numpy()[0, ..., 0], 0.0, 1.0)
         assert np.abs(whole - window[0, radius, ..., 0]).max() > 1e-1  # the weights do something
-        # bfloat16 round-off: on average no further from float32 than the bfloat16 model's own call
-        own = np.abs(np.clip(model(window, training=False).numpy()[0, ..., 0].astype(np.float32), 0, 1) - whole)
+        assert 0.05 < (whole > 0).mean() and (whole < 1).mean() > 0.05  # not all clipped
+        # bfloat16 round-off, not a wrong warp (pairing is checked in float32 above, to 2e-6)
         error = np.abs(out - whole)
-        assert error.mean() <= 1.5 * own.mean() and error.max() < 0.05, (error.mean(), own.mean(), error.max())
+        assert error.mean() < 5e-3 and error.max() < 0.05, (error.mean(), error.max())
 
 
 def test_evaluation_report_is_unchanged_by_the_feature_cache(tmp_path, monkeypatch):
