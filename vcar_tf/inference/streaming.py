@@ -8,8 +8,9 @@
 Frame t is enhanced once frame t+R has arrived (or at flush), from the window t-R..t+R clipped to
 the video, exactly as whole-video inference clips it. Recurrent models (RFDA) carry their hidden
 state from frame to frame; the first frame starts from the zero state. An untiled Keras NL-ConvLSTM
-computes each frame's encoder features once and reuses them across its 2R+1 windows
-(vcar_tf.models.nl_convlstm.window_cache); the output is the same up to float32 round-off.
+computes each frame's encoder features and each frame pair's warp weights once and reuses them
+across windows (vcar_tf.models.nl_convlstm.window_cache); in float32 the output is the same up to
+round-off (in bf16 the cache's warps also sum in bf16).
 """
 
 import collections
