@@ -1,5 +1,5 @@
-"""--mixed_precision (Keras mixed_bfloat16) for every registered model: a training step, streaming
-inference (window and recurrent) and the export signatures, which stay float32."""
+"""--mixed_precision (Keras mixed_bfloat16) for every registered model: the output added in float32, a
+training step, streaming inference (window and recurrent) and the export signatures, which stay float32."""
 
 import keras
 import numpy as np
@@ -30,6 +30,11 @@ def test_mixed_precision_trains_streams_and_exports_float32(name, bfloat16_polic
     frames = 2 * radius + 1
     clip = models.spec(name).clip_length if models.spec(name).recurrent else None
     x = rng.random((1, clip or frames, 20, 28, 1), np.float32)
+    # untrained, the residual is zero: the output is the centre frame to the bit, not rounded to bf16
+    np.testing.assert_array_equal(model(x), x if clip else x[:, radius])
+    planes = [rng.random((19, 27), np.float32) for _ in range(3)]  # odd sizes, a stream of 3 frames
+    for enhanced, plane in zip(enhance_frames(model, planes, radius), planes, strict=True):
+        np.testing.assert_array_equal(enhanced, plane)
     with tf.GradientTape() as tape:
         y = model(x, training=True)
         loss = tf.reduce_mean(tf.square(tf.cast(y, tf.float32) - 0.5))
@@ -40,7 +45,6 @@ def test_mixed_precision_trains_streams_and_exports_float32(name, bfloat16_polic
     assert all(v.dtype == "float32" and np.isfinite(v.numpy()).all() for v in model.trainable_variables)
     assert any(not np.array_equal(b, v.numpy()) for b, v in zip(before, model.trainable_variables))
 
-    planes = [rng.random((19, 27), np.float32) for _ in range(3)]  # odd sizes, a stream of 3 frames
     out = list(enhance_frames(model, planes, radius))
     assert len(out) == 3 and all(o.shape == (19, 27) and np.isfinite(o).all() for o in out)
 

@@ -157,7 +157,7 @@ def test_precision_auto_is_int8_or_bf16_only_for_a_preset_measured_within_budget
         args = SimpleNamespace(preset="arcnn_toy" if source == "preset" else None,
                                model_dir=RUN if source == "run" else None, checkpoint="latest", precision=chosen)
         model = load_model(args)[0]
-        return "int8" if type(model).__name__ == "Int8Model" else model.layers[-1].dtype_policy.name
+        return "int8" if type(model).__name__ == "Int8Model" else model.dtype_policy.name
 
     assert policy(0.01, ("amx_bf16",)) == "mixed_bfloat16"
     assert "note: computing in bf16 (this CPU has amx_bf16; bf16 costs 0.010 dB on val)" in capsys.readouterr().err

@@ -27,14 +27,20 @@ def frames_input(radius, name="frames"):
     return keras.Input(shape=(2 * radius + 1, None, None, 1), dtype="float32", name=name)
 
 
+# The residual head and centre + residual compute in float32 under every policy: a bf16 centre frame
+# would be rounded to 8 significant bits, up to a grey level in [0.5, 1).
+OUTPUT_DTYPE = "float32"
+
+
 def residual_head(channels=1, kernel=3, name="residual"):
     """The last conv of every model; zero-initialised, so an untrained model is the identity and
     early training only has to learn corrections (no noisy start to unlearn)."""
-    return keras.layers.Conv2D(channels, kernel, padding="same", kernel_initializer="zeros", name=name)
+    return keras.layers.Conv2D(channels, kernel, padding="same", kernel_initializer="zeros", name=name,
+                               dtype=OUTPUT_DTYPE)
 
 
 def residual_output(frames, radius, residual, name):
     """Enhanced centre frame = centre + residual, as a keras.Model."""
-    centre = SelectFrame(radius, name="centre")(frames)
-    enhanced = keras.layers.Add(name="enhanced")([centre, residual])
+    centre = SelectFrame(radius, name="centre", dtype=OUTPUT_DTYPE)(frames)
+    enhanced = keras.layers.Add(name="enhanced", dtype=OUTPUT_DTYPE)([centre, residual])
     return keras.Model(frames, enhanced, name=name)

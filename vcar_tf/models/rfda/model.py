@@ -39,7 +39,7 @@ from keras import ops
 
 from vcar_tf.errors import VcarError
 from vcar_tf.models.blocks import DeformConv2D, FramesToChannels, PadToMultiple, SplitOffsetMask, conv3x3, offset_unet
-from vcar_tf.models.layers import residual_head
+from vcar_tf.models.layers import OUTPUT_DTYPE, residual_head
 from vcar_tf.models.registry import register
 
 UNET_LEVELS = 3  # the U-Nets halve the size 3 times: pad to a multiple of 8
@@ -168,6 +168,10 @@ class DeformableEnhancer(keras.Model):
         return self.recursive_fusion
 
     @property
+    def input_dtype(self):
+        return OUTPUT_DTYPE  # frames stay float32 through __call__: the centre is added in float32
+
+    @property
     def state_channels(self):
         return self.out_nc
 
@@ -184,6 +188,7 @@ class DeformableEnhancer(keras.Model):
 
     def step(self, window, hidden=None):
         """One frame: (window (B, 2R+1, H, W, 1), h'_{t-1}) -> (enhanced (B, H, W, 1), h'_t)."""
+        centre = tf.cast(ops.take(window, self.radius, axis=1), OUTPUT_DTYPE)
         window = tf.cast(window, self.compute_dtype)  # called directly, not through __call__'s autocast
         h = self._fused_features(window)
         if self.rf is not None:
@@ -194,7 +199,7 @@ class DeformableEnhancer(keras.Model):
                         f"ceil(W/{2 ** self.nb})*{2 ** self.nb}, {self.out_nc}) for a window of H x W")
             with tf.control_dependencies([check]):
                 h = self.rf([h, hidden])
-        return ops.take(window, self.radius, axis=1) + self._residual(h, tf.shape(window)[2:4]), h
+        return centre + self._residual(h, tf.shape(window)[2:4]), h
 
     def _fused_features(self, windows):
         """STDF's alignment and fusion: windows (N, 2R+1, H, W, 1) -> h (N, H', W', out_nc), padded."""
@@ -214,18 +219,17 @@ class DeformableEnhancer(keras.Model):
     def _call_unrolled(self, clip):
         """A clip of static length T: the values of T calls of step, but the front end and QE each run
         once on all B·T windows (they do not depend on the state) and only RF steps through time."""
-        clip = tf.cast(clip, self.compute_dtype)
         length, size = clip.shape[1], tf.shape(clip)
         index = [[min(max(i, 0), length - 1) for i in range(t - self.radius, t + self.radius + 1)]
                  for t in range(length)]
-        windows = tf.gather(clip, index, axis=1)  # (B, T, 2R+1, H, W, 1)
+        windows = tf.gather(tf.cast(clip, self.compute_dtype), index, axis=1)  # (B, T, 2R+1, H, W, 1)
         h = self._fused_features(tf.reshape(windows, tf.concat([[-1], tf.shape(windows)[2:]], 0)))  # B·T first
         hidden, fused = None, []
         for h_t in tf.unstack(tf.reshape(h, tf.concat([size[:2], tf.shape(h)[1:]], 0)), length, axis=1):
             hidden = self.rf([h_t, tf.zeros_like(h_t) if hidden is None else hidden])
             fused.append(hidden)
         h = tf.reshape(tf.stack(fused, axis=1), tf.shape(h))
-        return clip + tf.reshape(self._residual(h, size[2:4]), size)
+        return tf.cast(clip, OUTPUT_DTYPE) + tf.reshape(self._residual(h, size[2:4]), size)
 
     def _call_dynamic(self, clip):
         n = tf.shape(clip)[1]

@@ -21,7 +21,7 @@ import exactly (vcar_tf/models/stdf/pytorch.py, tests/test_import_weights.py).
 import keras
 
 from vcar_tf.models.blocks import CropLike, DeformConv2D, FramesToChannels, PadToMultiple, conv3x3, offset_unet
-from vcar_tf.models.layers import SelectFrame, frames_input, residual_head
+from vcar_tf.models.layers import OUTPUT_DTYPE, frames_input, residual_head, residual_output
 from vcar_tf.models.registry import register
 
 
@@ -38,10 +38,8 @@ def build_stdf(radius=3, nf=32, nb=3, out_nc=64, nf_qe=48, nb_qe=8, deform_ks=3,
     for i in range(2, nb_qe):
         y = conv3x3(nf_qe, f"qe_{i}")(y)
     y = residual_head(name=f"qe_{nb_qe}")(y)
-    residual = CropLike(name="crop")([y, stacked])
-    centre = SelectFrame(radius, name="centre")(frames)
-    enhanced = keras.layers.Add(name="enhanced")([centre, residual])
-    return keras.Model(frames, enhanced, name=name)
+    residual = CropLike(name="crop", dtype=OUTPUT_DTYPE)([y, stacked])
+    return residual_output(frames, radius, residual, name)
 
 
 @register("stdf_r3", radius=3, description="STDF-R3: deformable fusion of 7 frames + QE")
