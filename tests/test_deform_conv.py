@@ -228,13 +228,16 @@ def test_impl_selection_and_gradient_through_the_layer(monkeypatch):
 
 
 def test_bfloat16_inputs_run_the_fused_op_in_float32_and_return_bfloat16(monkeypatch):
-    """Under mixed_bfloat16 the fused op (float32 only) still runs: on the bf16-rounded inputs, in
-    float32, with the gradient flowing back to the bf16 tensors."""
+    """Under mixed_bfloat16 the fused op runs on the bf16 inputs (on the CPU it takes them itself, no
+    Cast ops around it), in float32, with the gradient flowing back to the bf16 tensors."""
     fused_op_or_skip()
     from vcar_tf.ops.deform_conv import deform_conv2d
 
     monkeypatch.setenv("VCAR_DEFORM_IMPL", "fused")
     x, offset, mask, kernel, bias = (tf.cast(tf.constant(a, tf.float32), tf.bfloat16) for a in random_case(3, dg=2))
+    graph = tf.function(lambda *a: deform_conv2d(*a, 2)).get_concrete_function(x, offset, mask, kernel, bias).graph
+    (op,) = [op for op in graph.get_operations() if op.type == "VcarDeformConv2D"]
+    assert op.get_attr("T") == tf.bfloat16 and all(t.op.type != "Cast" for t in op.inputs[:3])
     with tf.GradientTape() as tape:
         tape.watch(offset)
         y = deform_conv2d(x, offset, mask, kernel, bias, 2)
@@ -245,6 +248,28 @@ def test_bfloat16_inputs_run_the_fused_op_in_float32_and_return_bfloat16(monkeyp
     expected = deform_conv2d_composite(*f32, 2)
     np.testing.assert_allclose(tf.cast(y, tf.float32), tf.cast(tf.cast(expected, tf.bfloat16), tf.float32),
                                rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize("seed,shape", FUSED_CASES[:6])
+def test_bfloat16_in_and_out_of_the_cpu_kernel_equal_casts_around_its_float32_form(seed, shape):
+    """T=bfloat16: the output and the input, offset and mask gradients are bit for bit the float32
+    op's on the widened inputs, rounded to bf16 as tf.cast rounds; the weight gradients are equal."""
+    lib = fused_op_or_skip()
+    x, offset, mask, kernel, bias = (tf.constant(a, tf.float32) for a in random_case(seed, **shape))
+    x, offset, mask = (tf.cast(t, tf.bfloat16) for t in (x, offset, mask))
+    attrs = dict(deformable_groups=shape["dg"], groups=shape["groups"])
+    f32 = [tf.cast(t, tf.float32) for t in (x, offset, mask)]
+    got = lib.vcar_deform_conv2d(x, offset, mask, kernel, bias, **attrs)
+    expected = tf.cast(lib.vcar_deform_conv2d(*f32, kernel, bias, **attrs), tf.bfloat16)
+    assert got.dtype == tf.bfloat16
+    np.testing.assert_array_equal(tf.bitcast(got, tf.uint16), tf.bitcast(expected, tf.uint16))
+    upstream = tf.cast(tf.constant(np.random.default_rng(seed + 100).normal(size=got.shape), tf.float32), tf.bfloat16)
+    grads = lib.vcar_deform_conv2d_grad(x, offset, mask, kernel, upstream, **attrs)
+    grads_f32 = lib.vcar_deform_conv2d_grad(*f32, kernel, tf.cast(upstream, tf.float32), **attrs)
+    for name, a, b in zip(("input", "offset", "mask", "weight", "bias"), grads, grads_f32):
+        assert a.dtype == (tf.bfloat16 if name in ("input", "offset", "mask") else tf.float32), name
+        bits = tf.uint16 if a.dtype == tf.bfloat16 else tf.uint32
+        np.testing.assert_array_equal(tf.bitcast(a, bits), tf.bitcast(tf.cast(b, a.dtype), bits), err_msg=name)
 
 
 @pytest.mark.parametrize("dtype", [tf.bfloat16, tf.float16])

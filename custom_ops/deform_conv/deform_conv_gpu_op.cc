@@ -68,11 +68,14 @@ class DeformConv2DGpuGradOp : public DeformConvKernel {
 }  // namespace vcar
 
 #if GOOGLE_CUDA
-REGISTER_KERNEL_BUILDER(Name("VcarDeformConv2D").Device(tensorflow::DEVICE_GPU), vcar::DeformConv2DGpuOp);
-REGISTER_KERNEL_BUILDER(Name("VcarDeformConv2DGrad").Device(tensorflow::DEVICE_GPU), vcar::DeformConv2DGpuGradOp);
+REGISTER_KERNEL_BUILDER(Name("VcarDeformConv2D").Device(tensorflow::DEVICE_GPU).TypeConstraint<float>("T"),
+                        vcar::DeformConv2DGpuOp);
+REGISTER_KERNEL_BUILDER(Name("VcarDeformConv2DGrad").Device(tensorflow::DEVICE_GPU).TypeConstraint<float>("T"),
+                        vcar::DeformConv2DGpuGradOp);
 #elif defined(VCAR_GPU_EMULATION)
 VCAR_REGISTER_DEFORM_OPS("VcarDeformConv2DEmulated", "VcarDeformConv2DEmulatedGrad");
-REGISTER_KERNEL_BUILDER(Name("VcarDeformConv2DEmulated").Device(tensorflow::DEVICE_CPU), vcar::DeformConv2DGpuOp);
-REGISTER_KERNEL_BUILDER(Name("VcarDeformConv2DEmulatedGrad").Device(tensorflow::DEVICE_CPU),
+REGISTER_KERNEL_BUILDER(Name("VcarDeformConv2DEmulated").Device(tensorflow::DEVICE_CPU).TypeConstraint<float>("T"),
+                        vcar::DeformConv2DGpuOp);
+REGISTER_KERNEL_BUILDER(Name("VcarDeformConv2DEmulatedGrad").Device(tensorflow::DEVICE_CPU).TypeConstraint<float>("T"),
                         vcar::DeformConv2DGpuGradOp);
 #endif

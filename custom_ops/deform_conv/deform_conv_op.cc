@@ -1,4 +1,5 @@
-// Fused modulated deformable convolution (DCNv2), stride 1, 'same' padding, NHWC float32.
+// Fused modulated deformable convolution (DCNv2), stride 1, 'same' padding, NHWC float32 (bfloat16 in and
+// out on the CPU, computed in float32).
 //
 // Layout as vcar_tf/ops/deform_conv.py: offset (B, H, W, 2*D*k*k) with dy, dx per tap and
 // deformable group, mask (B, H, W, D*k*k), kernel (k, k, C/groups, O). Bilinear sampling, zero
@@ -74,17 +75,73 @@ inline bool use_planar(const Geometry& g, const Planar& pl) {
 // at 832x480); null data where the allocator has no room.
 class ScratchFloats {
  public:
-  ScratchFloats(OpKernelContext* ctx, int64_t n) {
+  ScratchFloats(OpKernelContext* ctx, int64_t n, bool zeroed = true) {
     if (!ctx->allocate_temp(tensorflow::DT_FLOAT, tensorflow::TensorShape({std::max<int64_t>(n, 1)}), &tensor_).ok())
       return;
     data_ = tensor_.flat<float>().data();
-    std::fill(data_, data_ + n, 0.f);
+    if (zeroed) std::fill(data_, data_ + n, 0.f);
   }
   float* data() const { return data_; }
 
  private:
   Tensor tensor_;
   float* data_ = nullptr;
+};
+
+// T = bfloat16: each bf16 input is widened into float scratch before the float code runs, and each
+// bf16 output is computed into float scratch and narrowed by narrow() (round to nearest even, as
+// tf.cast does): the values of casting around the float op, without its separate Cast ops.
+class Bf16Staging {
+ public:
+  Bf16Staging(OpKernelContext* ctx, tensorflow::thread::ThreadPool* pool) : ctx_(ctx), pool_(pool) {}
+
+  absl::Status stage(DeformIO* io) {
+    const float** inputs[5] = {&io->x, &io->offset, &io->mask, &io->kernel, &io->last};
+    for (int i = 0; i < 5; ++i) {
+      if (*inputs[i] == nullptr) {
+        const int64_t n = io->inputs[i]->NumElements();
+        float* dst = scratch(n);
+        if (dst == nullptr) return tensorflow::errors::ResourceExhausted("deform conv: no memory to widen bf16");
+        const Eigen::bfloat16* src = io->inputs[i]->flat<Eigen::bfloat16>().data();
+        in_parallel(n, [=](int64_t a, int64_t b) {
+          Eigen::Map<Eigen::ArrayXf>(dst + a, b - a) = Eigen::Map<const Eigen::Array<Eigen::bfloat16, -1, 1>>(
+              src + a, b - a).cast<float>();
+        });
+        *inputs[i] = dst;
+      }
+      if (io->outputs[i] != nullptr && io->out[i] == nullptr) {
+        io->out[i] = scratch(io->outputs[i]->NumElements());
+        if (io->out[i] == nullptr) return tensorflow::errors::ResourceExhausted("deform conv: no memory for bf16");
+        narrowed_.push_back({io->out[i], io->outputs[i]});
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  void narrow() const {
+    for (const auto& [src, out] : narrowed_) {
+      Eigen::bfloat16* dst = out->flat<Eigen::bfloat16>().data();
+      in_parallel(out->NumElements(), [=](int64_t a, int64_t b) {
+        Eigen::Map<Eigen::Array<Eigen::bfloat16, -1, 1>>(dst + a, b - a) =
+            Eigen::Map<const Eigen::ArrayXf>(src + a, b - a).cast<Eigen::bfloat16>();
+      });
+    }
+  }
+
+ private:
+  float* scratch(int64_t n) {
+    scratch_.push_back(std::make_unique<ScratchFloats>(ctx_, n, false));
+    return scratch_.back()->data();
+  }
+  template <typename F>
+  void in_parallel(int64_t n, F f) const {
+    pool_->ParallelFor(n, 4, f);
+  }
+
+  OpKernelContext* ctx_;
+  tensorflow::thread::ThreadPool* pool_;
+  std::vector<std::unique_ptr<ScratchFloats>> scratch_;
+  std::vector<std::pair<float*, Tensor*>> narrowed_;
 };
 
 // The planar copy of x, or nothing (null data) where the AVX-512 path is not taken.
@@ -359,6 +416,9 @@ class DeformConv2DOp : public DeformConvKernel {
   void Compute(OpKernelContext* ctx) override {
     DeformIO io;
     OP_REQUIRES_OK(ctx, prepare(ctx, false, &io));
+    auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
+    Bf16Staging bf16(ctx, pool);
+    OP_REQUIRES_OK(ctx, bf16.stage(&io));
     const Geometry g = padded_columns(io.g);
     const int64_t width = g.col_width / g.groups;
     const float *px = io.x, *poff = io.offset, *pm = io.mask, *pk = io.kernel, *pb = io.last;
@@ -366,7 +426,6 @@ class DeformConv2DOp : public DeformConvKernel {
     const TapTable tt = tap_table(g);
     const std::vector<float> kernel_rows = kernel_in_column_order(g, pk);
     const int64_t tiles = (g.pixels + kTile - 1) / kTile;
-    auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
     const Planar pl(g);
     const std::unique_ptr<ScratchFloats> planar = to_planar(ctx, g, pl, px, pool);
     pool->ParallelFor(tiles, kTile * g.col_width * g.o, [&](int64_t first, int64_t last) {
@@ -384,6 +443,7 @@ class DeformConv2DOp : public DeformConvKernel {
         y.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(pb, g.o);
       }
     });
+    bf16.narrow();
   }
 };
 
@@ -394,6 +454,9 @@ class DeformConv2DGradOp : public DeformConvKernel {
   void Compute(OpKernelContext* ctx) override {
     DeformIO io;
     OP_REQUIRES_OK(ctx, prepare(ctx, true, &io));
+    auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
+    Bf16Staging bf16(ctx, pool);
+    OP_REQUIRES_OK(ctx, bf16.stage(&io));
     const Geometry g = padded_columns(io.g);
     const int64_t width = g.col_width / g.groups;
     const float *px = io.x, *poff = io.offset, *pm = io.mask, *pk = io.kernel, *pg = io.last;
@@ -401,7 +464,6 @@ class DeformConv2DGradOp : public DeformConvKernel {
     const TapTable tt = tap_table(g);
     const std::vector<float> kernel_rows = kernel_in_column_order(g, pk);
     const int64_t tiles = (g.pixels + kTile - 1) / kTile;
-    auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
     const Planar pl(g);
     std::unique_ptr<ScratchFloats> planar = to_planar(ctx, g, pl, px, pool);
     // One chunk per thread; each chunk keeps its own input/kernel/bias gradient (samples of any
@@ -480,6 +542,7 @@ class DeformConv2DGradOp : public DeformConvKernel {
         for (int64_t o = 0; o < g.o; ++o) pdk[kernel_row[r] * g.o + o] += dk_part[chunk][r * g.o + o];
       for (int64_t i = 0; i < g.o; ++i) pdb[i] += db_part[chunk][i];
     }
+    bf16.narrow();
   }
 
  private:
@@ -556,5 +619,10 @@ class DeformConv2DGradOp : public DeformConvKernel {
 
 VCAR_REGISTER_DEFORM_OPS("VcarDeformConv2D", "VcarDeformConv2DGrad");
 
-REGISTER_KERNEL_BUILDER(Name("VcarDeformConv2D").Device(tensorflow::DEVICE_CPU), vcar::DeformConv2DOp);
-REGISTER_KERNEL_BUILDER(Name("VcarDeformConv2DGrad").Device(tensorflow::DEVICE_CPU), vcar::DeformConv2DGradOp);
+#define VCAR_REGISTER_CPU(type)                                                                              \
+  REGISTER_KERNEL_BUILDER(Name("VcarDeformConv2D").Device(tensorflow::DEVICE_CPU).TypeConstraint<type>("T"), \
+                          vcar::DeformConv2DOp);                                                             \
+  REGISTER_KERNEL_BUILDER(Name("VcarDeformConv2DGrad").Device(tensorflow::DEVICE_CPU).TypeConstraint<type>("T"), \
+                          vcar::DeformConv2DGradOp)
+VCAR_REGISTER_CPU(float);
+VCAR_REGISTER_CPU(Eigen::bfloat16);

@@ -52,10 +52,14 @@ inline absl::Status geometry(const Tensor& x, const Tensor& offset, const Tensor
 
 // One call's shapes and data: x, offset, mask, kernel, then the bias (forward) or the output
 // gradient (backward); the outputs y, or dx, doffset, dmask, dkernel, dbias.
+// A bfloat16 input or output (T = bfloat16: x, offset, mask, grad, y, dx, doffset, dmask) has a null
+// pointer here, and its tensor in `tensors`: the CPU kernel stages it in float (deform_conv_op.cc).
 struct DeformIO {
   Geometry g;
   const float *x, *offset, *mask, *kernel, *last;
   float* out[5];
+  const Tensor* inputs[5];
+  Tensor* outputs[5];
 };
 
 // Base of the CPU and CUDA kernels: the two attributes, the input checks and the outputs.
@@ -86,8 +90,12 @@ class DeformConvKernel : public tensorflow::OpKernel {
     }
     const float** inputs[5] = {&io->x, &io->offset, &io->mask, &io->kernel, &io->last};
     for (int i = 0; i < 5; ++i) {
-      *inputs[i] = ctx->input(i).flat<float>().data();
-      io->out[i] = outputs[i] ? outputs[i]->flat<float>().data() : nullptr;
+      const bool in_float = ctx->input(i).dtype() == tensorflow::DT_FLOAT;
+      *inputs[i] = in_float ? ctx->input(i).flat<float>().data() : nullptr;
+      const bool out_float = outputs[i] && outputs[i]->dtype() == tensorflow::DT_FLOAT;
+      io->out[i] = out_float ? outputs[i]->flat<float>().data() : nullptr;
+      io->inputs[i] = &ctx->input(i);
+      io->outputs[i] = outputs[i];
     }
     return absl::OkStatus();
   }
@@ -98,15 +106,17 @@ class DeformConvKernel : public tensorflow::OpKernel {
 }  // namespace vcar
 
 // REGISTER_OP for the forward op and its gradient under the given names (the same signature for
-// the real ops and the test-only emulation of the CUDA kernels).
+// the real ops and the test-only emulation of the CUDA kernels). T is bfloat16 only on the CPU;
+// kernel, bias and their gradients are float32 either way.
 #define VCAR_REGISTER_DEFORM_OPS(forward_name, grad_name) \
 REGISTER_OP(forward_name) \
-    .Input("x: float") \
-    .Input("offset: float") \
-    .Input("mask: float") \
+    .Input("x: T") \
+    .Input("offset: T") \
+    .Input("mask: T") \
     .Input("kernel: float") \
     .Input("bias: float") \
-    .Output("y: float") \
+    .Output("y: T") \
+    .Attr("T: {float, bfloat16} = DT_FLOAT") \
     .Attr("deformable_groups: int = 1") \
     .Attr("groups: int = 1") \
     .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) { \
@@ -119,16 +129,17 @@ REGISTER_OP(forward_name) \
     }); \
  \
 REGISTER_OP(grad_name) \
-    .Input("x: float") \
-    .Input("offset: float") \
-    .Input("mask: float") \
+    .Input("x: T") \
+    .Input("offset: T") \
+    .Input("mask: T") \
     .Input("kernel: float") \
-    .Input("grad: float") \
-    .Output("dx: float") \
-    .Output("doffset: float") \
-    .Output("dmask: float") \
+    .Input("grad: T") \
+    .Output("dx: T") \
+    .Output("doffset: T") \
+    .Output("dmask: T") \
     .Output("dkernel: float") \
     .Output("dbias: float") \
+    .Attr("T: {float, bfloat16} = DT_FLOAT") \
     .Attr("deformable_groups: int = 1") \
     .Attr("groups: int = 1") \
     .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) { \

@@ -148,7 +148,10 @@ def deform_conv2d(x, offset, mask, kernel, bias=None, deformable_groups=1, group
     lib = load_deform_conv(required=True)
     if bias is None:
         bias = tf.zeros([kernel.shape[-1]], tf.float32)
-    # the fused op is float32 only: under mixed_bfloat16 it computes in float32 and returns bfloat16
-    f32 = [tf.cast(t, tf.float32) for t in (x, offset, mask, kernel, bias)]
-    out = lib.vcar_deform_conv2d(*f32, deformable_groups=deformable_groups, groups=groups)
+    # the fused op computes in float32; its CPU kernel also takes and returns bfloat16 itself (the same
+    # values as Cast ops around it, without their passes over memory), its CUDA one float32 only
+    io_dtype = tf.bfloat16 if x.dtype == tf.bfloat16 and not tf.config.list_logical_devices("GPU") else tf.float32
+    data = [tf.cast(t, io_dtype) for t in (x, offset, mask)]
+    weights = [tf.cast(t, tf.float32) for t in (kernel, bias)]
+    out = lib.vcar_deform_conv2d(*data, *weights, deformable_groups=deformable_groups, groups=groups)
     return tf.cast(out, x.dtype)
