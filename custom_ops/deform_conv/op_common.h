@@ -53,7 +53,7 @@ inline absl::Status geometry(const Tensor& x, const Tensor& offset, const Tensor
 // One call's shapes and data: x, offset, mask, kernel, then the bias (forward) or the output
 // gradient (backward); the outputs y, or dx, doffset, dmask, dkernel, dbias.
 // A bfloat16 input or output (T = bfloat16: x, offset, mask, grad, y, dx, doffset, dmask) has a null
-// pointer here, and its tensor in `tensors`: the CPU kernel stages it in float (deform_conv_op.cc).
+// pointer here, and its tensor in `inputs` or `outputs`: the CPU kernel stages it in float (deform_conv_op.cc).
 struct DeformIO {
   Geometry g;
   const float *x, *offset, *mask, *kernel, *last;
