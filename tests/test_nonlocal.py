@@ -1,6 +1,7 @@
 """The non-local warp of NL-ConvLSTM: exact reference, two-stage approximation, padding, gradients;
 streaming NL-ConvLSTM with per-frame features reused across windows."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -150,8 +151,6 @@ def test_streaming_with_the_feature_cache_equals_the_model_on_each_clipped_windo
 
 def test_feature_cache_under_mixed_bfloat16_keeps_and_sums_the_warp_weights_in_bfloat16():
     from vcar_tf.models.precision import precision_policy
-
-    import keras
 
     radius, frames = 3, 5
     keras.utils.set_random_seed(0)  # the initial weights, whatever ran before

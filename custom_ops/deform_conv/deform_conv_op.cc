@@ -99,20 +99,22 @@ class Bf16Staging {
     const float** inputs[5] = {&io->x, &io->offset, &io->mask, &io->kernel, &io->last};
     for (int i = 0; i < 5; ++i) {
       if (*inputs[i] == nullptr) {
-        const int64_t n = io->inputs[i]->NumElements();
+        const Tensor& in = ctx_->input(i);
+        const int64_t n = in.NumElements();
         float* dst = scratch(n);
         if (dst == nullptr) return tensorflow::errors::ResourceExhausted("deform conv: no memory to widen bf16");
-        const Eigen::bfloat16* src = io->inputs[i]->flat<Eigen::bfloat16>().data();
+        const Eigen::bfloat16* src = in.flat<Eigen::bfloat16>().data();
         in_parallel(n, [=](int64_t a, int64_t b) {
           Eigen::Map<Eigen::ArrayXf>(dst + a, b - a) = Eigen::Map<const Eigen::Array<Eigen::bfloat16, -1, 1>>(
               src + a, b - a).cast<float>();
         });
         *inputs[i] = dst;
       }
-      if (io->outputs[i] != nullptr && io->out[i] == nullptr) {
-        io->out[i] = scratch(io->outputs[i]->NumElements());
+      if (i < ctx_->num_outputs() && io->out[i] == nullptr) {
+        Tensor* out = ctx_->mutable_output(i);
+        io->out[i] = scratch(out->NumElements());
         if (io->out[i] == nullptr) return tensorflow::errors::ResourceExhausted("deform conv: no memory for bf16");
-        narrowed_.push_back({io->out[i], io->outputs[i]});
+        narrowed_.push_back({io->out[i], out});
       }
     }
     return absl::OkStatus();

@@ -53,13 +53,11 @@ inline absl::Status geometry(const Tensor& x, const Tensor& offset, const Tensor
 // One call's shapes and data: x, offset, mask, kernel, then the bias (forward) or the output
 // gradient (backward); the outputs y, or dx, doffset, dmask, dkernel, dbias.
 // A bfloat16 input or output (T = bfloat16: x, offset, mask, grad, y, dx, doffset, dmask) has a null
-// pointer here, and its tensor in `inputs` or `outputs`: the CPU kernel stages it in float (deform_conv_op.cc).
+// pointer here: the CPU kernel stages it in float (deform_conv_op.cc).
 struct DeformIO {
   Geometry g;
   const float *x, *offset, *mask, *kernel, *last;
   float* out[5];
-  const Tensor* inputs[5];
-  Tensor* outputs[5];
 };
 
 // Base of the CPU and CUDA kernels: the two attributes, the input checks and the outputs.
@@ -94,8 +92,6 @@ class DeformConvKernel : public tensorflow::OpKernel {
       *inputs[i] = in_float ? ctx->input(i).flat<float>().data() : nullptr;
       const bool out_float = outputs[i] && outputs[i]->dtype() == tensorflow::DT_FLOAT;
       io->out[i] = out_float ? outputs[i]->flat<float>().data() : nullptr;
-      io->inputs[i] = &ctx->input(i);
-      io->outputs[i] = outputs[i];
     }
     return absl::OkStatus();
   }
