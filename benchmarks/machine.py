@@ -69,10 +69,10 @@ def describe():
 
 def revision():
     """'DATE at commit HASH' of this run (with '+ uncommitted code changes' when the package, the
-ops or the benchmarks differ from it)."""
+ops or the benchmarks differ from it); $VCAR_COMMIT names the commit where there is no git checkout."""
     here = os.path.dirname(os.path.abspath(__file__))
     git = lambda *a: subprocess.run(["git", *a], cwd=here, capture_output=True, text=True).stdout.strip()  # noqa: E731
-    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    commit = git("rev-parse", "--short", "HEAD") or os.environ.get("VCAR_COMMIT", "unknown")
     code = [":(top)vcar_tf", ":(top)custom_ops", ":(top)benchmarks/*.py", ":(top)setup.py"]
     dirty = " + uncommitted code changes" if git("status", "--porcelain", "--untracked-files=no", "--", *code) else ""
     return f"{time.strftime('%Y-%m-%d')} at commit {commit}{dirty}"

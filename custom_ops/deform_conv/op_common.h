@@ -18,35 +18,16 @@ inline absl::Status geometry(const Tensor& x, const Tensor& offset, const Tensor
                       int groups, Geometry* g) {
   VCAR_CHECK(x.dims() == 4 && offset.dims() == 4 && mask.dims() == 4 && kernel.dims() == 4,
              "x, offset, mask and kernel must be 4-D");
-  g->b = x.dim_size(0);
-  g->h = x.dim_size(1);
-  g->w = x.dim_size(2);
-  g->c = x.dim_size(3);
-  g->k = kernel.dim_size(0);
-  g->taps = g->k * g->k;
-  g->dg = dg;
-  g->groups = groups;
-  g->o = kernel.dim_size(3);
-  VCAR_CHECK(g->k % 2 == 1 && kernel.dim_size(1) == g->k, "kernel must be k x k with odd k");
-  VCAR_CHECK(dg > 0 && groups > 0 && g->c % dg == 0 && g->c % groups == 0 && g->o % groups == 0,
-             "channels must be divisible by deformable_groups and groups");
+  VCAR_CHECK(kernel.dim_size(1) == kernel.dim_size(0), "kernel must be k x k with odd k");
+  const char* error = make_geometry(x.dim_size(0), x.dim_size(1), x.dim_size(2), x.dim_size(3), kernel.dim_size(0),
+                                    kernel.dim_size(3), dg, groups, g);
+  VCAR_CHECK(error == nullptr, error);
   VCAR_CHECK(kernel.dim_size(2) * groups == g->c, "kernel input channels != C / groups");
   for (const Tensor* t : {&offset, &mask})
     VCAR_CHECK(t->dim_size(0) == g->b && t->dim_size(1) == g->h && t->dim_size(2) == g->w,
                "offset and mask must have the input's B, H and W");
   VCAR_CHECK(offset.dim_size(3) == 2 * dg * g->taps, "offset must have 2 * deformable_groups * k * k channels");
   VCAR_CHECK(mask.dim_size(3) == dg * g->taps, "mask must have deformable_groups * k * k channels");
-  g->cd = g->c / dg;
-  g->cg = g->c / groups;
-  g->og = g->o / groups;
-  g->pad = (g->k - 1) / 2;
-  g->pixels = g->b * g->h * g->w;
-  g->col_width = g->taps * g->c;
-  VCAR_CHECK(g->k <= 7, "kernel size above 7 is not supported");
-  for (int64_t t = 0; t < g->taps; ++t) {
-    g->tap_y[t] = static_cast<float>(t / g->k - g->pad);
-    g->tap_x[t] = static_cast<float>(t % g->k - g->pad);
-  }
   return absl::OkStatus();
 }
 
