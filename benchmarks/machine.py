@@ -69,10 +69,13 @@ def describe():
 
 def revision():
     """'DATE at commit HASH' of this run (with '+ uncommitted code changes' when the package, the
-ops or the benchmarks differ from it); $VCAR_COMMIT names the commit where there is no git checkout."""
+ops or the benchmarks differ from it); $VCAR_COMMIT names the commit instead, for a copy of the
+tree whose git history (if any) is not the code's (a GPU machine's copy)."""
+    if os.environ.get("VCAR_COMMIT"):
+        return f"{time.strftime('%Y-%m-%d')} at commit {os.environ['VCAR_COMMIT']} (given by $VCAR_COMMIT)"
     here = os.path.dirname(os.path.abspath(__file__))
     git = lambda *a: subprocess.run(["git", *a], cwd=here, capture_output=True, text=True).stdout.strip()  # noqa: E731
-    commit = git("rev-parse", "--short", "HEAD") or os.environ.get("VCAR_COMMIT", "unknown")
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
     code = [":(top)vcar_tf", ":(top)custom_ops", ":(top)benchmarks/*.py", ":(top)setup.py"]
     dirty = " + uncommitted code changes" if git("status", "--porcelain", "--untracked-files=no", "--", *code) else ""
     return f"{time.strftime('%Y-%m-%d')} at commit {commit}{dirty}"
