@@ -4,6 +4,7 @@ against torchvision's deform_conv2d, then the speed of both.
     python benchmarks/bench_deform_gpu.py [--repeats 20] [--arch sm_90] [--out benchmarks/results/deform-gpu.md]
     python benchmarks/bench_deform_gpu.py --emulate   # the same kernel bodies, as loops on the CPU (g++)
     python benchmarks/bench_deform_gpu.py --parity_only --small   # e.g. under compute-sanitizer
+    python benchmarks/bench_deform_gpu.py --baseline_source OLD/deform_conv_gpu.cu.cc --profile
 
 Needs torch, torchvision and, on a GPU, nvcc; not TensorFlow. The kernels that the fused op
 launches sit behind plain-pointer launchers (custom_ops/deform_conv/deform_conv_gpu.h);
@@ -14,6 +15,8 @@ torchvision within --tolerance (max |difference| / max |torchvision|, the output
 five gradients) before anything is timed; the run stops with exit 1 otherwise. Timing: CUDA
 events around each call, after 3 warm-up calls, min / median / max of --repeats calls, float32
 (torch's TF32 off, its default for matmuls), the STDF fusion layer at 416x240 and 832x480, batch 1.
+--baseline_source checks and times another version of the kernels' source beside this tree's (with
+this tree's header), in the same process; --profile adds each kernel's GPU time at 832x480.
 """
 
 import ctypes
@@ -55,13 +58,13 @@ def cuda_compiler():
     return toolkit.nvcc
 
 
-def build(out_dir, nvcc, tiny, arch):
+def build(out_dir, nvcc, tiny, arch, source=None):
     """The kernels and their C entry points as one shared library in out_dir, built by nvcc, or by
     g++ as the CPU emulation where nvcc is None; its path."""
     emulate = nvcc is None
-    name = f"deform_kernels{'_emulated' if emulate else ''}{'_tiny' if tiny else ''}.so"
+    name = f"deform_kernels{'_emulated' if emulate else ''}{'_tiny' if tiny else ''}{'_other' if source else ''}.so"
     lib = os.path.join(out_dir, name)
-    sources = [os.path.join(KERNELS, "deform_conv_gpu.cu.cc"), os.path.join(HERE, "deform_kernels_c_api.cc")]
+    sources = [source or os.path.join(KERNELS, "deform_conv_gpu.cu.cc"), os.path.join(HERE, "deform_kernels_c_api.cc")]
     flags = ["-std=c++17", "-O3", f"-I{KERNELS}", *(TINY_TILES if tiny else [])]
     if emulate:
         cmd = [["g++", *flags, "-shared", "-fPIC", "-DVCAR_GPU_EMULATION", *sources, "-o", lib]]
@@ -185,26 +188,44 @@ def event_times(torch, fn, repeats):
     return times
 
 
-def timings(torch, kernels, case, repeats):
-    """{(implementation, pass): [ms, ...]} for the fused kernels and torchvision."""
+def timings(torch, builds, case, repeats):
+    """{(implementation, pass): [ms, ...]} for each build of the kernels and for torchvision."""
     x, offset, mask, kernel, bias, grad = random_inputs(torch, case, "cuda")
     dg, groups = case[6], case[7]
-    sizes = kernels._sizes(x, kernel, dg, groups)
-    scratch = kernels._scratch(torch, sizes, x)
     args, grad_nchw = torchvision_args(torch, x, offset, mask, kernel, bias, grad)
+    runs = {"torchvision": (lambda: torchvision_run(torch, args), lambda: torchvision_run(torch, args, grad_nchw))}
+    for name, kernels in builds.items():
+        scratch = kernels._scratch(torch, kernels._sizes(x, kernel, dg, groups), x)
 
-    def ours_forward_backward():
-        kernels.forward(torch, x, offset, mask, kernel, bias, dg, groups, scratch)
-        kernels.backward(torch, x, offset, mask, kernel, grad, dg, groups, scratch)
+        def forward(kernels=kernels, scratch=scratch):
+            return kernels.forward(torch, x, offset, mask, kernel, bias, dg, groups, scratch)
 
-    return {
-        ("vcar_tf CUDA kernels", "forward"): event_times(
-            torch, lambda: kernels.forward(torch, x, offset, mask, kernel, bias, dg, groups, scratch), repeats),
-        ("vcar_tf CUDA kernels", "forward+backward"): event_times(torch, ours_forward_backward, repeats),
-        ("torchvision", "forward"): event_times(torch, lambda: torchvision_run(torch, args), repeats),
-        ("torchvision", "forward+backward"): event_times(torch, lambda: torchvision_run(torch, args, grad_nchw),
-                                                         repeats),
-    }
+        def forward_backward(kernels=kernels, scratch=scratch, forward=forward):
+            forward()
+            return kernels.backward(torch, x, offset, mask, kernel, grad, dg, groups, scratch)
+
+        runs[name] = (forward, forward_backward)
+    return {(name, pass_): event_times(torch, fn, repeats) for name, fns in runs.items()
+            for pass_, fn in zip(("forward", "forward+backward"), fns)}, runs
+
+
+def kernel_profile(torch, run, calls=3):
+    """[(microseconds per call, kernel name)] of run()'s GPU kernels, by torch.profiler, longest first."""
+    from torch.profiler import ProfilerActivity, profile
+
+    run()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            run()
+        torch.cuda.synchronize()
+    rows = []
+    for item in prof.key_averages():
+        us = getattr(item, "self_device_time_total", None) or getattr(item, "self_cuda_time_total", 0)
+        if us > 0:
+            name = item.key.split("(")[0].replace("vcar::gpu::(anonymous namespace)::", "")
+            rows.append((us / calls, name.replace("|", "/")[:70]))
+    return sorted(rows, reverse=True)
 
 
 def spread(values):
@@ -233,6 +254,8 @@ def main():
     p.add_argument("--parity_only", action="store_true")
     p.add_argument("--small", action="store_true", help="only the small parity cases")
     p.add_argument("--tolerance", type=float, default=1e-4)
+    p.add_argument("--baseline_source", help="another deform_conv_gpu.cu.cc to time beside this tree's (and check)")
+    p.add_argument("--profile", action="store_true", help="GPU time by kernel (torch.profiler) at the largest size")
     args = p.parse_args()
     import torch
 
@@ -249,6 +272,8 @@ def main():
         builds = {"tiny tiles": Kernels(build(tmp, nvcc, True, args.arch))}
         if nvcc:
             builds["own tiles"] = Kernels(build(tmp, nvcc, False, args.arch))
+        if nvcc and args.baseline_source:
+            builds["baseline kernels"] = Kernels(build(tmp, nvcc, False, args.arch, args.baseline_source))
         cases = list(SMALL_CASES)
         if not (args.emulate or args.small):
             cases += [(f"STDF fusion at {w}x{h}", stdf_fusion(w, h)) for w, h in TIMED_SIZES]
@@ -267,19 +292,29 @@ def main():
             publish("Deformable conv CUDA kernels: parity FAILED", "\n".join(body), args.out)
             sys.exit(1)
         if not (args.emulate or args.parity_only):
+            timed = {"vcar_tf CUDA kernels": builds["own tiles"]}
+            if "baseline kernels" in builds:
+                timed["baseline kernels"] = builds["baseline kernels"]
+            names = [*timed, "torchvision"]
             body += [gpu_description(torch, nvcc), "",
-                     f"Milliseconds per call, min / median / max of {args.repeats} (CUDA events), STDF fusion "
-                     "layer 7->64, 3x3, 7 deformable groups, batch 1, float32:", "",
-                     "| size | pass | vcar_tf CUDA kernels | torchvision | torchvision / vcar_tf (medians) |",
-                     "|---|---|---|---|---|"]
-            kernels = builds["own tiles"]
+                     (f"Milliseconds per call, min / median / max of {args.repeats} (CUDA events), STDF fusion "
+                      "layer 7->64, 3x3, 7 deformable groups, batch 1, float32:"), "",
+                     "| size | pass | " + " | ".join(names) + " | torchvision / vcar_tf (medians) |",
+                     "|---|---|" + "---|" * (len(names) + 1)]
             for w, h in TIMED_SIZES:
-                ms = timings(torch, kernels, stdf_fusion(w, h), args.repeats)
+                ms, runs = timings(torch, timed, stdf_fusion(w, h), args.repeats)
                 for pass_ in ("forward", "forward+backward"):
-                    ours, theirs = ms[("vcar_tf CUDA kernels", pass_)], ms[("torchvision", pass_)]
-                    body.append(f"| {w}x{h} | {pass_} | {spread(ours)} | {spread(theirs)} | "
-                                f"{statistics.median(theirs) / statistics.median(ours):.2f}x |")
+                    ratio = statistics.median(ms[("torchvision", pass_)]) / statistics.median(
+                        ms[("vcar_tf CUDA kernels", pass_)])
+                    body.append(f"| {w}x{h} | {pass_} | " + " | ".join(spread(ms[(n, pass_)]) for n in names)
+                                + f" | {ratio:.2f}x |")
                     print(body[-1], flush=True)
+            if args.profile:
+                body += ["", f"Where the time goes: GPU microseconds per forward+backward at {w}x{h} by kernel "
+                         "(torch.profiler, mean of 3 calls):", ""]
+                for name in names:
+                    body += [f"| {name} | us |", "|---|---|",
+                             *(f"| {k} | {us:.0f} |" for us, k in kernel_profile(torch, runs[name][1])), ""]
     where = "emulated on the CPU" if args.emulate else "on a GPU"
     publish(f"Deformable conv CUDA kernels {where} against torchvision", "\n".join(body), args.out)
 
