@@ -89,24 +89,38 @@ VCAR_KERNEL columns(Geometry g, const float* x, const float* offset, const float
   }
 }
 
-// out[p, o] = bias[o] + sum over o's group of cols * kernel (kernel rows t * cg + c).
+// out[p, o] = bias[o] + sum over o's group of cols * kernel (kernel rows t * cg + c), for
+// kOutputPixels pixels per thread: each kernel value read feeds that many products.
+constexpr int64_t kOutputPixels = 8;
+
 VCAR_KERNEL output(Geometry g, const float* cols, const float* kernel, const float* bias, int64_t p0, int64_t n,
                    float* out) {
-  VCAR_FOR(i, n * g.o) {
-    const int64_t pl = i / g.o, o = i % g.o;
-    const float* row = cols + pl * g.col_width + (o / g.og) * g.cg * g.taps;
-    float acc = bias[o];
+  VCAR_FOR(i, (n + kOutputPixels - 1) / kOutputPixels * g.o) {
+    const int64_t q = i / g.o * kOutputPixels, o = i % g.o, m = n - q < kOutputPixels ? n - q : kOutputPixels;
+    const float* row = cols + q * g.col_width + (o / g.og) * g.cg * g.taps;
+    float acc[kOutputPixels] = {};
     for (int64_t ci = 0; ci < g.cg; ++ci)
-      for (int64_t t = 0; t < g.taps; ++t) acc += row[ci * g.taps + t] * kernel[(t * g.cg + ci) * g.o + o];
-    out[(p0 + pl) * g.o + o] = acc;
+      for (int64_t t = 0; t < g.taps; ++t) {
+        const float w = kernel[(t * g.cg + ci) * g.o + o];
+        for (int64_t a = 0; a < kOutputPixels; ++a)  // pixels past the tile's last repeat it
+          acc[a] += row[(a < m ? a : m - 1) * g.col_width + ci * g.taps + t] * w;
+      }
+    for (int64_t a = 0; a < m; ++a) out[(p0 + q + a) * g.o + o] = bias[o] + acc[a];
   }
+}
+
+// kernel_t[o, r] = kernel[r, o] (r = t * cg + ci): neighbouring threads of sample_grads read
+// neighbouring floats of it, where kernel's rows would be O floats apart.
+VCAR_KERNEL transpose(Geometry g, const float* kernel, float* kernel_t) {
+  const int64_t rows = g.taps * g.cg;
+  VCAR_FOR(i, rows * g.o) kernel_t[i] = kernel[(i % rows) * g.o + i / rows];
 }
 
 // Per (pixel, deformable group, tap): the column gradients of its channels, and from them the
 // input (atomic adds at the corners), offset and mask gradients.
-VCAR_KERNEL sample_grads(Geometry g, const float* x, const float* offset, const float* mask, const float* kernel,
+VCAR_KERNEL sample_grads(Geometry g, const float* x, const float* offset, const float* mask, const float* kernel_t,
                          const float* grad, int64_t p0, int64_t n, float* dx, float* doffset, float* dmask) {
-  const int64_t J = g.dg * g.taps;
+  const int64_t J = g.dg * g.taps, rows = g.taps * g.cg;
   VCAR_FOR(i, n * J) {
     const int64_t p = p0 + i / J, j = i % J, t = j % g.taps, hw = p % (g.h * g.w);
     const Corners s = corners(g, offset + p * 2 * J + 2 * j, hw / g.w, hw % g.w, t);
@@ -115,9 +129,9 @@ VCAR_KERNEL sample_grads(Geometry g, const float* x, const float* offset, const 
     float gm = 0.f, gy = 0.f, gx = 0.f;
     for (int64_t c = (j / g.taps) * g.cd; c < (j / g.taps + 1) * g.cd; ++c) {
       const int64_t o0 = (c / g.cg) * g.og;
-      const float* w = kernel + (t * g.cg + c % g.cg) * g.o;
+      const float* w = kernel_t + t * g.cg + c % g.cg;
       float gcol = 0.f;
-      for (int64_t o = o0; o < o0 + g.og; ++o) gcol += dy[o] * w[o];
+      for (int64_t o = o0; o < o0 + g.og; ++o) gcol += dy[o] * w[o * rows];
       const float* image = x + (p - hw) * g.c + c;
       float* dimage = dx + (p - hw) * g.c + c;
       float v = 0.f, vy = 0.f, vx = 0.f;
@@ -184,7 +198,7 @@ const char* forward(const Geometry& g, const float* x, const float* offset, cons
   for (int64_t p0 = 0; p0 < g.pixels; p0 += tile) {
     const int64_t n = std::min(tile, g.pixels - p0);
     VCAR_LAUNCH(columns, n * J * g.cd, stream, g, x, offset, mask, p0, n, cols);
-    VCAR_LAUNCH(output, n * g.o, stream, g, cols, kernel, bias, p0, n, out);
+    VCAR_LAUNCH(output, (n + kOutputPixels - 1) / kOutputPixels * g.o, stream, g, cols, kernel, bias, p0, n, out);
   }
   return status();
 }
@@ -193,13 +207,15 @@ const char* backward(const Geometry& g, const float* x, const float* offset, con
                      const float* grad, float* dx, float* doffset, float* dmask, float* dkernel, float* dbias,
                      float* cols, float* partial, void* stream) {
   const int64_t tile = tile_pixels(g), J = g.dg * g.taps, rows = g.taps * g.cg + 1;
+  float* kernel_t = partial + slices_per_tile(g) * rows * g.o;
+  VCAR_LAUNCH(transpose, (rows - 1) * g.o, stream, g, kernel, kernel_t);
   VCAR_LAUNCH(zero, g.pixels * g.c, stream, dx, g.pixels * g.c);
   VCAR_LAUNCH(zero, g.taps * g.cg * g.o, stream, dkernel, g.taps * g.cg * g.o);
   VCAR_LAUNCH(zero, g.o, stream, dbias, g.o);
   for (int64_t p0 = 0; p0 < g.pixels; p0 += tile) {
     const int64_t n = std::min(tile, g.pixels - p0), slices = (n + kSlice - 1) / kSlice;
     VCAR_LAUNCH(columns, n * J * g.cd, stream, g, x, offset, mask, p0, n, cols);
-    VCAR_LAUNCH(sample_grads, n * J, stream, g, x, offset, mask, kernel, grad, p0, n, dx, doffset, dmask);
+    VCAR_LAUNCH(sample_grads, n * J, stream, g, x, offset, mask, kernel_t, grad, p0, n, dx, doffset, dmask);
     VCAR_LAUNCH(kernel_grad_slices, slices * rows * g.o, stream, g, cols, grad, p0, n, partial);
     VCAR_LAUNCH(kernel_grad_sum, rows * g.o, stream, g, partial, slices, dkernel, dbias);
   }

@@ -29,9 +29,11 @@ inline int64_t tile_pixels(const Geometry& g) {
 
 inline int64_t slices_per_tile(const Geometry& g) { return (tile_pixels(g) + kSlice - 1) / kSlice; }
 
-// Floats of the kernel-gradient partial sums: one (taps * cg + 1) x O block per slice (the
-// extra row is the bias).
-inline int64_t partial_floats(const Geometry& g) { return slices_per_tile(g) * (g.taps * g.cg + 1) * g.o; }
+// Floats of the backward's second scratch: the kernel-gradient partial sums, one (taps * cg + 1) x O
+// block per slice (the extra row is the bias), then the kernel transposed (O x taps * cg).
+inline int64_t partial_floats(const Geometry& g) {
+  return slices_per_tile(g) * (g.taps * g.cg + 1) * g.o + g.taps * g.cg * g.o;
+}
 
 // Each returns nullptr or the CUDA error's text. `stream` is a cudaStream_t (unused when emulated).
 // cols: tile_pixels(g) * g.col_width floats of scratch; partial: partial_floats(g).
