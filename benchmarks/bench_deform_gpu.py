@@ -223,7 +223,7 @@ def kernel_profile(torch, run, calls=3):
     for item in prof.key_averages():
         us = getattr(item, "self_device_time_total", None) or getattr(item, "self_cuda_time_total", 0)
         if us > 0:
-            name = item.key.replace("vcar::gpu::(anonymous namespace)::", "").split("(")[0]
+            name = item.key.replace("(anonymous namespace)::", "").replace("vcar::gpu::", "").split("(")[0]
             rows.append((us / calls, name.replace("|", "/")[:70]))
     return sorted(rows, reverse=True)
 
