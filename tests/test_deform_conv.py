@@ -144,6 +144,30 @@ def assert_matches_composite(forward_op, grad_op, seed, shape, ran_on=None):
         assert float(tf.reduce_max(tf.abs(a - b))) <= 1e-5 * scale, name
 
 
+BAD_SIZES = [  # (x channels, k, kernel input channels, O, deformable groups, offset channels), the message
+    ((7, 2, 7, 8, 7, 56), "odd k"),
+    ((7, 9, 7, 8, 7, 1134), "above 7 is not supported"),
+    ((7, 3, 7, 8, 2, 36), "divisible by deformable_groups"),
+    ((8, 3, 4, 8, 2, 36), "kernel input channels"),
+    ((7, 3, 7, 8, 7, 125), "offset must have"),
+]
+
+
+@pytest.mark.parametrize("sizes,message", BAD_SIZES)
+def test_fused_and_emulated_ops_refuse_bad_sizes(sizes, message):
+    """The shape checks the CPU op and the CUDA kernels share (geometry.h, op_common.h)."""
+    from vcar_tf.ops import deform_conv_op
+
+    c, k, kernel_c, o, dg, offset_c = sizes
+    x = tf.zeros((1, 5, 6, c))
+    offset, mask = tf.zeros((1, 5, 6, offset_c)), tf.zeros((1, 5, 6, dg * k * k))
+    kernel, bias = tf.zeros((k, k, kernel_c, o)), tf.zeros((o,))
+    emulated = deform_conv_op.load_deform_conv_emulation()
+    for op in (fused_op_or_skip().vcar_deform_conv2d, emulated.vcar_deform_conv2d_emulated):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+            op(x, offset, mask, kernel, bias, deformable_groups=dg)
+
+
 @pytest.mark.parametrize("seed,shape", FUSED_CASES)
 def test_fused_matches_composite_forward_and_every_gradient(seed, shape):
     lib = fused_op_or_skip()
