@@ -64,7 +64,7 @@ struct Planar {
 // The AVX-512 path's condition (its gather indices are int32).
 inline bool use_planar(const Geometry& g, const Planar& pl) {
 #if VCAR_AVX512
-  return g.cd == 1 && g.dg * g.taps <= 112 && pl.image < (int64_t{1} << 31);
+  return g.cd == 1 && pl.image < (int64_t{1} << 31);
 #else
   return false;
 #endif
@@ -294,8 +294,12 @@ inline void forward_pixel_avx512(const Geometry& g, const Planar& pl, const TapT
 // One pixel's input-gradient adds, applied after the next pixel's are computed (measured faster
 // than reading them back right after their vector stores).
 struct PendingAdds {
-  alignas(64) int32_t index[112];  // per (group, tap) lane: planar index of its top-left corner
-  alignas(64) float pairs[2][224];  // per lane l: (left, right) corner gradients of row r at 2l
+  // room for `lanes` (group, tap) lanes, rounded up to whole vectors of 16
+  explicit PendingAdds(int64_t lanes) : index((lanes + 15) / 16 * 16) {
+    for (auto& r : pairs) r.resize(2 * index.size());
+  }
+  std::vector<int32_t> index;  // per lane: planar index of its top-left corner
+  std::vector<float> pairs[2];  // per lane l: (left, right) corner gradients of row r at 2l
   float* dimage = nullptr;
   int64_t n = 0;
 
@@ -306,8 +310,8 @@ struct PendingAdds {
       for (int64_t l = t; l < n; l += taps)
         for (int r = 0; r < 2; ++r) {
           double* at = reinterpret_cast<double*>(dimage + index[l] + r * row_stride);
-          const __m128 sum = _mm_add_ps(_mm_castpd_ps(_mm_load_sd(at)),
-                                        _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(pairs[r] + 2 * l))));
+          const double* pair = reinterpret_cast<const double*>(pairs[r].data() + 2 * l);
+          const __m128 sum = _mm_add_ps(_mm_castpd_ps(_mm_load_sd(at)), _mm_castpd_ps(_mm_load_sd(pair)));
           _mm_store_sd(at, _mm_castps_pd(sum));
         }
     n = 0;
@@ -348,10 +352,10 @@ inline void backward_pixel_avx512(const Geometry& g, const Planar& pl, const Tap
     const __m512 gm = _mm512_mul_ps(gcol, mj);
     for (int r = 0; r < 2; ++r) {
       const __m512 left = _mm512_mul_ps(gm, blk.w[2 * r]), right = _mm512_mul_ps(gm, blk.w[2 * r + 1]);
-      _mm512_store_ps(adds->pairs[r] + 2 * j, _mm512_permutex2var_ps(left, lo_idx, right));
-      _mm512_store_ps(adds->pairs[r] + 2 * j + 16, _mm512_permutex2var_ps(left, hi_idx, right));
+      _mm512_storeu_ps(adds->pairs[r].data() + 2 * j, _mm512_permutex2var_ps(left, lo_idx, right));
+      _mm512_storeu_ps(adds->pairs[r].data() + 2 * j + 16, _mm512_permutex2var_ps(left, hi_idx, right));
     }
-    _mm512_store_si512(adds->index + j, blk.index);
+    _mm512_storeu_si512(adds->index.data() + j, blk.index);
   }
 }
 #endif
@@ -560,7 +564,7 @@ class DeformConv2DGradOp : public DeformConvKernel {
     const float *ly = s->ly.data(), *lx = s->lx.data();
     const int32_t* channel = tt.channel.data();
 #if VCAR_AVX512
-    PendingAdds adds[2];
+    PendingAdds adds[2] = {PendingAdds(J), PendingAdds(J)};
 #endif
     for (int64_t i = 0; i < n; ++i) {
       const int64_t p = p0 + i, hw = p % (g.h * g.w), y = hw / g.w, xx = hw % g.w;
