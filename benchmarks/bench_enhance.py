@@ -21,7 +21,6 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's vcar_tf, tests
 
 from machine import arg_parser, peak_rss_mb, publish, run_as_child, run_child, rss_mb  # noqa: E402
 

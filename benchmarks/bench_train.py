@@ -35,7 +35,6 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-sys.path.insert(1, os.path.dirname(HERE))  # this tree's vcar_tf, not another checkout's
 
 from machine import arg_parser, publish, run_as_child, run_child, traced_op_seconds  # noqa: E402
 

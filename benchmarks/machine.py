@@ -11,6 +11,13 @@ import subprocess
 import sys
 import time
 
+# Every benchmark imports this module before vcar_tf: the tree it lives in then provides vcar_tf,
+# not an installed or editable copy from another checkout (a worktree of an older commit, run for
+# a before/after comparison, times that commit's code).
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path[:2]:
+    sys.path.insert(1, ROOT)
+
 
 # the CPU features that decide conv speed here: a virtual CPU's model name ("Intel(R) Xeon(R)
 # Processor") can hide a host that changes from one session to the next
