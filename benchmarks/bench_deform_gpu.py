@@ -37,7 +37,8 @@ TINY_TILES = ["-DVCAR_GPU_COLUMN_FLOATS=2048", "-DVCAR_GPU_SLICE=16"]
 # name, (b, h, w, c, k, o, deformable groups, groups): the models' layers, and one of every option
 SMALL_CASES = (
     ("STDF fusion 7->64, 3x3, 7 dg", (1, 23, 37, 7, 3, 64, 7, 1)),
-    ("RFDA DSTA attention 64->64, 3x3, 64 dg", (1, 17, 29, 64, 3, 64, 64, 1)),
+    ("RFDA DSTA attention 16->16, 3x3, 16 dg", (2, 13, 11, 16, 3, 16, 16, 1)),
+    ("64->64, 3x3, 64 dg (576 lanes)", (1, 17, 29, 64, 3, 64, 64, 1)),
     ("RFDA alignment 128->64, 1x1, 128 dg", (1, 21, 19, 128, 1, 64, 128, 1)),
     ("5x5, batch 2, 2 dg, 4 groups", (2, 19, 29, 8, 5, 12, 2, 4)),
 )

@@ -119,7 +119,7 @@ FUSED_CASES = [
     (4, dict(b=1, h=40, w=33, c_in=14, c_out=8, k=5, dg=7, groups=2)),  # several tiles
     (5, dict(b=1, h=7, w=9, c_in=4, c_out=6, k=3, dg=4, groups=2)),  # one channel per deformable group, 2 groups
     (6, dict(b=1, h=200, w=400, c_in=7, c_out=8, k=3, dg=7, groups=1)),  # scratch over 2 MiB: huge-page mappings
-    (7, dict(b=2, h=6, w=9, c_in=64, c_out=8, k=3, dg=64, groups=1)),  # RFDA's DSTA: 576 (group, tap) lanes
+    (7, dict(b=2, h=6, w=9, c_in=64, c_out=8, k=3, dg=64, groups=1)),  # 576 (group, tap) lanes (RFDA's DSTA: 144)
     (8, dict(b=1, h=7, w=6, c_in=128, c_out=4, k=1, dg=128, groups=1)),  # RFDA's alignment: 128 lanes
 ]
 
