@@ -79,49 +79,66 @@ def build(out_dir, nvcc, tiny, arch, source=None):
     return lib
 
 
+def new_array(like, shape):
+    """An uninitialised float32 array of `shape` of like's kind: a torch tensor on like's device, or NumPy."""
+    import numpy as np
+
+    return like.new_empty(shape) if hasattr(like, "new_empty") else np.empty(shape, np.float32)
+
+
+def address(a):
+    """The data pointer of a contiguous torch tensor or NumPy array."""
+    return ctypes.c_void_p(a.data_ptr() if hasattr(a, "data_ptr") else a.ctypes.data)
+
+
 class Kernels:
-    """The library's forward and backward on torch tensors (NHWC x, offset, mask; HWIO kernel)."""
+    """The library's forward and backward on contiguous float32 torch tensors (CPU or CUDA, as built)
+    or NumPy arrays: NHWC x, offset, mask; HWIO kernel."""
 
     def __init__(self, path):
         self.lib = ctypes.CDLL(path)
         for fn in (self.lib.vcar_scratch_floats, self.lib.vcar_forward, self.lib.vcar_backward):
             fn.restype = ctypes.c_char_p
 
-    def _call(self, fn, *args):
+    @staticmethod
+    def _call(fn, *args):
         error = fn(*args)
         if error:
             raise RuntimeError(error.decode())
 
-    def _sizes(self, x, kernel, dg, groups):
+    @staticmethod
+    def sizes(x, kernel, dg, groups):
         b, h, w, c = x.shape
         return (ctypes.c_int64 * 8)(b, h, w, c, kernel.shape[0], kernel.shape[3], dg, groups)
 
-    def _scratch(self, torch, sizes, x):
+    def scratch(self, sizes, like):
+        """The im2col and partial-sum scratch arrays of the call of these sizes."""
         floats = (ctypes.c_int64 * 2)()
         self._call(self.lib.vcar_scratch_floats, sizes, floats)
-        return [torch.empty(max(n, 1), device=x.device) for n in floats]
+        return [new_array(like, (max(n, 1),)) for n in floats]
 
     @staticmethod
-    def _stream(torch, x):
-        return ctypes.c_void_p(torch.cuda.current_stream().cuda_stream if x.is_cuda else None)
+    def _stream(x):
+        if not getattr(x, "is_cuda", False):
+            return ctypes.c_void_p(None)
+        import torch
 
-    def forward(self, torch, x, offset, mask, kernel, bias, dg, groups, scratch=None):
-        sizes = self._sizes(x, kernel, dg, groups)
-        cols, _ = scratch or self._scratch(torch, sizes, x)
-        out = torch.empty(*x.shape[:3], kernel.shape[3], device=x.device)
-        ptr = lambda t: ctypes.c_void_p(t.data_ptr())  # noqa: E731
-        self._call(self.lib.vcar_forward, sizes, *map(ptr, (x, offset, mask, kernel, bias, out, cols)),
-                   self._stream(torch, x))
+        return ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)
+
+    def forward(self, x, offset, mask, kernel, bias, dg, groups, scratch=None):
+        sizes = self.sizes(x, kernel, dg, groups)
+        cols, _ = scratch or self.scratch(sizes, x)
+        out = new_array(x, (*x.shape[:3], kernel.shape[3]))
+        self._call(self.lib.vcar_forward, sizes, *map(address, (x, offset, mask, kernel, bias, out, cols)),
+                   self._stream(x))
         return out
 
-    def backward(self, torch, x, offset, mask, kernel, grad, dg, groups, scratch=None):
-        sizes = self._sizes(x, kernel, dg, groups)
-        cols, partial = scratch or self._scratch(torch, sizes, x)
-        grads = [torch.empty_like(t) for t in (x, offset, mask, kernel)] + [torch.empty(kernel.shape[3],
-                                                                                        device=x.device)]
-        ptr = lambda t: ctypes.c_void_p(t.data_ptr())  # noqa: E731
-        self._call(self.lib.vcar_backward, sizes, *map(ptr, (x, offset, mask, kernel, grad, *grads, cols, partial)),
-                   self._stream(torch, x))
+    def backward(self, x, offset, mask, kernel, grad, dg, groups, scratch=None):
+        sizes = self.sizes(x, kernel, dg, groups)
+        cols, partial = scratch or self.scratch(sizes, x)
+        grads = [new_array(x, tuple(t.shape)) for t in (x, offset, mask, kernel)] + [new_array(x, (kernel.shape[3],))]
+        self._call(self.lib.vcar_backward, sizes, *map(address, (x, offset, mask, kernel, grad, *grads, cols, partial)),
+                   self._stream(x))
         return grads
 
 
@@ -163,8 +180,8 @@ def parity(torch, kernels, case, device):
     """Max relative error of the output and of dx, doffset, dmask, dkernel, dbias."""
     x, offset, mask, kernel, bias, grad = random_inputs(torch, case, device)
     dg, groups = case[6], case[7]
-    ours = [kernels.forward(torch, x, offset, mask, kernel, bias, dg, groups),
-            *kernels.backward(torch, x, offset, mask, kernel, grad, dg, groups)]
+    ours = [kernels.forward(x, offset, mask, kernel, bias, dg, groups),
+            *kernels.backward(x, offset, mask, kernel, grad, dg, groups)]
     args, grad_nchw = torchvision_args(torch, x, offset, mask, kernel, bias, grad)
     nhwc = lambda t: t.permute(0, 2, 3, 1)  # noqa: E731
     dx, doffset, dmask, dkernel, dbias = torchvision_run(torch, args, grad_nchw)
@@ -195,14 +212,14 @@ def timings(torch, builds, case, repeats):
     args, grad_nchw = torchvision_args(torch, x, offset, mask, kernel, bias, grad)
     runs = {"torchvision": (lambda: torchvision_run(torch, args), lambda: torchvision_run(torch, args, grad_nchw))}
     for name, kernels in builds.items():
-        scratch = kernels._scratch(torch, kernels._sizes(x, kernel, dg, groups), x)
+        scratch = kernels.scratch(kernels.sizes(x, kernel, dg, groups), x)
 
         def forward(kernels=kernels, scratch=scratch):
-            return kernels.forward(torch, x, offset, mask, kernel, bias, dg, groups, scratch)
+            return kernels.forward(x, offset, mask, kernel, bias, dg, groups, scratch)
 
         def forward_backward(kernels=kernels, scratch=scratch, forward=forward):
             forward()
-            return kernels.backward(torch, x, offset, mask, kernel, grad, dg, groups, scratch)
+            return kernels.backward(x, offset, mask, kernel, grad, dg, groups, scratch)
 
         runs[name] = (forward, forward_backward)
     return {(name, pass_): event_times(torch, fn, repeats) for name, fns in runs.items()

@@ -158,28 +158,21 @@ def test_gpu_benchmark_c_api_matches_the_emulated_op(tmp_path):
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
     import bench_deform_gpu
 
-    lib = ctypes.CDLL(bench_deform_gpu.build(str(tmp_path), None, True, None))
-    for fn in (lib.vcar_scratch_floats, lib.vcar_forward, lib.vcar_backward):
-        fn.restype = ctypes.c_char_p
+    kernels = bench_deform_gpu.Kernels(bench_deform_gpu.build(str(tmp_path), None, True, None))
     shape = dict(b=1, h=9, w=8, c_in=8, c_out=4, k=3, dg=4, groups=2)
     x, offset, mask, kernel, bias = (np.ascontiguousarray(a, np.float32) for a in random_case(1, **shape))
     grad = np.random.default_rng(2).normal(size=(1, 9, 8, 4)).astype(np.float32)
-    sizes = (ctypes.c_int64 * 8)(1, 9, 8, 8, 3, 4, 4, 2)
-    floats = (ctypes.c_int64 * 2)()
-    assert lib.vcar_scratch_floats(sizes, floats) is None
-    cols, partial = np.empty(floats[0], np.float32), np.empty(floats[1], np.float32)
-    out, grads = np.empty_like(grad), [np.empty_like(a) for a in (x, offset, mask, kernel, bias)]
-    ptr = lambda a: a.ctypes.data_as(ctypes.c_void_p)  # noqa: E731
-    assert lib.vcar_forward(sizes, *map(ptr, (x, offset, mask, kernel, bias, out, cols)), None) is None
-    assert lib.vcar_backward(sizes, *map(ptr, (x, offset, mask, kernel, grad, *grads, cols, partial)), None) is None
+    out = kernels.forward(x, offset, mask, kernel, bias, 4, 2)
+    grads = kernels.backward(x, offset, mask, kernel, grad, 4, 2)
     emulated = deform_conv_op.load_deform_conv_emulation()
     attrs = dict(deformable_groups=4, groups=2)
     expected = [emulated.vcar_deform_conv2d_emulated(x, offset, mask, kernel, bias, **attrs),
                 *emulated.vcar_deform_conv2d_emulated_grad(x, offset, mask, kernel, grad, **attrs)]
     for name, a, b in zip(("output", "dx", "doffset", "dmask", "dkernel", "dbias"), [out, *grads], expected):
         np.testing.assert_allclose(a, b.numpy(), rtol=0, atol=1e-5 * max(1.0, float(np.abs(b).max())), err_msg=name)
+    sizes = kernels.sizes(x, kernel, 4, 2)
     sizes[4] = 2  # an even kernel
-    assert lib.vcar_scratch_floats(sizes, floats) == b"kernel must be k x k with odd k"
+    assert kernels.lib.vcar_scratch_floats(sizes, (ctypes.c_int64 * 2)()) == b"kernel must be k x k with odd k"
 
 
 BAD_SIZES = [  # (x channels, k, kernel input channels, O, deformable groups, offset channels), the message
