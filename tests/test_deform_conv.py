@@ -327,6 +327,28 @@ def test_bfloat16_in_and_out_of_the_cpu_kernel_equal_casts_around_its_float32_fo
         np.testing.assert_array_equal(tf.bitcast(a, bits), tf.bitcast(tf.cast(b, a.dtype), bits), err_msg=name)
 
 
+def test_bfloat16_outputs_round_ties_to_even_and_keep_infinities_and_nan():
+    """The CPU kernel narrows its float results to bf16 itself, 16 at a time where it can: with x = 0
+    every output is the float32 bias, so each of these values goes through that rounding, at pixels
+    in whole vectors and in the tail, and must come out as tf.cast rounds it (NaN as a NaN). Ties
+    round to even, the largest floats round up to infinity. (No denormals: TF's threads flush them
+    to zero before any rounding.)"""
+    lib = fused_op_or_skip()
+    bits = np.array([0x3F808000, 0x3F818000, 0x3F80C000, 0x3F807FFF, 0xBF808000, 0x7F7FFFFF, 0x7F7F8000,
+                     0x7F800000, 0xFF800000, 0x0080C000, 0x80818000, 0x7FC00000, 0xFFC00000, 0x7F800001,
+                     0x00000000, 0xC0008000, 0x3EAAAAAB, 0x4B7F8000, 0xC2F6E979, 0x3F7FFFFF], np.uint32)
+    bias = tf.constant(bits.view(np.float32))
+    b, h, w, o = 1, 3, 7, bias.shape[0]  # 21 pixels: one vector of 16 outputs, then the rest
+    x = tf.zeros([b, h, w, 1], tf.bfloat16)
+    y = lib.vcar_deform_conv2d(x, tf.zeros([b, h, w, 2], tf.bfloat16), tf.ones([b, h, w, 1], tf.bfloat16),
+                               tf.ones([1, 1, 1, o]), bias)
+    got = tf.bitcast(y, tf.uint16).numpy().reshape(-1, o)
+    expected = tf.bitcast(tf.cast(tf.broadcast_to(bias, [b * h * w, o]), tf.bfloat16), tf.uint16).numpy()
+    nan = np.isnan(bits.view(np.float32))
+    np.testing.assert_array_equal(got[:, ~nan], expected[:, ~nan])
+    assert np.isnan(tf.cast(y, tf.float32).numpy()[..., nan]).all()
+
+
 @pytest.mark.parametrize("dtype", [tf.bfloat16, tf.float16])
 def test_16_bit_inputs_sample_the_composite_at_float32_positions(dtype):
     """Wide frames under mixed precision: columns from 128 on (bf16) keep their half-pixel offsets,

@@ -88,34 +88,60 @@ class ScratchFloats {
   float* data_ = nullptr;
 };
 
-// T = bfloat16: each bf16 input is widened into float scratch before the float code runs, and each
-// bf16 output is computed into float scratch and narrowed by narrow() (round to nearest even, as
-// tf.cast does): the values of casting around the float op, without its separate Cast ops.
+// bf16 <-> float, 16 at a time where AVX-512 is (Eigen's casts of Eigen::Map arrays ran one value at a
+// time): widening is exact; narrowing rounds to nearest even and keeps NaN quiet with its sign, as
+// Eigen's scalar conversion (tf.cast) does.
+inline void widen(const Eigen::bfloat16* src, float* dst, int64_t n) {
+  int64_t i = 0;
+#if VCAR_AVX512
+  for (; i + 16 <= n; i += 16) {
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i));
+    _mm512_storeu_ps(dst + i, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)));
+  }
+#endif
+  for (; i < n; ++i) dst[i] = static_cast<float>(src[i]);
+}
+
+inline void narrow_to(const float* src, Eigen::bfloat16* dst, int64_t n) {
+  int64_t i = 0;
+#if VCAR_AVX512
+  const __m512i one = _mm512_set1_epi32(1), bias = _mm512_set1_epi32(0x7fff);
+  const __m512i sign = _mm512_set1_epi32(0x8000), quiet_nan = _mm512_set1_epi32(0x7fc0);
+  for (; i + 16 <= n; i += 16) {
+    const __m512 v = _mm512_loadu_ps(src + i);
+    const __m512i high = _mm512_srli_epi32(_mm512_castps_si512(v), 16);
+    const __m512i rounded = _mm512_srli_epi32(
+        _mm512_add_epi32(_mm512_castps_si512(v), _mm512_add_epi32(bias, _mm512_and_si512(high, one))), 16);
+    const __m512i nan = _mm512_or_si512(_mm512_and_si512(high, sign), quiet_nan);
+    const __m512i bits = _mm512_mask_blend_epi32(_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), rounded, nan);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), _mm512_cvtepi32_epi16(bits));
+  }
+#endif
+  for (; i < n; ++i) dst[i] = static_cast<Eigen::bfloat16>(src[i]);
+}
+
+// T = bfloat16: x is widened into float scratch before the float code runs and dx is computed into
+// float scratch and narrowed by narrow(); the rows of offset, mask, y, the output gradient, doffset
+// and dmask are converted a tile at a time (TileInput, TileOutput), while they are in cache.
 class Bf16Staging {
  public:
   Bf16Staging(OpKernelContext* ctx, tensorflow::thread::ThreadPool* pool) : ctx_(ctx), pool_(pool) {}
 
   absl::Status stage(DeformIO* io) {
-    const float** inputs[5] = {&io->x, &io->offset, &io->mask, &io->kernel, &io->last};
-    for (int i = 0; i < 5; ++i) {
-      if (*inputs[i] == nullptr) {
-        const Tensor& in = ctx_->input(i);
-        const int64_t n = in.NumElements();
-        float* dst = scratch(n);
-        if (dst == nullptr) return tensorflow::errors::ResourceExhausted("deform conv: no memory to widen bf16");
-        const Eigen::bfloat16* src = in.flat<Eigen::bfloat16>().data();
-        in_parallel(n, [=](int64_t a, int64_t b) {
-          Eigen::Map<Eigen::ArrayXf>(dst + a, b - a) = Eigen::Map<const Eigen::Array<Eigen::bfloat16, -1, 1>>(
-              src + a, b - a).cast<float>();
-        });
-        *inputs[i] = dst;
-      }
-      if (i < ctx_->num_outputs() && io->out[i] == nullptr) {
-        Tensor* out = ctx_->mutable_output(i);
-        io->out[i] = scratch(out->NumElements());
-        if (io->out[i] == nullptr) return tensorflow::errors::ResourceExhausted("deform conv: no memory for bf16");
-        narrowed_.push_back({io->out[i], out});
-      }
+    if (io->x == nullptr) {
+      const Tensor& in = ctx_->input(0);
+      const int64_t n = in.NumElements();
+      float* dst = scratch(n);
+      if (dst == nullptr) return tensorflow::errors::ResourceExhausted("deform conv: no memory to widen bf16");
+      const Eigen::bfloat16* src = in.flat<Eigen::bfloat16>().data();
+      in_parallel(n, [=](int64_t a, int64_t b) { widen(src + a, dst + a, b - a); });
+      io->x = dst;
+    }
+    if (ctx_->num_outputs() > 1 && io->out[0] == nullptr) {
+      Tensor* out = ctx_->mutable_output(0);
+      io->out[0] = scratch(out->NumElements());
+      if (io->out[0] == nullptr) return tensorflow::errors::ResourceExhausted("deform conv: no memory for bf16");
+      narrowed_.push_back({io->out[0], out});
     }
     return absl::OkStatus();
   }
@@ -123,10 +149,7 @@ class Bf16Staging {
   void narrow() const {
     for (const auto& [src, out] : narrowed_) {
       Eigen::bfloat16* dst = out->flat<Eigen::bfloat16>().data();
-      in_parallel(out->NumElements(), [=](int64_t a, int64_t b) {
-        Eigen::Map<Eigen::Array<Eigen::bfloat16, -1, 1>>(dst + a, b - a) =
-            Eigen::Map<const Eigen::ArrayXf>(src + a, b - a).cast<Eigen::bfloat16>();
-      });
+      in_parallel(out->NumElements(), [=](int64_t a, int64_t b) { narrow_to(src + a, dst + a, b - a); });
     }
   }
 
@@ -144,6 +167,60 @@ class Bf16Staging {
   tensorflow::thread::ThreadPool* pool_;
   std::vector<std::unique_ptr<ScratchFloats>> scratch_;
   std::vector<std::pair<float*, Tensor*>> narrowed_;
+};
+
+// A tile's rows [p0, p0 + n) of a (pixels, width) input in float: the tensor's own rows, or its
+// bfloat16 rows widened into this object's buffer (one per thread).
+class TileInput {
+ public:
+  TileInput(const Tensor& t, int64_t width) : width_(width) {
+    if (t.dtype() == tensorflow::DT_FLOAT) {
+      f32_ = t.flat<float>().data();
+    } else {
+      bf16_ = t.flat<Eigen::bfloat16>().data();
+    }
+  }
+  const float* rows(int64_t p0, int64_t n) {
+    if (f32_ != nullptr) return f32_ + p0 * width_;
+    buffer_.resize(n * width_);
+    widen(bf16_ + p0 * width_, buffer_.data(), n * width_);
+    return buffer_.data();
+  }
+
+ private:
+  int64_t width_;
+  const float* f32_ = nullptr;
+  const Eigen::bfloat16* bf16_ = nullptr;
+  std::vector<float> buffer_;
+};
+
+// Where a tile's rows of a (pixels, width) output are computed in float: the tensor's own rows, or
+// this object's buffer, narrowed into the bfloat16 tensor by flush().
+class TileOutput {
+ public:
+  TileOutput(Tensor* t, int64_t width) : width_(width) {
+    if (t->dtype() == tensorflow::DT_FLOAT) {
+      f32_ = t->flat<float>().data();
+    } else {
+      bf16_ = t->flat<Eigen::bfloat16>().data();
+    }
+  }
+  float* rows(int64_t p0, int64_t n) {
+    p0_ = p0;
+    n_ = n;
+    if (f32_ != nullptr) return f32_ + p0 * width_;
+    buffer_.resize(n * width_);
+    return buffer_.data();
+  }
+  void flush() const {
+    if (bf16_ != nullptr) narrow_to(buffer_.data(), bf16_ + p0_ * width_, n_ * width_);
+  }
+
+ private:
+  int64_t width_, p0_ = 0, n_ = 0;
+  float* f32_ = nullptr;
+  Eigen::bfloat16* bf16_ = nullptr;
+  std::vector<float> buffer_;
 };
 
 // The planar copy of x, or nothing (null data) where the AVX-512 path is not taken.
@@ -360,7 +437,7 @@ inline void backward_pixel_avx512(const Geometry& g, const Planar& pl, const Tap
 }
 #endif
 
-// im2col of pixels [p0, p0 + n): cols (n, col_width), masked samples.
+// im2col of pixels [p0, p0 + n): cols (n, col_width), masked samples; offset and mask are the tile's rows.
 void build_columns(const Geometry& g, const TapTable& tt, const float* x, const float* offset, const float* mask,
                    int64_t p0, int64_t n, float* cols, Samples* s, const Planar& pl, const float* planar) {
   const int64_t J = s->n, C = g.c;
@@ -370,15 +447,15 @@ void build_columns(const Geometry& g, const TapTable& tt, const float* x, const 
   for (int64_t i = 0; i < n; ++i) {
     const int64_t p = p0 + i, hw = p % (g.h * g.w), y = hw / g.w, xx = hw % g.w;
     const float* image = x + (p - hw) * C;
-    const float* m = mask + p * J;
+    const float* m = mask + i * J;
     float* row = cols + i * g.col_width;
 #if VCAR_AVX512
     if (planar) {
-      forward_pixel_avx512(g, pl, tt, planar + (p - hw) / (g.h * g.w) * pl.image, offset + p * 2 * J, m, y, xx, row);
+      forward_pixel_avx512(g, pl, tt, planar + (p - hw) / (g.h * g.w) * pl.image, offset + i * 2 * J, m, y, xx, row);
       continue;
     }
 #endif
-    s->compute(g, tt, offset + p * 2 * J, y, xx);
+    s->compute(g, tt, offset + i * 2 * J, y, xx);
     for (int64_t j = 0; j < J; ++j) {
       const float* c0 = image + static_cast<int64_t>(i0[j]) * C + channel[j];
       const float* c1 = image + static_cast<int64_t>(i1[j]) * C + channel[j];
@@ -427,8 +504,8 @@ class DeformConv2DOp : public DeformConvKernel {
     OP_REQUIRES_OK(ctx, bf16.stage(&io));
     const Geometry g = padded_columns(io.g);
     const int64_t width = g.col_width / g.groups;
-    const float *px = io.x, *poff = io.offset, *pm = io.mask, *pk = io.kernel, *pb = io.last;
-    float* py = io.out[0];
+    const float *px = io.x, *pk = io.kernel, *pb = io.last;
+    const int64_t lanes = g.dg * g.taps;
     const TapTable tt = tap_table(g);
     const std::vector<float> kernel_rows = kernel_in_column_order(g, pk);
     const int64_t tiles = (g.pixels + kTile - 1) / kTile;
@@ -436,20 +513,23 @@ class DeformConv2DOp : public DeformConvKernel {
     const std::unique_ptr<ScratchFloats> planar = to_planar(ctx, g, pl, px, pool);
     pool->ParallelFor(tiles, kTile * g.col_width * g.o, [&](int64_t first, int64_t last) {
       std::vector<float> cols(kTile * g.col_width);
-      Samples samples(g.dg * g.taps);
+      Samples samples(lanes);
+      TileInput offsets(ctx->input(1), 2 * lanes), masks(ctx->input(2), lanes);
+      TileOutput out(ctx->mutable_output(0), g.o);
       for (int64_t tile = first; tile < last; ++tile) {
         const int64_t p0 = tile * kTile, n = std::min(kTile, g.pixels - p0);
-        build_columns(g, tt, px, poff, pm, p0, n, cols.data(), &samples, pl, planar ? planar->data() : nullptr);
-        Map y(py + p0 * g.o, n, g.o, Eigen::OuterStride<>(g.o));
+        build_columns(g, tt, px, offsets.rows(p0, n), masks.rows(p0, n), p0, n, cols.data(), &samples, pl,
+                      planar ? planar->data() : nullptr);
+        Map y(out.rows(p0, n), n, g.o, Eigen::OuterStride<>(g.o));
         ConstMap c(cols.data(), n, g.col_width, Eigen::OuterStride<>(g.col_width));
         ConstMap wk(kernel_rows.data(), width, g.o, Eigen::OuterStride<>(g.o));
         for (int64_t grp = 0; grp < g.groups; ++grp)
           y.block(0, grp * g.og, n, g.og).noalias() =
               c.block(0, grp * width, n, width) * wk.block(0, grp * g.og, width, g.og);
         y.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(pb, g.o);
+        out.flush();
       }
     });
-    bf16.narrow();
   }
 };
 
@@ -465,8 +545,9 @@ class DeformConv2DGradOp : public DeformConvKernel {
     OP_REQUIRES_OK(ctx, bf16.stage(&io));
     const Geometry g = padded_columns(io.g);
     const int64_t width = g.col_width / g.groups;
-    const float *px = io.x, *poff = io.offset, *pm = io.mask, *pk = io.kernel, *pg = io.last;
-    float *pdx = io.out[0], *pdoff = io.out[1], *pdmask = io.out[2], *pdk = io.out[3], *pdb = io.out[4];
+    const float *px = io.x, *pk = io.kernel;
+    float *pdx = io.out[0], *pdk = io.out[3], *pdb = io.out[4];
+    const int64_t lanes = g.dg * g.taps;
     const TapTable tt = tap_table(g);
     const std::vector<float> kernel_rows = kernel_in_column_order(g, pk);
     const int64_t tiles = (g.pixels + kTile - 1) / kTile;
@@ -501,21 +582,25 @@ class DeformConv2DGradOp : public DeformConvKernel {
         dkc.assign(k_size, 0.f);
         dbc.assign(g.o, 0.f);
         std::vector<float> cols(kTile * g.col_width), dcols(kTile * g.col_width);
-        Samples samples(g.dg * g.taps);
+        Samples samples(lanes);
+        TileInput offsets(ctx->input(1), 2 * lanes), masks(ctx->input(2), lanes), grads(ctx->input(4), g.o);
+        TileOutput doffsets(ctx->mutable_output(1), 2 * lanes), dmasks(ctx->mutable_output(2), lanes);
         Map dk(dkc.data(), width, g.o, Eigen::OuterStride<>(g.o));
         ConstMap wk(kernel_rows.data(), width, g.o, Eigen::OuterStride<>(g.o));
         for (int64_t tile = chunk * tiles / chunks; tile < (chunk + 1) * tiles / chunks; ++tile) {
           const int64_t p0 = tile * kTile, n = std::min(kTile, g.pixels - p0);
           ConstMap c(cols.data(), n, g.col_width, Eigen::OuterStride<>(g.col_width));
-          ConstMap dy(pg + p0 * g.o, n, g.o, Eigen::OuterStride<>(g.o));
+          ConstMap dy(grads.rows(p0, n), n, g.o, Eigen::OuterStride<>(g.o));
           Map dc(dcols.data(), n, g.col_width, Eigen::OuterStride<>(g.col_width));
           for (int64_t grp = 0; grp < g.groups; ++grp) {
             const int64_t c0 = grp * width, o0 = grp * g.og;
             dc.block(0, c0, n, width).noalias() = dy.block(0, o0, n, g.og) * wk.block(0, o0, width, g.og).transpose();
           }
           // one sampling pass: the columns (for the kernel gradient) and every sampled gradient
-          scatter(g, tt, px, poff, pm, p0, n, dcols.data(), cols.data(), dxc, pdoff, pdmask, &samples, pl,
-                  planar ? planar->data() : nullptr);
+          scatter(g, tt, px, offsets.rows(p0, n), masks.rows(p0, n), p0, n, dcols.data(), cols.data(), dxc,
+                  doffsets.rows(p0, n), dmasks.rows(p0, n), &samples, pl, planar ? planar->data() : nullptr);
+          doffsets.flush();
+          dmasks.flush();
           for (int64_t grp = 0; grp < g.groups; ++grp) {
             const int64_t c0 = grp * width, o0 = grp * g.og;
             dk.block(0, o0, width, g.og).noalias() += c.block(0, c0, n, width).transpose() * dy.block(0, o0, n, g.og);
@@ -525,16 +610,21 @@ class DeformConv2DGradOp : public DeformConvKernel {
       }
     });
     if (planar) {
+      std::vector<const float*> parts;
+      for (const auto& part : dx_planar) parts.push_back(part->data());
       pool->ParallelFor(g.b * g.h, g.w * g.c * chunks, [&](int64_t first, int64_t last) {
+        std::vector<float> sum(g.w);
         for (int64_t r = first; r < last; ++r) {
           const int64_t offset = r / g.h * pl.image + pl.at(r % g.h, 0);
           float* dst = pdx + r * g.w * g.c;
-          for (int64_t i = 0; i < g.w; ++i)
-            for (int64_t c = 0; c < g.c; ++c) {
-              float sum = 0.f;
-              for (int64_t chunk = 0; chunk < chunks; ++chunk) sum += dx_planar[chunk]->data()[offset + c * pl.plane + i];
-              dst[i * g.c + c] = sum;
+          for (int64_t c = 0; c < g.c; ++c) {  // a channel's row of every chunk, summed contiguously
+            std::copy(parts[0] + offset + c * pl.plane, parts[0] + offset + c * pl.plane + g.w, sum.begin());
+            for (size_t chunk = 1; chunk < parts.size(); ++chunk) {
+              const float* part = parts[chunk] + offset + c * pl.plane;
+              for (int64_t i = 0; i < g.w; ++i) sum[i] += part[i];
             }
+            for (int64_t i = 0; i < g.w; ++i) dst[i * g.c + c] = sum[i];
+          }
         }
       });
     }
@@ -553,7 +643,8 @@ class DeformConv2DGradOp : public DeformConvKernel {
 
  private:
   // Column gradients of pixels [p0, p0 + n) -> input, offset and mask gradients; also writes the
-  // tile's im2col columns (as build_columns does) from the same samples.
+  // tile's im2col columns (as build_columns does) from the same samples. offset, mask, doff and dmask
+  // are the tile's rows.
   static void scatter(const Geometry& g, const TapTable& tt, const float* x, const float* offset, const float* mask,
                       int64_t p0, int64_t n, const float* dcols, float* cols, float* dx, float* doff, float* dmask,
                       Samples* s, const Planar& pl, const float* planar) {
@@ -569,22 +660,22 @@ class DeformConv2DGradOp : public DeformConvKernel {
     for (int64_t i = 0; i < n; ++i) {
       const int64_t p = p0 + i, hw = p % (g.h * g.w), y = hw / g.w, xx = hw % g.w;
       const float* image = x + (p - hw) * C;
-      const float* m = mask + p * J;
+      const float* m = mask + i * J;
       const float* drow = dcols + i * g.col_width;
       float* row = cols + i * g.col_width;
-      float* dm = dmask + p * J;
-      float* dof = doff + p * 2 * J;
+      float* dm = dmask + i * J;
+      float* dof = doff + i * 2 * J;
 #if VCAR_AVX512
       if (planar) {
         const int64_t at = (p - hw) / (g.h * g.w) * pl.image;
-        backward_pixel_avx512(g, pl, tt, planar + at, offset + p * 2 * J, m, y, xx, drow, row, dx + at, dm, dof,
+        backward_pixel_avx512(g, pl, tt, planar + at, offset + i * 2 * J, m, y, xx, drow, row, dx + at, dm, dof,
                               &adds[i & 1]);
         adds[(i + 1) & 1].apply(pl.wp, g.taps);
         continue;
       }
 #endif
       float* dimage = dx + (p - hw) * C;
-      s->compute(g, tt, offset + p * 2 * J, y, xx);
+      s->compute(g, tt, offset + i * 2 * J, y, xx);
       // d(weight)/dy of the corners is -(1-lx), -lx, (1-lx), lx (times inside); d/dx likewise.
       for (int64_t j = 0; j < J; ++j) {
         const int64_t at[4] = {static_cast<int64_t>(i0[j]) * C, static_cast<int64_t>(i1[j]) * C,

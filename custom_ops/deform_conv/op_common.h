@@ -34,7 +34,7 @@ inline absl::Status geometry(const Tensor& x, const Tensor& offset, const Tensor
 // One call's shapes and data: x, offset, mask, kernel, then the bias (forward) or the output
 // gradient (backward); the outputs y, or dx, doffset, dmask, dkernel, dbias.
 // A bfloat16 input or output (T = bfloat16: x, offset, mask, grad, y, dx, doffset, dmask) has a null
-// pointer here: the CPU kernel stages it in float (deform_conv_op.cc).
+// pointer here: the CPU kernel converts it (deform_conv_op.cc: x and dx whole, the others a tile at a time).
 struct DeformIO {
   Geometry g;
   const float *x, *offset, *mask, *kernel, *last;
