@@ -30,16 +30,20 @@ def test_clip_call_unrolled_equals_while_loop(rfda):
     assert np.abs(unrolled - x).max() > 1e-3  # not the identity
 
 
-def test_clip_call_batches_the_front_end_and_qe_to_the_values_of_step(rfda):
-    """Training's unrolled call runs the front end and QE once on all B·T windows: the outputs and
-    every weight's gradient must be those of stepping the frames one by one (batch 2, to catch a
-    mixed-up B·T order)."""
-    x = tf.constant(np.concatenate([clip(4, seed=1), clip(4, seed=2)]))
+@pytest.mark.parametrize("length", [4, 7])  # 7: chunks of UNROLL_CHUNK = 5 frames, then 2
+def test_clip_call_batches_the_front_end_and_qe_to_the_values_of_step(rfda, length):
+    """Training's unrolled call runs the front end and QE once per chunk of frames on all their B·T
+    windows: the outputs and every weight's gradient must be those of stepping the frames one by one
+    (batch 2, to catch a mixed-up B·T order)."""
+    from vcar_tf.models.rfda.model import UNROLL_CHUNK
+
+    assert UNROLL_CHUNK < 7
+    x = tf.constant(np.concatenate([clip(length, seed=1), clip(length, seed=2)]))
 
     def stepped(x):
         hidden, outs = None, []
-        for t in range(4):
-            window = tf.gather(x, [min(max(i, 0), 3) for i in range(t - R, t + R + 1)], axis=1)
+        for t in range(length):
+            window = tf.gather(x, [min(max(i, 0), length - 1) for i in range(t - R, t + R + 1)], axis=1)
             out, hidden = rfda.step(window, hidden)
             outs.append(out)
         return tf.stack(outs, axis=1)
@@ -55,6 +59,28 @@ def test_clip_call_batches_the_front_end_and_qe_to_the_values_of_step(rfda):
     assert np.abs(y[0] - y[1]).max() > 1e-2  # two different clips
     for w, g, g_ref in zip(rfda.trainable_weights, grads, grads_ref):
         np.testing.assert_allclose(g, g_ref, rtol=1e-3, atol=1e-4 * np.abs(g_ref).max() + 1e-7, err_msg=w.path)
+
+
+@pytest.mark.parametrize("dtype,tolerance", [(tf.float32, 1e-6), (tf.bfloat16, 1e-2)])
+def test_dsta_gate_in_training_equals_the_stock_ops_with_their_gradients(dtype, tolerance):
+    """DSTA's output x · sigmoid(logits) · channel: XLA kernels with their own gradient in training,
+    stock ops otherwise (exports). Both give the same values and gradients (bf16: to its rounding)."""
+    from vcar_tf.models.rfda.model import SigmoidGate
+
+    rng = np.random.default_rng(0)
+    x, logits = (tf.constant(rng.normal(size=(2, 5, 7, 8)), dtype) for _ in range(2))
+    channel = tf.constant(rng.random((2, 1, 1, 8)), dtype)
+    upstream = tf.constant(rng.normal(size=(2, 5, 7, 8)), dtype)
+    gate, results = SigmoidGate(dtype="mixed_bfloat16" if dtype == tf.bfloat16 else "float32"), []
+    for training in (True, False):
+        with tf.GradientTape() as tape:
+            tape.watch([x, logits, channel])
+            y = gate([x, logits, channel], training=training)
+        grads = tape.gradient(y, [x, logits, channel], output_gradients=upstream)
+        results.append([np.asarray(tf.cast(t, tf.float32)) for t in [y, *grads]])
+    for name, fused, stock in zip(("y", "dx", "dlogits", "dchannel"), *results):
+        assert fused.shape == stock.shape, name
+        np.testing.assert_allclose(fused, stock, rtol=tolerance, atol=tolerance * np.abs(stock).max(), err_msg=name)
 
 
 @pytest.mark.parametrize("length", [9, 2])  # 2 < 2R+1: windows clipped inside the clip

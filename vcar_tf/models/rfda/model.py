@@ -42,6 +42,7 @@ from vcar_tf.models.blocks import DeformConv2D, FramesToChannels, PadToMultiple,
 from vcar_tf.models.layers import OUTPUT_DTYPE, residual_head
 from vcar_tf.models.registry import register
 
+UNROLL_CHUNK = 5  # frames per front-end and QE batch of a training clip (_call_unrolled); 3 and 15 measured slower
 UNET_LEVELS = 3  # the U-Nets halve the size 3 times: pad to a multiple of 8
 RF_BETA = 0.2
 
@@ -71,6 +72,45 @@ class ScaledAdd(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "scale": self.scale}
+
+
+def _as_float32(t):
+    return tf.cast(t, tf.float32)
+
+
+# DSTA's output, x · sigmoid(logits) · channel, on frame-sized maps, in training: one XLA kernel
+# forward and one backward, in float32 inside, instead of a sigmoid, two products and their gradients'
+# passes over memory. Exports and inference trace the stock ops (converters know no XLA call).
+@tf.function(jit_compile=True)
+def _gated(x, logits, channel):
+    return tf.cast(_as_float32(x) * tf.sigmoid(_as_float32(logits)) * _as_float32(channel), x.dtype)
+
+
+@tf.function(jit_compile=True)
+def _gated_gradients(dy, x, logits, channel):
+    dy, x32, gate, channel32 = _as_float32(dy), _as_float32(x), tf.sigmoid(_as_float32(logits)), _as_float32(channel)
+    dy_gate = dy * gate
+    return (tf.cast(dy_gate * channel32, x.dtype),
+            tf.cast(dy_gate * x32 * channel32 * (1.0 - gate), logits.dtype),
+            tf.cast(tf.reduce_sum(dy_gate * x32, axis=[1, 2], keepdims=True), channel.dtype))
+
+
+@tf.custom_gradient
+def sigmoid_gate(x, logits, channel):
+    """x (B, H, W, n) · sigmoid(logits) (B, H, W, n) · channel (B, 1, 1, n)."""
+    return _gated(x, logits, channel), lambda dy: _gated_gradients(dy, x, logits, channel)
+
+
+@keras.saving.register_keras_serializable(package="vcar_tf")
+class SigmoidGate(keras.layers.Layer):
+    """[x, logits, channel] -> x · sigmoid(logits) · channel (sigmoid_gate in training)."""
+
+    def call(self, inputs, training=False):
+        x, logits, channel = inputs
+        return sigmoid_gate(x, logits, channel) if training else x * ops.sigmoid(logits) * channel
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[0])
 
 
 def build_frontend(frames, nf, nb, out_nc):
@@ -128,8 +168,8 @@ def dsta_block(x, name, reduction=4):
     channel = keras.layers.Conv2D(n, 1, activation="sigmoid", bias_initializer=GATE_BIAS, name=f"{name}_ca_2")(channel)
     spatial = ResizeLike(name=f"{name}_up")([attention, x])
     spatial = keras.layers.Add(name=f"{name}_skip_add")([spatial, keras.layers.Conv2D(f, 1, name=f"{name}_skip")(c1)])
-    spatial = keras.layers.Conv2D(n, 1, activation="sigmoid", bias_initializer=GATE_BIAS, name=f"{name}_sa")(spatial)
-    return keras.layers.Multiply(name=f"{name}_out")([x, spatial, channel])
+    spatial = keras.layers.Conv2D(n, 1, bias_initializer=GATE_BIAS, name=f"{name}_sa")(spatial)
+    return SigmoidGate(name=f"{name}_out")([x, spatial, channel])
 
 
 def build_qe(channels, nf_qe, nb_qe, dsta):
@@ -218,18 +258,25 @@ class DeformableEnhancer(keras.Model):
 
     def _call_unrolled(self, clip):
         """A clip of static length T: the values of T calls of step, but the front end and QE each run
-        once on all B·T windows (they do not depend on the state) and only RF steps through time."""
+        once per run of UNROLL_CHUNK frames on all their B·UNROLL_CHUNK windows (they do not depend on
+        the state) and only RF steps through time. A chunk's front end and QE have no edge to the RF
+        steps of other chunks, so TF runs them beside the recurrence, whose small ops leave cores idle."""
         length, size = clip.shape[1], tf.shape(clip)
         index = [[min(max(i, 0), length - 1) for i in range(t - self.radius, t + self.radius + 1)]
                  for t in range(length)]
         windows = tf.gather(tf.cast(clip, self.compute_dtype), index, axis=1)  # (B, T, 2R+1, H, W, 1)
-        h = self._fused_features(tf.reshape(windows, tf.concat([[-1], tf.shape(windows)[2:]], 0)))  # B·T first
-        hidden, fused = None, []
-        for h_t in tf.unstack(tf.reshape(h, tf.concat([size[:2], tf.shape(h)[1:]], 0)), length, axis=1):
-            hidden = self.rf([h_t, tf.zeros_like(h_t) if hidden is None else hidden])
-            fused.append(hidden)
-        h = tf.reshape(tf.stack(fused, axis=1), tf.shape(h))
-        return tf.cast(clip, OUTPUT_DTYPE) + tf.reshape(self._residual(h, size[2:4]), size)
+        hidden, residuals = None, []
+        for start in range(0, length, UNROLL_CHUNK):
+            chunk = windows[:, start:start + UNROLL_CHUNK]
+            frames = chunk.shape[1]
+            h = self._fused_features(tf.reshape(chunk, tf.concat([[-1], tf.shape(chunk)[2:]], 0)))  # B·frames
+            fused = []
+            for h_t in tf.unstack(tf.reshape(h, tf.concat([size[:1], [frames], tf.shape(h)[1:]], 0)), frames, axis=1):
+                hidden = self.rf([h_t, tf.zeros_like(h_t) if hidden is None else hidden])
+                fused.append(hidden)
+            residual = self._residual(tf.reshape(tf.stack(fused, axis=1), tf.shape(h)), size[2:4])
+            residuals.append(tf.reshape(residual, tf.concat([size[:1], [frames], size[2:]], 0)))
+        return tf.cast(clip, OUTPUT_DTYPE) + tf.concat(residuals, axis=1)
 
     def _call_dynamic(self, clip):
         n = tf.shape(clip)[1]
