@@ -113,9 +113,15 @@ class SigmoidGate(keras.layers.Layer):
         return tuple(input_shape[0])
 
 
+def feature_input(channels, name):
+    """A sub-model's input in the compute dtype: Keras casts what a sub-model is called on to its Inputs'
+    dtype, so float32 Inputs cost a bf16 model two casts per input and two more in the gradient."""
+    return keras.Input((None, None, channels), dtype=keras.mixed_precision.dtype_policy().compute_dtype, name=name)
+
+
 def build_frontend(frames, nf, nb, out_nc):
     """STDF alignment and fusion: padded (B, H, W, T) -> h (B, H, W, out_nc)."""
-    x = keras.Input((None, None, frames), name="stacked")
+    x = feature_input(frames, "stacked")
     offsets, masks = offset_unet(x, frames, nf, nb, 9)
     h = DeformConv2D(out_nc, 3, deformable_groups=frames, kernel_initializer="he_normal",
                      name="fusion")([x, offsets, masks])
@@ -124,8 +130,8 @@ def build_frontend(frames, nf, nb, out_nc):
 
 def build_recursive_fusion(channels, nf, nb):
     """RF: [h_t, h'_{t-1}] -> h'_t = h_t + 0.2 · F_fe([h_t, F_sf(h_t, h'_{t-1})])."""
-    h = keras.Input((None, None, channels), name="h")
-    previous = keras.Input((None, None, channels), name="previous")
+    h = feature_input(channels, "h")
+    previous = feature_input(channels, "previous")
     both = keras.layers.Concatenate(name="rf_cat")([h, previous])
     offsets, masks = offset_unet(both, 2 * channels, nf, nb, 1, prefix="rf_offset")
     aligned = DeformConv2D(channels, 1, deformable_groups=2 * channels, kernel_initializer="he_normal",
@@ -174,7 +180,7 @@ def dsta_block(x, name, reduction=4):
 
 def build_qe(channels, nf_qe, nb_qe, dsta):
     """QE: h (B, H, W, channels) -> residual (B, H, W, 1), with DSTA after each hidden conv."""
-    h = keras.Input((None, None, channels), name="features")
+    h = feature_input(channels, "features")
     y = conv3x3(nf_qe, "qe_1")(h)
     for i in range(2, nb_qe):
         y = conv3x3(nf_qe, f"qe_{i}")(y)
