@@ -7,6 +7,7 @@ import tensorflow as tf
 import keras
 from vcar_tf.models import build
 from vcar_tf.inference.streaming import StreamingEnhancer, enhance_frames
+from vcar_tf.ops import resize_bilinear
 from tests.conftest import perturb_weights
 
 R = 3
@@ -33,8 +34,8 @@ def test_clip_call_unrolled_equals_while_loop(rfda):
 @pytest.mark.parametrize("length", [4, 7])  # 7: chunks of UNROLL_CHUNK = 5 frames, then 2
 def test_clip_call_batches_the_front_end_and_qe_to_the_values_of_step(rfda, length):
     """Training's unrolled call runs the front end and QE once per chunk of frames on all their B·T
-    windows: the outputs and every weight's gradient must be those of stepping the frames one by one
-    (batch 2, to catch a mixed-up B·T order)."""
+    windows, with DSTA's fused resizes and gate: the outputs and every weight's gradient must be those
+    of stepping the frames one by one through the stock ops (batch 2, to catch a mixed-up B·T order)."""
     from vcar_tf.models.rfda.model import UNROLL_CHUNK
 
     assert UNROLL_CHUNK < 7
@@ -48,8 +49,14 @@ def test_clip_call_batches_the_front_end_and_qe_to_the_values_of_step(rfda, leng
             outs.append(out)
         return tf.stack(outs, axis=1)
 
+    def trained(x):
+        return rfda(x, training=True)
+
+    if resize_bilinear.load_resize_bilinear() is not None:  # DSTA's resizes: the fused op in training only
+        types = {op.type for op in tf.function(trained).get_concrete_function(x).graph.get_operations()}
+        assert "VcarResizeBilinear" in types and "ResizeBilinear" not in types, types
     results = []
-    for fn in (rfda, stepped):
+    for fn in (trained, stepped):
         with tf.GradientTape() as tape:
             y = fn(x)
             loss = tf.reduce_sum(tf.square(y - 0.5))

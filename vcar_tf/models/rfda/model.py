@@ -41,6 +41,7 @@ from vcar_tf.errors import VcarError
 from vcar_tf.models.blocks import DeformConv2D, FramesToChannels, PadToMultiple, SplitOffsetMask, conv3x3, offset_unet
 from vcar_tf.models.layers import OUTPUT_DTYPE, residual_head
 from vcar_tf.models.registry import register
+from vcar_tf.ops.resize_bilinear import resize_bilinear
 
 UNROLL_CHUNK = 5  # frames per front-end and QE batch of a training clip (_call_unrolled); 3 and 15 measured slower
 UNET_LEVELS = 3  # the U-Nets halve the size 3 times: pad to a multiple of 8
@@ -49,10 +50,13 @@ RF_BETA = 0.2
 
 @keras.saving.register_keras_serializable(package="vcar_tf")
 class ResizeLike(keras.layers.Layer):
-    """Bilinear resize of x (B, h, w, C) to the H and W of a reference (B, H, W, ...)."""
+    """Bilinear resize of x (B, h, w, C) to the H and W of a reference (B, H, W, ...); in training through
+    the fused op (vcar_tf.ops.resize_bilinear), elsewhere tf.image.resize (exports: stock ops only)."""
 
-    def call(self, inputs):
+    def call(self, inputs, training=False):
         x, reference = inputs
+        if training:
+            return resize_bilinear(x, tf.shape(reference)[1:3])
         return tf.image.resize(x, tf.shape(reference)[1:3], method="bilinear")
 
     def compute_output_shape(self, input_shape):

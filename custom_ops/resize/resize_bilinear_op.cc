@@ -1,0 +1,200 @@
+// VcarResizeBilinear and VcarResizeBilinearGrad: tf.image.resize(method="bilinear") (half-pixel
+// centres, no antialias) on NHWC float32 or bfloat16, the output in the input's dtype, on TF's
+// intra-op thread pool. TF's own kernels run on one thread and return float32 for bfloat16 input, so
+// a bf16 model paid a cast each way around them.
+// Arithmetic is TF's, in float32: in = (out + 0.5) * (in_size / out_size) - 0.5, lower =
+// max(floor(in), 0), upper = min(ceil(in), in_size - 1), lerp = in - floor(in), and
+// top + (bottom - top) * y_lerp on the rows' top_left + (top_right - top_left) * x_lerp; bfloat16
+// results are rounded to nearest even, as tf.cast does.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+#include "tensorflow/core/util/work_sharder.h"
+
+namespace vcar {
+
+using tensorflow::OpKernelContext;
+using tensorflow::Tensor;
+using tensorflow::TensorShape;
+using tensorflow::errors::InvalidArgument;
+
+inline float load(float v) { return v; }
+inline float load(Eigen::bfloat16 v) {
+  uint32_t bits = static_cast<uint32_t>(Eigen::numext::bit_cast<uint16_t>(v)) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+inline void store(float v, float* out) { *out = v; }
+inline void store(float v, Eigen::bfloat16* out) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, 4);
+  const uint32_t rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+  const uint32_t nan = ((bits >> 16) & 0x8000u) | 0x7fc0u;
+  *out = Eigen::numext::bit_cast<Eigen::bfloat16>(static_cast<uint16_t>(v != v ? nan : rounded));
+}
+
+// Where output index i of `out_size` samples an axis of `in_size`.
+struct Taps {
+  std::vector<int64_t> lower, upper;
+  std::vector<float> lerp;
+  Taps(int64_t in_size, int64_t out_size) : lower(out_size), upper(out_size), lerp(out_size) {
+    const float scale = static_cast<float>(in_size) / static_cast<float>(out_size);
+    for (int64_t i = 0; i < out_size; ++i) {
+      const float in = (static_cast<float>(i) + 0.5f) * scale - 0.5f;
+      const float in_floor = std::floor(in);
+      lower[i] = std::max(static_cast<int64_t>(in_floor), int64_t{0});
+      upper[i] = std::min(static_cast<int64_t>(std::ceil(in)), in_size - 1);
+      lerp[i] = in - in_floor;
+    }
+  }
+};
+
+absl::Status check_image(const Tensor& t, const char* what) {
+  if (t.dims() != 4 || t.dim_size(1) == 0 || t.dim_size(2) == 0)
+    return InvalidArgument(what, " must be (B, H, W, C) with H, W > 0");
+  return absl::OkStatus();
+}
+
+void parallel_for(OpKernelContext* ctx, int64_t units, int64_t cost_per_unit,
+                  const std::function<void(int64_t, int64_t)>& work) {
+  auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
+  tensorflow::Shard(workers->num_threads, workers->workers, units, cost_per_unit, work);
+}
+
+template <typename T>
+class ResizeBilinearOp : public tensorflow::OpKernel {
+ public:
+  using OpKernel::OpKernel;
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& image = ctx->input(0);
+    const Tensor& size = ctx->input(1);
+    OP_REQUIRES_OK(ctx, check_image(image, "images"));
+    OP_REQUIRES(ctx, size.dims() == 1 && size.NumElements() == 2, InvalidArgument("size must be [height, width]"));
+    const int64_t b = image.dim_size(0), h = image.dim_size(1), w = image.dim_size(2), c = image.dim_size(3);
+    const int64_t oh = size.flat<int32_t>()(0), ow = size.flat<int32_t>()(1);
+    OP_REQUIRES(ctx, oh > 0 && ow > 0, InvalidArgument("size must be positive"));
+    Tensor* output = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({b, oh, ow, c}), &output));
+    const Taps ty(h, oh), tx(w, ow);
+    const T* in = image.flat<T>().data();
+    T* out = output->flat<T>().data();
+    parallel_for(ctx, b * oh, ow * c * 8, [&](int64_t first, int64_t last) {
+      for (int64_t row = first; row < last; ++row) {
+        const int64_t n = row / oh, y = row % oh;
+        const T* top = in + (n * h + ty.lower[y]) * w * c;
+        const T* bottom = in + (n * h + ty.upper[y]) * w * c;
+        const float yl = ty.lerp[y];
+        T* dst = out + row * ow * c;
+        for (int64_t x = 0; x < ow; ++x) {
+          const int64_t l = tx.lower[x] * c, r = tx.upper[x] * c;
+          const float xl = tx.lerp[x];
+          for (int64_t k = 0; k < c; ++k) {
+            const float tl = load(top[l + k]), tr = load(top[r + k]);
+            const float bl = load(bottom[l + k]), br = load(bottom[r + k]);
+            const float t = tl + (tr - tl) * xl;
+            const float bo = bl + (br - bl) * xl;
+            store(t + (bo - t) * yl, dst + x * c + k);
+          }
+        }
+      }
+    });
+  }
+};
+
+// The gradient: each work unit owns one image and a run of at most kChannels channels of the input
+// gradient, summed in float32 and converted once, so no two threads add to the same value.
+template <typename T>
+class ResizeBilinearGradOp : public tensorflow::OpKernel {
+ public:
+  using OpKernel::OpKernel;
+  static constexpr int64_t kChannels = 64;
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& grad = ctx->input(0);
+    const Tensor& original = ctx->input(1);
+    OP_REQUIRES_OK(ctx, check_image(grad, "grads"));
+    OP_REQUIRES_OK(ctx, check_image(original, "original_image"));
+    const int64_t b = original.dim_size(0), h = original.dim_size(1), w = original.dim_size(2);
+    const int64_t c = original.dim_size(3), oh = grad.dim_size(1), ow = grad.dim_size(2);
+    OP_REQUIRES(ctx, grad.dim_size(0) == b && grad.dim_size(3) == c,
+                InvalidArgument("grads and original_image must have the same batch and channels"));
+    Tensor* output = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, original.shape(), &output));
+    const Taps ty(h, oh), tx(w, ow);
+    const T* g = grad.flat<T>().data();
+    T* out = output->flat<T>().data();
+    const int64_t runs = (c + kChannels - 1) / kChannels;
+    parallel_for(ctx, b * runs, oh * ow * std::min(c, kChannels) * 12, [&](int64_t first, int64_t last) {
+      std::vector<float> sum(h * w * kChannels);
+      for (int64_t unit = first; unit < last; ++unit) {
+        const int64_t n = unit / runs, c0 = unit % runs * kChannels, cn = std::min(kChannels, c - c0);
+        std::fill(sum.begin(), sum.end(), 0.0f);
+        for (int64_t y = 0; y < oh; ++y) {
+          const float yl = ty.lerp[y], yi = 1.0f - yl;
+          float* top = sum.data() + ty.lower[y] * w * cn;
+          float* bottom = sum.data() + ty.upper[y] * w * cn;
+          const T* src = g + ((n * oh + y) * ow) * c + c0;
+          for (int64_t x = 0; x < ow; ++x, src += c) {
+            const int64_t l = tx.lower[x] * cn, r = tx.upper[x] * cn;
+            const float xl = tx.lerp[x], xi = 1.0f - xl;
+            for (int64_t k = 0; k < cn; ++k) {
+              const float v = load(src[k]);
+              top[l + k] += v * yi * xi;
+              top[r + k] += v * yi * xl;
+              bottom[l + k] += v * yl * xi;
+              bottom[r + k] += v * yl * xl;
+            }
+          }
+        }
+        T* dst = out + n * h * w * c + c0;
+        for (int64_t p = 0; p < h * w; ++p)
+          for (int64_t k = 0; k < cn; ++k) store(sum[p * cn + k], dst + p * c + k);
+      }
+    });
+  }
+};
+
+}  // namespace vcar
+
+REGISTER_OP("VcarResizeBilinear")
+    .Input("images: T")
+    .Input("size: int32")
+    .Output("resized_images: T")
+    .Attr("T: {float, bfloat16}")
+    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
+      tensorflow::shape_inference::ShapeHandle image, size, out;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &image));
+      TF_RETURN_IF_ERROR(c->MakeShapeFromShapeTensor(1, &size));
+      TF_RETURN_IF_ERROR(c->WithRank(size, 2, &size));
+      TF_RETURN_IF_ERROR(c->Concatenate(c->Vector(c->Dim(image, 0)), size, &out));
+      TF_RETURN_IF_ERROR(c->Concatenate(out, c->Vector(c->Dim(image, 3)), &out));
+      c->set_output(0, out);
+      return absl::OkStatus();
+    });
+
+REGISTER_OP("VcarResizeBilinearGrad")
+    .Input("grads: T")
+    .Input("original_image: T")
+    .Output("output: T")
+    .Attr("T: {float, bfloat16}")
+    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
+      c->set_output(0, c->input(1));
+      return absl::OkStatus();
+    });
+
+#define VCAR_REGISTER_RESIZE(type)                                                                              \
+  REGISTER_KERNEL_BUILDER(Name("VcarResizeBilinear").Device(tensorflow::DEVICE_CPU).TypeConstraint<type>("T") \
+                              .HostMemory("size"),                                                             \
+                          vcar::ResizeBilinearOp<type>);                                                       \
+  REGISTER_KERNEL_BUILDER(Name("VcarResizeBilinearGrad").Device(tensorflow::DEVICE_CPU).TypeConstraint<type>("T"), \
+                          vcar::ResizeBilinearGradOp<type>)
+VCAR_REGISTER_RESIZE(float);
+VCAR_REGISTER_RESIZE(Eigen::bfloat16);
