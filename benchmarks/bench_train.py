@@ -168,7 +168,7 @@ def child_bound(name, precision, repeats):
     rows, total_seconds, total_flops = [], 0.0, 0
     for layer, ins, upstream in zip(layers, layer_inputs, trained_upstream):
         ins = [tf.constant(t) for t in ins]
-        layer_input = ins if len(ins) > 1 else ins[0]  # DeformConv2D takes [x, offset, mask]
+        layer_input = ins if len(ins) > 1 else ins[0]  # DeformConv2D takes [x, head] (or [x, offset, mask])
         watched = [t for t, grads in zip(ins, upstream) if any(g is not None for g in grads)]
 
         @tf.function

@@ -1,3 +1,4 @@
+import contextlib
 import os
 import subprocess
 import sys
@@ -245,12 +246,13 @@ def test_cuda_kernels_on_the_gpu_match_composite(seed, shape):
 
 def test_fused_portable_build_without_avx512_matches_too(tmp_path):
     """The kernel has an AVX-512 path (taken on this machine when it has AVX-512) and a plain C++
-    one; build the latter in a fresh process and run the same comparison."""
+    one; build the latter in a fresh process and run the same comparisons (the head ops' too)."""
     fused_op_or_skip()
     env = dict(os.environ, VCAR_OPS_PORTABLE="1", VCAR_TF_CACHE=str(tmp_path))
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
-                        "-k", "fused_matches_composite"], env=env, capture_output=True, text=True)
-    assert r.returncode == 0 and f"{len(FUSED_CASES)} passed" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
+                        "-k", "fused_matches_composite or head_op"], env=env, capture_output=True, text=True)
+    passed = f"{len(FUSED_CASES) + 2 * len(HEAD_CASES) + 2} passed"  # and the two single head tests
+    assert r.returncode == 0 and passed in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
     built = os.listdir(os.path.join(tmp_path, "ops"))
     assert any(name.endswith(".so") for name in built), built
 
@@ -325,6 +327,98 @@ def test_bfloat16_in_and_out_of_the_cpu_kernel_equal_casts_around_its_float32_fo
         assert a.dtype == (tf.bfloat16 if name in ("input", "offset", "mask") else tf.float32), name
         bits = tf.uint16 if a.dtype == tf.bfloat16 else tf.uint32
         np.testing.assert_array_equal(tf.bitcast(a, bits), tf.bitcast(tf.cast(b, a.dtype), bits), err_msg=name)
+
+
+HEAD_CASES = [
+    (0, dict(b=3, h=9, w=11, c_in=6, c_out=5, k=3, dg=6, groups=1)),  # one channel per deformable group
+    (1, dict(b=2, h=17, w=16, c_in=16, c_out=8, k=1, dg=16, groups=1)),  # RF's 1x1 form; tiles across images
+    (2, dict(b=1, h=7, w=5, c_in=4, c_out=6, k=3, dg=2, groups=2)),  # two channels per deformable group
+]
+
+
+def head_case(seed, shape, dtype):
+    """x, the head (offsets, then the logits of random_case's masks), kernel, bias and an output gradient."""
+    x, offset, mask, kernel, bias = random_case(seed, **shape)
+    head = np.concatenate([offset, np.log(mask / (1 - mask))], axis=-1)
+    upstream = np.random.default_rng(seed + 100).normal(size=(*x.shape[:3], shape["c_out"]))
+    return (*(tf.constant(a, dtype) for a in (x, head)), *(tf.constant(a, tf.float32) for a in (kernel, bias)),
+            tf.constant(upstream, dtype))
+
+
+def head_op_and_gradients(lib, x, head, kernel, bias, upstream, attrs):
+    y = lib.vcar_deform_conv2d_head(x, head, kernel, bias, **attrs)
+    return [y, *lib.vcar_deform_conv2d_head_grad(x, head, kernel, upstream, **attrs)]
+
+
+@pytest.mark.parametrize("seed,shape", HEAD_CASES)
+def test_head_op_equals_split_and_sigmoid_around_the_op(seed, shape):
+    """The head ops take the offset/mask conv's output whole (offsets, then mask logits): the output and
+    every gradient equal splitting it, tf.sigmoid on the logits and the two-input op."""
+    lib = fused_op_or_skip()
+    from vcar_tf.ops.deform_conv import split_head
+
+    x, head, kernel, bias, upstream = head_case(seed, shape, tf.float32)
+    attrs = dict(deformable_groups=shape["dg"], groups=shape["groups"])
+    got = head_op_and_gradients(lib, x, head, kernel, bias, upstream, attrs)
+    with tf.GradientTape() as tape:
+        tape.watch([x, head, kernel, bias])
+        y = lib.vcar_deform_conv2d(x, *split_head(head, shape["k"], shape["dg"]), kernel, bias, **attrs)
+    want = [y, *tape.gradient(y, [x, head, kernel, bias], output_gradients=upstream)]
+    for name, a, b in zip(("y", "input", "head", "weight", "bias"), got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * np.abs(b).max(), err_msg=name)
+
+
+def test_head_op_takes_the_same_sigmoid_wherever_a_pixel_lies_in_its_tile():
+    """A 1x1 conv of ones on an image of ones with zero offsets returns the masks, sigmoid(logits), and
+    its logits' gradient sigmoid' (no sums to reorder): bit for bit the same for an image alone and
+    inside a batch whose tiles of 256 pixels straddle images (Eigen's own loops would take a scalar
+    sigmoid at unaligned ends and change the last bit, which deformable sampling's kinks amplified to
+    0.6% in a weight gradient of RFDA)."""
+    lib = fused_op_or_skip()
+    logits = np.random.default_rng(0).normal(scale=4.0, size=(3, 23, 17, 1))
+    x, head = tf.ones([3, 23, 17, 1]), tf.constant(np.concatenate([np.zeros((3, 23, 17, 2)), logits], -1), tf.float32)
+    kernel, bias, upstream = tf.ones([1, 1, 1, 1]), tf.zeros([1]), tf.ones([3, 23, 17, 1])
+    batch = head_op_and_gradients(lib, x, head, kernel, bias, upstream, {})
+    np.testing.assert_allclose(batch[0], tf.sigmoid(head[..., 2:]), rtol=1e-6)
+    for i in range(3):
+        alone = head_op_and_gradients(lib, x[i:i + 1], head[i:i + 1], kernel, bias, upstream[i:i + 1], {})
+        np.testing.assert_array_equal(alone[0], batch[0][i:i + 1])
+        np.testing.assert_array_equal(alone[2], batch[2][i:i + 1])
+
+
+@pytest.mark.parametrize("seed,shape", HEAD_CASES)
+def test_bfloat16_head_op_equals_casts_around_its_float32_form(seed, shape):
+    lib = fused_op_or_skip()
+    attrs = dict(deformable_groups=shape["dg"], groups=shape["groups"])
+    x, head, kernel, bias, upstream = head_case(seed, shape, tf.bfloat16)
+    got = head_op_and_gradients(lib, x, head, kernel, bias, upstream, attrs)
+    f32 = head_op_and_gradients(lib, *(tf.cast(t, tf.float32) for t in (x, head)), kernel, bias,
+                                tf.cast(upstream, tf.float32), attrs)
+    for name, a, b in zip(("y", "input", "head", "weight", "bias"), got, f32):
+        assert a.dtype == (tf.bfloat16 if name in ("y", "input", "head") else tf.float32), name
+        bits = tf.uint16 if a.dtype == tf.bfloat16 else tf.uint32
+        np.testing.assert_array_equal(tf.bitcast(a, bits), tf.bitcast(tf.cast(b, a.dtype), bits), err_msg=name)
+
+
+def test_the_layer_on_a_head_takes_the_head_op_except_in_exports(monkeypatch):
+    """DeformConv2D([x, head]) equals DeformConv2D([x, offset, mask]) on the split head; exports trace
+    the split: stock ops under composite_only, the two-input op (ONNX's DeformConv) under fused_only."""
+    fused_op_or_skip()
+    from vcar_tf.models.blocks import DeformConv2D
+    from vcar_tf.ops.deform_conv import composite_only, fused_only, split_head
+
+    monkeypatch.setenv("VCAR_DEFORM_IMPL", "auto")
+    x, head, _, _, _ = head_case(0, HEAD_CASES[0][1], tf.float32)
+    layer = DeformConv2D(5, 3, deformable_groups=6)
+    want = layer([x, *split_head(head, 3, 6)])
+    with pytest.raises(VcarError, match=r"head must be \(B, H, W, 162\)"):
+        layer([x, head[..., 1:]])
+    for context, expected in ((contextlib.nullcontext, {"VcarDeformConv2DHead"}), (composite_only, set()),
+                              (fused_only, {"VcarDeformConv2D"})):
+        with context():
+            graph = tf.function(lambda x, head: layer([x, head])).get_concrete_function(x, head).graph
+            np.testing.assert_allclose(layer([x, head]), want, rtol=1e-5, atol=1e-5)
+        assert {op.type for op in graph.get_operations() if op.type.startswith("Vcar")} == expected, context
 
 
 def test_bfloat16_outputs_round_ties_to_even_and_keep_infinities_and_nan():

@@ -169,55 +169,97 @@ class Bf16Staging {
   std::vector<std::pair<float*, Tensor*>> narrowed_;
 };
 
-// A tile's rows [p0, p0 + n) of a (pixels, width) input in float: the tensor's own rows, or its
-// bfloat16 rows widened into this object's buffer (one per thread).
+// The sigmoid in place, by Eigen's packet form of its float logistic (TF's Sigmoid op), the tail padded
+// to a whole packet: every value goes through the same code wherever it lies in a tile, so results do
+// not depend on the tiling (Eigen's own loops take a scalar path for unaligned ends).
+inline void logistic(float* v, int64_t n) {
+  using Packet = Eigen::internal::packet_traits<float>::type;
+  constexpr int64_t kLanes = Eigen::internal::unpacket_traits<Packet>::size;
+  const Eigen::internal::scalar_logistic_op<float> op;
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    Eigen::internal::pstoreu(v + i, op.packetOp(Eigen::internal::ploadu<Packet>(v + i)));
+  if (i < n) {
+    float tail[kLanes] = {};
+    std::copy(v + i, v + n, tail);
+    Eigen::internal::pstoreu(tail, op.packetOp(Eigen::internal::ploadu<Packet>(tail)));
+    std::copy(tail, tail + (n - i), v + i);
+  }
+}
+
+// A tile's rows [p0, p0 + n) of columns [first, first + width) of a (pixels, stride) input in float:
+// the tensor's own rows (float32, all its columns), or a copy in this object's buffer (one per thread),
+// widened from bfloat16 and, with `logistic` (the head's mask logits), passed through the sigmoid.
 class TileInput {
  public:
-  TileInput(const Tensor& t, int64_t width) : width_(width) {
+  TileInput(const Tensor& t, int64_t stride, int64_t first, int64_t width, bool logistic = false)
+      : stride_(stride), first_(first), width_(width), logistic_(logistic) {
     if (t.dtype() == tensorflow::DT_FLOAT) {
       f32_ = t.flat<float>().data();
     } else {
       bf16_ = t.flat<Eigen::bfloat16>().data();
     }
   }
+  TileInput(const Tensor& t, int64_t width) : TileInput(t, width, 0, width) {}
   const float* rows(int64_t p0, int64_t n) {
-    if (f32_ != nullptr) return f32_ + p0 * width_;
+    if (f32_ != nullptr && stride_ == width_ && !logistic_) return f32_ + p0 * width_;
     buffer_.resize(n * width_);
-    widen(bf16_ + p0 * width_, buffer_.data(), n * width_);
+    for (int64_t i = 0; i < (stride_ == width_ ? 1 : n); ++i) {  // whole rows: one run
+      const int64_t count = stride_ == width_ ? n * width_ : width_, at = (p0 + i) * stride_ + first_;
+      if (f32_ != nullptr) {
+        std::copy(f32_ + at, f32_ + at + count, buffer_.data() + i * width_);
+      } else {
+        widen(bf16_ + at, buffer_.data() + i * width_, count);
+      }
+    }
+    if (logistic_) logistic(buffer_.data(), n * width_);
     return buffer_.data();
   }
 
  private:
-  int64_t width_;
+  int64_t stride_, first_, width_;
+  bool logistic_;
   const float* f32_ = nullptr;
   const Eigen::bfloat16* bf16_ = nullptr;
   std::vector<float> buffer_;
 };
 
-// Where a tile's rows of a (pixels, width) output are computed in float: the tensor's own rows, or
-// this object's buffer, narrowed into the bfloat16 tensor by flush().
+// Where a tile's rows of columns [first, first + width) of a (pixels, stride) output are computed in
+// float: the tensor's own rows (float32, all its columns), or this object's buffer, copied or narrowed
+// into the tensor by flush().
 class TileOutput {
  public:
-  TileOutput(Tensor* t, int64_t width) : width_(width) {
+  TileOutput(Tensor* t, int64_t stride, int64_t first, int64_t width) : stride_(stride), first_(first), width_(width) {
     if (t->dtype() == tensorflow::DT_FLOAT) {
       f32_ = t->flat<float>().data();
     } else {
       bf16_ = t->flat<Eigen::bfloat16>().data();
     }
   }
+  TileOutput(Tensor* t, int64_t width) : TileOutput(t, width, 0, width) {}
   float* rows(int64_t p0, int64_t n) {
     p0_ = p0;
     n_ = n;
-    if (f32_ != nullptr) return f32_ + p0 * width_;
+    if (direct()) return f32_ + p0 * width_;
     buffer_.resize(n * width_);
     return buffer_.data();
   }
   void flush() const {
-    if (bf16_ != nullptr) narrow_to(buffer_.data(), bf16_ + p0_ * width_, n_ * width_);
+    if (direct()) return;
+    for (int64_t i = 0; i < (stride_ == width_ ? 1 : n_); ++i) {
+      const int64_t count = stride_ == width_ ? n_ * width_ : width_, at = (p0_ + i) * stride_ + first_;
+      const float* src = buffer_.data() + i * width_;
+      if (f32_ != nullptr) {
+        std::copy(src, src + count, f32_ + at);
+      } else {
+        narrow_to(src, bf16_ + at, count);
+      }
+    }
   }
 
  private:
-  int64_t width_, p0_ = 0, n_ = 0;
+  bool direct() const { return f32_ != nullptr && stride_ == width_; }
+  int64_t stride_, first_, width_, p0_ = 0, n_ = 0;
   float* f32_ = nullptr;
   Eigen::bfloat16* bf16_ = nullptr;
   std::vector<float> buffer_;
@@ -492,9 +534,17 @@ std::vector<float> kernel_in_column_order(const Geometry& g, const float* kernel
   return out;
 }
 
+// The tile readers of the offsets and masks: two inputs, or one head (offsets, then mask logits).
+struct OffsetMaskInputs {
+  TileInput offsets, masks;
+  OffsetMaskInputs(OpKernelContext* ctx, bool head, int64_t lanes)
+      : offsets(ctx->input(1), head ? 3 * lanes : 2 * lanes, 0, 2 * lanes),
+        masks(ctx->input(head ? 1 : 2), head ? 3 * lanes : lanes, head ? 2 * lanes : 0, lanes, head) {}
+};
+
 class DeformConv2DOp : public DeformConvKernel {
  public:
-  using DeformConvKernel::DeformConvKernel;
+  explicit DeformConv2DOp(tensorflow::OpKernelConstruction* ctx, bool head = false) : DeformConvKernel(ctx, head) {}
 
   void Compute(OpKernelContext* ctx) override {
     DeformIO io;
@@ -514,11 +564,11 @@ class DeformConv2DOp : public DeformConvKernel {
     pool->ParallelFor(tiles, kTile * g.col_width * g.o, [&](int64_t first, int64_t last) {
       std::vector<float> cols(kTile * g.col_width);
       Samples samples(lanes);
-      TileInput offsets(ctx->input(1), 2 * lanes), masks(ctx->input(2), lanes);
+      OffsetMaskInputs in(ctx, head_, lanes);
       TileOutput out(ctx->mutable_output(0), g.o);
       for (int64_t tile = first; tile < last; ++tile) {
         const int64_t p0 = tile * kTile, n = std::min(kTile, g.pixels - p0);
-        build_columns(g, tt, px, offsets.rows(p0, n), masks.rows(p0, n), p0, n, cols.data(), &samples, pl,
+        build_columns(g, tt, px, in.offsets.rows(p0, n), in.masks.rows(p0, n), p0, n, cols.data(), &samples, pl,
                       planar ? planar->data() : nullptr);
         Map y(out.rows(p0, n), n, g.o, Eigen::OuterStride<>(g.o));
         ConstMap c(cols.data(), n, g.col_width, Eigen::OuterStride<>(g.col_width));
@@ -535,7 +585,8 @@ class DeformConv2DOp : public DeformConvKernel {
 
 class DeformConv2DGradOp : public DeformConvKernel {
  public:
-  using DeformConvKernel::DeformConvKernel;
+  explicit DeformConv2DGradOp(tensorflow::OpKernelConstruction* ctx, bool head = false)
+      : DeformConvKernel(ctx, head) {}
 
   void Compute(OpKernelContext* ctx) override {
     DeformIO io;
@@ -583,8 +634,10 @@ class DeformConv2DGradOp : public DeformConvKernel {
         dbc.assign(g.o, 0.f);
         std::vector<float> cols(kTile * g.col_width), dcols(kTile * g.col_width);
         Samples samples(lanes);
-        TileInput offsets(ctx->input(1), 2 * lanes), masks(ctx->input(2), lanes), grads(ctx->input(4), g.o);
-        TileOutput doffsets(ctx->mutable_output(1), 2 * lanes), dmasks(ctx->mutable_output(2), lanes);
+        OffsetMaskInputs in(ctx, head_, lanes);
+        TileInput grads(ctx->input(head_ ? 3 : 4), g.o);
+        TileOutput doffsets(ctx->mutable_output(1), head_ ? 3 * lanes : 2 * lanes, 0, 2 * lanes);
+        TileOutput dmasks(ctx->mutable_output(head_ ? 1 : 2), head_ ? 3 * lanes : lanes, head_ ? 2 * lanes : 0, lanes);
         Map dk(dkc.data(), width, g.o, Eigen::OuterStride<>(g.o));
         ConstMap wk(kernel_rows.data(), width, g.o, Eigen::OuterStride<>(g.o));
         for (int64_t tile = chunk * tiles / chunks; tile < (chunk + 1) * tiles / chunks; ++tile) {
@@ -597,8 +650,12 @@ class DeformConv2DGradOp : public DeformConvKernel {
             dc.block(0, c0, n, width).noalias() = dy.block(0, o0, n, g.og) * wk.block(0, o0, width, g.og).transpose();
           }
           // one sampling pass: the columns (for the kernel gradient) and every sampled gradient
-          scatter(g, tt, px, offsets.rows(p0, n), masks.rows(p0, n), p0, n, dcols.data(), cols.data(), dxc,
-                  doffsets.rows(p0, n), dmasks.rows(p0, n), &samples, pl, planar ? planar->data() : nullptr);
+          const float* m = in.masks.rows(p0, n);
+          float* dm = dmasks.rows(p0, n);
+          scatter(g, tt, px, in.offsets.rows(p0, n), m, p0, n, dcols.data(), cols.data(), dxc, doffsets.rows(p0, n),
+                  dm, &samples, pl, planar ? planar->data() : nullptr);
+          if (head_)  // the mask logits' gradient: through the sigmoid, m (1 - m)
+            for (int64_t i = 0; i < n * lanes; ++i) dm[i] *= m[i] * (1.f - m[i]);
           doffsets.flush();
           dmasks.flush();
           for (int64_t grp = 0; grp < g.groups; ++grp) {
@@ -723,3 +780,64 @@ VCAR_REGISTER_DEFORM_OPS("VcarDeformConv2D", "VcarDeformConv2DGrad");
                           vcar::DeformConv2DGradOp)
 VCAR_REGISTER_CPU(float);
 VCAR_REGISTER_CPU(Eigen::bfloat16);
+
+// The head ops (CPU only): the offset/mask conv's output whole, offsets then mask logits (3 * D * k * k
+// channels), in place of offset and mask; the op takes the sigmoid of the logits itself and returns the
+// head's gradient, so the model needs no split, sigmoid or their gradients' ops.
+REGISTER_OP("VcarDeformConv2DHead")
+    .Input("x: T")
+    .Input("head: T")
+    .Input("kernel: float")
+    .Input("bias: float")
+    .Output("y: T")
+    .Attr("T: {float, bfloat16} = DT_FLOAT")
+    .Attr("deformable_groups: int = 1")
+    .Attr("groups: int = 1")
+    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
+      tensorflow::shape_inference::ShapeHandle x, kernel, out;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &x));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 4, &kernel));
+      TF_RETURN_IF_ERROR(c->ReplaceDim(x, 3, c->Dim(kernel, 3), &out));
+      c->set_output(0, out);
+      return absl::OkStatus();
+    });
+
+REGISTER_OP("VcarDeformConv2DHeadGrad")
+    .Input("x: T")
+    .Input("head: T")
+    .Input("kernel: float")
+    .Input("grad: T")
+    .Output("dx: T")
+    .Output("dhead: T")
+    .Output("dkernel: float")
+    .Output("dbias: float")
+    .Attr("T: {float, bfloat16} = DT_FLOAT")
+    .Attr("deformable_groups: int = 1")
+    .Attr("groups: int = 1")
+    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
+      for (int i = 0; i < 3; ++i) c->set_output(i, c->input(i));
+      tensorflow::shape_inference::ShapeHandle kernel;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 4, &kernel));
+      c->set_output(3, c->Vector(c->Dim(kernel, 3)));
+      return absl::OkStatus();
+    });
+
+namespace vcar {
+class DeformConv2DHeadOp : public DeformConv2DOp {
+ public:
+  explicit DeformConv2DHeadOp(tensorflow::OpKernelConstruction* ctx) : DeformConv2DOp(ctx, true) {}
+};
+class DeformConv2DHeadGradOp : public DeformConv2DGradOp {
+ public:
+  explicit DeformConv2DHeadGradOp(tensorflow::OpKernelConstruction* ctx) : DeformConv2DGradOp(ctx, true) {}
+};
+}  // namespace vcar
+
+#define VCAR_REGISTER_CPU_HEAD(type)                                                                             \
+  REGISTER_KERNEL_BUILDER(Name("VcarDeformConv2DHead").Device(tensorflow::DEVICE_CPU).TypeConstraint<type>("T"), \
+                          vcar::DeformConv2DHeadOp);                                                             \
+  REGISTER_KERNEL_BUILDER(                                                                                       \
+      Name("VcarDeformConv2DHeadGrad").Device(tensorflow::DEVICE_CPU).TypeConstraint<type>("T"),                 \
+      vcar::DeformConv2DHeadGradOp)
+VCAR_REGISTER_CPU_HEAD(float);
+VCAR_REGISTER_CPU_HEAD(Eigen::bfloat16);

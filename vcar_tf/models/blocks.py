@@ -7,7 +7,7 @@ import keras
 from keras import ops
 
 from vcar_tf.errors import VcarError
-from vcar_tf.ops.deform_conv import check_shapes, deform_conv2d
+from vcar_tf.ops.deform_conv import check_shapes, deform_conv2d, deform_conv2d_head
 from vcar_tf.ops.trace_mode import TraceMode
 
 
@@ -15,8 +15,10 @@ from vcar_tf.ops.trace_mode import TraceMode
 class DeformConv2D(keras.layers.Layer):
     """Modulated deformable 3x3 (or k x k) conv, stride 1, 'same' padding.
 
-    Called on [x (B, H, W, C), offset (B, H, W, 2·D·k²), mask (B, H, W, D·k²) in [0, 1]];
-    layout in vcar_tf/ops/deform_conv.py. The kernel is (k, k, C / groups, filters)."""
+    Called on [x (B, H, W, C), offset (B, H, W, 2·D·k²), mask (B, H, W, D·k²) in [0, 1]], or on
+    [x, head] with head (B, H, W, 3·D·k²) the offset/mask conv's output: offsets, then the masks' logits
+    (vcar_tf.ops.deform_conv.split_head); layout in vcar_tf/ops/deform_conv.py. The kernel is
+    (k, k, C / groups, filters)."""
 
     def __init__(self, filters, kernel_size=3, groups=1, deformable_groups=1, use_bias=True,
                  kernel_initializer="glorot_uniform", **kwargs):
@@ -43,8 +45,10 @@ class DeformConv2D(keras.layers.Layer):
         self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros") if self.use_bias else None
 
     def call(self, inputs):
-        x, offset, mask = inputs
+        x, offset, mask = inputs if len(inputs) == 3 else (*inputs, None)
         check_shapes(x, offset, mask, self.kernel_size, self.deformable_groups)
+        if mask is None:
+            return deform_conv2d_head(x, offset, self.kernel, self.bias, self.deformable_groups, self.groups)
         return deform_conv2d(x, offset, mask, self.kernel, self.bias, self.deformable_groups, self.groups)
 
     def compute_output_shape(self, input_shape):
@@ -95,7 +99,9 @@ class FramesToChannels(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="vcar_tf")
 class SplitOffsetMask(keras.layers.Layer):
-    """(B, H, W, 3n/2) -> [offsets (the first `offset_channels`), sigmoid(the rest)]."""
+    """(B, H, W, 3n/2) -> [offsets (the first `offset_channels`), sigmoid(the rest)]. The models' graphs
+    before DeformConv2D took the head whole (OffsetMaskHead) held it, and so do configs saved then
+    (e.g. tests/legacy/keras/)."""
 
     def __init__(self, offset_channels, **kwargs):
         super().__init__(**kwargs)
@@ -112,6 +118,16 @@ class SplitOffsetMask(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "offset_channels": self.offset_channels}
+
+
+@keras.saving.register_keras_serializable(package="vcar_tf")
+class OffsetMaskHead(keras.layers.Layer):
+    """The offset/mask conv's output (B, H, W, 3·D·k²), offsets then mask logits, passed on unchanged as
+    DeformConv2D's [x, head] takes it. It stands where SplitOffsetMask stood: tf.train checkpoints key a
+    functional model's layers by position, so older ones (training runs, tests/legacy/) still restore."""
+
+    def call(self, head):
+        return head
 
 
 def he_init(scale=1.0):
@@ -164,7 +180,8 @@ def upconv4x4(filters, name):
 
 def offset_unet(x, groups, nf, nb, taps, prefix="offset"):
     """The STDF offset/mask predictor on (B, H, W, C) for `groups` deformable groups of `taps`
-    taps; returns (offsets, masks). Layer names start with `prefix`."""
+    taps; returns its head (B, H, W, 3·groups·taps), offsets then mask logits, for DeformConv2D's
+    [x, head] call. Layer names start with `prefix`."""
     skips = [conv3x3(nf, f"{prefix}_in_conv")(x)]
     for i in range(1, nb):
         y = conv3x3(nf, f"{prefix}_dn{i}_a", strides=2)(skips[-1])
@@ -177,8 +194,8 @@ def offset_unet(x, groups, nf, nb, taps, prefix="offset"):
         y = conv3x3(nf, f"{prefix}_up{i}_a")(y)
         y = upconv4x4(nf, f"{prefix}_up{i}_b")(y)
     y = conv3x3(nf, f"{prefix}_out_conv")(y)
-    off_msk = conv3x3(groups * 3 * taps, f"{prefix}_mask", activation=None, kernel_initializer="zeros")(y)
-    return SplitOffsetMask(groups * 2 * taps, name=f"split_{prefix}_mask")(off_msk)
+    head = conv3x3(groups * 3 * taps, f"{prefix}_mask", activation=None, kernel_initializer="zeros")(y)
+    return OffsetMaskHead(name=f"split_{prefix}_mask")(head)
 
 
 _FRAMEWISE = TraceMode()  # True inside framewise_conv3d()

@@ -36,11 +36,11 @@ def deform_impl():
 
 
 def check_shapes(x, offset, mask, kernel_size, deformable_groups):
-    """Raise VcarError naming the expected shape when offset or mask do not fit x."""
+    """Raise VcarError naming the expected shape when offset and mask (or, mask None, the head) do not fit x."""
     taps = kernel_size * kernel_size
-    want_offset = 2 * deformable_groups * taps
-    want_mask = deformable_groups * taps
-    for name, t, channels in (("offset", offset, want_offset), ("mask", mask, want_mask)):
+    pairs = ((("offset", offset, 2 * deformable_groups * taps), ("mask", mask, deformable_groups * taps))
+             if mask is not None else (("head", offset, 3 * deformable_groups * taps),))
+    for name, t, channels in pairs:
         if t.shape.rank != 4 or (t.shape[-1] is not None and t.shape[-1] != channels):
             raise VcarError(f"deform conv {name} must be (B, H, W, {channels}) for kernel {kernel_size} and "
                             f"{deformable_groups} deformable groups; got {tuple(t.shape)}")
@@ -141,17 +141,39 @@ def selected_impl():
     return "fused" if load_deform_conv(required=False) is not None else "composite"
 
 
-def deform_conv2d(x, offset, mask, kernel, bias=None, deformable_groups=1, groups=1):
-    """DCNv2 through the fused op or the composite (VCAR_DEFORM_IMPL=fused|composite|auto)."""
-    if selected_impl() == "composite":
-        return deform_conv2d_composite(x, offset, mask, kernel, bias, deformable_groups, groups)
-    lib = load_deform_conv(required=True)
+def _fused_call(op, x, offset_and_mask, kernel, bias, deformable_groups, groups):
     if bias is None:
         bias = tf.zeros([kernel.shape[-1]], tf.float32)
     # the fused op computes in float32; its CPU kernel also takes and returns bfloat16 itself (the same
     # values as Cast ops around it, without their passes over memory), its CUDA one float32 only
     io_dtype = tf.bfloat16 if x.dtype == tf.bfloat16 and not tf.config.list_logical_devices("GPU") else tf.float32
-    data = [tf.cast(t, io_dtype) for t in (x, offset, mask)]
+    data = [tf.cast(t, io_dtype) for t in (x, *offset_and_mask)]
     weights = [tf.cast(t, tf.float32) for t in (kernel, bias)]
-    out = lib.vcar_deform_conv2d(*data, *weights, deformable_groups=deformable_groups, groups=groups)
-    return tf.cast(out, x.dtype)
+    return tf.cast(op(*data, *weights, deformable_groups=deformable_groups, groups=groups), x.dtype)
+
+
+def deform_conv2d(x, offset, mask, kernel, bias=None, deformable_groups=1, groups=1):
+    """DCNv2 through the fused op or the composite (VCAR_DEFORM_IMPL=fused|composite|auto)."""
+    if selected_impl() == "composite":
+        return deform_conv2d_composite(x, offset, mask, kernel, bias, deformable_groups, groups)
+    lib = load_deform_conv(required=True)
+    return _fused_call(lib.vcar_deform_conv2d, x, (offset, mask), kernel, bias, deformable_groups, groups)
+
+
+def split_head(head, kernel_size, deformable_groups):
+    """The offset/mask conv's output (B, H, W, 3·D·k²) -> offsets (its first 2·D·k² channels) and masks
+    (the sigmoid of the rest)."""
+    offsets, logits = tf.split(head, [2 * deformable_groups * kernel_size ** 2, -1], axis=-1)
+    return offsets, tf.sigmoid(logits)
+
+
+def deform_conv2d_head(x, head, kernel, bias=None, deformable_groups=1, groups=1):
+    """deform_conv2d on the offset/mask conv's output whole (split_head's layout). The fused CPU op takes
+    it as it is (no split, sigmoid or their gradients' ops) unless an export forces an implementation
+    or a GPU is visible; otherwise split_head, then deform_conv2d."""
+    if (_FORCED_IMPL.current is None and selected_impl() == "fused"
+            and not tf.config.list_logical_devices("GPU")):
+        lib = load_deform_conv(required=True)
+        return _fused_call(lib.vcar_deform_conv2d_head, x, (head,), kernel, bias, deformable_groups, groups)
+    return deform_conv2d(x, *split_head(head, kernel.shape[0], deformable_groups), kernel, bias, deformable_groups,
+                         groups)

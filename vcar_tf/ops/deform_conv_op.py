@@ -89,3 +89,9 @@ def _register_gradient(lib):
     def _grad(op, grad):
         return lib.vcar_deform_conv2d_grad(*op.inputs[:4], grad, deformable_groups=op.get_attr("deformable_groups"),
                                            groups=op.get_attr("groups"))
+
+    @tf.RegisterGradient("VcarDeformConv2DHead")
+    def _head_grad(op, grad):
+        return lib.vcar_deform_conv2d_head_grad(*op.inputs[:3], grad,
+                                                deformable_groups=op.get_attr("deformable_groups"),
+                                                groups=op.get_attr("groups"))

@@ -38,7 +38,7 @@ import tensorflow as tf
 from keras import ops
 
 from vcar_tf.errors import VcarError
-from vcar_tf.models.blocks import DeformConv2D, FramesToChannels, PadToMultiple, SplitOffsetMask, conv3x3, offset_unet
+from vcar_tf.models.blocks import DeformConv2D, FramesToChannels, OffsetMaskHead, PadToMultiple, conv3x3, offset_unet
 from vcar_tf.models.layers import OUTPUT_DTYPE, residual_head
 from vcar_tf.models.registry import register
 from vcar_tf.ops.resize_bilinear import resize_bilinear
@@ -126,9 +126,8 @@ def feature_input(channels, name):
 def build_frontend(frames, nf, nb, out_nc):
     """STDF alignment and fusion: padded (B, H, W, T) -> h (B, H, W, out_nc)."""
     x = feature_input(frames, "stacked")
-    offsets, masks = offset_unet(x, frames, nf, nb, 9)
-    h = DeformConv2D(out_nc, 3, deformable_groups=frames, kernel_initializer="he_normal",
-                     name="fusion")([x, offsets, masks])
+    head = offset_unet(x, frames, nf, nb, 9)
+    h = DeformConv2D(out_nc, 3, deformable_groups=frames, kernel_initializer="he_normal", name="fusion")([x, head])
     return keras.Model(x, keras.layers.ReLU(name="fusion_relu")(h), name="frontend")
 
 
@@ -137,9 +136,9 @@ def build_recursive_fusion(channels, nf, nb):
     h = feature_input(channels, "h")
     previous = feature_input(channels, "previous")
     both = keras.layers.Concatenate(name="rf_cat")([h, previous])
-    offsets, masks = offset_unet(both, 2 * channels, nf, nb, 1, prefix="rf_offset")
+    head = offset_unet(both, 2 * channels, nf, nb, 1, prefix="rf_offset")
     aligned = DeformConv2D(channels, 1, deformable_groups=2 * channels, kernel_initializer="he_normal",
-                           name="rf_align")([both, offsets, masks])
+                           name="rf_align")([both, head])
     aligned = keras.layers.ReLU(name="rf_align_relu")(aligned)
     y = keras.layers.Concatenate(name="rf_fe_cat")([h, aligned])
     y = conv3x3(channels, "rf_fe_1")(y)
@@ -169,9 +168,8 @@ def dsta_block(x, name, reduction=4):
         coarse = conv3x3(f, f"{name}_coarse_{i}")(coarse)
     coarse = conv3x3(head, f"{name}_coarse_head", activation=None, kernel_initializer="zeros")(coarse)
     coarse = ResizeLike(name=f"{name}_coarse_up")([coarse, c2])
-    offsets, masks = SplitOffsetMask(2 * 9 * f, name=f"{name}_split")(
-        keras.layers.Add(name=f"{name}_heads")([fine, coarse]))
-    attention = DeformConv2D(f, 3, deformable_groups=f, name=f"{name}_deform")([c2, offsets, masks])
+    heads = OffsetMaskHead(name=f"{name}_split")(keras.layers.Add(name=f"{name}_heads")([fine, coarse]))
+    attention = DeformConv2D(f, 3, deformable_groups=f, name=f"{name}_deform")([c2, heads])
 
     channel = keras.layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_gap")(attention)
     channel = keras.layers.Conv2D(2 * f, 1, activation="relu", name=f"{name}_ca_1")(channel)

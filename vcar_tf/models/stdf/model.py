@@ -30,9 +30,9 @@ def build_stdf(radius=3, nf=32, nb=3, out_nc=64, nf_qe=48, nb_qe=8, deform_ks=3,
     frames = frames_input(radius)
     stacked = FramesToChannels(name="stack")(frames)
     x = PadToMultiple(2 ** nb, name="pad")(stacked)
-    offsets, masks = offset_unet(x, frames_n, nf, nb, deform_ks * deform_ks)
+    head = offset_unet(x, frames_n, nf, nb, deform_ks * deform_ks)
     fused = DeformConv2D(out_nc, deform_ks, deformable_groups=frames_n, kernel_initializer="he_normal",
-                         name="fusion")([x, offsets, masks])
+                         name="fusion")([x, head])
     y = keras.layers.ReLU(name="fusion_relu")(fused)
     y = conv3x3(nf_qe, "qe_1")(y)
     for i in range(2, nb_qe):
