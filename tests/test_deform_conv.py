@@ -122,6 +122,9 @@ FUSED_CASES = [
     (6, dict(b=1, h=200, w=400, c_in=7, c_out=8, k=3, dg=7, groups=1)),  # scratch over 2 MiB: huge-page mappings
     (7, dict(b=2, h=6, w=9, c_in=64, c_out=8, k=3, dg=64, groups=1)),  # 576 (group, tap) lanes (RFDA's DSTA: 144)
     (8, dict(b=1, h=7, w=6, c_in=128, c_out=4, k=1, dg=128, groups=1)),  # RFDA's alignment: 128 lanes
+    # 1x1, one channel per group (the pointwise path): a block of 16 lanes and one of 4, most samples
+    # outside, tiles across images, the input gradient summed over threads
+    (9, dict(b=2, h=19, w=23, c_in=20, c_out=8, k=1, dg=20, groups=1, spread=6.0)),
 ]
 
 
@@ -384,6 +387,22 @@ def test_head_op_takes_the_same_sigmoid_wherever_a_pixel_lies_in_its_tile():
         alone = head_op_and_gradients(lib, x[i:i + 1], head[i:i + 1], kernel, bias, upstream[i:i + 1], {})
         np.testing.assert_array_equal(alone[0], batch[0][i:i + 1])
         np.testing.assert_array_equal(alone[2], batch[2][i:i + 1])
+
+
+@pytest.mark.parametrize("seed,shape", [FUSED_CASES[3], FUSED_CASES[9]])
+def test_gradients_are_the_same_on_every_call(seed, shape):
+    """Threads sum their own gradients in a fixed order: repeated calls agree bit for bit (the bias
+    gradient's last bits changed from call to call with Eigen's colwise sum; 64 outputs showed it)."""
+    lib = fused_op_or_skip()
+    x, offset, mask, kernel, _ = (tf.constant(a, tf.float32) for a in random_case(seed, **{**shape, "c_out": 64}))
+    x, offset, mask = (tf.tile(t, [4, 2, 2, 1]) for t in (x, offset, mask))  # many tiles for both threads
+    upstream = tf.constant(np.random.default_rng(seed).normal(size=(*x.shape[:3], 64)), tf.float32)
+    attrs = dict(deformable_groups=shape["dg"], groups=shape["groups"])
+    first = lib.vcar_deform_conv2d_grad(x, offset, mask, kernel, upstream, **attrs)
+    for _ in range(4):
+        for name, a, b in zip(("input", "offset", "mask", "weight", "bias"), first,
+                              lib.vcar_deform_conv2d_grad(x, offset, mask, kernel, upstream, **attrs)):
+            np.testing.assert_array_equal(a, b, err_msg=name)
 
 
 @pytest.mark.parametrize("seed,shape", HEAD_CASES)

@@ -8,7 +8,7 @@
 // The work is split into tiles of pixels; a tile builds its own im2col block (never the whole
 // image's), multiplies it with Eigen, and tiles run on TF's CPU thread pool. With AVX-512 and one
 // channel per deformable group, 16 taps are sampled at a time with gathers from a zero-padded
-// planar copy of the input; otherwise plain C++.
+// planar copy of the input (1x1 kernels: from the input itself); otherwise plain C++.
 
 #include <algorithm>
 #include <cmath>
@@ -61,10 +61,19 @@ struct Planar {
   int64_t at(int64_t y, int64_t x) const { return (y + 2) * wp + x + 2; }
 };
 
-// The AVX-512 path's condition (its gather indices are int32).
+// The AVX-512 paths' conditions (their gather indices are int32): 1x1 kernels with one channel per
+// deformable group (RFDA's alignment) sample x in place (pointwise); larger ones a planar copy.
+inline bool use_pointwise(const Geometry& g) {
+#if VCAR_AVX512
+  return g.k == 1 && g.cd == 1 && (g.h + 2) * g.w * g.c < (int64_t{1} << 31);
+#else
+  return false;
+#endif
+}
+
 inline bool use_planar(const Geometry& g, const Planar& pl) {
 #if VCAR_AVX512
-  return g.cd == 1 && pl.image < (int64_t{1} << 31);
+  return g.cd == 1 && !use_pointwise(g) && pl.image < (int64_t{1} << 31);
 #else
   return false;
 #endif
@@ -339,41 +348,84 @@ inline __mmask16 first_lanes(int64_t n) {
   return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << std::max<int64_t>(n, 0)) - 1u);
 }
 
-struct Block {
+// 16 lanes' bilinear weights: what the planar and the pointwise paths share.
+struct Bilinear {
   __m512 w[4], a, b;  // corner weights: (y0, x0), (y0, x0 + 1), (y0 + 1, x0), (y0 + 1, x0 + 1)
-  __mmask16 k;
+  __mmask16 k;  // lanes in use
+};
+
+// The value sampled from the corners q, times the mask: the im2col column of the block's lanes.
+__attribute__((always_inline)) inline __m512 sampled(const Bilinear& blk, const __m512 q[4]) {
+  __m512 v = _mm512_setzero_ps();
+  for (int corner = 0; corner < 4; ++corner) v = _mm512_fmadd_ps(blk.w[corner], q[corner], v);
+  return v;
+}
+
+// Backward of a block of lanes [j, j + n) of one pixel with corners q: its im2col column (row), mask and
+// offset gradients (dm, dof); returns the gradient reaching the sampled value, gcol * mask, which the
+// caller spreads over the corners by their weights.
+__attribute__((always_inline)) inline __m512 column_gradients(const Bilinear& blk, const __m512 q[4], int64_t j,
+                                                              int64_t n, const float* drow, const float* m, float* row,
+                                                              float* dm, float* dof) {
+  const __m512i lo_idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i hi_idx = _mm512_add_epi32(lo_idx, _mm512_set1_epi32(8));
+  const __m512 one_f = _mm512_set1_ps(1.f);
+  const __m512 gcol = _mm512_maskz_loadu_ps(blk.k, drow + j);  // column j
+  const __m512 mj = _mm512_maskz_loadu_ps(blk.k, m + j);
+  const __m512 v = sampled(blk, q);
+  const __m512 ia = _mm512_sub_ps(one_f, blk.a), ib = _mm512_sub_ps(one_f, blk.b);
+  // d(weight)/dy per corner: -(1-b), -b, (1-b), b; d/dx: -(1-a), (1-a), -a, a
+  const __m512 vy = _mm512_add_ps(_mm512_mul_ps(ib, _mm512_sub_ps(q[2], q[0])), _mm512_mul_ps(blk.b, _mm512_sub_ps(q[3], q[1])));
+  const __m512 vx = _mm512_add_ps(_mm512_mul_ps(ia, _mm512_sub_ps(q[1], q[0])), _mm512_mul_ps(blk.a, _mm512_sub_ps(q[3], q[2])));
+  _mm512_mask_storeu_ps(row + j, blk.k, _mm512_mul_ps(mj, v));
+  _mm512_mask_storeu_ps(dm + j, blk.k, _mm512_mul_ps(gcol, v));
+  const __m512 gy = _mm512_mul_ps(_mm512_mul_ps(gcol, vy), mj), gx = _mm512_mul_ps(_mm512_mul_ps(gcol, vx), mj);
+  _mm512_mask_storeu_ps(dof + 2 * j, first_lanes(2 * n), _mm512_permutex2var_ps(gy, lo_idx, gx));
+  _mm512_mask_storeu_ps(dof + 2 * j + 16, first_lanes(2 * n - 16), _mm512_permutex2var_ps(gy, hi_idx, gx));
+  return _mm512_mul_ps(gcol, mj);
+}
+
+struct Block : Bilinear {
   __m512i index;  // planar index of corner (y0, x0) in its channel's plane
   __m512i y0, x0;  // corner (y0, x0) in the image
 };
 
-__attribute__((always_inline)) inline Block sample_block(const Geometry& g, const Planar& pl, const TapTable& tt,
-                                                         const float* off, int64_t y, int64_t x, int64_t j, int64_t n) {
-  Block blk;
-  blk.k = first_lanes(n);
+// Lanes [j, j + n) of one pixel (y, x) sampled at their taps plus their offsets, clamped to [-2, H + 1]
+// and [-2, W + 1]: the weights and fractions into blk, and the top-left corners' rows and columns.
+__attribute__((always_inline)) inline void bilinear_weights(const Geometry& g, const TapTable& tt, const float* off,
+                                                            int64_t y, int64_t x, int64_t j, int64_t n, Bilinear* blk,
+                                                            __m512i* y0, __m512i* x0) {
+  blk->k = first_lanes(n);
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
   const __m512 lo = _mm512_maskz_loadu_ps(first_lanes(2 * n), off + 2 * j);
   const __m512 hi = _mm512_maskz_loadu_ps(first_lanes(2 * n - 16), off + 2 * j + 16);
-  __m512 py = _mm512_add_ps(_mm512_add_ps(_mm512_set1_ps(static_cast<float>(y)), _mm512_maskz_loadu_ps(blk.k, tt.ty.data() + j)),
+  __m512 py = _mm512_add_ps(_mm512_add_ps(_mm512_set1_ps(static_cast<float>(y)), _mm512_maskz_loadu_ps(blk->k, tt.ty.data() + j)),
                             _mm512_permutex2var_ps(lo, even, hi));
-  __m512 px = _mm512_add_ps(_mm512_add_ps(_mm512_set1_ps(static_cast<float>(x)), _mm512_maskz_loadu_ps(blk.k, tt.tx.data() + j)),
+  __m512 px = _mm512_add_ps(_mm512_add_ps(_mm512_set1_ps(static_cast<float>(x)), _mm512_maskz_loadu_ps(blk->k, tt.tx.data() + j)),
                             _mm512_permutex2var_ps(lo, odd, hi));
   py = _mm512_min_ps(_mm512_max_ps(py, _mm512_set1_ps(-2.f)), _mm512_set1_ps(static_cast<float>(g.h) + 1.f));
   px = _mm512_min_ps(_mm512_max_ps(px, _mm512_set1_ps(-2.f)), _mm512_set1_ps(static_cast<float>(g.w) + 1.f));
   const __m512 fy = _mm512_roundscale_ps(py, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
   const __m512 fx = _mm512_roundscale_ps(px, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-  blk.a = _mm512_sub_ps(py, fy);
-  blk.b = _mm512_sub_ps(px, fx);
+  blk->a = _mm512_sub_ps(py, fy);
+  blk->b = _mm512_sub_ps(px, fx);
+  *y0 = _mm512_cvttps_epi32(fy);
+  *x0 = _mm512_cvttps_epi32(fx);
+  const __m512 one_f = _mm512_set1_ps(1.f);
+  const __m512 wy[2] = {_mm512_sub_ps(one_f, blk->a), blk->a}, wx[2] = {_mm512_sub_ps(one_f, blk->b), blk->b};
+  for (int corner = 0; corner < 4; ++corner) blk->w[corner] = _mm512_mul_ps(wy[corner >> 1], wx[corner & 1]);
+}
+
+__attribute__((always_inline)) inline Block sample_block(const Geometry& g, const Planar& pl, const TapTable& tt,
+                                                         const float* off, int64_t y, int64_t x, int64_t j, int64_t n) {
+  Block blk;
+  bilinear_weights(g, tt, off, y, x, j, n, &blk, &blk.y0, &blk.x0);
   const __m512i two = _mm512_set1_epi32(2);
-  blk.y0 = _mm512_cvttps_epi32(fy);
-  blk.x0 = _mm512_cvttps_epi32(fx);
   const __m512i row = _mm512_add_epi32(blk.y0, two), col = _mm512_add_epi32(blk.x0, two);
   const __m512i plane = _mm512_maskz_loadu_epi32(blk.k, tt.channel.data() + j);  // times pl.plane below
   blk.index = _mm512_add_epi32(_mm512_add_epi32(_mm512_mullo_epi32(row, _mm512_set1_epi32(static_cast<int32_t>(pl.wp))), col),
                                _mm512_mullo_epi32(plane, _mm512_set1_epi32(static_cast<int32_t>(pl.plane))));
-  const __m512 one_f = _mm512_set1_ps(1.f);
-  const __m512 wy[2] = {_mm512_sub_ps(one_f, blk.a), blk.a}, wx[2] = {_mm512_sub_ps(one_f, blk.b), blk.b};
-  for (int corner = 0; corner < 4; ++corner) blk.w[corner] = _mm512_mul_ps(wy[corner >> 1], wx[corner & 1]);
   return blk;
 }
 
@@ -404,9 +456,7 @@ inline void forward_pixel_avx512(const Geometry& g, const Planar& pl, const TapT
     const Block blk = sample_block(g, pl, tt, off, y, x, j, J - j);
     __m512 q[4];
     gather_corners(pl, image, blk, q);
-    __m512 v = _mm512_setzero_ps();
-    for (int corner = 0; corner < 4; ++corner) v = _mm512_fmadd_ps(blk.w[corner], q[corner], v);
-    _mm512_mask_storeu_ps(row + j, blk.k, _mm512_mul_ps(_mm512_maskz_loadu_ps(blk.k, m + j), v));  // column j
+    _mm512_mask_storeu_ps(row + j, blk.k, _mm512_mul_ps(_mm512_maskz_loadu_ps(blk.k, m + j), sampled(blk, q)));
   }
 }
 
@@ -449,32 +499,85 @@ inline void backward_pixel_avx512(const Geometry& g, const Planar& pl, const Tap
   adds->n = J;
   const __m512i lo_idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
   const __m512i hi_idx = _mm512_add_epi32(lo_idx, _mm512_set1_epi32(8));
-  const __m512 one_f = _mm512_set1_ps(1.f);
   for (int64_t j = 0; j < J; j += 16) {
     const int64_t n = std::min<int64_t>(16, J - j);
     const Block blk = sample_block(g, pl, tt, off, y, x, j, n);
     __m512 q[4];
     gather_corners(pl, image, blk, q);
-    const __m512 gcol = _mm512_maskz_loadu_ps(blk.k, drow + j);  // column j
-    const __m512 mj = _mm512_maskz_loadu_ps(blk.k, m + j);
-    __m512 v = _mm512_setzero_ps();
-    for (int corner = 0; corner < 4; ++corner) v = _mm512_fmadd_ps(blk.w[corner], q[corner], v);
-    const __m512 ia = _mm512_sub_ps(one_f, blk.a), ib = _mm512_sub_ps(one_f, blk.b);
-    // d(weight)/dy per corner: -(1-b), -b, (1-b), b; d/dx: -(1-a), (1-a), -a, a
-    const __m512 vy = _mm512_add_ps(_mm512_mul_ps(ib, _mm512_sub_ps(q[2], q[0])), _mm512_mul_ps(blk.b, _mm512_sub_ps(q[3], q[1])));
-    const __m512 vx = _mm512_add_ps(_mm512_mul_ps(ia, _mm512_sub_ps(q[1], q[0])), _mm512_mul_ps(blk.a, _mm512_sub_ps(q[3], q[2])));
-    _mm512_mask_storeu_ps(row + j, blk.k, _mm512_mul_ps(mj, v));
-    _mm512_mask_storeu_ps(dm + j, blk.k, _mm512_mul_ps(gcol, v));
-    const __m512 gy = _mm512_mul_ps(_mm512_mul_ps(gcol, vy), mj), gx = _mm512_mul_ps(_mm512_mul_ps(gcol, vx), mj);
-    _mm512_mask_storeu_ps(dof + 2 * j, first_lanes(2 * n), _mm512_permutex2var_ps(gy, lo_idx, gx));
-    _mm512_mask_storeu_ps(dof + 2 * j + 16, first_lanes(2 * n - 16), _mm512_permutex2var_ps(gy, hi_idx, gx));
-    const __m512 gm = _mm512_mul_ps(gcol, mj);
+    const __m512 gm = column_gradients(blk, q, j, n, drow, m, row, dm, dof);
     for (int r = 0; r < 2; ++r) {
       const __m512 left = _mm512_mul_ps(gm, blk.w[2 * r]), right = _mm512_mul_ps(gm, blk.w[2 * r + 1]);
       _mm512_storeu_ps(adds->pairs[r].data() + 2 * j, _mm512_permutex2var_ps(left, lo_idx, right));
       _mm512_storeu_ps(adds->pairs[r].data() + 2 * j + 16, _mm512_permutex2var_ps(left, hi_idx, right));
     }
     _mm512_storeu_si512(adds->index.data() + j, blk.index);
+  }
+}
+
+// The pointwise path (use_pointwise): lane j is channel j, sampled from the NHWC image itself. The 16
+// lanes of a block are 16 channels, so their corners never share an address: masked gathers read them
+// (a corner outside the image reads 0, as the planar path's padding) and the input gradient is added by
+// gather, add, scatter. The planar path's arithmetic, but for the input gradient's multiply and add,
+// which the compiler may fuse.
+struct PointBlock : Bilinear {
+  __mmask16 inside[4];  // per corner, the lanes whose corner lies inside the image
+  __m512i index[4];  // NHWC index of each corner in the image
+};
+
+__attribute__((always_inline)) inline PointBlock sample_point(const Geometry& g, const TapTable& tt, const float* off,
+                                                              int64_t y, int64_t x, int64_t j, int64_t n) {
+  PointBlock blk;
+  __m512i y0, x0;
+  bilinear_weights(g, tt, off, y, x, j, n, &blk, &y0, &x0);
+  const __m512i one = _mm512_set1_epi32(1);
+  const __m512i h = _mm512_set1_epi32(static_cast<int32_t>(g.h)), w = _mm512_set1_epi32(static_cast<int32_t>(g.w));
+  const __m512i y1 = _mm512_add_epi32(y0, one), x1 = _mm512_add_epi32(x0, one);
+  // unsigned compares: a negative coordinate is a large unsigned one, outside too
+  const __mmask16 in_y[2] = {_mm512_cmplt_epu32_mask(y0, h), _mm512_cmplt_epu32_mask(y1, h)};
+  const __mmask16 in_x[2] = {_mm512_cmplt_epu32_mask(x0, w), _mm512_cmplt_epu32_mask(x1, w)};
+  const __m512i c = _mm512_set1_epi32(static_cast<int32_t>(g.c));
+  const __m512i channel = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int32_t>(j)),
+                                           _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+  const __m512i at = _mm512_add_epi32(_mm512_mullo_epi32(_mm512_add_epi32(_mm512_mullo_epi32(y0, w), x0), c), channel);
+  blk.index[0] = at;
+  blk.index[1] = _mm512_add_epi32(at, c);
+  blk.index[2] = _mm512_add_epi32(at, _mm512_mullo_epi32(w, c));
+  blk.index[3] = _mm512_add_epi32(blk.index[2], c);
+  for (int corner = 0; corner < 4; ++corner) blk.inside[corner] = blk.k & in_y[corner >> 1] & in_x[corner & 1];
+  return blk;
+}
+
+__attribute__((always_inline)) inline void gather_point(const float* image, const PointBlock& blk, __m512 q[4]) {
+  for (int corner = 0; corner < 4; ++corner)
+    q[corner] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), blk.inside[corner], blk.index[corner], image, 4);
+}
+
+inline void forward_pixel_pointwise(const Geometry& g, const TapTable& tt, const float* image, const float* off,
+                                    const float* m, int64_t y, int64_t x, float* row) {
+  for (int64_t j = 0; j < g.c; j += 16) {
+    const PointBlock blk = sample_point(g, tt, off, y, x, j, g.c - j);
+    __m512 q[4];
+    gather_point(image, blk, q);
+    _mm512_mask_storeu_ps(row + j, blk.k, _mm512_mul_ps(_mm512_maskz_loadu_ps(blk.k, m + j), sampled(blk, q)));
+  }
+}
+
+// Backward of one pixel on the pointwise path: as backward_pixel_avx512, with dimage the NHWC gradient.
+inline void backward_pixel_pointwise(const Geometry& g, const TapTable& tt, const float* image, const float* off,
+                                     const float* m, int64_t y, int64_t x, const float* drow, float* row, float* dimage,
+                                     float* dm, float* dof) {
+  for (int64_t j = 0; j < g.c; j += 16) {
+    const int64_t n = std::min<int64_t>(16, g.c - j);
+    const PointBlock blk = sample_point(g, tt, off, y, x, j, n);
+    __m512 q[4];
+    gather_point(image, blk, q);
+    const __m512 gm = column_gradients(blk, q, j, n, drow, m, row, dm, dof);
+    for (int corner = 0; corner < 4; ++corner) {
+      const __m512 sum = _mm512_add_ps(
+          _mm512_mask_i32gather_ps(_mm512_setzero_ps(), blk.inside[corner], blk.index[corner], dimage, 4),
+          _mm512_mul_ps(gm, blk.w[corner]));
+      _mm512_mask_i32scatter_ps(dimage, blk.inside[corner], blk.index[corner], sum, 4);
+    }
   }
 }
 #endif
@@ -492,6 +595,10 @@ void build_columns(const Geometry& g, const TapTable& tt, const float* x, const 
     const float* m = mask + i * J;
     float* row = cols + i * g.col_width;
 #if VCAR_AVX512
+    if (use_pointwise(g)) {
+      forward_pixel_pointwise(g, tt, image, offset + i * 2 * J, m, y, xx, row);
+      continue;
+    }
     if (planar) {
       forward_pixel_avx512(g, pl, tt, planar + (p - hw) / (g.h * g.w) * pl.image, offset + i * 2 * J, m, y, xx, row);
       continue;
@@ -616,15 +723,22 @@ class DeformConv2DGradOp : public DeformConvKernel {
       if (dx_planar.back()->data() == nullptr) planar.reset();  // out of memory: the portable path
     }
     if (!planar) dx_planar.clear();
-    std::vector<std::vector<float>> dx_part(chunks), dk_part(chunks), db_part(chunks);
+    // otherwise chunks after the first accumulate the input gradient in NHWC scratch, zeroed by their thread
+    std::vector<std::unique_ptr<ScratchFloats>> dx_part;
+    for (int64_t chunk = 1; !planar && chunk < chunks; ++chunk) {
+      dx_part.push_back(std::make_unique<ScratchFloats>(ctx, x_size, false));
+      OP_REQUIRES(ctx, dx_part.back()->data() != nullptr,
+                  tensorflow::errors::ResourceExhausted("deform conv: no memory for the input gradient"));
+    }
+    std::vector<std::vector<float>> dk_part(chunks), db_part(chunks);
     pool->ParallelFor(chunks, 1LL << 40, [&](int64_t first, int64_t last) {
       for (int64_t chunk = first; chunk < last; ++chunk) {
         float* dxc = pdx;
         if (planar) {
           dxc = dx_planar[chunk]->data();
         } else if (chunk > 0) {
-          dx_part[chunk].assign(x_size, 0.f);
-          dxc = dx_part[chunk].data();
+          dxc = dx_part[chunk - 1]->data();
+          std::fill(dxc, dxc + x_size, 0.f);
         } else {
           std::fill(pdx, pdx + x_size, 0.f);
         }
@@ -632,7 +746,7 @@ class DeformConv2DGradOp : public DeformConvKernel {
         std::vector<float>& dbc = db_part[chunk];
         dkc.assign(k_size, 0.f);
         dbc.assign(g.o, 0.f);
-        std::vector<float> cols(kTile * g.col_width), dcols(kTile * g.col_width);
+        std::vector<float> cols(kTile * g.col_width), dcols(kTile * g.col_width), tile_db(g.o);
         Samples samples(lanes);
         OffsetMaskInputs in(ctx, head_, lanes);
         TileInput grads(ctx->input(head_ ? 3 : 4), g.o);
@@ -662,7 +776,12 @@ class DeformConv2DGradOp : public DeformConvKernel {
             const int64_t c0 = grp * width, o0 = grp * g.og;
             dk.block(0, o0, width, g.og).noalias() += c.block(0, c0, n, width).transpose() * dy.block(0, o0, n, g.og);
           }
-          Eigen::Map<Eigen::RowVectorXf>(dbc.data(), g.o) += dy.colwise().sum();
+          // the tile's sum row by row, then into the chunk's (Eigen's colwise().sum() gave different
+          // last bits from run to run with two threads)
+          std::fill(tile_db.begin(), tile_db.end(), 0.f);
+          for (int64_t i = 0; i < n; ++i)
+            for (int64_t o = 0; o < g.o; ++o) tile_db[o] += dy(i, o);
+          for (int64_t o = 0; o < g.o; ++o) dbc[o] += tile_db[o];
         }
       }
     });
@@ -684,13 +803,16 @@ class DeformConv2DGradOp : public DeformConvKernel {
           }
         }
       });
+    } else if (!dx_part.empty()) {
+      pool->ParallelFor(x_size, chunks, [&](int64_t first, int64_t last) {
+        for (const auto& part : dx_part)
+          for (int64_t i = first; i < last; ++i) pdx[i] += part->data()[i];
+      });
     }
     std::fill(pdk, pdk + g.taps * g.cg * g.o, 0.f);
     std::fill(pdb, pdb + g.o, 0.f);
     const std::vector<int64_t> kernel_row = kernel_row_of_column(g);
     for (int64_t chunk = 0; chunk < chunks; ++chunk) {
-      if (chunk > 0 && !planar)
-        for (int64_t i = 0; i < x_size; ++i) pdx[i] += dx_part[chunk][i];
       for (size_t r = 0; r < kernel_row.size(); ++r)
         for (int64_t o = 0; o < g.o; ++o) pdk[kernel_row[r] * g.o + o] += dk_part[chunk][r * g.o + o];
       for (int64_t i = 0; i < g.o; ++i) pdb[i] += db_part[chunk][i];
@@ -723,6 +845,10 @@ class DeformConv2DGradOp : public DeformConvKernel {
       float* dm = dmask + i * J;
       float* dof = doff + i * 2 * J;
 #if VCAR_AVX512
+      if (use_pointwise(g)) {
+        backward_pixel_pointwise(g, tt, image, offset + i * 2 * J, m, y, xx, drow, row, dx + (p - hw) * C, dm, dof);
+        continue;
+      }
       if (planar) {
         const int64_t at = (p - hw) / (g.h * g.w) * pl.image;
         backward_pixel_avx512(g, pl, tt, planar + at, offset + i * 2 * J, m, y, xx, drow, row, dx + at, dm, dof,
