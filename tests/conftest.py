@@ -114,6 +114,19 @@ def fused_op_or_skip():
     return deform_conv_op.load_deform_conv(required=True)
 
 
+def break_op_source(monkeypatch, tmp_path, source):
+    """custom_ops/<source> replaced by a file that does not compile, with an empty op cache and no library
+    loaded yet: the next load builds it and fails."""
+    from vcar_tf.ops import build
+
+    path = tmp_path / source
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("this is not C++\n")
+    monkeypatch.setattr(build, "source_dir", lambda: str(tmp_path))
+    monkeypatch.setattr(build, "_OPTIONAL", {})
+    monkeypatch.setenv("VCAR_TF_CACHE", str(tmp_path / "cache"))
+
+
 def perturb_weights(model, seed=0, scale=0.05):
     """Add noise to every weight, so the zero-initialised residual head stops hiding errors in
     save/load and export tests; returns the model."""

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import fused_op_or_skip
+from tests.conftest import break_op_source, fused_op_or_skip
 from vcar_tf.errors import VcarError
 from vcar_tf.ops.deform_conv import check_shapes, deform_conv2d_composite
 
@@ -478,14 +478,11 @@ def test_16_bit_inputs_sample_the_composite_at_float32_positions(dtype):
 
 
 def test_failed_build_warns_once_and_falls_back(monkeypatch, tmp_path):
-    from vcar_tf.ops import build, deform_conv_op
+    from vcar_tf.ops import deform_conv_op
     from vcar_tf.ops.deform_conv import selected_impl
 
-    (tmp_path / "deform_conv").mkdir()
-    (tmp_path / "deform_conv" / "deform_conv_op.cc").write_text("this is not C++\n")
-    monkeypatch.setattr(build, "source_dir", lambda: str(tmp_path))
+    break_op_source(monkeypatch, tmp_path, "deform_conv/deform_conv_op.cc")
     monkeypatch.setattr(deform_conv_op, "_LOADED", {})
-    monkeypatch.setenv("VCAR_TF_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("VCAR_DEFORM_IMPL", "auto")
     with pytest.warns(RuntimeWarning, match="fused deformable conv unavailable .*building deform_conv failed"):
         assert selected_impl() == "composite"

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vcar_tf.ops import build, resize_bilinear
+from tests.conftest import break_op_source
+from vcar_tf.ops import resize_bilinear
 
 CASES = [((3, 11, 11, 70), (32, 32)),  # DSTA's coarse head: 11 -> 32 and channels over one run of 64
          ((2, 32, 32, 12), (64, 64)),  # DSTA's attention map: x2
@@ -54,11 +55,7 @@ def test_fused_resize_rejects_bad_shapes(fused):
 
 
 def test_failed_build_warns_once_and_falls_back_to_tf_image_resize(monkeypatch, tmp_path):
-    (tmp_path / "resize").mkdir()
-    (tmp_path / "resize" / "resize_bilinear_op.cc").write_text("this is not C++\n")
-    monkeypatch.setattr(build, "source_dir", lambda: str(tmp_path))
-    monkeypatch.setattr(resize_bilinear, "_LOADED", {})
-    monkeypatch.setenv("VCAR_TF_CACHE", str(tmp_path / "cache"))
+    break_op_source(monkeypatch, tmp_path, "resize/resize_bilinear_op.cc")
     x = tf.random.normal([1, 3, 3, 2])
     with pytest.warns(RuntimeWarning, match="fused bilinear resize unavailable .*building resize_bilinear failed"):
         y = resize_bilinear.resize_bilinear(x, [5, 5])

@@ -560,3 +560,19 @@ def test_a_validation_killed_mid_run_is_redone_on_resume(tiny_dataset, tmp_path,
     seen.clear()
     Trainer(_config(tiny_dataset, run, 6, eval_every=2, checkpoint_every=4)).run()
     assert seen == [6] and not os.path.exists(RunFolder(str(run)).pending_validation)
+
+
+def test_training_in_bf16_loads_the_bf16_kernels_and_fp32_does_not(tiny_dataset, tmp_path, monkeypatch):
+    import keras
+
+    from vcar_tf.train import trainer as trainer_module
+
+    loads = []
+    monkeypatch.setattr(trainer_module, "load_bf16_kernels", lambda: loads.append(True))
+    try:
+        trainer_module.Trainer(_config(tiny_dataset, tmp_path / "fp32", 1))
+        assert loads == []
+        trainer_module.Trainer(_config(tiny_dataset, tmp_path / "bf16", 1, mixed_precision=True))
+        assert loads == [True]
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

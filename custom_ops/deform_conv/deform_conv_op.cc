@@ -20,6 +20,7 @@
 #define VCAR_AVX512 1
 #endif
 
+#include "../common/bf16.h"
 #include "Eigen/Core"
 #include "op_common.h"
 #include "tensorflow/core/lib/core/threadpool.h"
@@ -96,38 +97,6 @@ class ScratchFloats {
   Tensor tensor_;
   float* data_ = nullptr;
 };
-
-// bf16 <-> float, 16 at a time where AVX-512 is (Eigen's casts of Eigen::Map arrays ran one value at a
-// time): widening is exact; narrowing rounds to nearest even and keeps NaN quiet with its sign, as
-// Eigen's scalar conversion (tf.cast) does.
-inline void widen(const Eigen::bfloat16* src, float* dst, int64_t n) {
-  int64_t i = 0;
-#if VCAR_AVX512
-  for (; i + 16 <= n; i += 16) {
-    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i));
-    _mm512_storeu_ps(dst + i, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)));
-  }
-#endif
-  for (; i < n; ++i) dst[i] = static_cast<float>(src[i]);
-}
-
-inline void narrow_to(const float* src, Eigen::bfloat16* dst, int64_t n) {
-  int64_t i = 0;
-#if VCAR_AVX512
-  const __m512i one = _mm512_set1_epi32(1), bias = _mm512_set1_epi32(0x7fff);
-  const __m512i sign = _mm512_set1_epi32(0x8000), quiet_nan = _mm512_set1_epi32(0x7fc0);
-  for (; i + 16 <= n; i += 16) {
-    const __m512 v = _mm512_loadu_ps(src + i);
-    const __m512i high = _mm512_srli_epi32(_mm512_castps_si512(v), 16);
-    const __m512i rounded = _mm512_srli_epi32(
-        _mm512_add_epi32(_mm512_castps_si512(v), _mm512_add_epi32(bias, _mm512_and_si512(high, one))), 16);
-    const __m512i nan = _mm512_or_si512(_mm512_and_si512(high, sign), quiet_nan);
-    const __m512i bits = _mm512_mask_blend_epi32(_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), rounded, nan);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), _mm512_cvtepi32_epi16(bits));
-  }
-#endif
-  for (; i < n; ++i) dst[i] = static_cast<Eigen::bfloat16>(src[i]);
-}
 
 // T = bfloat16: x is widened into float scratch before the float code runs and dx is computed into
 // float scratch and narrowed by narrow(); the rows of offset, mask, y, the output gradient, doffset

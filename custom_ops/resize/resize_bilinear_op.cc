@@ -11,6 +11,7 @@
 #include <cstring>
 #include <vector>
 
+#include "../common/bf16.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -22,23 +23,6 @@ using tensorflow::OpKernelContext;
 using tensorflow::Tensor;
 using tensorflow::TensorShape;
 using tensorflow::errors::InvalidArgument;
-
-inline float load(float v) { return v; }
-inline float load(Eigen::bfloat16 v) {
-  uint32_t bits = static_cast<uint32_t>(Eigen::numext::bit_cast<uint16_t>(v)) << 16;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-
-inline void store(float v, float* out) { *out = v; }
-inline void store(float v, Eigen::bfloat16* out) {
-  uint32_t bits;
-  std::memcpy(&bits, &v, 4);
-  const uint32_t rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
-  const uint32_t nan = ((bits >> 16) & 0x8000u) | 0x7fc0u;
-  *out = Eigen::numext::bit_cast<Eigen::bfloat16>(static_cast<uint16_t>(v != v ? nan : rounded));
-}
 
 // Where output index i of `out_size` samples an axis of `in_size`.
 struct Taps {
@@ -97,11 +81,11 @@ class ResizeBilinearOp : public tensorflow::OpKernel {
           const int64_t l = tx.lower[x] * c, r = tx.upper[x] * c;
           const float xl = tx.lerp[x];
           for (int64_t k = 0; k < c; ++k) {
-            const float tl = load(top[l + k]), tr = load(top[r + k]);
-            const float bl = load(bottom[l + k]), br = load(bottom[r + k]);
+            const float tl = to_float(top[l + k]), tr = to_float(top[r + k]);
+            const float bl = to_float(bottom[l + k]), br = to_float(bottom[r + k]);
             const float t = tl + (tr - tl) * xl;
             const float bo = bl + (br - bl) * xl;
-            store(t + (bo - t) * yl, dst + x * c + k);
+            store_as(t + (bo - t) * yl, dst + x * c + k);
           }
         }
       }
@@ -146,7 +130,7 @@ class ResizeBilinearGradOp : public tensorflow::OpKernel {
             const int64_t l = tx.lower[x] * cn, r = tx.upper[x] * cn;
             const float xl = tx.lerp[x], xi = 1.0f - xl;
             for (int64_t k = 0; k < cn; ++k) {
-              const float v = load(src[k]);
+              const float v = to_float(src[k]);
               top[l + k] += v * yi * xi;
               top[r + k] += v * yi * xl;
               bottom[l + k] += v * yl * xi;
@@ -156,7 +140,7 @@ class ResizeBilinearGradOp : public tensorflow::OpKernel {
         }
         T* dst = out + n * h * w * c + c0;
         for (int64_t p = 0; p < h * w; ++p)
-          for (int64_t k = 0; k < cn; ++k) store(sum[p * cn + k], dst + p * c + k);
+          for (int64_t k = 0; k < cn; ++k) store_as(sum[p * cn + k], dst + p * c + k);
       }
     });
   }

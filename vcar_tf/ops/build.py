@@ -14,8 +14,9 @@ import os
 import platform
 import subprocess
 import sys
+import warnings
 
-from vcar_tf.errors import VcarError
+from vcar_tf.errors import VcarError, first_line
 
 # Tried in order. TF's bundled Eigen does not compile with AVX512-FP16 under g++ 12 (Sapphire
 # Rapids and newer), hence the first set; the portable ones are for compilers without that flag.
@@ -51,12 +52,13 @@ def _cpu_id():
 
 
 def _digest(sources, flags):
-    """Hash of the sources, every header beside them, the flags, the TF version and the CPU."""
+    """Hash of the sources, every header beside them and in custom_ops/common, the flags, the TF version and the
+    CPU."""
     import tensorflow as tf
 
     digest = hashlib.sha256()
-    folders = sorted({os.path.dirname(path) for path in sources})
-    headers = sorted(os.path.join(d, f) for d in folders for f in os.listdir(d) if f.endswith(".h"))
+    folders = sorted({os.path.dirname(path) for path in sources} | {os.path.join(source_dir(), "common")})
+    headers = sorted(os.path.join(d, f) for d in folders if os.path.isdir(d) for f in os.listdir(d) if f.endswith(".h"))
     for path in [*sources, *headers]:
         with open(path, "rb") as f:
             digest.update(f.read())
@@ -84,6 +86,28 @@ def check_private(path):
     if st.st_mode & 0o022:
         raise VcarError(f"{path} is writable by group or others (mode {st.st_mode & 0o777:o}): "
                         f"not loading a library from it")
+
+
+_OPTIONAL = {}
+
+
+def load_optional(name, source, what, fallback, on_load=None):
+    """The op library `name` built from `source` (a path under custom_ops/) and loaded, `on_load(lib)` run
+    once; or None, with one warning per process ("<what> unavailable (<why>); <fallback>"), where it cannot
+    be built or loaded. For libraries whose callers have a stock-op fallback."""
+    import tensorflow as tf
+
+    if name not in _OPTIONAL:
+        try:
+            lib = tf.load_op_library(build_library(name, [os.path.join(source_dir(), source)]))
+        except (VcarError, tf.errors.OpError) as e:
+            warnings.warn(f"{what} unavailable ({first_line(e)}); {fallback}", RuntimeWarning, stacklevel=3)
+            lib = None
+        else:
+            if on_load is not None:
+                on_load(lib)
+        _OPTIONAL[name] = lib
+    return _OPTIONAL[name]
 
 
 def build_library(name, sources, flags=(), cuda=None):

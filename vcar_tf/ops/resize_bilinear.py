@@ -2,31 +2,20 @@
 on TF's intra-op threads, its output in the input's dtype, with its gradient; stock ops where it is not built
 or a GPU is visible. Callers keep tf.image.resize on the export path (stock ops only)."""
 
-import warnings
-
 import tensorflow as tf
 
-from vcar_tf.errors import VcarError, first_line
 from vcar_tf.ops import build
 
-_LOADED = {}
+
+def _register_gradient(lib):
+    tf.RegisterGradient("VcarResizeBilinear")(
+        lambda op, grad: (lib.vcar_resize_bilinear_grad(grad, op.inputs[0]), None))
 
 
 def load_resize_bilinear():
     """The loaded library with its gradient registered, or None (one warning per process) when it cannot be built."""
-    if "lib" not in _LOADED:
-        try:
-            path = build.build_library("resize_bilinear", [f"{build.source_dir()}/resize/resize_bilinear_op.cc"])
-            lib = tf.load_op_library(path)
-        except (VcarError, tf.errors.OpError) as e:
-            warnings.warn(f"fused bilinear resize unavailable ({first_line(e)}); using tf.image.resize",
-                          RuntimeWarning, stacklevel=2)
-            lib = None
-        else:
-            tf.RegisterGradient("VcarResizeBilinear")(
-                lambda op, grad: (lib.vcar_resize_bilinear_grad(grad, op.inputs[0]), None))
-        _LOADED["lib"] = lib
-    return _LOADED["lib"]
+    return build.load_optional("resize_bilinear", "resize/resize_bilinear_op.cc", "fused bilinear resize",
+                               "using tf.image.resize", _register_gradient)
 
 
 def resize_bilinear(x, size):

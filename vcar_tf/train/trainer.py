@@ -27,6 +27,7 @@ from vcar_tf.data.pipeline import PipelineConfig, make_dataset
 from vcar_tf.errors import VcarError, first_line
 from vcar_tf.fileutil import check_writable_dir, ensure_writable_dir, write_text_atomic
 from vcar_tf.inference.sequence import enhance_sequence, evaluate_pairs
+from vcar_tf.ops.bf16_kernels import load_bf16_kernels
 from vcar_tf.reporting import write_report
 from vcar_tf.train.losses import get_loss, per_example_loss
 from vcar_tf.train.folder import RunFolder, imported_origin, init_source_to_read, read_config_dict, read_json_object
@@ -88,6 +89,7 @@ class Trainer:
         self.val_pairs = [p for pairs in self.val_sets.values() for p in pairs]
         if cfg.mixed_precision:
             keras.mixed_precision.set_global_policy("mixed_bfloat16")
+            load_bf16_kernels()  # before the step's graph is instantiated
         with self.strategy.scope():
             self.model = build_model(cfg)
             self.initialised = initialise_from(self.model, self.init_source) if self.init_source else []
