@@ -313,6 +313,10 @@ struct Samples {
 // copy of the input (Planar): 16 (group, tap) samples of one pixel at a time, each row's two
 // corners read as one 64-bit gather element. Same arithmetic as Samples::compute, where a corner
 // outside the image reads 0 instead of being masked.
+inline __mmask16 first_lanes(int64_t n) {
+  return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << std::max<int64_t>(n, 0)) - 1u);
+}
+
 // 16 lanes' bilinear weights: what the planar and the pointwise paths share.
 struct Bilinear {
   __m512 w[4], a, b;  // corner weights: (y0, x0), (y0, x0 + 1), (y0 + 1, x0), (y0 + 1, x0 + 1)
@@ -554,14 +558,13 @@ void build_columns(const Geometry& g, const TapTable& tt, const float* x, const 
   const int32_t *i0 = s->index.data(), *i1 = i0 + J, *i2 = i1 + J, *i3 = i2 + J;
   const float *w0 = s->weight.data(), *w1 = w0 + J, *w2 = w1 + J, *w3 = w2 + J;
   const int32_t* channel = tt.channel.data();
-  const bool pointwise = use_pointwise(g);
   for (int64_t i = 0; i < n; ++i) {
     const int64_t p = p0 + i, hw = p % (g.h * g.w), y = hw / g.w, xx = hw % g.w;
     const float* image = x + (p - hw) * C;
     const float* m = mask + i * J;
     float* row = cols + i * g.col_width;
 #if VCAR_AVX512
-    if (pointwise) {
+    if (use_pointwise(g)) {
       forward_pixel_pointwise(g, tt, image, offset + i * 2 * J, m, y, xx, row);
       continue;
     }
@@ -799,7 +802,6 @@ class DeformConv2DGradOp : public DeformConvKernel {
     const float *v0 = s->inside.data(), *v1 = v0 + J, *v2 = v1 + J, *v3 = v2 + J;
     const float *ly = s->ly.data(), *lx = s->lx.data();
     const int32_t* channel = tt.channel.data();
-    const bool pointwise = use_pointwise(g);
 #if VCAR_AVX512
     PendingAdds adds[2] = {PendingAdds(J), PendingAdds(J)};
 #endif
@@ -812,7 +814,7 @@ class DeformConv2DGradOp : public DeformConvKernel {
       float* dm = dmask + i * J;
       float* dof = doff + i * 2 * J;
 #if VCAR_AVX512
-      if (pointwise) {
+      if (use_pointwise(g)) {
         backward_pixel_pointwise(g, tt, image, offset + i * 2 * J, m, y, xx, drow, row, dx + (p - hw) * C, dm, dof);
         continue;
       }
