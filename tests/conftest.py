@@ -1,5 +1,6 @@
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -105,13 +106,20 @@ def shared_qp37(tmp_path_factory):
 def fused_op_or_skip():
     """The fused deformable conv library; the test skips where no g++ can build it, and fails
     (VcarError) where g++ is there but the build or load fails."""
-    import shutil
-
     from vcar_tf.ops import deform_conv_op
 
     if shutil.which("g++") is None:
         pytest.skip("no g++ to build the fused deformable conv: the composite is all there is")
     return deform_conv_op.load_deform_conv(required=True)
+
+
+def built_or_skip(load, what):
+    """The op library load() returns: skipped without g++, failed where g++ is there but it did not build."""
+    if shutil.which("g++") is None:
+        pytest.skip(f"no g++ to build the {what}")
+    lib = load()
+    assert lib is not None, f"g++ is there but the {what} did not build"
+    return lib
 
 
 def break_op_source(monkeypatch, tmp_path, source):

@@ -2,7 +2,6 @@
 TF's values bit for bit (a NaN may differ in sign and payload: TF's own vector and scalar paths do).
 TF's results come from a fresh process that never loads the library."""
 
-import shutil
 import subprocess
 import sys
 
@@ -11,7 +10,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.python.framework import kernels
 
-from tests.conftest import break_op_source
+from tests.conftest import break_op_source, built_or_skip
 from vcar_tf.ops.bf16_kernels import load_bf16_kernels
 
 SHAPE = (3, 37, 41, 5)  # 22,755 values: several work units and a tail after the last 16
@@ -77,11 +76,7 @@ def cases(tmp_path_factory):
 
 
 def fused_or_skip():
-    if shutil.which("g++") is None:
-        pytest.skip("no g++ to build the bf16 kernels")
-    lib = load_bf16_kernels()
-    assert lib is not None, "g++ is there but the bf16 kernels did not build"
-    return lib
+    return built_or_skip(load_bf16_kernels, "bf16 kernels")
 
 
 def test_the_kernels_are_registered_above_tfs_for_bfloat16_on_the_cpu():

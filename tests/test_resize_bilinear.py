@@ -1,12 +1,11 @@
 """The fused bilinear resize (custom_ops/resize/) against tf.image.resize: values and gradients."""
 
-import shutil
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import break_op_source
+from tests.conftest import break_op_source, built_or_skip
 from vcar_tf.ops import resize_bilinear
 
 CASES = [((3, 11, 11, 70), (32, 32)),  # DSTA's coarse head: 11 -> 32 and channels over one run of 64
@@ -17,11 +16,7 @@ CASES = [((3, 11, 11, 70), (32, 32)),  # DSTA's coarse head: 11 -> 32 and channe
 
 @pytest.fixture
 def fused():
-    if shutil.which("g++") is None:
-        pytest.skip("no g++ to build the fused resize")
-    lib = resize_bilinear.load_resize_bilinear()
-    assert lib is not None, "g++ is there but the fused resize did not build"
-    return lib
+    return built_or_skip(resize_bilinear.load_resize_bilinear, "fused resize")
 
 
 def resized_and_gradient(fn, x, size, upstream):

@@ -32,6 +32,11 @@ inline void store_as(float v, Eigen::bfloat16* out) {
 }
 
 #if defined(__AVX512F__)
+// The mask of the first n of 16 lanes (none for n <= 0).
+inline __mmask16 first_lanes(int64_t n) {
+  return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (n > 0 ? n : 0)) - 1u);
+}
+
 inline __m512 widen16(const Eigen::bfloat16* src) {
   const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src));
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
@@ -55,6 +60,19 @@ inline void store16_exact(__m512 v, Eigen::bfloat16* dst) {
 }
 
 inline void narrow16(__m512 v, Eigen::bfloat16* dst) { store16_exact(round_to_bf16(v), dst); }
+
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+// The lanes of mask k only: float or bfloat16 to float, and back (bfloat16 rounded as narrow16).
+inline __m512 load16(const float* p, __mmask16 k) { return _mm512_maskz_loadu_ps(k, p); }
+inline __m512 load16(const Eigen::bfloat16* p, __mmask16 k) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(k, p)), 16));
+}
+inline void store16(__m512 v, float* p, __mmask16 k) { _mm512_mask_storeu_ps(p, k, v); }
+inline void store16(__m512 v, Eigen::bfloat16* p, __mmask16 k) {
+  const __m512i bits = _mm512_srli_epi32(_mm512_castps_si512(round_to_bf16(v)), 16);
+  _mm256_mask_storeu_epi16(p, k, _mm512_cvtepi32_epi16(bits));
+}
+#endif
 #endif
 
 inline void widen(const Eigen::bfloat16* src, float* dst, int64_t n) {

@@ -313,9 +313,6 @@ struct Samples {
 // copy of the input (Planar): 16 (group, tap) samples of one pixel at a time, each row's two
 // corners read as one 64-bit gather element. Same arithmetic as Samples::compute, where a corner
 // outside the image reads 0 instead of being masked.
-inline __mmask16 first_lanes(int64_t n) {
-  return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << std::max<int64_t>(n, 0)) - 1u);
-}
 
 // 16 lanes' bilinear weights: what the planar and the pointwise paths share.
 struct Bilinear {
@@ -486,8 +483,8 @@ inline void backward_pixel_avx512(const Geometry& g, const Planar& pl, const Tap
 // The pointwise path (use_pointwise): lane j is channel j, sampled from the NHWC image itself. The 16
 // lanes of a block are 16 channels, so their corners never share an address: masked gathers read them
 // (a corner outside the image reads 0, as the planar path's padding) and the input gradient is added by
-// gather, add, scatter. The planar path's arithmetic, but for the input gradient's multiply and add,
-// which the compiler may fuse.
+// gather, add, scatter. The planar path's arithmetic, but the input gradient's multiply and add are one
+// fused multiply-add (written out, so the bits do not depend on what the compiler inlines).
 struct PointBlock : Bilinear {
   __mmask16 inside[4];  // per corner, the lanes whose corner lies inside the image
   __m512i index[4];  // NHWC index of each corner in the image
@@ -542,9 +539,9 @@ inline void backward_pixel_pointwise(const Geometry& g, const TapTable& tt, cons
     gather_point(image, blk, q);
     const __m512 gm = column_gradients(blk, q, j, n, drow, m, row, dm, dof);
     for (int corner = 0; corner < 4; ++corner) {
-      const __m512 sum = _mm512_add_ps(
-          _mm512_mask_i32gather_ps(_mm512_setzero_ps(), blk.inside[corner], blk.index[corner], dimage, 4),
-          _mm512_mul_ps(gm, blk.w[corner]));
+      const __m512 sum = _mm512_fmadd_ps(
+          gm, blk.w[corner],
+          _mm512_mask_i32gather_ps(_mm512_setzero_ps(), blk.inside[corner], blk.index[corner], dimage, 4));
       _mm512_mask_i32scatter_ps(dimage, blk.inside[corner], blk.index[corner], sum, 4);
     }
   }

@@ -54,16 +54,6 @@ void parallel_for(OpKernelContext* ctx, int64_t units, int64_t cost_per_unit,
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 #define VCAR_RESIZE_AVX512 1
-// 16 channels (the first n of them) as floats, and back.
-inline __m512 load16(const float* p, __mmask16 k) { return _mm512_maskz_loadu_ps(k, p); }
-inline __m512 load16(const Eigen::bfloat16* p, __mmask16 k) {
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(k, p)), 16));
-}
-inline void store16(__m512 v, float* p, __mmask16 k) { _mm512_mask_storeu_ps(p, k, v); }
-inline void store16(__m512 v, Eigen::bfloat16* p, __mmask16 k) {
-  _mm256_mask_storeu_epi16(p, k, _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(round_to_bf16(v)), 16)));
-}
-inline __mmask16 lanes(int64_t n) { return n >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << n) - 1u); }
 // a + (b - a) * t, as the scalar code writes it
 inline __m512 lerp16(__m512 a, __m512 b, __m512 t) { return _mm512_add_ps(a, _mm512_mul_ps(_mm512_sub_ps(b, a), t)); }
 #endif
@@ -100,7 +90,7 @@ class ResizeBilinearOp : public tensorflow::OpKernel {
 #if VCAR_RESIZE_AVX512
           const __m512 xl16 = _mm512_set1_ps(xl), yl16 = _mm512_set1_ps(yl);
           for (; k < c; k += 16) {
-            const __mmask16 m = lanes(c - k);
+            const __mmask16 m = first_lanes(c - k);
             const __m512 t = lerp16(load16(top + l + k, m), load16(top + r + k, m), xl16);
             const __m512 bo = lerp16(load16(bottom + l + k, m), load16(bottom + r + k, m), xl16);
             store16(lerp16(t, bo, yl16), dst + x * c + k, m);
@@ -159,7 +149,7 @@ class ResizeBilinearGradOp : public tensorflow::OpKernel {
 #if VCAR_RESIZE_AVX512
             const __m512 xi16 = _mm512_set1_ps(xi), xl16 = _mm512_set1_ps(xl);
             for (; k < cn; k += 16) {
-              const __mmask16 m = lanes(cn - k);
+              const __mmask16 m = first_lanes(cn - k);
               const __m512 v = load16(src + k, m);
               const __m512 vy[2] = {_mm512_mul_ps(v, _mm512_set1_ps(yi)), _mm512_mul_ps(v, _mm512_set1_ps(yl))};
               float* at[4] = {top + l + k, top + r + k, bottom + l + k, bottom + r + k};
@@ -182,7 +172,7 @@ class ResizeBilinearGradOp : public tensorflow::OpKernel {
           int64_t k = 0;
 #if VCAR_RESIZE_AVX512
           for (; k < cn; k += 16)
-            store16(load16(sum.data() + p * cn + k, lanes(cn - k)), dst + p * c + k, lanes(cn - k));
+            store16(load16(sum.data() + p * cn + k, first_lanes(cn - k)), dst + p * c + k, first_lanes(cn - k));
 #endif
           for (; k < cn; ++k) store_as(sum[p * cn + k], dst + p * c + k);
         }
