@@ -80,8 +80,8 @@ def assert_gradients_agree(g, g_ref, name):
 
 @pytest.mark.parametrize("dtype,tolerance", [(tf.float32, 1e-6), (tf.bfloat16, 1e-2)])
 def test_dsta_gate_in_training_equals_the_stock_ops_with_their_gradients(dtype, tolerance):
-    """DSTA's output x · sigmoid(logits) · channel: XLA kernels with their own gradient in training,
-    stock ops otherwise (exports). Both give the same values and gradients (bf16: to its rounding)."""
+    """DSTA's output x · sigmoid(logits) · channel: the fused op (XLA kernels where it is not built) in
+    training, stock ops otherwise (exports). Both give the same values and gradients (bf16: to its rounding)."""
     from vcar_tf.models.rfda.model import SigmoidGate
 
     rng = np.random.default_rng(0)

@@ -42,6 +42,7 @@ from vcar_tf.models.blocks import DeformConv2D, FramesToChannels, OffsetMaskHead
 from vcar_tf.models.layers import OUTPUT_DTYPE, residual_head
 from vcar_tf.models.registry import register
 from vcar_tf.ops.resize_bilinear import resize_bilinear
+from vcar_tf.ops.sigmoid_gate import sigmoid_gate
 
 UNROLL_CHUNK = 5  # frames per front-end and QE batch of a training clip (_call_unrolled); 3 and 15 measured slower
 UNET_LEVELS = 3  # the U-Nets halve the size 3 times: pad to a multiple of 8
@@ -76,33 +77,6 @@ class ScaledAdd(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "scale": self.scale}
-
-
-def _as_float32(t):
-    return tf.cast(t, tf.float32)
-
-
-# DSTA's output, x · sigmoid(logits) · channel, on frame-sized maps, in training: one XLA kernel
-# forward and one backward, in float32 inside, instead of a sigmoid, two products and their gradients'
-# passes over memory. Exports and inference trace the stock ops (converters know no XLA call).
-@tf.function(jit_compile=True)
-def _gated(x, logits, channel):
-    return tf.cast(_as_float32(x) * tf.sigmoid(_as_float32(logits)) * _as_float32(channel), x.dtype)
-
-
-@tf.function(jit_compile=True)
-def _gated_gradients(dy, x, logits, channel):
-    dy, x32, gate, channel32 = _as_float32(dy), _as_float32(x), tf.sigmoid(_as_float32(logits)), _as_float32(channel)
-    dy_gate = dy * gate
-    return (tf.cast(dy_gate * channel32, x.dtype),
-            tf.cast(dy_gate * x32 * channel32 * (1.0 - gate), logits.dtype),
-            tf.cast(tf.reduce_sum(dy_gate * x32, axis=[1, 2], keepdims=True), channel.dtype))
-
-
-@tf.custom_gradient
-def sigmoid_gate(x, logits, channel):
-    """x (B, H, W, n) · sigmoid(logits) (B, H, W, n) · channel (B, 1, 1, n)."""
-    return _gated(x, logits, channel), lambda dy: _gated_gradients(dy, x, logits, channel)
 
 
 @keras.saving.register_keras_serializable(package="vcar_tf")
