@@ -99,7 +99,7 @@ def child_inference(preset, width, height, repeats, profile=0):
         result["kinds"] = {}
         for p, run in runs.items():
             with tempfile.TemporaryDirectory(prefix="bench-precision-") as trace_dir:
-                ops, _ = traced_op_seconds(lambda: np.asarray(run(x)), profile, trace_dir)
+                ops, _, _ = traced_op_seconds(lambda: np.asarray(run(x)), profile, trace_dir)
             kinds = result["kinds"][p] = {}
             for op, t in ops.items():
                 kind = op.rsplit(":", 1)[1]

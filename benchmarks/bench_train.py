@@ -21,7 +21,8 @@ for bit from step 0, B's relative difference from A per step, and each one's mea
 --bound times each model's conv layers on their own, forward and the gradients a step needs, at
 the recipe in fp32 and bf16, against the step and against the rate of one well-shaped conv.
 --profile N traces N steps (after the warm-up) with TF's profiler and lists where the time goes,
-by kind of op (op time summed over TF's threads, so it adds up to more than the wall time).
+by kind of op (op time summed over TF's threads, so it adds up to more than the wall time), and how much
+of the step's wall time no op ran (a core idle, or XLA's kernels running).
 """
 
 import contextlib
@@ -123,12 +124,12 @@ def child_profile(name, data, variant, steps):
             waits.append(time.perf_counter() - start)
             float(step(*batch))
 
-        ops, wall = traced_op_seconds(timed_step, steps, os.path.join(run_dir, "trace"))
+        ops, wall, idle = traced_op_seconds(timed_step, steps, os.path.join(run_dir, "trace"))
         it = None  # the dataset iterator goes before its temporary folder
     kinds = {}
     for op, seconds in ops.items():
         kinds[op_kind(op)] = kinds.get(op_kind(op), 0.0) + seconds
-    print(json.dumps({"kinds": kinds, "wall": wall, "input_wait": float(np.mean(waits))}))
+    print(json.dumps({"kinds": kinds, "wall": wall, "idle": idle, "input_wait": float(np.mean(waits))}))
 
 
 def conv_flops(layer, inputs, outputs):
@@ -347,8 +348,10 @@ def profile(args):
             table = ["| kind of op | ms per step | share |", "|---|---|---|"]
             table += [f"| {k} | {1000 * t:.1f} | {100 * t / total:.1f}% |" for k, t in rows if t >= 0.002 * total]
             parts.append(f"### {name} ({v or 'recipe'})\n\nOp time {1000 * total:.0f} ms per step summed over TF's "
-                         f"threads; the step's wall time in the trace {1000 * r['wall']:.0f} ms, and waiting for "
-                         f"the input pipeline's next batch {1000 * r['input_wait']:.1f} ms. Kinds under 0.2% are left out.\n\n" + "\n".join(table))
+                         f"threads; the step's wall time in the trace {1000 * r['wall']:.0f} ms, of which "
+                         f"{1000 * r['idle']:.0f} ms with no op running (XLA's kernels are not ops), and waiting "
+                         f"for the input pipeline's next batch {1000 * r['input_wait']:.1f} ms. Kinds under 0.2% "
+                         "are left out.\n\n" + "\n".join(table))
             print(parts[-1], flush=True)
     publish("Where a training step's time goes", f"TF profiler trace of {args.profile} steps after one warm-up, "
             f"at the preset recipe, through the trainer's batches and step.\n\n" + "\n\n".join(parts) + "\n",

@@ -192,9 +192,9 @@ def run_as_child(args, children):
 
 
 def traced_op_seconds(run, calls, trace_dir):
-    """Call run() `calls` times under TF's profiler, tracing into trace_dir. Returns the seconds per
-    call of each kernel on TF's compute threads ({'scope/op:Type': s}) and of the Python-side
-    executes (the calls' wall time as the trace saw it)."""
+    """Call run() `calls` times under TF's profiler, tracing into trace_dir. Returns, per call, the seconds of
+    each kernel on TF's compute threads ({'scope/op:Type': s}), the Python-side executes' wall time as the trace
+    saw it, and the part of that wall time in which none of those kernels ran (XLA's kernels are not among them)."""
     import glob
 
     import tensorflow as tf
@@ -212,15 +212,29 @@ def traced_op_seconds(run, calls, trace_dir):
         space.ParseFromString(f.read())
     plane = next(p for p in space.planes if p.name == "/host:CPU")
     names = {k: v.name for k, v in plane.event_metadata.items()}
-    ops, wall = {}, 0.0
+    ops, executes, kernels = {}, [], []
     for line in plane.lines:
         for event in line.events:
-            name, seconds = names.get(event.metadata_id, ""), event.duration_ps * 1e-12 / calls
+            name = names.get(event.metadata_id, "")
+            start = line.timestamp_ns * 1000 + event.offset_ps
             if line.name == "python" and name == "TFE_Py_ExecuteCancelable":
-                wall += seconds
+                executes.append((start, start + event.duration_ps))
             if line.name.startswith("tf_Compute") and ":" in name and "::" not in name:
-                ops[name] = ops.get(name, 0.0) + seconds
-    return ops, wall
+                ops[name] = ops.get(name, 0.0) + event.duration_ps * 1e-12 / calls
+                kernels.append((start, start + event.duration_ps))
+    wall = sum(end - start for start, end in executes)
+    return ops, wall * 1e-12 / calls, (wall - covered_ps(executes, kernels)) * 1e-12 / calls
+
+
+def covered_ps(windows, intervals):
+    """How much of the windows (start, end) the union of the intervals covers."""
+    covered = 0
+    for w0, w1 in windows:
+        end = w0
+        for a, b in sorted((max(a, w0), min(b, w1)) for a, b in intervals if a < w1 and b > w0):
+            covered += max(0, b - max(a, end))
+            end = max(end, b)
+    return covered
 
 
 def float_ops_by_type(fn, *specs):

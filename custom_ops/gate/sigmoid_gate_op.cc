@@ -30,7 +30,8 @@ using tensorflow::errors::InvalidArgument;
 absl::Status check_shapes(const Tensor& x, const Tensor& logits, const Tensor& channel, const Tensor* dy) {
   if (x.dims() != 4) return InvalidArgument("x must be (B, H, W, C), got ", x.shape().DebugString());
   if (!logits.IsSameSize(x))
-    return InvalidArgument("logits must have x's shape ", x.shape().DebugString(), ", got ", logits.shape().DebugString());
+    return InvalidArgument("logits must have x's shape ", x.shape().DebugString(), ", got ",
+                           logits.shape().DebugString());
   if (channel.dims() != 4 || channel.dim_size(0) != x.dim_size(0) || channel.dim_size(1) != 1 ||
       channel.dim_size(2) != 1 || channel.dim_size(3) != x.dim_size(3))
     return InvalidArgument("channel must be (B, 1, 1, C) for x ", x.shape().DebugString(), ", got ",
@@ -44,7 +45,8 @@ absl::Status check_shapes(const Tensor& x, const Tensor& logits, const Tensor& c
 template <typename F>
 void for_rows(OpKernelContext* ctx, const Tensor& x, F work) {
   auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
-  pool->ParallelFor(x.dim_size(0) * x.dim_size(1), x.dim_size(2) * x.dim_size(3) * 16, [&](int64_t first, int64_t last) {
+  const int64_t rows = x.dim_size(0) * x.dim_size(1), cost = x.dim_size(2) * x.dim_size(3) * 16;
+  pool->ParallelFor(rows, cost, [&](int64_t first, int64_t last) {
     for (int64_t row = first; row < last; ++row) work(row);
   });
 }
