@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "../common/bf16.h"
+#include "../common/parallel.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/tensor.h"
 
@@ -26,8 +27,7 @@ constexpr int64_t kBlock = 4096;  // values per work unit
 
 template <typename F>
 void for_blocks(OpKernelContext* ctx, int64_t n, F f) {
-  auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
-  pool->ParallelFor((n + kBlock - 1) / kBlock, kBlock * 4, [&](int64_t first, int64_t last) {
+  parallel_for(ctx, (n + kBlock - 1) / kBlock, kBlock * 4, [&](int64_t first, int64_t last) {
     for (int64_t b = first; b < last; ++b) f(b * kBlock, std::min(n, (b + 1) * kBlock));
   });
 }

@@ -62,6 +62,7 @@ inline void store16_exact(__m512 v, Eigen::bfloat16* dst) {
 inline void narrow16(__m512 v, Eigen::bfloat16* dst) { store16_exact(round_to_bf16(v), dst); }
 
 #if defined(__AVX512BW__) && defined(__AVX512VL__)
+#define VCAR_MASKED16 1  // load16 and store16 below exist
 // The lanes of mask k only: float or bfloat16 to float, and back (bfloat16 rounded as narrow16).
 inline __m512 load16(const float* p, __mmask16 k) { return _mm512_maskz_loadu_ps(k, p); }
 inline __m512 load16(const Eigen::bfloat16* p, __mmask16 k) {

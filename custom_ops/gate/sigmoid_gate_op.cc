@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "../common/bf16.h"
+#include "../common/parallel.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -21,10 +22,6 @@ using tensorflow::OpKernelConstruction;
 using tensorflow::OpKernelContext;
 using tensorflow::Tensor;
 using tensorflow::errors::InvalidArgument;
-
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
-#define VCAR_GATE_AVX512 1
-#endif
 
 // x and logits of one shape (B, H, W, C), channel (B, 1, 1, C), and dy like x where given.
 absl::Status check_shapes(const Tensor& x, const Tensor& logits, const Tensor& channel, const Tensor* dy) {
@@ -44,15 +41,14 @@ absl::Status check_shapes(const Tensor& x, const Tensor& logits, const Tensor& c
 // work(row) for every (image, row) of a (B, H, W, C) tensor, rows split over TF's intra-op threads.
 template <typename F>
 void for_rows(OpKernelContext* ctx, const Tensor& x, F work) {
-  auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
   const int64_t rows = x.dim_size(0) * x.dim_size(1), cost = x.dim_size(2) * x.dim_size(3) * 16;
-  pool->ParallelFor(rows, cost, [&](int64_t first, int64_t last) {
+  parallel_for(ctx, rows, cost, [&](int64_t first, int64_t last) {
     for (int64_t row = first; row < last; ++row) work(row);
   });
 }
 
 inline float logistic(float v) { return Eigen::internal::scalar_logistic_op<float>()(v); }
-#if VCAR_GATE_AVX512
+#if VCAR_MASKED16
 inline __m512 logistic(__m512 v) { return Eigen::internal::scalar_logistic_op<float>().packetOp(v); }
 #endif
 
@@ -73,7 +69,7 @@ class SigmoidGateOp : public OpKernel {
       const T* ch = pc + row / h * c;
       for (int64_t i = row * w * c; i < (row + 1) * w * c; i += c) {
         int64_t k = 0;
-#if VCAR_GATE_AVX512
+#if VCAR_MASKED16
         for (; k < c; k += 16) {
           const __mmask16 m = first_lanes(c - k);
           const __m512 gated = _mm512_mul_ps(load16(px + i + k, m), logistic(load16(pl + i + k, m)));
@@ -108,7 +104,7 @@ class SigmoidGateGradOp : public OpKernel {
       float* sum = row_sums.data() + row * c;
       for (int64_t i = row * w * c; i < (row + 1) * w * c; i += c) {
         int64_t k = 0;
-#if VCAR_GATE_AVX512
+#if VCAR_MASKED16
         const __m512 one = _mm512_set1_ps(1.f);
         for (; k < c; k += 16) {
           const __mmask16 m = first_lanes(c - k);

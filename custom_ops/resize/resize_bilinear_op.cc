@@ -12,10 +12,10 @@
 #include <vector>
 
 #include "../common/bf16.h"
+#include "../common/parallel.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
-#include "tensorflow/core/util/work_sharder.h"
 
 namespace vcar {
 
@@ -46,14 +46,7 @@ absl::Status check_image(const Tensor& t, const char* what) {
   return absl::OkStatus();
 }
 
-void parallel_for(OpKernelContext* ctx, int64_t units, int64_t cost_per_unit,
-                  const std::function<void(int64_t, int64_t)>& work) {
-  auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
-  tensorflow::Shard(workers->num_threads, workers->workers, units, cost_per_unit, work);
-}
-
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
-#define VCAR_RESIZE_AVX512 1
+#if VCAR_MASKED16
 // a + (b - a) * t, as the scalar code writes it
 inline __m512 lerp16(__m512 a, __m512 b, __m512 t) { return _mm512_add_ps(a, _mm512_mul_ps(_mm512_sub_ps(b, a), t)); }
 #endif
@@ -87,7 +80,7 @@ class ResizeBilinearOp : public tensorflow::OpKernel {
           const int64_t l = tx.lower[x] * c, r = tx.upper[x] * c;
           const float xl = tx.lerp[x];
           int64_t k = 0;
-#if VCAR_RESIZE_AVX512
+#if VCAR_MASKED16
           const __m512 xl16 = _mm512_set1_ps(xl), yl16 = _mm512_set1_ps(yl);
           for (; k < c; k += 16) {
             const __mmask16 m = first_lanes(c - k);
@@ -146,7 +139,7 @@ class ResizeBilinearGradOp : public tensorflow::OpKernel {
             const int64_t l = tx.lower[x] * cn, r = tx.upper[x] * cn;
             const float xl = tx.lerp[x], xi = 1.0f - xl;
             int64_t k = 0;
-#if VCAR_RESIZE_AVX512
+#if VCAR_MASKED16
             const __m512 xi16 = _mm512_set1_ps(xi), xl16 = _mm512_set1_ps(xl);
             for (; k < cn; k += 16) {
               const __mmask16 m = first_lanes(cn - k);
@@ -170,7 +163,7 @@ class ResizeBilinearGradOp : public tensorflow::OpKernel {
         T* dst = out + n * h * w * c + c0;
         for (int64_t p = 0; p < h * w; ++p) {
           int64_t k = 0;
-#if VCAR_RESIZE_AVX512
+#if VCAR_MASKED16
           for (; k < cn; k += 16)
             store16(load16(sum.data() + p * cn + k, first_lanes(cn - k)), dst + p * c + k, first_lanes(cn - k));
 #endif
